@@ -1,0 +1,106 @@
+"""Small named building blocks shared by the four architectures.
+
+The DeepLab ideas the dashboard teaches live here as real layers:
+:class:`AtrousConv` (dilated convolution), :class:`SPP` (He et al. 2014) and
+:class:`ASPP` (Chen et al. 2017, DeepLabV3 Sec. 3.3).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ConvBNReLU(nn.Sequential):
+    """k x k convolution (optionally dilated), batch norm, ReLU; spatial size kept."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, dilation: int = 1):
+        padding = dilation * (kernel_size - 1) // 2
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class DoubleConv(nn.Sequential):
+    """Two 3x3 conv-BN-ReLU layers: the unit of every U-Net stage (Ronneberger et al. 2015, Sec. 2)."""
+
+    def __init__(self, in_channels: int, out_channels: int, mid_channels: int | None = None, dilation: int = 1):
+        mid_channels = mid_channels or out_channels
+        super().__init__(
+            ConvBNReLU(in_channels, mid_channels, dilation=dilation),
+            ConvBNReLU(mid_channels, out_channels, dilation=dilation),
+        )
+
+
+class AtrousConv(ConvBNReLU):
+    """3x3 atrous (dilated) convolution: taps spaced ``rate`` pixels apart, so one layer covers
+    ``2 * rate + 1`` pixels with 9 weights and no loss of resolution (DeepLabV3, Sec. 3.1)."""
+
+    def __init__(self, in_channels: int, out_channels: int, rate: int):
+        super().__init__(in_channels, out_channels, kernel_size=3, dilation=rate)
+        self.rate = rate
+
+
+class ImagePooling(nn.Module):
+    """ASPP's image-level branch: global average pool, 1x1 conv, broadcast back (DeepLabV3, Sec. 3.3)."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.project = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = self.project(self.pool(x))  # B x C x 1 x 1
+        return F.interpolate(pooled, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class ASPP(nn.Module):
+    """Atrous Spatial Pyramid Pooling (DeepLabV3, Sec. 3.3): a 1x1 conv, three 3x3 atrous convs
+    at ``rates`` and image pooling run in parallel on the same feature, concatenated and
+    projected by a 1x1 conv. Rates are (6, 12, 18) at output stride 16 and doubled at 8."""
+
+    def __init__(self, in_channels: int, out_channels: int = 256, rates: tuple[int, ...] = (6, 12, 18), dropout: float = 0.1):
+        super().__init__()
+        branches = [ConvBNReLU(in_channels, out_channels, kernel_size=1)]
+        branches += [AtrousConv(in_channels, out_channels, rate) for rate in rates]
+        branches.append(ImagePooling(in_channels, out_channels))
+        self.branches = nn.ModuleList(branches)
+        self.rates = tuple(rates)
+        self.project = nn.Sequential(
+            ConvBNReLU(len(branches) * out_channels, out_channels, kernel_size=1),
+            nn.Dropout(dropout),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(torch.cat([branch(x) for branch in self.branches], dim=1))
+
+
+class SPP(nn.Module):
+    """Spatial Pyramid Pooling (He et al. 2014, Sec. 2.3): max-pools a feature map of any size
+    into fixed grids of bins (1x1, 2x2, 4x4 by default) and concatenates them, so the output
+    length is ``channels * sum(b * b for b in bins)`` whatever the input height and width."""
+
+    def __init__(self, bins: tuple[int, ...] = (1, 2, 4)):
+        super().__init__()
+        self.bins = tuple(bins)
+
+    def output_length(self, channels: int) -> int:
+        return channels * sum(b * b for b in self.bins)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = [F.adaptive_max_pool2d(x, b).flatten(1) for b in self.bins]  # each B x C*b*b
+        return torch.cat(pooled, dim=1)
+
+
+class SegmentationHead(nn.Conv2d):
+    """1x1 convolution from decoder features to one logit per class."""
+
+    def __init__(self, in_channels: int, num_classes: int):
+        super().__init__(in_channels, num_classes, kernel_size=1)
