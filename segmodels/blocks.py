@@ -45,16 +45,13 @@ class AtrousConv(ConvBNReLU):
 
 
 class ImagePooling(nn.Module):
-    """ASPP's image-level branch: global average pool, 1x1 conv, broadcast back (DeepLabV3, Sec. 3.3)."""
+    """ASPP's image-level branch: global average pool, 1x1 conv, broadcast back (DeepLabV3, Sec. 3.3).
+    The pooled map is 1x1, so batch norm would fail on a batch of one; the conv has a bias instead."""
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.project = nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, 1, bias=False),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
-        )
+        self.project = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1), nn.ReLU(inplace=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = self.project(self.pool(x))  # B x C x 1 x 1

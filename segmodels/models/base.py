@@ -54,8 +54,10 @@ class SegmentationModel(nn.Module):
             x = F.pad(x, (0, pad_w, 0, pad_h))
         return [out[..., :height, :width] for out in self.segment(x, **options)]
 
-    def forward(self, images: torch.Tensor, **options) -> torch.Tensor:
-        return self.forward_all(images, **options)[0]
+    def forward(self, images: torch.Tensor, return_all: bool = False, **options) -> torch.Tensor | list[torch.Tensor]:
+        """Main logits; with ``return_all`` the list of :meth:`forward_all` (for training)."""
+        outputs = self.forward_all(images, **options)
+        return outputs if return_all else outputs[0]
 
 
 def upsample_to(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:

@@ -1,0 +1,144 @@
+"""Latency, parameters, FLOPs and peak memory, measured the way users expect: batch 1,
+``torch.inference_mode``, warm-up runs, then the median and interquartile range of timed
+runs (CUDA events with synchronisation on GPU)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .cards import count_flops, count_parameters
+from .models import ARCH_NAMES, create_model
+
+
+def time_forward(run: Callable[[], object], device: torch.device, warmup: int = 3, repeats: int = 10) -> list[float]:
+    """Milliseconds of each of ``repeats`` calls of ``run`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        run()
+    timings = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            run()
+            end.record()
+            torch.cuda.synchronize(device)
+            timings.append(start.elapsed_time(end))
+        else:
+            started = time.perf_counter()
+            run()
+            timings.append((time.perf_counter() - started) * 1000)
+    return timings
+
+
+def summarize_timings(timings: list[float]) -> dict:
+    """Median and interquartile range (ms)."""
+    if len(timings) < 2:
+        return {"median_ms": timings[0], "iqr_ms": 0.0}
+    q1, _, q3 = statistics.quantiles(timings, n=4, method="inclusive")
+    return {"median_ms": statistics.median(timings), "iqr_ms": q3 - q1}
+
+
+def benchmark_model(
+    model: nn.Module,
+    name: str,
+    input_size: tuple[int, int],
+    device: torch.device | str = "cpu",
+    warmup: int = 3,
+    repeats: int = 10,
+    amp: bool = False,
+    channels_last: bool = False,
+    **forward_options,
+) -> dict:
+    """One row: name, params, GFLOPs, median / IQR latency and peak memory (CUDA only)."""
+    device = torch.device(device)
+    model = model.to(device).eval()
+    image = torch.rand(1, 3, *input_size, device=device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        image = image.contiguous(memory_format=torch.channels_last)
+    dtype = torch.bfloat16 if device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
+
+    def run():
+        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=amp):
+            return model(image, **forward_options)
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    timings = time_forward(run, device, warmup, repeats)
+    row = {
+        "model": name,
+        "params_m": count_parameters(model, **forward_options) / 1e6,
+        "gflops": count_flops(model, input_size, **forward_options) / 1e9,
+        **summarize_timings(timings),
+        "peak_mem_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+        "input": f"{input_size[0]}x{input_size[1]}",
+        "device": str(device),
+        "amp": amp,
+        "channels_last": channels_last,
+    }
+    return row
+
+
+def model_rows(model: nn.Module, name: str) -> list[tuple[str, nn.Module, dict]]:
+    """(row name, model, forward options): one row per U-Net++ pruning depth."""
+    if getattr(model, "arch", "") == "unetpp":
+        return [(f"{name} L{d}", model, {"depth": d}) for d in range(1, model.max_depth + 1)]
+    return [(name, model, {})]
+
+
+def smp_models(num_classes: int, encoder: str) -> list[tuple[str, nn.Module]]:
+    """The equivalent segmentation_models_pytorch models, when that package is installed."""
+    try:
+        import segmentation_models_pytorch as smp
+    except ImportError:
+        return []
+    if encoder == "plain":
+        print("segmentation_models_pytorch has no 'plain' encoder; use --encoder efficientnet_lite0 or a resnet to compare")
+        return []
+    smp_encoder = "tu-efficientnet_lite0" if encoder == "efficientnet_lite0" else encoder
+    classes = {"unet": smp.Unet, "unetpp": smp.UnetPlusPlus, "deeplabv3p": smp.DeepLabV3Plus}
+    built = []
+    for arch, cls in classes.items():
+        try:
+            built.append((f"smp {ARCH_NAMES[arch]} ({smp_encoder})", cls(encoder_name=smp_encoder, encoder_weights=None, classes=num_classes)))
+        except (KeyError, ValueError, RuntimeError) as error:
+            print(f"smp {arch} with {smp_encoder} unavailable: {error}")
+    return built
+
+
+def benchmark_architectures(
+    archs: list[str],
+    num_classes: int,
+    encoder: str,
+    input_size: tuple[int, int],
+    device: str = "cpu",
+    base_channels: int = 64,
+    with_smp: bool = False,
+    **timing,
+) -> list[dict]:
+    """Rows for each architecture (untrained weights: latency does not depend on them)."""
+    models = [(ARCH_NAMES[a], create_model(a, num_classes, encoder=encoder, pretrained=False, base_channels=base_channels)) for a in archs]
+    if with_smp:
+        models += smp_models(num_classes, encoder)
+    rows = []
+    for name, model in models:
+        for row_name, row_model, options in model_rows(model, name):
+            rows.append(benchmark_model(row_model, row_name, input_size, device, **timing, **options))
+    return rows
+
+
+def format_rows(rows: list[dict]) -> str:
+    """A plain-text table."""
+    header = f"{'model':<34} {'params(M)':>9} {'GFLOPs':>8} {'median ms':>10} {'IQR ms':>8} {'peak MB':>8}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        peak = f"{r['peak_mem_mb']:.0f}" if r["peak_mem_mb"] is not None else "-"
+        lines.append(f"{r['model']:<34} {r['params_m']:>9.2f} {r['gflops']:>8.2f} {r['median_ms']:>10.1f} {r['iqr_ms']:>8.1f} {peak:>8}")
+    if rows:
+        lines.append(f"input {rows[0]['input']}, batch 1, device {rows[0]['device']}, amp {rows[0]['amp']}, channels_last {rows[0]['channels_last']}")
+    return "\n".join(lines)

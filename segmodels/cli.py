@@ -1,0 +1,181 @@
+"""``python -m segmodels train | evaluate | bench | export``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from . import zoo
+from .benchmark import benchmark_architectures, benchmark_model, format_rows, model_rows
+from .cards import model_from_spec
+from .data import build_dataset, eval_transform
+from .evaluation import evaluate, evaluation_report, format_report, write_report
+from .models import ARCH_NAMES, ARCHITECTURES
+from .training import TrainConfig, train
+
+
+def _size(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    if len(parts) == 1:
+        parts = parts * 2
+    try:
+        height, width = (int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"sizes look like 360x480 or 256, got {text!r}") from None
+    return height, width
+
+
+def _default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--arch", choices=list(ARCHITECTURES), default="unet")
+    parser.add_argument("--encoder", default="plain", help="plain, efficientnet_lite0, resnet18/34/50/101")
+    parser.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="random encoder weights")
+    parser.add_argument("--base-channels", type=int, default=64)
+    parser.add_argument("--options", type=json.loads, default={}, help='architecture options as JSON, e.g. \'{"cat_channels": 32}\'')
+    parser.add_argument("--dataset", choices=["camvid", "folder", "shapes"], default="shapes")
+    parser.add_argument("--data", dest="data_root", help="dataset root (camvid, folder)")
+    parser.add_argument("--train-images", type=int, help="use only the first N training images")
+    parser.add_argument("--val-images", type=int, help="use only the first N validation images")
+    parser.add_argument("--crop", dest="crop_size", type=_size, default=(128, 128), help="training crop HxW")
+    parser.add_argument("--scale", dest="scale_range", type=float, nargs=2, default=(0.5, 2.0), help="random scale range")
+    parser.add_argument("--loss", choices=["ce", "wce", "mfb", "focal", "wfocal"], default="ce", help="wce/wfocal weight class c by (N - N_c) / N; mfb: median frequency")
+    parser.add_argument("--gamma", dest="focal_gamma", type=float, default=2.0)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--warmup-epochs", type=float, default=0.5)
+    parser.add_argument("--schedule", choices=["poly", "cosine"], default="poly")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", dest="output_dir", default="runs/default")
+    parser.add_argument("--flops-size", type=_size, default=(360, 480), help="input size for the FLOPs in the model card")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available; torchrun picks per rank)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    values = {k: v for k, v in vars(args).items() if k not in ("command", "resume", "progress", "func")}
+    card = train(TrainConfig.from_dict(values), resume=args.resume, show_progress=args.progress)
+    if card:
+        print(f"best val mIoU {card['val_miou']:.4f} (epoch {card['best_epoch']}); card: {Path(args.output_dir) / 'card.json'}")
+    return 0
+
+
+def load_for_evaluation(target: str, device: str):
+    """A zoo name (``camvid/unetpp``) or a checkpoint path -> (model, card-like spec)."""
+    path = Path(target)
+    if path.suffix == ".pt" and path.is_file():
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model = model_from_spec(state["spec"], pretrained=False)
+        model.load_state_dict(state["model"])
+        return model.to(device).eval(), state["spec"]
+    if target in zoo.list_models():
+        return zoo.load_model(target, device), zoo.load_card(target)
+    raise SystemExit(f"{target!r} is neither a checkpoint file (.pt) nor a shipped model ({', '.join(zoo.list_models()) or 'none shipped'})")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    device = args.device or _default_device()
+    model, _ = load_for_evaluation(args.model, device)
+    try:
+        dataset = build_dataset(args.dataset, args.data_root, split=args.split, transform=eval_transform())
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"cannot read the dataset: {error}") from None
+    info = dataset.info
+    options = {"depth": args.depth} if args.depth else {}
+    matrix = evaluate(model, dataset, info.num_classes, info.ignore_index, device, show_progress=True, **options)
+    report = evaluation_report(matrix, info.class_names, args.split, len(dataset))
+    report["model"] = args.model
+    if args.depth:
+        report["depth"] = args.depth
+    print(format_report(report))
+    if args.json:
+        write_report(report, args.json)
+    return 0
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    device = args.device or _default_device()
+    timing = {"warmup": args.warmup, "repeats": args.repeats, "amp": args.amp, "channels_last": args.channels_last}
+    rows = []
+    if args.models:
+        for name in args.models:
+            model, _ = load_for_evaluation(name, device)
+            for row_name, row_model, options in model_rows(model, name):
+                rows.append(benchmark_model(row_model, row_name, args.size, device, **timing, **options))
+    else:
+        archs = args.arch or list(ARCH_NAMES)
+        rows = benchmark_architectures(archs, args.num_classes, args.encoder, args.size, device, args.base_channels, with_smp=args.smp, **timing)
+    print(format_rows(rows))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    extra = {key: json.loads(Path(path).read_text()) for key, path in (("evaluation", args.evaluation), ("benchmark", args.benchmark)) if path}
+    path = zoo.export_model(args.run, args.name, extra=extra)
+    print(f"exported {args.run}/best.pt to {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m segmodels", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train_parser = commands.add_parser("train", help="train a model (also under torchrun)")
+    add_train_arguments(train_parser)
+    train_parser.set_defaults(func=run_train)
+
+    evaluate_parser = commands.add_parser("evaluate", help="evaluate at full native resolution")
+    evaluate_parser.add_argument("--model", required=True, help="checkpoint .pt or shipped name such as camvid/unetpp")
+    evaluate_parser.add_argument("--dataset", choices=["camvid", "folder", "shapes"], default="camvid")
+    evaluate_parser.add_argument("--data", dest="data_root")
+    evaluate_parser.add_argument("--split", default="val")
+    evaluate_parser.add_argument("--depth", type=int, choices=[1, 2, 3, 4], help="U-Net++ pruning depth")
+    evaluate_parser.add_argument("--device")
+    evaluate_parser.add_argument("--json", help="write the report here")
+    evaluate_parser.set_defaults(func=run_evaluate)
+
+    bench_parser = commands.add_parser("bench", help="time models (median and IQR of timed runs)")
+    bench_parser.add_argument("--models", nargs="*", help="checkpoints or shipped names; default: untrained architectures")
+    bench_parser.add_argument("--arch", nargs="*", choices=list(ARCHITECTURES))
+    bench_parser.add_argument("--encoder", default="efficientnet_lite0")
+    bench_parser.add_argument("--base-channels", type=int, default=64)
+    bench_parser.add_argument("--num-classes", type=int, default=11)
+    bench_parser.add_argument("--size", type=_size, default=(360, 480))
+    bench_parser.add_argument("--warmup", type=int, default=3)
+    bench_parser.add_argument("--repeats", type=int, default=10)
+    bench_parser.add_argument("--amp", action="store_true", help="bf16/fp16 autocast")
+    bench_parser.add_argument("--channels-last", action="store_true")
+    bench_parser.add_argument("--smp", action="store_true", help="also time segmentation_models_pytorch equivalents when installed")
+    bench_parser.add_argument("--device")
+    bench_parser.add_argument("--json", help="write the rows here")
+    bench_parser.set_defaults(func=run_bench)
+
+    export_parser = commands.add_parser("export", help="copy a run's best checkpoint into assets/weights as fp16 with its card")
+    export_parser.add_argument("--run", required=True, help="training output directory")
+    export_parser.add_argument("--name", required=True, help="zoo name such as camvid/unet")
+    export_parser.add_argument("--evaluation", help="evaluate --json report to put in the card")
+    export_parser.add_argument("--benchmark", help="bench --json rows to put in the card")
+    export_parser.set_defaults(func=run_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

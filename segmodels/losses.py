@@ -1,0 +1,219 @@
+"""Segmentation losses and class-weighting schemes.
+
+Every loss takes logits ``B x K x H x W`` and integer targets ``B x H x W``; pixels whose
+target equals ``ignore_index`` contribute nothing, to the loss nor to its normaliser.
+
+Class weights, from per-class pixel counts ``N_c`` with ``N = sum_c N_c``:
+
+* inverse share: ``w_c = (N - N_c) / N``;
+* median-frequency balancing (Eigen & Fergus 2015, as used by SegNet):
+  ``freq_c = N_c / P_c`` with ``P_c`` the pixels of the images containing class ``c``,
+  ``w_c = median(freq) / freq_c``.
+
+Focal loss (Lin et al. 2017, "Focal Loss for Dense Object Detection", Sec. 3):
+``FL(p_t) = -w_t (1 - p_t)^gamma log(p_t)``; ``gamma = 0`` is (weighted) cross-entropy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+LOSS_NAMES = ("ce", "wce", "mfb", "focal", "wfocal")
+
+
+def _as_mask(mask: Any) -> Tensor:
+    return (mask if isinstance(mask, Tensor) else torch.as_tensor(np.asarray(mask))).long()
+
+
+def _per_image_counts(mask: Tensor, num_classes: int, ignore_index: int) -> Tensor:
+    """Per-class pixel counts of each image: ``I x K`` for a mask ``H x W`` or ``I x H x W``."""
+    images = mask.reshape(-1, mask.shape[-2] * mask.shape[-1]) if mask.dim() >= 2 else mask.reshape(1, -1)
+    valid = images != ignore_index
+    values = images[valid]
+    bad = (values < 0) | (values >= num_classes)
+    if bad.any():
+        found = torch.unique(values[bad])[:10].tolist()
+        raise ValueError(
+            f"mask values must lie in [0, {num_classes}) or equal ignore_index={ignore_index}; found {found}"
+        )
+    rows = torch.arange(images.shape[0], device=images.device).unsqueeze(1).expand_as(images)[valid]
+    flat = torch.bincount(rows * num_classes + values, minlength=images.shape[0] * num_classes)
+    return flat.view(images.shape[0], num_classes)
+
+
+def pixel_counts(masks: Tensor | np.ndarray, num_classes: int, ignore_index: int = -100) -> Tensor:
+    """Per-class pixel counts (int64, length K) of a mask or a batch of masks."""
+    return _per_image_counts(_as_mask(masks), num_classes, ignore_index).sum(0)
+
+
+def dataset_class_statistics(
+    masks: Iterable[Any], num_classes: int, ignore_index: int = -100
+) -> tuple[Tensor, Tensor]:
+    """``(counts, image_counts)`` over an iterable of masks, batches of masks, or samples
+    whose last element is the mask. ``image_counts[c]`` sums the non-ignored pixels of the
+    images in which class ``c`` is present (the denominator of median-frequency balancing)."""
+    counts = torch.zeros(num_classes, dtype=torch.long)
+    image_counts = torch.zeros(num_classes, dtype=torch.long)
+    for item in masks:
+        mask = item[-1] if isinstance(item, (tuple, list)) else item
+        per_image = _per_image_counts(_as_mask(mask), num_classes, ignore_index).cpu()
+        counts += per_image.sum(0)
+        image_counts += ((per_image > 0) * per_image.sum(1, keepdim=True)).sum(0)
+    return counts, image_counts
+
+
+def dataset_pixel_counts(masks: Iterable[Any], num_classes: int, ignore_index: int = -100) -> Tensor:
+    """Per-class pixel counts accumulated over an iterable of masks (or ``(image, mask)`` pairs)."""
+    return dataset_class_statistics(masks, num_classes, ignore_index)[0]
+
+
+def class_weights_inverse_share(counts: Tensor | np.ndarray | list[int]) -> Tensor:
+    """``w_c = (N - N_c) / N``: rare classes get weights near 1, dominant ones near 0."""
+    counts = torch.as_tensor(counts, dtype=torch.float64)
+    total = counts.sum()
+    if total <= 0:
+        raise ValueError("class counts sum to zero; cannot derive class weights")
+    return ((total - counts) / total).float()
+
+
+def class_weights_median_frequency(
+    counts: Tensor | np.ndarray | list[int], image_counts: Tensor | np.ndarray | list[int] | None = None
+) -> Tensor:
+    """Median-frequency balancing: ``freq_c = N_c / P_c``, ``w_c = median(freq) / freq_c``.
+
+    ``P_c`` is ``image_counts[c]`` (pixels of the images containing class ``c``), or the
+    total ``N`` for every class when ``image_counts`` is None. The median is taken over the
+    classes with a non-zero count (the mean of the two middle values for an even number);
+    classes with zero count get weight 0.
+    """
+    counts = torch.as_tensor(counts, dtype=torch.float64)
+    if image_counts is None:
+        denominator = torch.full_like(counts, counts.sum().item())
+    else:
+        denominator = torch.as_tensor(image_counts, dtype=torch.float64)
+        if denominator.shape != counts.shape:
+            raise ValueError(f"image_counts has shape {tuple(denominator.shape)}, counts {tuple(counts.shape)}")
+    present = counts > 0
+    if not present.any():
+        raise ValueError("class counts sum to zero; cannot derive class weights")
+    if (denominator[present] <= 0).any():
+        raise ValueError("image_counts must be positive for every class with a non-zero count")
+    freq = counts[present] / denominator[present]
+    weights = torch.zeros_like(counts)
+    weights[present] = torch.quantile(freq, 0.5) / freq
+    return weights.float()
+
+
+def _weighted_mean(per_pixel: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int) -> Tensor:
+    """Sum of ``per_pixel`` over the sum of the target weights of the non-ignored pixels, as
+    ``F.cross_entropy`` normalises; 0 (with a gradient) when nothing counts."""
+    valid = target != ignore_index
+    if weight is None:
+        denominator = valid.sum().to(per_pixel.dtype)
+    else:
+        safe = torch.where(valid, target, torch.zeros_like(target))
+        denominator = (weight.to(per_pixel.dtype)[safe] * valid).sum()
+    return per_pixel.sum() / denominator.clamp_min(torch.finfo(per_pixel.dtype).tiny)
+
+
+class WeightedCrossEntropyLoss(nn.Module):
+    """Cross-entropy ``-w_t log p_t``, mean-normalised by the summed target weights of the
+    non-ignored pixels (as ``F.cross_entropy``); returns 0 rather than NaN when every pixel
+    is ignored."""
+
+    def __init__(self, weight: Tensor | None = None, ignore_index: int = -100):
+        super().__init__()
+        self.ignore_index = ignore_index
+        self.register_buffer("weight", None if weight is None else torch.as_tensor(weight, dtype=torch.float32))
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        target = target.long()
+        weight = None if self.weight is None else self.weight.to(logits.dtype)
+        per_pixel = F.cross_entropy(logits, target, weight=weight, ignore_index=self.ignore_index, reduction="none")
+        return _weighted_mean(per_pixel, target, weight, self.ignore_index)
+
+
+class FocalLoss(nn.Module):
+    """Focal loss (Lin et al. 2017, Sec. 3): ``-w_t (1 - p_t)^gamma log p_t`` per pixel,
+    from ``log_softmax`` for stability. ``weight`` plays the role of the paper's
+    ``alpha_t``. ``reduction='mean'`` divides by the summed target weights of the non-ignored
+    pixels (their number without weights), so ``gamma=0`` equals :class:`WeightedCrossEntropyLoss`."""
+
+    def __init__(
+        self, gamma: float = 2.0, weight: Tensor | None = None, ignore_index: int = -100, reduction: str = "mean"
+    ):
+        super().__init__()
+        if gamma < 0:
+            raise ValueError(f"gamma must be >= 0, got {gamma}")
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        self.gamma = float(gamma)
+        self.ignore_index = ignore_index
+        self.reduction = reduction
+        self.register_buffer("weight", None if weight is None else torch.as_tensor(weight, dtype=torch.float32))
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        target = target.long()
+        valid = target != self.ignore_index
+        safe = torch.where(valid, target, torch.zeros_like(target))
+        log_probs = F.log_softmax(logits.float(), dim=1)
+        log_pt = log_probs.gather(1, safe.unsqueeze(1)).squeeze(1)
+        one_minus_pt = (-torch.expm1(log_pt)).clamp_min(torch.finfo(log_pt.dtype).tiny)
+        per_pixel = -one_minus_pt.pow(self.gamma) * log_pt
+        weight = None if self.weight is None else self.weight.to(per_pixel.dtype)
+        if weight is not None:
+            per_pixel = per_pixel * weight[safe]
+        per_pixel = per_pixel * valid
+        if self.reduction == "none":
+            return per_pixel
+        if self.reduction == "sum":
+            return per_pixel.sum()
+        return _weighted_mean(per_pixel, target, weight, self.ignore_index)
+
+
+def build_loss(
+    name: str,
+    num_classes: int,
+    class_counts: Tensor | np.ndarray | list[int] | None = None,
+    ignore_index: int = -100,
+    gamma: float = 2.0,
+    image_counts: Tensor | np.ndarray | list[int] | None = None,
+) -> nn.Module:
+    """Loss by name: ``ce``, ``wce`` (weights ``(N - N_c) / N``), ``mfb`` (median-frequency
+    weighted CE, using ``image_counts`` when given), ``focal``, ``wfocal`` (focal with the
+    ``(N - N_c) / N`` weights). Weighted losses need ``class_counts`` of length ``num_classes``."""
+    if name not in LOSS_NAMES:
+        raise ValueError(f"unknown loss {name!r}; valid names: {', '.join(LOSS_NAMES)}")
+    if name == "ce":
+        return WeightedCrossEntropyLoss(ignore_index=ignore_index)
+    if name == "focal":
+        return FocalLoss(gamma=gamma, ignore_index=ignore_index)
+    if class_counts is None:
+        raise ValueError(f"loss {name!r} is class-weighted and needs class_counts (per-class pixel counts)")
+    counts = torch.as_tensor(class_counts)
+    if counts.shape != (num_classes,):
+        raise ValueError(f"class_counts must have length {num_classes}, got shape {tuple(counts.shape)}")
+    if name == "mfb":
+        return WeightedCrossEntropyLoss(class_weights_median_frequency(counts, image_counts), ignore_index)
+    weight = class_weights_inverse_share(counts)
+    if name == "wce":
+        return WeightedCrossEntropyLoss(weight, ignore_index)
+    return FocalLoss(gamma=gamma, weight=weight, ignore_index=ignore_index)
+
+
+def focal_curve(p: np.ndarray | list[float] | float, gamma: float) -> np.ndarray:
+    """``-(1 - p)^gamma log p`` for probabilities ``p`` of the true class."""
+    p = np.asarray(p, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        return -((1.0 - p) ** gamma) * np.log(p)
+
+
+def cross_entropy_curve(p: np.ndarray | list[float] | float) -> np.ndarray:
+    """``-log p``: the focal curve at ``gamma = 0``."""
+    return focal_curve(p, 0.0)

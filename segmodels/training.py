@@ -1,0 +1,317 @@
+"""Training loop for every architecture: AMP and channels_last on CUDA, deep supervision,
+per-epoch checkpoints with exact resume, best-by-val-mIoU selection, model cards, and
+DistributedDataParallel under ``torchrun``."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
+from tqdm import tqdm
+
+from .cards import count_flops, count_parameters, device_description, git_commit, model_from_spec, model_spec
+from .data import build_dataset, eval_transform, train_transform
+from .evaluation import autocast_for, evaluate
+from .losses import build_loss, dataset_pixel_counts
+
+UNETPP_DEPTHS = (1, 2, 3, 4)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (saved in checkpoints and model cards)."""
+
+    arch: str = "unet"
+    encoder: str = "plain"
+    pretrained: bool = True
+    base_channels: int = 64
+    options: dict = field(default_factory=dict)
+    dataset: str = "shapes"
+    data_root: str | None = None
+    train_split: str = "train"
+    val_split: str = "val"
+    train_images: int | None = None
+    val_images: int | None = None
+    crop_size: tuple[int, int] = (128, 128)
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    loss: str = "ce"
+    focal_gamma: float = 2.0
+    epochs: int = 10
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.5
+    schedule: str = "poly"
+    seed: int = 0
+    workers: int = 2
+    output_dir: str = "runs/default"
+    flops_size: tuple[int, int] = (360, 480)
+    device: str | None = None
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        config = cls(**{k: v for k, v in values.items() if k in known})
+        config.crop_size = tuple(config.crop_size)
+        config.scale_range = tuple(config.scale_range)
+        config.flops_size = tuple(config.flops_size)
+        return config
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def distributed_context() -> tuple[int, int, torch.device]:
+    """(rank, world size, device); initialises the process group when run by ``torchrun``."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available()
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    return (dist.get_rank() if dist.is_initialized() else 0), world_size, device
+
+
+def learning_rate_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
+    """Linear warm-up, then ``poly`` (1 - t)^0.9 (DeepLab) or ``cosine`` decay."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    if schedule == "poly":
+        return (1 - progress) ** 0.9
+    raise ValueError(f"schedule must be 'poly' or 'cosine', got {schedule!r}")
+
+
+class Trainer:
+    """Builds data, model, loss and optimiser from a :class:`TrainConfig` and runs it."""
+
+    def __init__(self, config: TrainConfig, show_progress: bool = True):
+        self.config = config
+        self.rank, self.world_size, self.device = distributed_context()
+        if config.device:
+            self.device = torch.device(config.device)
+        self.is_main = self.rank == 0
+        self.show_progress = show_progress and self.is_main
+        self.output_dir = Path(config.output_dir)
+        if self.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+
+        self.train_set = self._dataset(config.train_split, train=True)
+        self.val_set = self._dataset(config.val_split, train=False)
+        self.info = self.train_set.info
+        self.ignore_index = self.info.ignore_index if self.info.ignore_index is not None else 255
+
+        seed_everything(config.seed)
+        self.spec = model_spec(config.arch, config.encoder, self.info.num_classes, config.base_channels, config.options)
+        model = model_from_spec(self.spec, pretrained=config.pretrained).to(self.device)
+        if self.device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.ddp_model = DistributedDataParallel(model) if self.world_size > 1 else model
+        self.criterion = build_loss(config.loss, self.info.num_classes, self._class_counts(), ignore_index=self.ignore_index, gamma=config.focal_gamma).to(self.device)
+
+        self.steps_per_epoch = math.ceil(len(self.train_set) / (config.batch_size * self.world_size))
+        decay, no_decay = [], []
+        for name, parameter in model.named_parameters():
+            (no_decay if parameter.ndim <= 1 else decay).append(parameter)
+        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+        total_steps = self.steps_per_epoch * config.epochs
+        warmup_steps = int(config.warmup_epochs * self.steps_per_epoch)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: learning_rate_factor(step, total_steps, warmup_steps, config.schedule))
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda" and not torch.cuda.is_bf16_supported())
+        self.start_epoch = 0
+        self.best_miou = -1.0
+        self.history: list[dict] = []
+        self.train_seconds = 0.0
+
+    def _dataset(self, split: str, train: bool):
+        config = self.config
+        dataset = build_dataset(config.dataset, config.data_root, split=split, **self._dataset_kwargs(train))
+        ignore = dataset.info.ignore_index if dataset.info.ignore_index is not None else 255
+        dataset.transform = train_transform(config.crop_size, config.scale_range, ignore_index=ignore) if train else eval_transform()
+        limit = config.train_images if train else config.val_images
+        if limit is not None and config.dataset != "shapes":
+            subset = Subset(dataset, range(min(limit, len(dataset))))
+            subset.info = dataset.info
+            return subset
+        return dataset
+
+    def _dataset_kwargs(self, train: bool) -> dict:
+        config = self.config
+        if config.dataset != "shapes":
+            return {}
+        kwargs = {"size": config.crop_size[0]}
+        limit = config.train_images if train else config.val_images
+        if limit is not None:
+            kwargs["num_images"] = limit
+        return kwargs
+
+    def _class_counts(self) -> torch.Tensor | None:
+        if self.config.loss in ("ce", "focal"):
+            return None
+        cache = self.output_dir / "class_counts.json"
+        if cache.is_file():
+            return torch.tensor(json.loads(cache.read_text()), dtype=torch.float64)
+        unaugmented = self._dataset(self.config.train_split, train=False)
+        counts = dataset_pixel_counts((unaugmented[i][1] for i in range(len(unaugmented))), self.info.num_classes, self.ignore_index)
+        if self.is_main:
+            cache.write_text(json.dumps(counts.tolist()))
+        return counts
+
+    def _loader(self, epoch: int) -> DataLoader:
+        config = self.config
+        if self.world_size > 1:
+            sampler = DistributedSampler(self.train_set, num_replicas=self.world_size, rank=self.rank, shuffle=True, seed=config.seed, drop_last=True)
+            sampler.set_epoch(epoch)
+        else:
+            sampler = RandomSampler(self.train_set, generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
+        return DataLoader(
+            self.train_set,
+            batch_size=config.batch_size,
+            sampler=sampler,
+            num_workers=config.workers,
+            drop_last=len(self.train_set) >= config.batch_size * self.world_size,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
+
+    def train_one_epoch(self, epoch: int) -> float:
+        seed_everything(self.config.seed * 1_000_003 + epoch * 7919 + self.rank)
+        self.ddp_model.train()
+        total, count, started = 0.0, 0, time.perf_counter()
+        progress = tqdm(self._loader(epoch), desc=f"epoch {epoch + 1}/{self.config.epochs}", disable=not self.show_progress, leave=False)
+        for images, masks in progress:
+            images = images.to(self.device, non_blocking=True)
+            masks = masks.to(self.device, non_blocking=True)
+            if self.device.type == "cuda":
+                images = images.contiguous(memory_format=torch.channels_last)
+            with autocast_for(self.device):
+                outputs = self.ddp_model(images, return_all=True)
+                loss = sum(self.criterion(out.float(), masks) for out in outputs) / len(outputs)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            total += loss.item() * images.shape[0]
+            count += images.shape[0]
+            progress.set_postfix(loss=f"{total / count:.4f}", img_s=f"{count / (time.perf_counter() - started):.1f}")
+        return total / max(count, 1)
+
+    def validate(self, depth: int | None = None) -> dict:
+        sampler = DistributedSampler(self.val_set, num_replicas=self.world_size, rank=self.rank, shuffle=False) if self.world_size > 1 else None
+        options = {"depth": depth} if depth is not None else {}
+        matrix = evaluate(self.model, self.val_set, self.info.num_classes, self.ignore_index, self.device, sampler=sampler, **options)
+        return matrix.compute()
+
+    def checkpoint_state(self, epoch: int) -> dict:
+        return {
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "best_miou": self.best_miou,
+            "history": self.history,
+            "train_seconds": self.train_seconds,
+            "config": asdict(self.config),
+            "spec": self.spec,
+            "dataset_info": self.info.to_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def resume(self) -> bool:
+        """Continue from ``last.pt`` in the output directory; False when there is none."""
+        path = self.output_dir / "last.pt"
+        if not path.is_file():
+            return False
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.start_epoch = state["epoch"] + 1
+        self.best_miou = state["best_miou"]
+        self.history = state["history"]
+        self.train_seconds = state["train_seconds"]
+        return True
+
+    def fit(self) -> dict:
+        """Train to ``config.epochs``; returns the model card of the best checkpoint."""
+        for epoch in range(self.start_epoch, self.config.epochs):
+            started = time.perf_counter()
+            train_loss = self.train_one_epoch(epoch)
+            self.train_seconds += time.perf_counter() - started
+            metrics = self.validate()
+            record = {"epoch": epoch + 1, "train_loss": train_loss, "val_miou": metrics["miou"], "lr": self.scheduler.get_last_lr()[0], "seconds": self.train_seconds}
+            self.history.append(record)
+            improved = metrics["miou"] > self.best_miou
+            if improved:
+                self.best_miou = metrics["miou"]
+            if self.is_main:
+                with open(self.output_dir / "history.jsonl", "a") as log:
+                    log.write(json.dumps(record) + "\n")
+                if improved:
+                    torch.save({"model": self.model.state_dict(), "spec": self.spec, "epoch": epoch + 1}, self.output_dir / "best.pt")
+                torch.save(self.checkpoint_state(epoch), self.output_dir / "last.pt")
+                print(f"epoch {epoch + 1}: train loss {train_loss:.4f}  val mIoU {metrics['miou']:.4f}  best {self.best_miou:.4f}", flush=True)
+        card = self.write_card() if self.is_main else {}
+        if dist.is_initialized():
+            dist.barrier()
+        return card
+
+    def write_card(self) -> dict:
+        """Evaluate the best checkpoint on the validation split and write ``card.json``."""
+        best = torch.load(self.output_dir / "best.pt", map_location=self.device, weights_only=True)
+        self.model.load_state_dict(best["model"])
+        metrics = self.validate()
+        card = {
+            **self.spec,
+            "dataset": self.info.to_dict(),
+            "training": asdict(self.config),
+            "data_split": {"train": self.config.train_split, "val": self.config.val_split, "train_images": len(self.train_set), "val_images": len(self.val_set)},
+            "epochs": self.config.epochs,
+            "best_epoch": best["epoch"],
+            "val_miou": metrics["miou"],
+            "val_per_class_iou": dict(zip(self.info.class_names, metrics["per_class_iou"])),
+            "val_pixel_accuracy": metrics["pixel_accuracy"],
+            "params": count_parameters(self.model),
+            "flops": count_flops(self.model, self.config.flops_size),
+            "flops_input_size": list(self.config.flops_size),
+            "train_seconds": round(self.train_seconds, 1),
+            "train_device": device_description(self.device),
+            "world_size": self.world_size,
+            "git_commit": git_commit(),
+        }
+        if self.spec["arch"] == "unetpp":
+            card["pruning"] = [
+                {"depth": d, "val_miou": self.validate(depth=d)["miou"], "params": count_parameters(self.model, depth=d), "flops": count_flops(self.model, self.config.flops_size, depth=d)}
+                for d in UNETPP_DEPTHS
+            ]
+        (self.output_dir / "card.json").write_text(json.dumps(card, indent=2))
+        return card
+
+
+def train(config: TrainConfig, resume: bool = False, show_progress: bool = True) -> dict:
+    """Train (resuming from ``last.pt`` when asked) and return the model card."""
+    trainer = Trainer(config, show_progress=show_progress)
+    if resume:
+        trainer.resume()
+    return trainer.fit()

@@ -1,0 +1,93 @@
+"""The shipped model zoo: weights the project trained itself, under
+``assets/weights/<set>/<arch>.pt`` with a model card ``<arch>.json`` beside each.
+
+A weight file is checked against the SHA-256 in its card before
+``torch.load(weights_only=True)``; a model is loaded once per device and cached."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import torch
+
+from .cards import model_from_spec, sha256_of
+from .models import SegmentationModel
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "assets" / "weights"
+
+
+class WeightsError(RuntimeError):
+    """A shipped model cannot be used: missing, corrupted or swapped weights."""
+
+
+_cache: dict[tuple[str, str], SegmentationModel] = {}
+_lock = threading.Lock()
+
+
+def list_models(weights_dir: Path = WEIGHTS_DIR) -> list[str]:
+    """Names like ``shapes/unet`` of every shipped model with a card."""
+    return sorted(f"{card.parent.name}/{card.stem}" for card in weights_dir.glob("*/*.json"))
+
+
+def _paths(name: str, weights_dir: Path) -> tuple[Path, Path]:
+    set_name, _, arch = name.partition("/")
+    if not set_name or not arch or ".." in name:
+        raise WeightsError(f"model names look like 'shapes/unet'; got {name!r}. Shipped: {', '.join(list_models(weights_dir)) or 'none'}")
+    return weights_dir / set_name / f"{arch}.pt", weights_dir / set_name / f"{arch}.json"
+
+
+def load_card(name: str, weights_dir: Path = WEIGHTS_DIR) -> dict:
+    """The model card of a shipped model."""
+    _, card_path = _paths(name, weights_dir)
+    if not card_path.is_file():
+        raise WeightsError(f"no shipped model {name!r}; shipped: {', '.join(list_models(weights_dir)) or 'none'}")
+    return json.loads(card_path.read_text())
+
+
+def load_state_dict_checked(weights_path: Path, expected_sha256: str) -> dict:
+    """Verify the file's SHA-256, then load it with ``weights_only=True``."""
+    if not weights_path.is_file():
+        raise WeightsError(f"weight file {weights_path} is missing")
+    actual = sha256_of(weights_path)
+    if actual != expected_sha256:
+        raise WeightsError(f"weight file {weights_path} is corrupted or was swapped: SHA-256 {actual[:12]}... does not match its card ({expected_sha256[:12]}...)")
+    return torch.load(weights_path, map_location="cpu", weights_only=True)
+
+
+def load_model(name: str, device: torch.device | str = "cpu", weights_dir: Path = WEIGHTS_DIR) -> SegmentationModel:
+    """Load a shipped model in eval mode onto ``device``; later calls return the same object."""
+    key = (str(weights_dir / name), str(torch.device(device)))
+    with _lock:
+        if key not in _cache:
+            card = load_card(name, weights_dir)
+            weights_path, _ = _paths(name, weights_dir)
+            state = load_state_dict_checked(weights_path, card["sha256"])
+            model = model_from_spec(card, pretrained=False)
+            model.load_state_dict(state)
+            _cache[key] = model.to(device).eval()
+        return _cache[key]
+
+
+def clear_cache() -> None:
+    with _lock:
+        _cache.clear()
+
+
+def export_model(run_dir: str | Path, name: str, weights_dir: Path = WEIGHTS_DIR, extra: dict | None = None) -> Path:
+    """Copy a run's ``best.pt`` into the zoo as an fp16 state dict with its card (plus
+    ``extra`` entries such as evaluation and benchmark results) and the file's SHA-256."""
+    run_dir = Path(run_dir)
+    weights_path, card_path = _paths(name, weights_dir)
+    weights_path.parent.mkdir(parents=True, exist_ok=True)
+    best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+    half = {k: (v.half() if v.is_floating_point() else v) for k, v in best["model"].items()}
+    torch.save(half, weights_path)
+    card = json.loads((run_dir / "card.json").read_text())
+    card.update(extra or {})
+    card["weights_file"] = weights_path.name
+    card["weights_dtype"] = "float16"
+    card["sha256"] = sha256_of(weights_path)
+    card_path.write_text(json.dumps(card, indent=2))
+    return weights_path
