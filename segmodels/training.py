@@ -22,7 +22,7 @@ from tqdm import tqdm
 from .cards import count_flops, count_parameters, device_description, git_commit, model_from_spec, model_spec
 from .data import build_dataset, eval_transform, train_transform
 from .evaluation import autocast_for, evaluate
-from .losses import build_loss, dataset_pixel_counts
+from .losses import build_loss, dataset_class_statistics
 
 UNETPP_DEPTHS = (1, 2, 3, 4)
 
@@ -125,7 +125,8 @@ class Trainer:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.ddp_model = DistributedDataParallel(model) if self.world_size > 1 else model
-        self.criterion = build_loss(config.loss, self.info.num_classes, self._class_counts(), ignore_index=self.ignore_index, gamma=config.focal_gamma).to(self.device)
+        counts, image_counts = self._class_statistics()
+        self.criterion = build_loss(config.loss, self.info.num_classes, counts, ignore_index=self.ignore_index, gamma=config.focal_gamma, image_counts=image_counts).to(self.device)
 
         self.steps_per_epoch = math.ceil(len(self.train_set) / (config.batch_size * self.world_size))
         decay, no_decay = [], []
@@ -163,17 +164,19 @@ class Trainer:
             kwargs["num_images"] = limit
         return kwargs
 
-    def _class_counts(self) -> torch.Tensor | None:
+    def _class_statistics(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Pixel counts per class over the unaugmented training set (cached in the run)."""
         if self.config.loss in ("ce", "focal"):
-            return None
+            return None, None
         cache = self.output_dir / "class_counts.json"
         if cache.is_file():
-            return torch.tensor(json.loads(cache.read_text()), dtype=torch.float64)
+            stored = json.loads(cache.read_text())
+            return torch.tensor(stored["counts"]), torch.tensor(stored["image_counts"])
         unaugmented = self._dataset(self.config.train_split, train=False)
-        counts = dataset_pixel_counts((unaugmented[i][1] for i in range(len(unaugmented))), self.info.num_classes, self.ignore_index)
+        counts, image_counts = dataset_class_statistics((unaugmented[i][1] for i in range(len(unaugmented))), self.info.num_classes, self.ignore_index)
         if self.is_main:
-            cache.write_text(json.dumps(counts.tolist()))
-        return counts
+            cache.write_text(json.dumps({"counts": counts.tolist(), "image_counts": image_counts.tolist()}))
+        return counts, image_counts
 
     def _loader(self, epoch: int) -> DataLoader:
         config = self.config

@@ -1,0 +1,165 @@
+"""Synthetic Shapes: circles, triangles and rectangles on textured, noisy backgrounds.
+
+Image ``index`` of ``seed`` is rendered from ``np.random.default_rng([seed, index])`` alone,
+so it is the same whatever the access order. Object colour is drawn independently of the
+class, sizes run from ~8 px to most of the image and later objects occlude earlier ones,
+so telling the classes apart needs shape, i.e. a large enough receptive field.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from torch.utils.data import Dataset
+
+from .info import SHAPES
+from .transforms import PairTransform, eval_transform, to_tv_pair
+
+CIRCLE, TRIANGLE, RECTANGLE = 1, 2, 3
+MIN_EXTENT = 8.0
+MAX_EXTENT_FRACTION = 0.9
+OBJECTS_PER_IMAGE = (2, 6)
+STYLES = ("solid", "textured", "outlined")
+STYLE_PROBABILITIES = (0.5, 0.25, 0.25)
+
+
+@lru_cache(maxsize=8)
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    yy.flags.writeable = False
+    xx.flags.writeable = False
+    return yy, xx
+
+
+def _random_color(rng: np.random.Generator) -> np.ndarray:
+    return rng.integers(0, 256, 3).astype(np.float32)
+
+
+def _stripes(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Sine or square-wave stripes in [0, 1] at a random angle, period and phase."""
+    yy, xx = _grid(size)
+    angle = rng.uniform(0.0, np.pi)
+    period = rng.uniform(4.0, 24.0)
+    wave = np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * (2 * np.pi / period) + rng.uniform(0.0, 2 * np.pi))
+    return (wave > 0).astype(np.float32) if rng.random() < 0.5 else 0.5 + 0.5 * wave
+
+
+def _smooth_noise(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Low-frequency colour noise, size x size x 3 floats in [0, 255]."""
+    cells = int(rng.integers(2, 10))
+    small = rng.integers(0, 256, (cells, cells, 3), dtype=np.uint8)
+    return np.asarray(Image.fromarray(small).resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32)
+
+
+def _blend(base: np.ndarray, color: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    weight = weight[..., None]
+    return base * (1.0 - weight) + color * weight
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Smooth colour noise, optionally overlaid with a colour gradient and with stripes."""
+    background = _smooth_noise(rng, size)
+    if rng.random() < 0.5:
+        yy, xx = _grid(size)
+        angle = rng.uniform(0.0, 2 * np.pi)
+        ramp = xx * np.cos(angle) + yy * np.sin(angle)
+        ramp = (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1e-6)
+        background = _blend(background, _random_color(rng), rng.uniform(0.3, 0.8) * ramp)
+    if rng.random() < 0.6:
+        background = _blend(background, _random_color(rng), rng.uniform(0.2, 0.6) * _stripes(rng, size))
+    return background
+
+
+def _outline(rng: np.random.Generator, shape_class: int, size: int) -> list[tuple[float, float]] | tuple[float, ...]:
+    """Polygon vertices (triangle, rectangle) or ellipse box (circle) of one random object."""
+    extent = float(np.exp(rng.uniform(np.log(MIN_EXTENT), np.log(MAX_EXTENT_FRACTION * size))))
+    cx, cy = rng.uniform(0.0, size, 2)
+    if shape_class == CIRCLE:
+        r = extent / 2
+        return (cx - r, cy - r, cx + r, cy + r)
+    angle = rng.uniform(0.0, 2 * np.pi)
+    if shape_class == TRIANGLE:
+        angles = angle + np.array([0.0, 2.0, 4.0]) * np.pi / 3 + rng.uniform(-0.35, 0.35, 3)
+        radius = extent / np.sqrt(3.0)
+        px, py = radius * np.cos(angles), radius * np.sin(angles)
+    else:
+        w, h = extent / 2, extent * rng.uniform(0.35, 1.0) / 2
+        cx0, cy0 = np.array([-w, w, w, -w]), np.array([-h, -h, h, h])
+        px = cx0 * np.cos(angle) - cy0 * np.sin(angle)
+        py = cx0 * np.sin(angle) + cy0 * np.cos(angle)
+    return list(zip((cx + px).tolist(), (cy + py).tolist()))
+
+
+def _draw_object(rng: np.random.Generator, shape_class: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Render one object: (pixel colours size x size x 3, canvas with 255 = fill and 128 = outline, 0 = outside)."""
+    geometry = _outline(rng, shape_class, size)
+    style = STYLES[rng.choice(len(STYLES), p=STYLE_PROBABILITIES)]
+    color = _random_color(rng)
+    canvas = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(canvas)
+    outline = {"outline": 128, "width": int(rng.integers(1, 4))} if style == "outlined" else {}
+    if shape_class == CIRCLE:
+        draw.ellipse(geometry, fill=255, **outline)
+    else:
+        draw.polygon(geometry, fill=255, **outline)
+    pixels = np.broadcast_to(color, (size, size, 3))
+    if style == "textured":
+        pattern = _stripes(rng, size) if rng.random() < 0.5 else _smooth_noise(rng, size).mean(axis=2) / 255.0
+        pixels = _blend(pixels, _random_color(rng), pattern)
+    elif style == "outlined":
+        pixels = np.where((np.asarray(canvas) == 128)[..., None], _random_color(rng), pixels)
+    return pixels, np.asarray(canvas)
+
+
+def render_shapes(seed: int, index: int, size: int = 128) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image ``index`` of ``seed``: (RGB uint8 H x W x 3, class ids uint8 H x W,
+    instance ids uint16 H x W with 0 = background and 1..n for the visible objects)."""
+    if seed < 0 or index < 0:
+        raise ValueError(f"seed and index must be non-negative, got seed={seed}, index={index}")
+    rng = np.random.default_rng([seed, index])
+    image = _background(rng, size)
+    mask = np.zeros((size, size), dtype=np.uint8)
+    instances = np.zeros((size, size), dtype=np.uint16)
+    num_objects = int(rng.integers(OBJECTS_PER_IMAGE[0], OBJECTS_PER_IMAGE[1] + 1))
+    for instance_id in range(1, num_objects + 1):
+        shape_class = int(rng.integers(CIRCLE, RECTANGLE + 1))
+        pixels, canvas = _draw_object(rng, shape_class, size)
+        inside = canvas > 0
+        image[inside] = pixels[inside]
+        mask[inside] = shape_class
+        instances[inside] = instance_id
+    image += rng.normal(0.0, rng.uniform(2.0, 12.0), image.shape).astype(np.float32)
+    visible = np.unique(instances)
+    relabel = np.zeros(num_objects + 1, dtype=np.uint16)
+    relabel[visible] = np.arange(len(visible), dtype=np.uint16)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8), mask, relabel[instances]
+
+
+class ShapesDataset(Dataset):
+    """``num_images`` Shapes images of ``size`` x ``size`` as (image, mask) tensors like :class:`CamVidDataset`."""
+
+    info = SHAPES
+
+    def __init__(self, num_images: int, size: int = 128, seed: int = 0, transform: PairTransform | None = None):
+        if num_images < 0 or size < 2 * MIN_EXTENT:
+            raise ValueError(f"need num_images >= 0 and size >= {2 * MIN_EXTENT:g}, got {num_images}, {size}")
+        self.num_images = num_images
+        self.size = size
+        self.seed = seed
+        self.transform = transform or eval_transform()
+
+    def __len__(self) -> int:
+        return self.num_images
+
+    def sample(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The raw (image, mask, instances) arrays of image ``index``."""
+        if not 0 <= index < self.num_images:
+            raise IndexError(f"index {index} out of range for {self.num_images} images")
+        return render_shapes(self.seed, index, self.size)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask, _ = self.sample(index)
+        return self.transform(*to_tv_pair(image, mask))
