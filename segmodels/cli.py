@@ -59,12 +59,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--flops-size", type=_size, default=(360, 480), help="input size for the FLOPs in the model card")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available; torchrun picks per rank)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--stop-after", type=int, help="end this run after N epochs (continue later with --resume)")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
 
 
 def run_train(args: argparse.Namespace) -> int:
-    values = {k: v for k, v in vars(args).items() if k not in ("command", "resume", "progress", "func")}
-    card = train(TrainConfig.from_dict(values), resume=args.resume, show_progress=args.progress)
+    values = {k: v for k, v in vars(args).items() if k not in ("command", "resume", "progress", "func", "stop_after")}
+    card = train(TrainConfig.from_dict(values), resume=args.resume, show_progress=args.progress, stop_after=args.stop_after)
     if card:
         print(f"best val mIoU {card['val_miou']:.4f} (epoch {card['best_epoch']}); card: {Path(args.output_dir) / 'card.json'}")
     return 0

@@ -35,7 +35,8 @@ def evaluate(
     **forward_options,
 ) -> ConfusionMatrix:
     """Run ``model`` over ``dataset`` (items ``(image, mask)`` at native size) and return the
-    accumulated confusion matrix. With a distributed ``sampler``, matrices are summed over ranks."""
+    accumulated confusion matrix. With a ``sampler`` (a DistributedSampler giving each rank its
+    shard), matrices are summed over ranks."""
     device = torch.device(device)
     was_training = model.training
     model.eval()
@@ -47,7 +48,8 @@ def evaluate(
             logits = model(images, **forward_options)
         matrix.update(upsample_to(logits.float(), masks.shape[-2:]), masks)
     model.train(was_training)
-    matrix.all_reduce()
+    if sampler is not None:
+        matrix.all_reduce()
     return matrix
 
 

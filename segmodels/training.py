@@ -218,8 +218,10 @@ class Trainer:
             progress.set_postfix(loss=f"{total / count:.4f}", img_s=f"{count / (time.perf_counter() - started):.1f}")
         return total / max(count, 1)
 
-    def validate(self, depth: int | None = None) -> dict:
-        sampler = DistributedSampler(self.val_set, num_replicas=self.world_size, rank=self.rank, shuffle=False) if self.world_size > 1 else None
+    def validate(self, depth: int | None = None, distributed: bool = True) -> dict:
+        """Val metrics; ``distributed`` shards the split over ranks (all ranks must call)."""
+        shard = distributed and self.world_size > 1
+        sampler = DistributedSampler(self.val_set, num_replicas=self.world_size, rank=self.rank, shuffle=False) if shard else None
         options = {"depth": depth} if depth is not None else {}
         matrix = evaluate(self.model, self.val_set, self.info.num_classes, self.ignore_index, self.device, sampler=sampler, **options)
         return matrix.compute()
@@ -237,7 +239,6 @@ class Trainer:
             "config": asdict(self.config),
             "spec": self.spec,
             "dataset_info": self.info.to_dict(),
-            "torch_rng": torch.get_rng_state(),
         }
 
     def resume(self) -> bool:
@@ -256,9 +257,11 @@ class Trainer:
         self.train_seconds = state["train_seconds"]
         return True
 
-    def fit(self) -> dict:
-        """Train to ``config.epochs``; returns the model card of the best checkpoint."""
-        for epoch in range(self.start_epoch, self.config.epochs):
+    def fit(self, stop_after: int | None = None) -> dict:
+        """Train to ``config.epochs`` and return the model card of the best checkpoint.
+        ``stop_after`` ends this run after that many epochs (resume later); no card then."""
+        last_epoch = self.config.epochs if stop_after is None else min(self.config.epochs, self.start_epoch + stop_after)
+        for epoch in range(self.start_epoch, last_epoch):
             started = time.perf_counter()
             train_loss = self.train_one_epoch(epoch)
             self.train_seconds += time.perf_counter() - started
@@ -275,7 +278,8 @@ class Trainer:
                     torch.save({"model": self.model.state_dict(), "spec": self.spec, "epoch": epoch + 1}, self.output_dir / "best.pt")
                 torch.save(self.checkpoint_state(epoch), self.output_dir / "last.pt")
                 print(f"epoch {epoch + 1}: train loss {train_loss:.4f}  val mIoU {metrics['miou']:.4f}  best {self.best_miou:.4f}", flush=True)
-        card = self.write_card() if self.is_main else {}
+        finished = last_epoch == self.config.epochs
+        card = self.write_card() if self.is_main and finished else {}
         if dist.is_initialized():
             dist.barrier()
         return card
@@ -284,7 +288,7 @@ class Trainer:
         """Evaluate the best checkpoint on the validation split and write ``card.json``."""
         best = torch.load(self.output_dir / "best.pt", map_location=self.device, weights_only=True)
         self.model.load_state_dict(best["model"])
-        metrics = self.validate()
+        metrics = self.validate(distributed=False)
         card = {
             **self.spec,
             "dataset": self.info.to_dict(),
@@ -305,16 +309,20 @@ class Trainer:
         }
         if self.spec["arch"] == "unetpp":
             card["pruning"] = [
-                {"depth": d, "val_miou": self.validate(depth=d)["miou"], "params": count_parameters(self.model, depth=d), "flops": count_flops(self.model, self.config.flops_size, depth=d)}
+                {"depth": d, "val_miou": self.validate(depth=d, distributed=False)["miou"], "params": count_parameters(self.model, depth=d), "flops": count_flops(self.model, self.config.flops_size, depth=d)}
                 for d in UNETPP_DEPTHS
             ]
         (self.output_dir / "card.json").write_text(json.dumps(card, indent=2))
         return card
 
 
-def train(config: TrainConfig, resume: bool = False, show_progress: bool = True) -> dict:
-    """Train (resuming from ``last.pt`` when asked) and return the model card."""
+def train(config: TrainConfig, resume: bool = False, show_progress: bool = True, stop_after: int | None = None) -> dict:
+    """Train (resuming from ``last.pt`` when asked) and return the model card ({} when
+    ``stop_after`` ended the run early)."""
     trainer = Trainer(config, show_progress=show_progress)
     if resume:
         trainer.resume()
-    return trainer.fit()
+    card = trainer.fit(stop_after=stop_after)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return card
