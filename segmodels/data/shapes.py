@@ -2,8 +2,10 @@
 
 Image ``index`` of ``seed`` is rendered from ``np.random.default_rng([seed, index])`` alone,
 so it is the same whatever the access order. Object colour is drawn independently of the
-class, sizes run from ~8 px to most of the image and later objects occlude earlier ones,
-so telling the classes apart needs shape, i.e. a large enough receptive field.
+class, sizes run from ~12 px to most of the image and later objects occlude earlier ones
+(an object that would hide more than half of an earlier one is left out, so every visible
+object keeps enough of its shape to be recognised), so telling the classes apart needs
+shape, i.e. a large enough receptive field.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from .info import SHAPES
 from .transforms import PairTransform, eval_transform, to_tv_pair
 
 CIRCLE, TRIANGLE, RECTANGLE = 1, 2, 3
-MIN_EXTENT = 8.0
+MIN_EXTENT = 12.0
+MIN_VISIBLE_FRACTION = 0.5
 MAX_EXTENT_FRACTION = 0.9
 OBJECTS_PER_IMAGE = (2, 6)
 STYLES = ("solid", "textured", "outlined")
@@ -114,6 +117,13 @@ def _draw_object(rng: np.random.Generator, shape_class: int, size: int) -> tuple
     return pixels, np.asarray(canvas)
 
 
+def _hides_too_much(instances: np.ndarray, inside: np.ndarray, full_areas: np.ndarray, new_id: int) -> bool:
+    """Whether drawing ``inside`` on top would leave an earlier object under half visible."""
+    remaining = np.bincount(instances[~inside].ravel(), minlength=new_id)[1:new_id]
+    drawn = full_areas[1:new_id] > 0
+    return bool(np.any(remaining[drawn] < MIN_VISIBLE_FRACTION * full_areas[1:new_id][drawn]))
+
+
 def render_shapes(seed: int, index: int, size: int = 128) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Image ``index`` of ``seed``: (RGB uint8 H x W x 3, class ids uint8 H x W,
     instance ids uint16 H x W with 0 = background and 1..n for the visible objects)."""
@@ -124,10 +134,14 @@ def render_shapes(seed: int, index: int, size: int = 128) -> tuple[np.ndarray, n
     mask = np.zeros((size, size), dtype=np.uint8)
     instances = np.zeros((size, size), dtype=np.uint16)
     num_objects = int(rng.integers(OBJECTS_PER_IMAGE[0], OBJECTS_PER_IMAGE[1] + 1))
+    full_areas = np.zeros(num_objects + 1, dtype=np.int64)
     for instance_id in range(1, num_objects + 1):
         shape_class = int(rng.integers(CIRCLE, RECTANGLE + 1))
         pixels, canvas = _draw_object(rng, shape_class, size)
         inside = canvas > 0
+        if _hides_too_much(instances, inside, full_areas, instance_id):
+            continue
+        full_areas[instance_id] = inside.sum()
         image[inside] = pixels[inside]
         mask[inside] = shape_class
         instances[inside] = instance_id

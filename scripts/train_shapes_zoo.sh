@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Trains, evaluates, benchmarks and exports the Shapes model set (plain encoder, CPU-sized).
+# Re-running resumes unfinished runs from runs/shapes/<arch>/last.pt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+EPOCHS=${EPOCHS:-25}
+COMMON=(--dataset shapes --encoder plain --base-channels 8 --crop 96 --scale 0.75 1.25 --loss ce
+        --epochs "$EPOCHS" --batch-size 16 --lr 3e-3 --workers 1 --flops-size 128 --no-progress --resume)
+for arch in ${ARCHS:-unet deeplabv3p unetpp unet3p}; do
+  options='{}'
+  [ "$arch" = unet3p ] && options='{"cat_channels": 16}'
+  run=runs/shapes/$arch
+  if [ ! -f "$run/card.json" ]; then
+    "$PY" -m segmodels train --arch "$arch" --options "$options" --out "$run" "${COMMON[@]}"
+  fi
+  "$PY" -m segmodels evaluate --model "$run/best.pt" --dataset shapes --split val --json "$run/eval.json"
+  "$PY" -m segmodels bench --models "$run/best.pt" --size 128x128 --device cpu --json "$run/bench.json"
+  "$PY" -m segmodels export --run "$run" --name "shapes/$arch" --evaluation "$run/eval.json" --benchmark "$run/bench.json"
+done
