@@ -1,0 +1,83 @@
+import json
+
+import pytest
+import torch
+
+from segmodels import zoo
+from segmodels.cards import model_spec
+from segmodels.models import create_model
+
+
+def make_run(directory, arch, seed):
+    torch.manual_seed(seed)
+    spec = model_spec(arch, "plain", 4, base_channels=4)
+    model = create_model(arch, 4, base_channels=4)
+    directory.mkdir(parents=True)
+    torch.save({"model": model.state_dict(), "spec": spec, "epoch": 1}, directory / "best.pt")
+    (directory / "card.json").write_text(json.dumps({**spec, "val_miou": 0.5}))
+    return model
+
+
+@pytest.fixture
+def weights_dir(tmp_path):
+    make_run(tmp_path / "runs" / "unet", "unet", 0)
+    make_run(tmp_path / "runs" / "unetpp", "unetpp", 1)
+    target = tmp_path / "weights"
+    zoo.export_model(tmp_path / "runs" / "unet", "toy/unet", weights_dir=target, extra={"evaluation": {"miou": 0.5}})
+    zoo.export_model(tmp_path / "runs" / "unetpp", "toy/unetpp", weights_dir=target)
+    zoo.clear_cache()
+    yield target
+    zoo.clear_cache()
+
+
+def test_exported_models_list_load_once_and_predict(weights_dir):
+    assert zoo.list_models(weights_dir) == ["toy/unet", "toy/unetpp"]
+    card = zoo.load_card("toy/unet", weights_dir)
+    assert card["weights_dtype"] == "float16" and len(card["sha256"]) == 64 and card["evaluation"] == {"miou": 0.5}
+    model = zoo.load_model("toy/unet", "cpu", weights_dir)
+    assert zoo.load_model("toy/unet", "cpu", weights_dir) is model
+    assert not model.training
+    with torch.inference_mode():
+        assert model(torch.rand(1, 3, 20, 30)).shape == (1, 4, 20, 30)
+
+
+def test_weights_match_the_trained_model_up_to_fp16(weights_dir, tmp_path):
+    original = torch.load(tmp_path / "runs" / "unet" / "best.pt", weights_only=True)["model"]
+    loaded = zoo.load_model("toy/unet", "cpu", weights_dir).state_dict()
+    for key, value in original.items():
+        assert torch.allclose(loaded[key].float(), value.float(), atol=1e-2, rtol=1e-3), key
+
+
+def test_corrupted_weights_are_detected_before_loading(weights_dir):
+    path = weights_dir / "toy" / "unet.pt"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(zoo.WeightsError, match="corrupted or was swapped"):
+        zoo.load_model("toy/unet", "cpu", weights_dir)
+    assert zoo.load_model("toy/unetpp", "cpu", weights_dir) is not None
+
+
+def test_swapped_weights_are_detected(weights_dir):
+    (weights_dir / "toy" / "unet.pt").write_bytes((weights_dir / "toy" / "unetpp.pt").read_bytes())
+    with pytest.raises(zoo.WeightsError, match="SHA-256"):
+        zoo.load_model("toy/unet", "cpu", weights_dir)
+
+
+def test_missing_weights_and_bad_names(weights_dir):
+    (weights_dir / "toy" / "unet.pt").unlink()
+    with pytest.raises(zoo.WeightsError, match="missing"):
+        zoo.load_model("toy/unet", "cpu", weights_dir)
+    with pytest.raises(zoo.WeightsError, match="no shipped model"):
+        zoo.load_card("toy/segnet", weights_dir)
+    for bad in ("unet", "../etc/passwd", "toy/../../x"):
+        with pytest.raises(zoo.WeightsError):
+            zoo.load_card(bad, weights_dir)
+
+
+def test_shipped_models_match_their_cards():
+    for name in zoo.list_models():
+        card = zoo.load_card(name)
+        model = zoo.load_model(name, "cpu")
+        assert sum(p.numel() for p in model.parameters()) == card["params"]
+        assert card["arch"] in name
