@@ -41,13 +41,14 @@ def _random_color(rng: np.random.Generator) -> np.ndarray:
     return rng.integers(0, 256, 3).astype(np.float32)
 
 
-def _stripes(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Sine or square-wave stripes in [0, 1] at a random angle, period and phase."""
+def _stripes(rng: np.random.Generator, size: int, hard_edges: bool = True) -> np.ndarray:
+    """Sine (or, with ``hard_edges``, sometimes square-wave) stripes in [0, 1] at a random
+    angle, period and phase."""
     yy, xx = _grid(size)
     angle = rng.uniform(0.0, np.pi)
     period = rng.uniform(4.0, 24.0)
     wave = np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * (2 * np.pi / period) + rng.uniform(0.0, 2 * np.pi))
-    return (wave > 0).astype(np.float32) if rng.random() < 0.5 else 0.5 + 0.5 * wave
+    return (wave > 0).astype(np.float32) if hard_edges and rng.random() < 0.5 else 0.5 + 0.5 * wave
 
 
 def _smooth_noise(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -63,8 +64,10 @@ def _blend(base: np.ndarray, color: np.ndarray, weight: np.ndarray) -> np.ndarra
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Smooth colour noise, optionally overlaid with a colour gradient and with stripes."""
-    background = _smooth_noise(rng, size)
+    """Smooth colour noise, optionally overlaid with a colour gradient and faint soft stripes
+    (so object outlines stay the sharpest edges: the class is in the shape)."""
+    base = _random_color(rng)
+    background = base + rng.uniform(0.2, 0.5) * (_smooth_noise(rng, size) - 127.5)
     if rng.random() < 0.5:
         yy, xx = _grid(size)
         angle = rng.uniform(0.0, 2 * np.pi)
@@ -72,7 +75,7 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
         ramp = (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1e-6)
         background = _blend(background, _random_color(rng), rng.uniform(0.3, 0.8) * ramp)
     if rng.random() < 0.6:
-        background = _blend(background, _random_color(rng), rng.uniform(0.2, 0.6) * _stripes(rng, size))
+        background = _blend(background, _random_color(rng), rng.uniform(0.1, 0.3) * _stripes(rng, size, hard_edges=False))
     return background
 
 
@@ -111,7 +114,7 @@ def _draw_object(rng: np.random.Generator, shape_class: int, size: int) -> tuple
     pixels = np.broadcast_to(color, (size, size, 3))
     if style == "textured":
         pattern = _stripes(rng, size) if rng.random() < 0.5 else _smooth_noise(rng, size).mean(axis=2) / 255.0
-        pixels = _blend(pixels, _random_color(rng), pattern)
+        pixels = _blend(pixels, _random_color(rng), rng.uniform(0.2, 0.5) * pattern)
     elif style == "outlined":
         pixels = np.where((np.asarray(canvas) == 128)[..., None], _random_color(rng), pixels)
     return pixels, np.asarray(canvas)
@@ -145,7 +148,7 @@ def render_shapes(seed: int, index: int, size: int = 128) -> tuple[np.ndarray, n
         image[inside] = pixels[inside]
         mask[inside] = shape_class
         instances[inside] = instance_id
-    image += rng.normal(0.0, rng.uniform(2.0, 12.0), image.shape).astype(np.float32)
+    image += rng.normal(0.0, rng.uniform(2.0, 8.0), image.shape).astype(np.float32)
     visible = np.unique(instances)
     relabel = np.zeros(num_objects + 1, dtype=np.uint16)
     relabel[visible] = np.arange(len(visible), dtype=np.uint16)

@@ -1,0 +1,81 @@
+"""Settings of the dashboard: where the weights and the CamVid examples are, which device
+to use, how latency is timed, and the limits a public demo needs.
+
+Every field can be given to :class:`DemoConfig` directly (tests do) or through an
+environment variable (Hugging Face Spaces and ``python app.py`` do)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from segmodels import zoo
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ASSETS_DIR = REPO_ROOT / "assets"
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name, "").strip()
+    return Path(value).expanduser() if value else None
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    try:
+        return int(value) if value else default
+    except ValueError:
+        return default
+
+
+@dataclass
+class DemoConfig:
+    """Everything ``build_demo`` needs to know.
+
+    Attributes:
+        weights_dir: the model zoo (``<set>/<arch>.pt`` + ``.json``); env ``SEGMODELS_WEIGHTS``,
+            default ``assets/weights``.
+        camvid_dir: a CamVid folder (SegNet layout) whose ``val`` split provides examples;
+            env ``SEGMODELS_CAMVID`` or ``python app.py --camvid DIR``.
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``; env ``SEGMODELS_DEVICE``.
+        torch_threads: CPU threads for PyTorch (None: PyTorch's default); env ``SEGMODELS_THREADS``.
+            Use 1 on a machine whose cores are busy with other work.
+        max_side: uploads are downscaled so their longest side is at most this.
+        warmup, repeats: untimed and timed forward passes behind each latency figure.
+        shapes_seed, num_shapes_examples, shapes_size: held-out Shapes examples (seeds
+            ``shapes_seed``, ``shapes_seed + 1``, ...; training used seeds 0 and 1).
+        num_camvid_examples: CamVid validation images offered as examples.
+        rf_input_size: input size used for the theoretical receptive-field traces.
+        queue_max_size, model_concurrency, light_concurrency: queue bounds.
+        max_file_size: largest accepted upload.
+        state_ttl_s: seconds a browser session's results are kept.
+    """
+
+    weights_dir: Path = field(default_factory=lambda: _env_path("SEGMODELS_WEIGHTS") or zoo.WEIGHTS_DIR)
+    camvid_dir: Path | None = field(default_factory=lambda: _env_path("SEGMODELS_CAMVID"))
+    device: str = field(default_factory=lambda: os.environ.get("SEGMODELS_DEVICE", "auto"))
+    torch_threads: int | None = field(default_factory=lambda: _env_int("SEGMODELS_THREADS", 0) or None)
+    max_side: int = 512
+    warmup: int = field(default_factory=lambda: _env_int("SEGMODELS_WARMUP", 2))
+    repeats: int = field(default_factory=lambda: _env_int("SEGMODELS_REPEATS", 5))
+    shapes_seed: int = 1000
+    num_shapes_examples: int = 8
+    shapes_size: int = 128
+    num_camvid_examples: int = 8
+    rf_input_size: tuple[int, int] = (256, 256)
+    queue_max_size: int = field(default_factory=lambda: _env_int("SEGMODELS_QUEUE_SIZE", 64))
+    model_concurrency: int = 1
+    light_concurrency: int = 4
+    max_file_size: str = "10mb"
+    state_ttl_s: int = 3600
+    title: str = "Semantic segmentation: U-Net, U-Net++, U-Net 3+ and DeepLabV3+"
+
+    def __post_init__(self) -> None:
+        self.weights_dir = Path(self.weights_dir).expanduser().resolve()
+        if self.camvid_dir is not None:
+            self.camvid_dir = Path(self.camvid_dir).expanduser().resolve()
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if self.warmup < 0 or self.repeats < 1:
+            raise ValueError(f"need warmup >= 0 and repeats >= 1, got {self.warmup}, {self.repeats}")

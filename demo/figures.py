@@ -1,0 +1,318 @@
+"""Images and plotly figures of the dashboard (no Gradio here, no model code)."""
+
+from __future__ import annotations
+
+import colorsys
+import html
+import math
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from PIL import Image, ImageDraw, ImageFont
+from plotly.subplots import make_subplots
+
+from segmodels.data import DatasetInfo
+from segmodels.losses import cross_entropy_curve, focal_curve
+from segmodels.metrics import ERROR_FN, ERROR_FP, ERROR_TP
+
+FONT = dict(size=15)
+MODEL_COLOURS = {"U-Net": "#1f77b4", "U-Net++": "#ff7f0e", "U-Net 3+": "#2ca02c", "DeepLabV3+": "#d62728"}
+ERROR_COLOURS = {ERROR_TP: (46, 204, 64), ERROR_FP: (255, 65, 54), ERROR_FN: (0, 116, 217)}
+# Control points of a perceptually ordered black-purple-orange-yellow heat map (like "inferno").
+_HEAT = np.array([[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66], [245, 125, 21], [250, 193, 39], [252, 255, 164]], dtype=np.float64)
+
+
+def _layout(fig: go.Figure, title: str, height: int = 420, subtitle: str | None = None) -> go.Figure:
+    heading = dict(text=title, x=0.01, font=dict(size=18))
+    if subtitle:
+        heading["subtitle"] = dict(text=subtitle, font=dict(size=13, color="#555"))
+    fig.update_layout(title=heading, font=FONT, height=height, margin=dict(l=60, r=20, t=80 if subtitle else 55, b=50), template="plotly_white", legend=dict(orientation="h", y=-0.22))
+    return fig
+
+
+def empty_figure(message: str, height: int = 320) -> go.Figure:
+    fig = go.Figure()
+    fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font=dict(size=16))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return _layout(fig, "", height)
+
+
+def model_colour(name: str) -> str:
+    base = name.split(" L")[0]
+    return MODEL_COLOURS.get(base, "#7f7f7f")
+
+
+# --------------------------------------------------------------------------- images
+
+
+def overlay(image: np.ndarray, labels: np.ndarray, info: DatasetInfo, opacity: float) -> np.ndarray:
+    """Class colours blended over the image; ignored / unknown ids leave the image as is."""
+    opacity = float(np.clip(opacity, 0.0, 1.0))
+    colours = info.colorize(labels).astype(np.float32)
+    known = ((labels >= 0) & (labels < info.num_classes))[..., None]
+    blended = image.astype(np.float32) * (1 - opacity) + colours * opacity
+    return np.where(known, blended, image).round().astype(np.uint8)
+
+
+def legend_html(info: DatasetInfo, present: set[int] | None = None) -> str:
+    """Colour swatches with class names; classes absent from the image are dimmed."""
+    items = []
+    for index, (name, colour) in enumerate(zip(info.class_names, info.colors)):
+        dim = present is not None and index not in present
+        swatch = f"background: rgb{tuple(colour)}; width: 1.1em; height: 1.1em; display: inline-block; border: 1px solid #8888; border-radius: 3px; vertical-align: middle; margin-right: 0.3em"
+        items.append(f'<span style="display: inline-block; margin: 0.15em 0.8em 0.15em 0; opacity: {0.45 if dim else 1}"><span style="{swatch}"></span>{html.escape(name)}</span>')
+    if info.ignore_index is not None:
+        items.append(f'<span style="display: inline-block; margin: 0.15em 0; color: #888">unlabelled (id {info.ignore_index}): image shown as is</span>')
+    return f'<div class="class-legend" style="font-size: 1.05em; line-height: 1.7">{"".join(items)}</div>'
+
+
+def heat_colours(values: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] -> H x W x 3 uint8 with a black-purple-orange-yellow map."""
+    scaled = np.clip(values, 0, 1) * (len(_HEAT) - 1)
+    low = np.floor(scaled).astype(int).clip(0, len(_HEAT) - 2)
+    frac = (scaled - low)[..., None]
+    return (_HEAT[low] * (1 - frac) + _HEAT[low + 1] * frac).round().astype(np.uint8)
+
+
+ERF_DECADES = 3  # the heat map spans gradients from 1/1000 of the peak to the peak
+
+
+def erf_scale(erf: np.ndarray) -> np.ndarray:
+    """Log scale: 0 at 1/1000 of the peak gradient (or below), 1 at the peak."""
+    return np.clip(np.log10(np.clip(erf, 0, 1) * 10**ERF_DECADES + 1e-12) / ERF_DECADES, 0, 1)
+
+
+def erf_overlay(image: np.ndarray, erf: np.ndarray, pixel: tuple[int, int], theoretical: float | None) -> np.ndarray:
+    """The effective receptive field (log scale, so faint gradients show) over a dimmed image,
+    the clicked pixel as a cross and the theoretical receptive field as a square."""
+    scaled = erf_scale(erf)
+    heat = heat_colours(scaled)
+    alpha = np.clip(scaled * 1.5, 0, 1)[..., None] * 0.85
+    base = image.astype(np.float32) * 0.45
+    out = Image.fromarray((base * (1 - alpha) + heat.astype(np.float32) * alpha).round().astype(np.uint8))
+    draw = ImageDraw.Draw(out)
+    row, col = pixel
+    height, width = erf.shape
+    arm = max(3, min(height, width) // 40)
+    draw.line([(col - arm, row), (col + arm, row)], fill=(0, 255, 255), width=2)
+    draw.line([(col, row - arm), (col, row + arm)], fill=(0, 255, 255), width=2)
+    if theoretical is not None and math.isfinite(theoretical):
+        half = theoretical / 2
+        draw.rectangle([col - half, row - half, col + half, row + half], outline=(0, 255, 255), width=1)
+    return np.asarray(out)
+
+
+def instance_colours(instances: np.ndarray) -> np.ndarray:
+    """Distinct colours per instance id (golden-ratio hues), black for 0."""
+    ids = np.unique(instances)
+    out = np.zeros((*instances.shape, 3), dtype=np.uint8)
+    for id_ in ids[ids > 0]:
+        hue = (int(id_) * 0.618033988749895) % 1.0
+        r, g, b = colorsys.hsv_to_rgb(hue, 0.75, 0.95)
+        out[instances == id_] = (int(r * 255), int(g * 255), int(b * 255))
+    return out
+
+
+def error_map_image(image: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """TP green, FP red, FN blue over a greyed image (true negatives and ignored pixels)."""
+    grey = image.astype(np.float32).mean(axis=2, keepdims=True).repeat(3, axis=2) * 0.5
+    out = grey.copy()
+    for code, colour in ERROR_COLOURS.items():
+        out[codes == code] = np.asarray(colour, dtype=np.float32) * 0.85 + grey[codes == code] * 0.15
+    return out.round().astype(np.uint8)
+
+
+def _font(size: int = 14):
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow without FreeType
+        return ImageFont.load_default()
+
+
+def _captioned(panel: Image.Image, lines: list[tuple[str, tuple[int, int, int]]]) -> np.ndarray:
+    """``panel`` with a white caption strip below it."""
+    font = _font()
+    strip = Image.new("RGB", (panel.width, 8 + 18 * len(lines)), (255, 255, 255))
+    draw = ImageDraw.Draw(strip)
+    for i, (line, colour) in enumerate(lines):
+        draw.text((6, 4 + 18 * i), line, fill=colour, font=font)
+    out = Image.new("RGB", (panel.width, panel.height + strip.height), (255, 255, 255))
+    out.paste(panel, (0, 0))
+    out.paste(strip, (0, panel.height))
+    return np.asarray(out)
+
+
+def pooling_illustration(image: np.ndarray, bins: tuple[int, ...], rates: list[int], output_stride: int, pixel: tuple[int, int]) -> np.ndarray:
+    """Panels: what SPP max-pools (the image split into 1x1, 2x2, 4x4 ... bins), then where
+    the 3x3 taps of each ASPP branch land in the input around ``pixel`` (rate x output stride
+    pixels apart; taps outside the image only see padding), the image-pooling branch seeing
+    the whole image. Small images are enlarged so the drawing stays readable."""
+    scale = max(1, min(math.ceil(240 / min(image.shape[:2])), 640 // max(image.shape[:2])))  # readable, never huge
+    big = Image.fromarray(image).resize((image.shape[1] * scale, image.shape[0] * scale), Image.Resampling.NEAREST)
+    width, height = big.size
+    dark = (255, 200, 0)
+    panels = []
+    for b in bins:
+        panel = Image.fromarray((np.asarray(big, dtype=np.float32) * 0.75).astype(np.uint8))
+        draw = ImageDraw.Draw(panel)
+        for k in range(1, b):
+            draw.line([(k * width / b, 0), (k * width / b, height)], fill=(255, 255, 0), width=3)
+            draw.line([(0, k * height / b), (width, k * height / b)], fill=(255, 255, 0), width=3)
+        draw.rectangle([0, 0, width - 1, height - 1], outline=(255, 255, 0), width=3)
+        panels.append(_captioned(panel, [(f"SPP {b}x{b}: {b * b} bin{'s' if b > 1 else ''}, max of each", (0, 0, 0))]))
+    aspp = Image.fromarray((np.asarray(big, dtype=np.float32) * 0.6).astype(np.uint8))
+    draw = ImageDraw.Draw(aspp)
+    draw.rectangle([0, 0, width - 1, height - 1], outline=(255, 255, 255), width=3)
+    row, col = (pixel[0] + 0.5) * scale, (pixel[1] + 0.5) * scale
+    palette = [(0, 200, 255), (255, 0, 255), dark, (0, 220, 0), (255, 128, 0)]
+    caption = []
+    for i, rate in enumerate(rates):
+        step = rate * output_stride
+        colour = palette[i % len(palette)]
+        inside = 0
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                y, x = row + dy * step * scale, col + dx * step * scale
+                inside += 0 <= y < height and 0 <= x < width
+                radius = 5 + 2 * i
+                draw.ellipse([x - radius, y - radius, x + radius, y + radius], outline=colour, width=3)
+        caption.append((f"ASPP rate {rate}: {step} px apart, {inside}/9 in", colour))
+    caption.append(("ASPP pooling branch: whole image", (0, 0, 0)))
+    panels.append(_captioned(aspp, caption))
+    tallest = max(p.shape[0] for p in panels)
+    padded = [np.pad(p, ((0, tallest - p.shape[0]), (0, 0), (0, 0)), constant_values=255) for p in panels]
+    gap = np.full((tallest, 8, 3), 255, dtype=np.uint8)
+    parts = []
+    for panel in padded:
+        parts += [panel, gap]
+    return np.concatenate(parts[:-1], axis=1)
+
+
+# --------------------------------------------------------------------------- charts
+
+
+def miou_latency_figure(table: pd.DataFrame, has_gt: bool) -> go.Figure:
+    """mIoU against latency, one bubble per model, bubble area ~ parameters. Both the mIoU on
+    this image (filled, when there is ground truth) and on the card's validation set (hollow)."""
+    rows = table[table["Latency (ms)"].notna()]
+    if rows.empty:
+        return empty_figure("No model ran.")
+    params = rows["Params (M)"].fillna(0).to_numpy(dtype=float)
+    sizes = 18 + 42 * np.sqrt(params / max(params.max(), 1e-9))
+    fig = go.Figure()
+    series = [("mIoU (card, val set)", "validation set (model card)", "circle-open")]
+    if has_gt:
+        series.insert(0, ("mIoU (this image)", "this image", "circle"))
+    for column, label, symbol in series:
+        for (_, row), size in zip(rows.iterrows(), sizes):
+            if pd.isna(row[column]):
+                continue
+            fig.add_trace(go.Scatter(
+                x=[row["Latency (ms)"]], y=[row[column]], mode="markers+text", text=[row["Model"]], textposition="top center",
+                marker=dict(size=size, color=model_colour(row["Model"]), symbol=symbol, line=dict(width=2, color=model_colour(row["Model"])), opacity=0.75),
+                name=f"{row['Model']} ({label})", legendgroup=label,
+                hovertemplate=f"{row['Model']}<br>{label}: %{{y:.3f}}<br>latency %{{x:.1f}} ms<br>{row['Params (M)']:.2f} M params<extra></extra>",
+            ))
+    fig.update_xaxes(title="latency on this device (ms, median)", rangemode="tozero")
+    fig.update_yaxes(title="mIoU", range=[0, 1.1])
+    fig.update_layout(showlegend=False)
+    subtitle = "bubble size = parameters · " + ("filled: this image, hollow: validation set (card)" if has_gt else "validation set (model card): no ground truth here")
+    return _layout(fig, "mIoU vs latency", subtitle=subtitle)
+
+
+def per_class_figure(table: pd.DataFrame, class_names: tuple[str, ...], source: str) -> go.Figure:
+    """Grouped bars: the IoU of every class, one bar per model."""
+    columns = [f"IoU {c}" for c in class_names]
+    rows = table[table[columns].notna().any(axis=1)] if len(table) else table
+    if rows.empty:
+        return empty_figure("No per-class IoU: no model ran or nothing to compare with.")
+    fig = go.Figure()
+    for _, row in rows.iterrows():
+        fig.add_trace(go.Bar(x=list(class_names), y=[row[c] for c in columns], name=row["Model"], marker_color=model_colour(row["Model"])))
+    fig.update_yaxes(title="IoU = TP / (TP + FP + FN)", range=[0, 1.05])
+    fig.update_xaxes(tickangle=-40 if len(class_names) > 5 else 0, automargin=True)
+    fig.update_layout(barmode="group")
+    return _layout(fig, "Per-class IoU", subtitle=f"{source}; no bar = class absent from truth and prediction")
+
+
+def pruning_figure(table: pd.DataFrame) -> go.Figure:
+    """The U-Net++ pruning trade-off: mIoU against latency for L1..L4."""
+    fig = go.Figure()
+    specs = [("mIoU (this image)", "this image", "solid"), ("mIoU (card, val set)", "validation set (card)", "dash")]
+    for column, label, dash in specs:
+        if column in table and table[column].notna().any():
+            fig.add_trace(go.Scatter(x=table["Latency (ms)"], y=table[column], mode="lines+markers+text", text=table["Depth"], textposition="top center", name=label, line=dict(dash=dash, width=3), marker=dict(size=12)))
+    if not fig.data:
+        return empty_figure("No mIoU to plot: this image has no ground truth and the card no pruning results.")
+    fig.update_xaxes(title="latency on this device (ms, median)", rangemode="tozero")
+    fig.update_yaxes(title="mIoU", range=[0, 1.05])
+    return _layout(fig, "U-Net++ pruning trade-off", subtitle="a shallower network is faster but usually less accurate")
+
+
+def receptive_field_figure(traces: dict[str, pd.DataFrame]) -> go.Figure:
+    """Theoretical receptive field (input pixels) of every conv / pool layer, in the order the
+    layers run; global layers (ASPP image pooling) are drawn at the top as stars."""
+    fig = go.Figure()
+    finite_max = max([float(df.loc[np.isfinite(df["Receptive field (px)"]), "Receptive field (px)"].max()) for df in traces.values() if len(df)] + [1.0])
+    top = finite_max * 1.5
+    for name, df in traces.items():
+        sizes = df["Receptive field (px)"].to_numpy(dtype=float)
+        shown = np.where(np.isfinite(sizes), sizes, top)
+        hover = [f"{name}<br>#{i} {layer}<br>{op} k{k} s{s} d{d}<br>receptive field: {'whole image' if not math.isfinite(r) else f'{r:.0f} px'}" for i, layer, op, k, s, d, r in zip(df["Layer"], df["Module"], df["Op"], df["Kernel"], df["Stride"], df["Dilation"], sizes)]
+        fig.add_trace(go.Scatter(x=df["Layer"], y=shown, mode="lines+markers", name=name, line=dict(color=model_colour(name), width=2),
+                                 marker=dict(size=[12 if not math.isfinite(r) else 5 for r in sizes], symbol=["star" if not math.isfinite(r) else "circle" for r in sizes]),
+                                 hovertext=hover, hoverinfo="text"))
+    fig.add_hline(y=top, line=dict(dash="dot", color="#999"), annotation_text="global (whole image)", annotation_position="top left")
+    fig.update_xaxes(title="layer (in execution order)")
+    fig.update_yaxes(title="theoretical receptive field (input pixels, log scale)", type="log")
+    return _layout(fig, "Theoretical receptive field, layer by layer", height=460, subtitle="hover a point for the layer; stars = global pooling (whole image)")
+
+
+def dilation_figure(rates: list[int], aspp: list[int], output_stride: int) -> go.Figure:
+    """A 3x3 kernel at each dilation rate on the pixel grid: 9 taps spread over (2r + 1) x (2r + 1) pixels."""
+    fig = make_subplots(rows=1, cols=len(rates), subplot_titles=[f"rate {r}{' (ASPP)' if r in aspp else ''}: {2 * r + 1}x{2 * r + 1} px" for r in rates], horizontal_spacing=0.025)
+    for i, rate in enumerate(rates, start=1):
+        colour = "#d62728" if rate in aspp else "#1f77b4"
+        half = rate + 1.5
+        axis = "" if i == 1 else str(i)
+        fig.add_shape(type="rect", x0=-rate - 0.5, x1=rate + 0.5, y0=-rate - 0.5, y1=rate + 0.5, line=dict(color="#777", dash="dot", width=1.5), xref=f"x{axis}", yref=f"y{axis}")
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                y, x = rate * dy, rate * dx
+                fig.add_shape(type="rect", x0=x - 0.5, x1=x + 0.5, y0=y - 0.5, y1=y + 0.5, fillcolor=colour, line=dict(width=0), xref=f"x{axis}", yref=f"y{axis}")
+        note = f"<br>ASPP: in the input image the taps are {rate * output_stride} px apart (rate x output stride {output_stride})" if rate in aspp else ""
+        taps = [(rate * dy, rate * dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+        fig.add_trace(go.Scatter(x=[t[1] for t in taps], y=[t[0] for t in taps], mode="markers", marker=dict(size=1, color=colour), showlegend=False,
+                                 hovertext=[f"tap ({dy}, {dx}) of 9: the kernel covers {2 * rate + 1}x{2 * rate + 1} pixels{note}" for dy, dx in taps], hoverinfo="text"), row=1, col=i)
+        fig.update_xaxes(range=[-half, half], dtick=1, tick0=0.5, showticklabels=False, showgrid=rate <= 12, gridcolor="#e5e5e5", zeroline=False, row=1, col=i)
+        fig.update_yaxes(range=[-half, half], dtick=1, tick0=0.5, showticklabels=False, showgrid=rate <= 12, gridcolor="#e5e5e5", zeroline=False, scaleanchor=f"x{axis}", row=1, col=i)
+    fig.update_annotations(font_size=13)
+    _layout(fig, "A 3x3 kernel at dilation rates " + ", ".join(map(str, rates)), height=360, subtitle="coloured squares = the 9 weights; grey grid = input pixels; red = the ASPP rates of DeepLabV3+")
+    fig.update_layout(margin=dict(t=110))
+    return fig
+
+
+def loss_curves_figure(gamma: float) -> go.Figure:
+    """Cross-entropy -log p against focal loss -(1 - p)^gamma log p."""
+    p = np.linspace(0.005, 1.0, 400)
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=p, y=cross_entropy_curve(p), name="cross-entropy  -log p", line=dict(width=3, color="#1f77b4")))
+    fig.add_trace(go.Scatter(x=p, y=focal_curve(p, gamma), name=f"focal  -(1-p)^{gamma:g} log p", line=dict(width=3, color="#d62728")))
+    for g in (0.5, 1, 5):
+        if abs(g - gamma) > 1e-9:
+            fig.add_trace(go.Scatter(x=p, y=focal_curve(p, g), name=f"focal, gamma={g:g}", line=dict(width=1, dash="dot"), opacity=0.6))
+    fig.add_vrect(x0=0.6, x1=1.0, fillcolor="#2ca02c", opacity=0.08, line_width=0, annotation_text="well-classified (p > 0.6)", annotation_position="top left")
+    fig.update_xaxes(title="predicted probability of the true class, p")
+    fig.update_yaxes(title="loss", range=[0, 5])
+    return _layout(fig, f"Cross-entropy vs focal loss (gamma = {gamma:g})", subtitle="focal loss hardly penalises pixels that are already well classified")
+
+
+def class_weights_figure(table: pd.DataFrame) -> go.Figure:
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(go.Bar(x=table["Class"], y=table["Share of pixels"], name="share of pixels N_c / N", marker_color="#1f77b4"), secondary_y=False)
+    fig.add_trace(go.Scatter(x=table["Class"], y=table["Weight w_c"], name="weight w_c = (N - N_c) / N", mode="lines+markers", marker=dict(size=11, color="#d62728"), line=dict(width=3, color="#d62728")), secondary_y=True)
+    fig.update_yaxes(title="share of pixels", range=[0, 1.05], secondary_y=False)
+    fig.update_yaxes(title="class weight", range=[0, 1.05], secondary_y=True)
+    return _layout(fig, "Class pixel shares and weights", subtitle="rare classes get weights near 1, dominant ones near 0")

@@ -1,0 +1,107 @@
+"""Where the image of a request comes from: a bundled example (with its ground truth) or an
+upload (optionally with a ground-truth mask). Everything goes through
+:mod:`segmodels.imageio`; its :class:`ImageLoadError` messages become :class:`InputError`."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from segmodels.data import CAMVID, SHAPES, CamVidDataset, DatasetInfo, render_shapes
+from segmodels.imageio import ImageLoadError, load_image_with_original_size, load_mask
+
+log = logging.getLogger(__name__)
+
+DATASETS: dict[str, DatasetInfo] = {"shapes": SHAPES, "camvid": CAMVID}
+
+
+class InputError(ValueError):
+    """A user input cannot be used; the message is meant for the user."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One bundled example: a held-out Shapes image or a CamVid validation image."""
+
+    key: str
+    label: str
+    dataset: str
+    seed: int | None = None
+    size: int = 128
+    image_path: Path | None = None
+    mask_path: Path | None = None
+
+
+@dataclass
+class Source:
+    """The decoded image of a request and what is known about it."""
+
+    key: str
+    label: str
+    image: np.ndarray  # H x W x 3 uint8
+    gt: np.ndarray | None = None  # H x W class ids, or None
+    gt_dataset: str | None = None  # the dataset whose class ids ``gt`` uses
+    instances: np.ndarray | None = None  # H x W instance ids (0 = none), ground truth
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.image.shape[0]), int(self.image.shape[1])
+
+    def gt_for(self, dataset: str) -> np.ndarray | None:
+        """The ground truth when it uses ``dataset``'s classes, else None."""
+        return self.gt if self.gt is not None and self.gt_dataset == dataset else None
+
+
+def shapes_examples(seed: int, count: int, size: int) -> list[Example]:
+    return [Example(f"shapes-{seed + i}", f"Shapes #{seed + i}", "shapes", seed=seed + i, size=size) for i in range(count)]
+
+
+def camvid_examples(root: Path | None, count: int) -> tuple[list[Example], str | None]:
+    """Up to ``count`` evenly spaced CamVid validation images; (examples, problem or None)."""
+    if root is None:
+        return [], None
+    try:
+        dataset = CamVidDataset(root, split="val")
+    except (FileNotFoundError, OSError) as error:
+        log.warning("CamVid examples unavailable: %s", error)
+        return [], f"CamVid examples unavailable: {error}"
+    files = dataset.files
+    step = max(1, len(files) // max(count, 1))
+    picked = list(zip(files, dataset.mask_files))[::step][:count]
+    return [Example(f"camvid-{image.stem}", f"CamVid val {image.stem}", "camvid", image_path=image, mask_path=mask) for image, mask in picked], None
+
+
+def load_example(example: Example, max_side: int) -> Source:
+    """Decode an example with its ground truth (and instances for Shapes)."""
+    if example.dataset == "shapes":
+        image, mask, instances = render_shapes(example.seed, 0, example.size)
+        return Source(example.key, example.label, image, mask, "shapes", instances)
+    try:
+        image, original = load_image_with_original_size(example.image_path, max_side=max_side)
+        mask = load_mask(example.mask_path, original, CAMVID.num_classes, CAMVID.ignore_index, resize_to=image.shape[:2])
+    except ImageLoadError as error:
+        raise InputError(f"example {example.label} cannot be read: {error}") from error
+    return Source(example.key, example.label, image, mask, "camvid")
+
+
+def load_upload(image_file: str, mask_file: str | None, dataset: str, max_side: int) -> Source:
+    """Decode an uploaded image and, when given, its ground-truth mask in ``dataset``'s class ids
+    (a single-channel id image, or an RGB image in the dataset's colours)."""
+    try:
+        image, original = load_image_with_original_size(image_file, max_side=max_side)
+    except ImageLoadError as error:
+        raise InputError(f"Image: {error}") from error
+    source = Source(f"upload:{image_file}", f"upload {Path(image_file).name}", image)
+    if mask_file:
+        info = DATASETS[dataset]
+        try:
+            source.gt = load_mask(mask_file, original, info.num_classes, info.ignore_index, palette=info.colors, resize_to=image.shape[:2])
+        except ImageLoadError as error:
+            raise InputError(f"Ground-truth mask: {error}") from error
+        source.gt_dataset = dataset
+        source.key += f"|{mask_file}"
+    return source

@@ -1,0 +1,106 @@
+"""Classroom explanations shown in the tabs (Markdown)."""
+
+INTRO = """\
+# Semantic segmentation, four ways
+**Semantic segmentation** gives *every pixel* of an image a class (road, car, sky ... or circle,
+triangle, rectangle). Pick an image below (or upload one), choose the models and press
+**Run the models**. Each tab explains one idea; all of them use the same image and models.
+"""
+
+NO_MODELS = """\
+### No trained models found
+This dashboard needs the trained weights in `{weights_dir}` (`<set>/<arch>.pt` with a model card
+`<arch>.json` beside each). Train and export them with `python -m segmodels`, or point the app at
+another folder with the environment variable `SEGMODELS_WEIGHTS`.
+"""
+
+COMPARE = """\
+**What you see.** The coloured masks are each model's guess of the class of every pixel,
+drawn over the image (slide *mask opacity* to see through them). When the image has a
+**ground truth** (the hand-made correct mask: every example has one; for an upload, add a mask),
+each model is scored against it.
+
+**How it is scored.** For one class, count the pixels that are
+**TP** (true positive: predicted *and* truly this class), **FP** (false positive: predicted but wrong) and
+**FN** (false negative: missed). Then
+
+$$\\mathrm{IoU} = \\frac{TP}{TP + FP + FN}$$
+
+the overlap of prediction and truth divided by their union: 1 is perfect, 0 is no overlap.
+**mIoU** is the mean IoU over the classes present in the truth or the prediction.
+*mIoU (this image)* is measured live; *mIoU (card, val set)* is the model's score on the whole
+validation set, from its model card. **Latency** is measured here, on this machine: the median of
+several timed runs after warm-up runs. **FLOPs** are the floating-point operations of one
+forward pass at this image's size.
+
+**The four architectures.** All share an *encoder* (repeatedly convolve and downsample: *what* is in the
+image) and a *decoder* (upsample back to full resolution: *where* it is).
+* **U-Net** (Ronneberger et al., 2015): the decoder mirrors the encoder and *skip connections* copy
+  each encoder level's features across, so fine detail is not lost.
+* **U-Net++** (Zhou et al., 2018): the skip connections become nested, densely connected
+  convolution blocks that close the gap between encoder and decoder features; it can be *pruned*
+  to a shallower, faster network (next tab).
+* **U-Net 3+** (Huang et al., 2020): every decoder stage receives features from *all* scales
+  ("full-scale skip connections"), mixing fine detail and coarse context.
+* **DeepLabV3+** (Chen et al., 2018): *dilated* (atrous) convolutions and ASPP gather context at
+  several scales without shrinking the feature map; a light decoder sharpens object borders.
+"""
+
+PRUNING = """\
+**U-Net++ pruning.** U-Net++ is trained with a segmentation head on each of its nested outputs
+X(0,1) ... X(0,4) (*deep supervision*). So at test time we may stop at depth **L1, L2, L3 or L4** and
+simply not compute the deeper part of the network. Shallower networks have fewer parameters and
+run faster, but see less context, so they are usually less accurate: the trade-off of Fig. 8 of the
+U-Net++ paper, reproduced live on this image. *Params* counts only the layers that depth uses.
+"""
+
+RECEPTIVE_FIELD = """\
+**Receptive field.** The *receptive field* of an output pixel is the patch of the input image that
+can influence it. Each 3x3 convolution widens it by 2 pixels x the current stride; every
+downsampling doubles the stride, so deep layers "see" far.
+* The **chart** shows the *theoretical* receptive field after every convolution and pooling layer,
+  in the order they run (decoder layers fed by skip connections restart small). Stars: layers that
+  see the whole image (global pooling).
+* **Click on the image** to compute the *effective* receptive field of that output pixel
+  (Luo et al., 2016): how strongly each input pixel changes the pixel's prediction (the gradient).
+  Bright = strong influence. The square is the theoretical receptive field: the effective one is
+  usually much smaller and concentrated near the centre.
+
+**Dilation (atrous convolution).** A 3x3 kernel at *rate r* places its 9 taps *r* pixels apart: it
+covers (2r + 1) x (2r + 1) pixels with the same 9 weights, so the receptive field grows without
+downsampling. **ASPP** (atrous spatial pyramid pooling, DeepLabV3) runs a 1x1 conv, three 3x3 convs at
+rates 6, 12 and 18, and a global image average *in parallel* on the same feature map and concatenates
+them: context at several scales at once. **SPP** (spatial pyramid pooling, He et al. 2014) max-pools
+a feature map of any size into fixed 1x1, 2x2 and 4x4 grids of bins, giving a fixed-length summary.
+"""
+
+LOSSES = r"""
+**Why class weights?** Most pixels are background, road or sky; a network can score well by
+ignoring small classes. Counting the pixels of each class, $N_c$ out of $N$, the weight
+
+$$w_c = \frac{N - N_c}{N}$$
+
+is close to 1 for rare classes and close to 0 for dominant ones; *weighted cross-entropy*
+multiplies each pixel's loss by the weight of its true class.
+
+**Cross-entropy vs focal loss.** If the network gives the true class the probability $p$,
+
+$$\mathrm{CE}(p) = -\log p \qquad\qquad \mathrm{FL}(p) = -(1 - p)^{\gamma} \log p$$
+
+Focal loss (Lin et al., 2017) multiplies cross-entropy by $(1 - p)^{\gamma}$: for easy, already
+well-classified pixels ($p$ near 1) that factor is tiny, so training concentrates on the hard
+pixels. $\gamma = 0$ is plain cross-entropy; move the slider to see the curve change.
+
+**IoU map.** Pick a class and a model: green pixels are **TP**, red **FP**, blue **FN**; grey pixels
+are true negatives (or unlabelled). IoU = TP / (TP + FP + FN).
+"""
+
+INSTANCES = """\
+**Semantic vs instance segmentation.** *Semantic* segmentation says *what class* each pixel is:
+two touching circles are one "circle" region. *Instance* segmentation also separates the
+*individual objects*: circle #1, circle #2. The models here are semantic; for the Shapes examples
+the ground truth also records the instances. For other images we can only approximate instances by
+the **connected components** of a predicted class (groups of touching pixels), which merges
+touching objects and splits occluded ones: that is why real instance segmentation needs its own
+models (e.g. Mask R-CNN).
+"""

@@ -1,0 +1,70 @@
+"""Shared fixtures: a temporary model zoo of tiny, untrained Shapes models (nothing is trained)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+# Narrow layers so that every forward pass takes milliseconds on a CPU.
+TINY_OPTIONS = {"unet": {}, "unetpp": {}, "unet3p": {"cat_channels": 4}, "deeplabv3p": {"aspp_channels": 8, "low_level_channels": 4}}
+TEST_VAL_MIOU = {"unet": 0.61, "unetpp": 0.64, "unet3p": 0.63, "deeplabv3p": 0.66}
+
+
+def build_tiny_zoo(weights_dir: Path, run_root: Path) -> Path:
+    """Export the four architectures (plain encoder, base_channels=4, 4 Shapes classes) as
+    ``shapes/<arch>`` with cards whose scores are made up and labelled as such."""
+    import torch
+
+    from segmodels import create_model, zoo
+    from segmodels.cards import count_flops, count_parameters, model_spec
+    from segmodels.data import SHAPES
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    for arch, options in TINY_OPTIONS.items():
+        model = create_model(arch, SHAPES.num_classes, encoder="plain", pretrained=False, base_channels=4, **options).eval()
+        spec = model_spec(arch, "plain", SHAPES.num_classes, 4, options)
+        run_dir = run_root / arch
+        run_dir.mkdir(parents=True, exist_ok=True)
+        torch.save({"model": model.state_dict(), "spec": spec, "epoch": 1}, run_dir / "best.pt")
+        card = {
+            **spec,
+            "note": "TEST FIXTURE: untrained tiny model; every score below is made up",
+            "dataset": SHAPES.to_dict(),
+            "val_miou": TEST_VAL_MIOU[arch],
+            "val_per_class_iou": {name: round(TEST_VAL_MIOU[arch] - 0.05 * i, 2) for i, name in enumerate(SHAPES.class_names)},
+            "params": count_parameters(model),
+            "flops": count_flops(model, (64, 64)),
+            "flops_input_size": [64, 64],
+        }
+        if arch == "unetpp":
+            card["pruning"] = [{"depth": d, "val_miou": 0.4 + 0.06 * d, "params": count_parameters(model, depth=d), "flops": count_flops(model, (64, 64), depth=d)} for d in range(1, 5)]
+        (run_dir / "card.json").write_text(json.dumps(card))
+        zoo.export_model(run_dir, f"shapes/{arch}", weights_dir=weights_dir)
+    torch.set_num_threads(threads)
+    return weights_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo(tmp_path_factory) -> Path:
+    """A weights directory with shapes/{unet,unetpp,unet3p,deeplabv3p}."""
+    root = tmp_path_factory.mktemp("tiny_zoo")
+    return build_tiny_zoo(root / "weights", root / "runs")
+
+
+@pytest.fixture
+def tiny_config(tiny_zoo):
+    """Build a fast DemoConfig on the tiny zoo; keyword arguments override fields."""
+    from demo import DemoConfig
+
+    def make(**overrides):
+        fields = {"weights_dir": tiny_zoo, "camvid_dir": None, "device": "cpu", "warmup": 1, "repeats": 2, "num_shapes_examples": 3, "shapes_size": 64, "rf_input_size": (64, 64), "torch_threads": 1}
+        return DemoConfig(**(fields | overrides))
+
+    return make

@@ -1,0 +1,162 @@
+"""The launched app over HTTP: the queued ``compare`` endpoint through gradio_client, upload
+limits, file serving, a full queue and a bounded load test."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+from gradio_client.utils import QueueError
+
+from demo import build_demo, launch_kwargs
+
+ALL = ["unet", "unetpp", "unet3p", "deeplabv3p"]
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch(config):
+    demo = build_demo(config)
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch_kwargs(config))
+    return demo, url.rstrip("/")
+
+
+def compare_args(example: str = "shapes-1000", models=("unet", "deeplabv3p")) -> dict:
+    return dict(example=example, image_file=None, mask_file=None, set_name="shapes", models=list(models), depth=4, opacity=0.5, api_name="/compare")
+
+
+def rss_mb() -> float:
+    try:
+        import psutil
+
+        return psutil.Process().memory_info().rss / 2**20
+    except ImportError:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.fixture(scope="module")
+def server(tiny_zoo):
+    from demo import DemoConfig
+
+    config = DemoConfig(weights_dir=tiny_zoo, camvid_dir=None, device="cpu", torch_threads=1, warmup=0, repeats=1, num_shapes_examples=4, shapes_size=64, rf_input_size=(64, 64), queue_max_size=64)
+    demo, url = launch(config)
+    yield url
+    demo.close()
+
+
+def test_compare_endpoint_through_gradio_client(server):
+    client = Client(server, verbose=False, download_files=False)
+    result = client.predict(**compare_args(models=ALL))
+    status, legend, image, gt, *masks = result[:8]
+    table = result[8]
+    assert "4 of 4 models ran" in status
+    assert [row[0] for row in table["data"]] == ["U-Net", "U-Net++ L4", "U-Net 3+", "DeepLabV3+"]
+    assert {"Model", "Latency (ms)", "mIoU (this image)", "mIoU (card, val set)"} <= set(table["headers"])
+    assert all(mask is not None for mask in masks) and image is not None and gt is not None
+    # Bad input through the API: a clear message, not a traceback.
+    with pytest.raises(AppError, match="Choose at least one model"):
+        client.predict(**compare_args(models=[]))
+
+
+def test_only_compare_is_exposed_and_the_queue_cannot_be_skipped(server):
+    client = Client(server, verbose=False, download_files=False)
+    assert list(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == ["/compare"]
+    direct = httpx.post(f"{server}/gradio_api/api/compare/", json={"data": ["shapes-1000", None, None, "shapes", ["unet"], 4, 0.5, None]}, timeout=10)
+    assert direct.status_code != 200
+
+
+def test_oversized_upload_is_refused(server):
+    files = {"files": ("big.png", b"\x89PNG\r\n\x1a\n" + b"0" * (11 * 2**20), "image/png")}
+    response = httpx.post(f"{server}/gradio_api/upload", files=files, timeout=30)
+    assert response.status_code == 413
+    small = httpx.post(f"{server}/gradio_api/upload", files={"files": ("small.png", b"\x89PNG\r\n\x1a\n", "image/png")}, timeout=10)
+    assert small.status_code == 200
+
+
+@pytest.mark.parametrize("path", [
+    "/file=/etc/passwd",
+    "/gradio_api/file=/etc/passwd",
+    "/gradio_api/file=%2Fetc%2Fpasswd",
+    "/gradio_api/file=../app.py",
+    "/gradio_api/file=..%2Fapp.py",
+    "/gradio_api/file=%2e%2e%2fapp.py",
+    "/gradio_api/file=%252e%252e%252fapp.py",
+    "/gradio_api/file=" + os.path.abspath("app.py"),
+    "/gradio_api/file=assets/../app.py",
+    "/gradio_api/file=" + os.path.abspath("assets") + "/../app.py",
+    "/gradio_api/file=" + os.path.abspath("demo/config.py"),
+    "/static/../../app.py",
+    "/assets/..%2f..%2fapp.py",
+])
+def test_no_file_outside_the_assets_is_served(server, path):
+    response = httpx.get(server + path, timeout=10)
+    leaked = "root:x:0:0" in response.text or "def main(" in response.text or "class DemoConfig" in response.text
+    assert response.status_code != 200 or not leaked, (path, response.status_code)
+    assert not leaked
+
+
+def test_a_full_queue_answers_queue_is_full(tiny_zoo):
+    from demo import DemoConfig
+
+    config = DemoConfig(weights_dir=tiny_zoo, camvid_dir=None, device="cpu", torch_threads=1, warmup=0, repeats=1, num_shapes_examples=2, shapes_size=64, queue_max_size=1)
+    demo = build_demo(config)
+    engine = demo.dashboard.engine
+    original = engine.run_many
+
+    def slow(*args, **kwargs):
+        time.sleep(1.5)
+        return original(*args, **kwargs)
+
+    engine.run_many = slow
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch_kwargs(config))
+    try:
+        client = Client(url, verbose=False, download_files=False)
+        jobs = [client.submit(**compare_args(models=["unet"])) for _ in range(5)]
+        outcomes = []
+        for job in jobs:
+            try:
+                job.result(timeout=60)
+                outcomes.append("ok")
+            except QueueError as error:
+                assert "queue is full" in str(error).lower()
+                outcomes.append("full")
+        assert outcomes.count("full") >= 1 and outcomes.count("ok") >= 1, outcomes
+    finally:
+        demo.close()
+
+
+def test_bounded_load_without_memory_growth(server):
+    """20 concurrent clients, 3 rounds of compare each: every request succeeds or is told that
+    the queue is full; server memory does not keep growing."""
+    clients = [Client(server, verbose=False, download_files=False) for _ in range(20)]
+    examples = ["shapes-1000", "shapes-1001", "shapes-1002", "shapes-1003"]
+
+    def one(i: int) -> str:
+        try:
+            result = clients[i].predict(**compare_args(example=examples[i % len(examples)]))
+            return "ok" if "2 of 2 models ran" in result[0] else f"bad result {result[0]!r}"
+        except QueueError:
+            return "full"
+        except Exception as error:  # noqa: BLE001 - counted as a failure below
+            return f"error {type(error).__name__}: {error}"
+
+    memory = []
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        for _ in range(3):
+            outcomes = list(pool.map(one, range(20)))
+            assert all(o in ("ok", "full") for o in outcomes), [o for o in outcomes if o not in ("ok", "full")]
+            assert outcomes.count("ok") >= 1
+            memory.append(rss_mb())
+    assert memory[-1] <= memory[0] + 150, memory
