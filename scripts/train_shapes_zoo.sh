@@ -4,9 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
-EPOCHS=${EPOCHS:-25}
+EPOCHS=${EPOCHS:-30}
 COMMON=(--dataset shapes --encoder plain --base-channels 8 --crop 96 --scale 0.75 1.25 --loss ce
-        --epochs "$EPOCHS" --batch-size 16 --lr 3e-3 --workers 1 --flops-size 128 --no-progress --resume)
+        --epochs "$EPOCHS" --batch-size 8 --lr 2e-3 --workers 1 --flops-size 128 --no-progress --resume)
 for arch in ${ARCHS:-unet deeplabv3p unetpp unet3p}; do
   options='{}'
   [ "$arch" = unet3p ] && options='{"cat_channels": 16}'

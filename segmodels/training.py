@@ -156,13 +156,10 @@ class Trainer:
 
     def _dataset_kwargs(self, train: bool) -> dict:
         config = self.config
-        if config.dataset != "shapes":
-            return {}
-        kwargs = {"size": config.crop_size[0]}
         limit = config.train_images if train else config.val_images
-        if limit is not None:
-            kwargs["num_images"] = limit
-        return kwargs
+        if config.dataset != "shapes" or limit is None:
+            return {}
+        return {"num_images": limit}
 
     def _class_statistics(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Pixel counts per class over the unaugmented training set (cached in the run)."""
