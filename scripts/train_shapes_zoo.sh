@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
-EPOCHS=${EPOCHS:-30}
-COMMON=(--dataset shapes --encoder plain --base-channels 8 --crop 96 --scale 0.75 1.25 --loss ce
+EPOCHS=${EPOCHS:-8}
+# 64x64 crops of the 128x128 images at scale 0.5-1: each crop sees half to all of an image.
+COMMON=(--dataset shapes --encoder plain --base-channels 16 --crop 64 --scale 0.5 1.0 --loss ce
         --epochs "$EPOCHS" --batch-size 8 --lr 2e-3 --workers 1 --flops-size 128 --no-progress --resume)
 for arch in ${ARCHS:-unet deeplabv3p unetpp unet3p}; do
   options='{}'

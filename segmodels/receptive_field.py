@@ -190,7 +190,8 @@ def theoretical_receptive_field(model: nn.Module, input_size: tuple[int, int] = 
 
 def effective_receptive_field(model: nn.Module, image: torch.Tensor, pixel: tuple[int, int], class_index: int | None = None, **forward_options) -> torch.Tensor:
     """Effective receptive field (Luo et al. 2016, Sec. 2): |d logit(y, x) / d image|, summed
-    over colour channels and normalised to [0, 1]; an H x W map.
+    over colour channels and normalised to [0, 1]; an H x W map. Only the image is
+    differentiated, so a shared model's parameters get no ``.grad``.
 
     Args:
         image: 3 x H x W (or 1 x 3 x H x W) in the model's input range.
@@ -205,8 +206,8 @@ def effective_receptive_field(model: nn.Module, image: torch.Tensor, pixel: tupl
     with torch.enable_grad():
         logits = model(x, **forward_options)
         target = int(logits[0, :, row, col].argmax()) if class_index is None else class_index
-        logits[0, target, row, col].backward()
-    gradient = x.grad[0].abs().sum(0)
+        (gradient,) = torch.autograd.grad(logits[0, target, row, col], x)
+    gradient = gradient[0].abs().sum(0)
     peak = gradient.max()
     return gradient / peak if peak > 0 else gradient
 

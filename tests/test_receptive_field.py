@@ -84,5 +84,6 @@ def test_effective_receptive_field_of_a_real_model_and_bad_pixel():
     model = segmodels.create_model("unet", 3, base_channels=4).eval()
     erf = effective_receptive_field(model, torch.rand(3, 40, 40), (20, 20))
     assert erf.shape == (40, 40) and 0 <= erf.min() and erf.max() == 1
+    assert all(p.grad is None for p in model.parameters())
     with pytest.raises(ValueError, match="outside"):
         effective_receptive_field(model, torch.rand(3, 40, 40), (40, 3))

@@ -12,7 +12,7 @@ from .shapes import ShapesDataset, render_shapes
 from .transforms import PairTransform, eval_transform, to_tv_pair, train_transform
 
 DATASET_KINDS = ("camvid", "folder", "shapes")
-SHAPES_SPLITS = {"train": {"seed": 0, "num_images": 800}, "val": {"seed": 1, "num_images": 100}}
+SHAPES_SPLITS = {"train": {"seed": 0, "num_images": 4000}, "val": {"seed": 1, "num_images": 100}}
 
 
 def build_dataset(
@@ -25,7 +25,7 @@ def build_dataset(
     """Dataset of ``kind`` ('camvid', 'folder' or 'shapes'); every dataset has ``.info``.
 
     ``folder`` reads ``<root>/<split>`` when that folder exists, else ``root`` itself for
-    split 'train'. ``shapes`` needs no root: 'train' is seed 0 with 800 images, 'val'
+    split 'train'. ``shapes`` needs no root: 'train' is seed 0 with 4000 images, 'val'
     seed 1 with 100, size 128; ``num_images``, ``size`` and ``seed`` override these.
     """
     if kind == "shapes":

@@ -2,7 +2,7 @@
 
 Image ``index`` of ``seed`` is rendered from ``np.random.default_rng([seed, index])`` alone,
 so it is the same whatever the access order. Object colour is drawn independently of the
-class, sizes run from ~12 px to most of the image and later objects occlude earlier ones
+class, sizes run from 16 px to most of the image and later objects occlude earlier ones
 (an object that would hide more than half of an earlier one is left out, so every visible
 object keeps enough of its shape to be recognised), so telling the classes apart needs
 shape, i.e. a large enough receptive field.
@@ -21,10 +21,10 @@ from .info import SHAPES
 from .transforms import PairTransform, eval_transform, to_tv_pair
 
 CIRCLE, TRIANGLE, RECTANGLE = 1, 2, 3
-MIN_EXTENT = 12.0
+MIN_EXTENT = 16.0
 MIN_VISIBLE_FRACTION = 0.5
-MAX_EXTENT_FRACTION = 0.9
-OBJECTS_PER_IMAGE = (2, 6)
+MAX_EXTENT_FRACTION = 0.8
+OBJECTS_PER_IMAGE = (1, 4)
 STYLES = ("solid", "textured", "outlined")
 STYLE_PROBABILITIES = (0.5, 0.25, 0.25)
 
