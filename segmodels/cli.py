@@ -54,6 +54,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup-epochs", type=float, default=0.5)
     parser.add_argument("--schedule", choices=["poly", "cosine"], default="poly")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--val-every", type=int, default=1, help="validate (and pick the best checkpoint) every N epochs and after the last")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", dest="output_dir", default="runs/default")
     parser.add_argument("--flops-size", type=_size, default=(360, 480), help="input size for the FLOPs in the model card")

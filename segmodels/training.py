@@ -53,6 +53,7 @@ class TrainConfig:
     warmup_epochs: float = 0.5
     schedule: str = "poly"
     seed: int = 0
+    val_every: int = 1
     workers: int = 2
     output_dir: str = "runs/default"
     flops_size: tuple[int, int] = (360, 480)
@@ -262,19 +263,21 @@ class Trainer:
             started = time.perf_counter()
             train_loss = self.train_one_epoch(epoch)
             self.train_seconds += time.perf_counter() - started
-            metrics = self.validate()
-            record = {"epoch": epoch + 1, "train_loss": train_loss, "val_miou": metrics["miou"], "lr": self.scheduler.get_last_lr()[0], "seconds": self.train_seconds}
+            validated = (epoch + 1) % self.config.val_every == 0 or epoch + 1 == self.config.epochs
+            miou = self.validate()["miou"] if validated else None
+            record = {"epoch": epoch + 1, "train_loss": train_loss, "val_miou": miou, "lr": self.scheduler.get_last_lr()[0], "seconds": self.train_seconds}
             self.history.append(record)
-            improved = metrics["miou"] > self.best_miou
+            improved = validated and miou > self.best_miou
             if improved:
-                self.best_miou = metrics["miou"]
+                self.best_miou = miou
             if self.is_main:
                 with open(self.output_dir / "history.jsonl", "a") as log:
                     log.write(json.dumps(record) + "\n")
                 if improved:
                     torch.save({"model": self.model.state_dict(), "spec": self.spec, "epoch": epoch + 1}, self.output_dir / "best.pt")
                 torch.save(self.checkpoint_state(epoch), self.output_dir / "last.pt")
-                print(f"epoch {epoch + 1}: train loss {train_loss:.4f}  val mIoU {metrics['miou']:.4f}  best {self.best_miou:.4f}", flush=True)
+                val_text = f"val mIoU {miou:.4f}" if validated else "not validated"
+                print(f"epoch {epoch + 1}: train loss {train_loss:.4f}  {val_text}  best {self.best_miou:.4f}", flush=True)
         finished = last_epoch == self.config.epochs
         card = self.write_card() if self.is_main and finished else {}
         if dist.is_initialized():

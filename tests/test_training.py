@@ -39,6 +39,14 @@ def test_a_few_steps_make_the_loss_fall(tmp_path):
     assert losses[-1] < 0.7 * losses[0]
 
 
+def test_val_every_validates_on_schedule_and_after_the_last_epoch(tmp_path):
+    card = train(tiny_config(tmp_path, epochs=3, val_every=2), show_progress=False)
+    history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    validated = [record["epoch"] for record in history if record["val_miou"] is not None]
+    assert validated == [2, 3]
+    assert card["best_epoch"] in validated
+
+
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     straight = tiny_config(tmp_path / "a", arch="unetpp", loss="wfocal", epochs=3)
     train(straight, show_progress=False)
