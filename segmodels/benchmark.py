@@ -72,6 +72,7 @@ def benchmark_model(
     timings = time_forward(run, device, warmup, repeats)
     row = {
         "model": name,
+        "depth": forward_options.get("depth"),
         "params_m": count_parameters(model, **forward_options) / 1e6,
         "gflops": count_flops(model, input_size, **forward_options) / 1e9,
         **summarize_timings(timings),

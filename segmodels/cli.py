@@ -131,6 +131,23 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_zoo(args: argparse.Namespace) -> int:
+    rows = zoo.summary(Path(args.weights)) if args.weights else zoo.summary()
+    if not rows:
+        print("no shipped models")
+        return 0
+    print("| model | val mIoU | params (M) | GFLOPs | CPU latency (ms) | bench input | epochs | training |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    def number(value, digits):
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    for r in rows:
+        training = f"{r['train_minutes']:.0f} min on {r['train_device']}" if r["train_device"] else "-"
+        print(f"| {r['model']} | {number(r['val_miou'], 4)} | {number(r['params_m'], 2)} | {number(r['gflops'], 2)} | {number(r['median_ms'], 1)} "
+              f"| {r['bench_input'] or '-'} | {r['epochs'] or '-'} | {training} |")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m segmodels", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -171,6 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     export_parser.add_argument("--evaluation", help="evaluate --json report to put in the card")
     export_parser.add_argument("--benchmark", help="bench --json rows to put in the card")
     export_parser.set_defaults(func=run_export)
+
+    zoo_parser = commands.add_parser("zoo", help="table of the shipped models from their cards (evaluate and bench results)")
+    zoo_parser.add_argument("--weights", help="zoo folder (default: assets/weights)")
+    zoo_parser.set_defaults(func=run_zoo)
     return parser
 
 

@@ -70,6 +70,32 @@ def load_model(name: str, device: torch.device | str = "cpu", weights_dir: Path 
         return _cache[key]
 
 
+def summary(weights_dir: Path = WEIGHTS_DIR) -> list[dict]:
+    """One row per shipped model, from its card: the ``evaluate`` and ``bench`` results
+    recorded at export (U-Net++ gives one row per pruning depth), and how it was trained."""
+    rows = []
+    for name in list_models(weights_dir):
+        card = load_card(name, weights_dir)
+        evaluation = card.get("evaluation", {})
+        timings = {row.get("depth"): row for row in card.get("benchmark", [])}
+        for entry in card.get("pruning") or [{}]:
+            depth = entry.get("depth")
+            timing = timings.get(depth, {})
+            rows.append({
+                "model": f"{name} L{depth}" if depth else name,
+                "val_miou": entry.get("val_miou", evaluation.get("miou", card.get("val_miou"))),
+                "params_m": timing.get("params_m"),
+                "gflops": timing.get("gflops"),
+                "median_ms": timing.get("median_ms"),
+                "bench_input": timing.get("input"),
+                "bench_device": timing.get("device"),
+                "epochs": card.get("epochs"),
+                "train_minutes": card.get("train_seconds", 0) / 60,
+                "train_device": card.get("train_device"),
+            })
+    return rows
+
+
 def clear_cache() -> None:
     with _lock:
         _cache.clear()

@@ -81,3 +81,21 @@ def test_shipped_models_match_their_cards():
         model = zoo.load_model(name, "cpu")
         assert sum(p.numel() for p in model.parameters()) == card["params"]
         assert card["arch"] in name
+
+
+def test_zoo_summary_and_command_report_the_recorded_numbers(weights_dir, capsys):
+    from segmodels.cli import main
+
+    card_path = weights_dir / "toy" / "unetpp.json"
+    card = json.loads(card_path.read_text())
+    card["pruning"] = [{"depth": d, "val_miou": 0.1 * d} for d in (1, 2, 3, 4)]
+    card["benchmark"] = [{"depth": d, "params_m": d, "gflops": 2.0 * d, "median_ms": 10.0 * d, "input": "64x64", "device": "cpu"} for d in (1, 2, 3, 4)]
+    card_path.write_text(json.dumps(card))
+    rows = zoo.summary(weights_dir)
+    assert [r["model"] for r in rows] == ["toy/unet", "toy/unetpp L1", "toy/unetpp L2", "toy/unetpp L3", "toy/unetpp L4"]
+    assert rows[0]["val_miou"] == 0.5 and rows[0]["median_ms"] is None
+    assert [r["median_ms"] for r in rows[1:]] == [10.0, 20.0, 30.0, 40.0]
+    assert rows[3]["val_miou"] == pytest.approx(0.3)
+    assert main(["zoo", "--weights", str(weights_dir)]) == 0
+    table = capsys.readouterr().out
+    assert "| toy/unetpp L4 | 0.4000 | 4.00 | 8.00 | 40.0 | 64x64 |" in table
