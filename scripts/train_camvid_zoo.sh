@@ -9,7 +9,7 @@ DATA=${1:?usage: $0 CAMVID_DIR}
 PY=${PYTHON:-.venv/bin/python}
 EPOCHS=${EPOCHS:-50}
 COMMON=(--dataset camvid --data "$DATA" --encoder efficientnet_lite0 --crop 256x320 --scale 0.75 1.5 --loss mfb
-        --epochs "$EPOCHS" --batch-size 8 --lr 1e-3 --workers 1 --no-progress --resume)
+        --epochs "$EPOCHS" --val-every 5 --batch-size 8 --lr 1e-3 --workers 1 --no-progress --resume)
 declare -A OPTIONS=(
   [unet]='{}'
   [unetpp]='{"decoder_channels": [16, 32, 64, 128]}'
