@@ -138,8 +138,8 @@ def test_a_full_queue_answers_queue_is_full(tiny_zoo):
 
 
 def test_bounded_load_without_memory_growth(server):
-    """20 concurrent clients, 3 rounds of compare each: every request succeeds or is told that
-    the queue is full; server memory does not keep growing."""
+    """20 concurrent clients, 5 rounds of compare each: every request succeeds or is told that
+    the queue is full; after the first round (model loading, caches) memory stays flat."""
     clients = [Client(server, verbose=False, download_files=False) for _ in range(20)]
     examples = ["shapes-1000", "shapes-1001", "shapes-1002", "shapes-1003"]
 
@@ -154,9 +154,12 @@ def test_bounded_load_without_memory_growth(server):
 
     memory = []
     with ThreadPoolExecutor(max_workers=20) as pool:
-        for _ in range(3):
+        for round_number in range(5):
+            started = time.perf_counter()
             outcomes = list(pool.map(one, range(20)))
             assert all(o in ("ok", "full") for o in outcomes), [o for o in outcomes if o not in ("ok", "full")]
             assert outcomes.count("ok") >= 1
             memory.append(rss_mb())
-    assert memory[-1] <= memory[0] + 150, memory
+            print(f"load round {round_number + 1}: {outcomes.count('ok')} ok, {outcomes.count('full')} queue full, "
+                  f"{time.perf_counter() - started:.1f} s, server RSS {memory[-1]:.0f} MB")
+    assert memory[-1] <= memory[1] + 80, memory
