@@ -70,7 +70,7 @@ def build_demo(config: DemoConfig | None = None) -> gr.Blocks:
                     models_cb = gr.CheckboxGroup(arch_choices, value=archs, label="Models to run")
                     with gr.Row():
                         depth_sl = gr.Slider(1, 4, value=4, step=1, label="U-Net++ depth (L1 = most pruned)", visible="unetpp" in archs, min_width=150)
-                        opacity_sl = gr.Slider(0.0, 1.0, value=0.55, step=0.05, label="Mask opacity", min_width=150)
+                        opacity_sl = gr.Slider(0.0, 1.0, value=0.8, step=0.05, label="Mask opacity", min_width=150)
             with gr.Accordion("…or upload your own image (and, optionally, its ground-truth mask)", open=False):
                 with gr.Row():
                     image_file = gr.File(label="Image (PNG, JPEG, WebP, BMP, TIFF, GIF; at most 10 MB)", file_types=["image"], type="filepath", height=110, min_width=240)
@@ -94,7 +94,7 @@ def build_demo(config: DemoConfig | None = None) -> gr.Blocks:
                 with gr.Accordion("What am I looking at?", open=True):
                     gr.Markdown(text.COMPARE, latex_delimiters=LATEX)
 
-            with gr.Tab("U-Net++ pruning", id="pruning"):
+            with gr.Tab("U-Net++ pruning", id="pruning") as pruning_tab:
                 gr.Markdown(text.PRUNING, latex_delimiters=LATEX)
                 prune_btn = gr.Button("Run U-Net++ at depths L1, L2, L3, L4", variant="primary", interactive=bool(sets))
                 prune_md = gr.Markdown()
@@ -103,7 +103,7 @@ def build_demo(config: DemoConfig | None = None) -> gr.Blocks:
                 prune_table = gr.DataFrame(label="Pruning trade-off on this image", interactive=False, elem_id="pruning-table")
                 prune_plot = gr.Plot(label="mIoU vs latency per depth", show_label=False)
 
-            with gr.Tab("Receptive field", id="receptive"):
+            with gr.Tab("Receptive field", id="receptive") as receptive_tab:
                 gr.Markdown(text.RECEPTIVE_FIELD, latex_delimiters=LATEX)
                 rf_btn = gr.Button("Show the receptive fields of the chosen models", variant="primary", interactive=bool(sets))
                 rf_md = gr.Markdown()
@@ -118,7 +118,7 @@ def build_demo(config: DemoConfig | None = None) -> gr.Blocks:
                 with gr.Accordion("Every layer (table)", open=False):
                     rf_table = gr.DataFrame(interactive=False, max_height=420)
 
-            with gr.Tab("Losses and IoU", id="losses"):
+            with gr.Tab("Losses and IoU", id="losses") as losses_tab:
                 gr.Markdown(text.LOSSES, latex_delimiters=LATEX)
                 weights_btn = gr.Button("Count the pixels of each class", variant="primary", interactive=bool(sets))
                 weights_md = gr.Markdown()
@@ -135,7 +135,7 @@ def build_demo(config: DemoConfig | None = None) -> gr.Blocks:
                     iou_img = gr.Image(label="IoU map: TP green, FP red, FN blue", interactive=False, format="png", height=320, min_width=260, buttons=["fullscreen"], elem_classes="seg-img")
                     iou_md = gr.Markdown()
 
-            with gr.Tab("Semantic vs instance", id="instances"):
+            with gr.Tab("Semantic vs instance", id="instances") as instances_tab:
                 gr.Markdown(text.INSTANCES, latex_delimiters=LATEX)
                 with gr.Row():
                     inst_model = gr.Dropdown(arch_choices, value=archs[0] if archs else None, label="Model (for images without instance ground truth)", min_width=200)
@@ -171,13 +171,18 @@ def build_demo(config: DemoConfig | None = None) -> gr.Blocks:
             **heavy,
         )
         opacity_sl.release(app.restyle, [*source, opacity_sl, session], [gt_img, *model_imgs], show_progress="hidden", **light)
-        prune_btn.click(app.pruning, [*source, opacity_sl], [prune_md, *prune_imgs, prune_table, prune_plot], api_visibility="private", **heavy)
-        rf_btn.click(app.receptive_fields, [set_radio, models_cb, depth_sl], [rf_plot, rf_table, dilation_plot, rf_md], api_visibility="private", **heavy)
+        # Opening a tab fills it for the current image; its button recomputes after a change.
+        pruning = dict(fn=app.pruning, inputs=[*source, opacity_sl], outputs=[prune_md, *prune_imgs, prune_table, prune_plot], api_visibility="private", **heavy)
+        receptive = dict(fn=app.receptive_fields, inputs=[set_radio, models_cb, depth_sl], outputs=[rf_plot, rf_table, dilation_plot, rf_md], api_visibility="private", **heavy)
+        weights = dict(fn=app.class_weights, inputs=[*source, session], outputs=[weights_table, weights_plot, weights_md], **light)
+        iou = dict(fn=app.iou_map, inputs=[*source, iou_model, iou_class, depth_sl, session], outputs=[iou_img, iou_md, session], api_visibility="private", **heavy)
+        instances = dict(fn=app.instances, inputs=[*source, inst_model, inst_class, depth_sl, session], outputs=[class_img, inst_img, inst_md, session], api_visibility="private", **heavy)
+        for trigger, event in ((prune_btn.click, pruning), (pruning_tab.select, pruning), (rf_btn.click, receptive), (receptive_tab.select, receptive),
+                               (weights_btn.click, weights), (iou_btn.click, iou), (inst_btn.click, instances), (instances_tab.select, instances)):
+            trigger(**event)
+        losses_tab.select(**weights).then(**iou)
         click_img.select(app.effective_fields, [*source, models_cb, depth_sl], [*erf_imgs, pooling_img, erf_md], api_visibility="private", **heavy)
-        weights_btn.click(app.class_weights, [*source, session], [weights_table, weights_plot, weights_md], **light)
         gamma_sl.change(app.loss_curves, gamma_sl, loss_plot, show_progress="hidden", **light)
-        iou_btn.click(app.iou_map, [*source, iou_model, iou_class, depth_sl, session], [iou_img, iou_md, session], api_visibility="private", **heavy)
-        inst_btn.click(app.instances, [*source, inst_model, inst_class, depth_sl, session], [class_img, inst_img, inst_md, session], api_visibility="private", **heavy)
 
     demo.queue(max_size=config.queue_max_size, default_concurrency_limit=config.model_concurrency, api_open=False)
     return demo

@@ -63,6 +63,11 @@ def test_compare_in_a_real_browser(url, tmp_path):
             page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 10_000
 
+            # Opening a tab fills it for the current image, without pressing its button.
+            page.get_by_role("tab", name="Losses and IoU").click()
+            page.get_by_text(re.compile(r"N = \d+ labelled pixels")).wait_for(timeout=30_000)
+            page.get_by_text(re.compile(r"Green TP = \d+, red FP = \d+, blue FN = \d+")).wait_for(timeout=30_000)
+
             # Receptive field: a click on the (enlarged) image picks that pixel of the 96 px image.
             page.get_by_role("tab", name="Receptive field").click()
             target = page.locator("#rf-click-image img").first
