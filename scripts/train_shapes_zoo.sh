@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Trains, evaluates, benchmarks and exports the Shapes model set (plain encoder, CPU-sized).
-# Re-running resumes unfinished runs from runs/shapes/<arch>/last.pt.
+# Re-running resumes unfinished runs from runs/shapes/<arch>/last.pt; a larger EPOCHS continues a
+# finished run from its last epoch (the shipped U-Net: 8 epochs, then EPOCHS=16 ARCHS=unet).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -12,7 +13,8 @@ for arch in ${ARCHS:-unet deeplabv3p unetpp unet3p}; do
   options='{}'
   [ "$arch" = unet3p ] && options='{"cat_channels": 16}'
   run=runs/shapes/$arch
-  if [ ! -f "$run/card.json" ]; then
+  trained=$(grep -o '"epochs": [0-9]*' "$run/card.json" 2>/dev/null | head -n 1 | grep -o '[0-9]*$' || true)
+  if [ "${trained:-0}" -lt "$EPOCHS" ]; then
     "$PY" -m segmodels train --arch "$arch" --options "$options" --out "$run" "${COMMON[@]}"
   fi
   "$PY" -m segmodels evaluate --model "$run/best.pt" --dataset shapes --split val --json "$run/eval.json"
