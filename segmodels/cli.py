@@ -131,20 +131,22 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fixed(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 def run_zoo(args: argparse.Namespace) -> int:
     rows = zoo.summary(Path(args.weights)) if args.weights else zoo.summary()
     if not rows:
         print("no shipped models")
         return 0
-    print("| model | val mIoU | params (M) | GFLOPs | CPU latency (ms) | bench input | epochs | training |")
+    print("| model | val mIoU | params (M) | GFLOPs | latency (ms) | bench | epochs | training |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    def number(value, digits):
-        return "-" if value is None else f"{value:.{digits}f}"
-
     for r in rows:
+        bench = f"{r['bench_input']} {r['bench_device']}" if r["bench_input"] else "-"
         training = f"{r['train_minutes']:.0f} min on {r['train_device']}" if r["train_device"] else "-"
-        print(f"| {r['model']} | {number(r['val_miou'], 4)} | {number(r['params_m'], 2)} | {number(r['gflops'], 2)} | {number(r['median_ms'], 1)} "
-              f"| {r['bench_input'] or '-'} | {r['epochs'] or '-'} | {training} |")
+        print(f"| {r['model']} | {_fixed(r['val_miou'], 4)} | {_fixed(r['params_m'], 2)} | {_fixed(r['gflops'], 2)} | {_fixed(r['median_ms'], 1)} "
+              f"| {bench} | {r['epochs'] or '-'} | {training} |")
     return 0
 
 

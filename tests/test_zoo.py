@@ -98,4 +98,4 @@ def test_zoo_summary_and_command_report_the_recorded_numbers(weights_dir, capsys
     assert rows[3]["val_miou"] == pytest.approx(0.3)
     assert main(["zoo", "--weights", str(weights_dir)]) == 0
     table = capsys.readouterr().out
-    assert "| toy/unetpp L4 | 0.4000 | 4.00 | 8.00 | 40.0 | 64x64 |" in table
+    assert "| toy/unetpp L4 | 0.4000 | 4.00 | 8.00 | 40.0 | 64x64 cpu |" in table
