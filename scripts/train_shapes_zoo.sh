@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Trains, evaluates, benchmarks and exports the Shapes model set (plain encoder, CPU-sized).
 # Re-running resumes unfinished runs from runs/shapes/<arch>/last.pt; a larger EPOCHS continues a
-# finished run from its last epoch (the shipped U-Net: 8 epochs, then EPOCHS=16 ARCHS=unet).
+# finished run from its last epoch (the shipped U-Net and DeepLabV3+: 8 epochs, then EPOCHS=16 ARCHS=...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}

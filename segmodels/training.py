@@ -88,6 +88,13 @@ def distributed_context() -> tuple[int, int, torch.device]:
     return (dist.get_rank() if dist.is_initialized() else 0), world_size, device
 
 
+def save_atomically(obj: object, path: Path) -> None:
+    """``torch.save`` to a temporary file, then rename: a run killed mid-write keeps its old checkpoint."""
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save(obj, temporary)
+    os.replace(temporary, path)
+
+
 def learning_rate_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
     """Linear warm-up, then ``poly`` (1 - t)^0.9 (DeepLab) or ``cosine`` decay."""
     if step < warmup_steps:
@@ -274,8 +281,8 @@ class Trainer:
                 with open(self.output_dir / "history.jsonl", "a") as log:
                     log.write(json.dumps(record) + "\n")
                 if improved:
-                    torch.save({"model": self.model.state_dict(), "spec": self.spec, "epoch": epoch + 1}, self.output_dir / "best.pt")
-                torch.save(self.checkpoint_state(epoch), self.output_dir / "last.pt")
+                    save_atomically({"model": self.model.state_dict(), "spec": self.spec, "epoch": epoch + 1}, self.output_dir / "best.pt")
+                save_atomically(self.checkpoint_state(epoch), self.output_dir / "last.pt")
                 val_text = f"val mIoU {miou:.4f}" if validated else "not validated"
                 print(f"epoch {epoch + 1}: train loss {train_loss:.4f}  {val_text}  best {self.best_miou:.4f}", flush=True)
         finished = last_epoch == self.config.epochs

@@ -138,3 +138,20 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     card = json.loads((out / "card.json").read_text())
     assert card["world_size"] == 2
     assert result.stdout.count("best val mIoU") == 1
+
+
+def test_an_interrupted_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    from segmodels import training
+
+    path = tmp_path / "last.pt"
+    training.save_atomically({"epoch": 1}, path)
+
+    def interrupted(obj, target):
+        Path(target).write_bytes(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training.torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        training.save_atomically({"epoch": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True) == {"epoch": 1}
