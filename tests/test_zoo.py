@@ -83,6 +83,20 @@ def test_shipped_models_match_their_cards():
         assert card["arch"] in name
 
 
+def test_shipped_assets_fit_the_budget_and_record_their_evidence():
+    assets = zoo.WEIGHTS_DIR.parent
+    assert sum(f.stat().st_size for f in assets.rglob("*") if f.is_file()) < 60e6
+    for name in zoo.list_models():
+        card = zoo.load_card(name)
+        assert card["evaluation"]["miou"] == pytest.approx(card["val_miou"], abs=0.02), name
+        assert card["benchmark"], name
+        if card["arch"] == "unetpp":
+            by_depth = sorted(card["pruning"], key=lambda row: row["depth"])
+            assert [row["depth"] for row in by_depth] == [1, 2, 3, 4]
+            for shallower, deeper in zip(by_depth, by_depth[1:]):
+                assert shallower["params"] < deeper["params"] and shallower["flops"] < deeper["flops"], name
+
+
 def test_zoo_summary_and_command_report_the_recorded_numbers(weights_dir, capsys):
     from segmodels.cli import main
 
