@@ -22,6 +22,7 @@ from segmodels.data import (
     splits_present,
     train_transform,
 )
+from segmodels.data.shapes import CIRCLE, RECTANGLE, TRIANGLE, _outline
 
 CAMVID_ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "camvid"
 SIZE = 64
@@ -29,7 +30,7 @@ SIZE = 64
 
 @pytest.fixture(scope="module")
 def shapes_samples() -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    return [render_shapes(0, i, SIZE) for i in range(50)]
+    return [render_shapes(0, i, SIZE) for i in range(120)]
 
 
 def test_shapes_deterministic() -> None:
@@ -77,6 +78,14 @@ def test_shapes_class_balance_and_size_variety(shapes_samples) -> None:
     assert min(areas) < 0.05 * SIZE * SIZE and max(areas) > 0.3 * SIZE * SIZE
     background = np.mean([(m == 0).mean() for _, m, _ in shapes_samples])
     assert 0.3 < background < 0.95
+
+
+def test_shapes_objects_lie_inside_the_image() -> None:
+    rng = np.random.default_rng(0)
+    for shape_class in (CIRCLE, TRIANGLE, RECTANGLE):
+        for _ in range(300):
+            geometry = np.asarray(_outline(rng, shape_class, SIZE), dtype=float)
+            assert geometry.min() >= 0 and geometry.max() <= SIZE - 1, (shape_class, geometry)
 
 
 def test_shapes_color_does_not_give_class_away(shapes_samples) -> None:

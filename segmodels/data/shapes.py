@@ -2,10 +2,10 @@
 
 Image ``index`` of ``seed`` is rendered from ``np.random.default_rng([seed, index])`` alone,
 so it is the same whatever the access order. Object colour is drawn independently of the
-class, sizes run from 16 px to most of the image and later objects occlude earlier ones
-(an object that would hide more than half of an earlier one is left out, so every visible
-object keeps enough of its shape to be recognised), so telling the classes apart needs
-shape, i.e. a large enough receptive field.
+class, sizes run from 16 px to most of the image, every object lies wholly inside the image,
+and later objects occlude earlier ones (an object that would hide more than a quarter of an
+earlier one is left out, so every visible object keeps enough of its shape to be recognised),
+so telling the classes apart needs shape, i.e. a large enough receptive field.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from .transforms import PairTransform, eval_transform, to_tv_pair
 
 CIRCLE, TRIANGLE, RECTANGLE = 1, 2, 3
 MIN_EXTENT = 16.0
-MIN_VISIBLE_FRACTION = 0.5
+MIN_VISIBLE_FRACTION = 0.75
 MAX_EXTENT_FRACTION = 0.8
 OBJECTS_PER_IMAGE = (1, 4)
 STYLES = ("solid", "textured", "outlined")
@@ -80,11 +80,12 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def _outline(rng: np.random.Generator, shape_class: int, size: int) -> list[tuple[float, float]] | tuple[float, ...]:
-    """Polygon vertices (triangle, rectangle) or ellipse box (circle) of one random object."""
+    """Polygon vertices (triangle, rectangle) or ellipse box (circle) of one random object,
+    placed wholly inside the image (a shape cut by the border can look like another class)."""
     extent = float(np.exp(rng.uniform(np.log(MIN_EXTENT), np.log(MAX_EXTENT_FRACTION * size))))
-    cx, cy = rng.uniform(0.0, size, 2)
     if shape_class == CIRCLE:
         r = extent / 2
+        cx, cy = rng.uniform(r, size - 1 - r, 2)
         return (cx - r, cy - r, cx + r, cy + r)
     angle = rng.uniform(0.0, 2 * np.pi)
     if shape_class == TRIANGLE:
@@ -96,6 +97,10 @@ def _outline(rng: np.random.Generator, shape_class: int, size: int) -> list[tupl
         cx0, cy0 = np.array([-w, w, w, -w]), np.array([-h, -h, h, h])
         px = cx0 * np.cos(angle) - cy0 * np.sin(angle)
         py = cx0 * np.sin(angle) + cy0 * np.cos(angle)
+    fit = min(1.0, (size - 1) / float(np.ptp(px)), (size - 1) / float(np.ptp(py)))
+    px, py = px * fit, py * fit
+    cx = rng.uniform(-px.min(), size - 1 - px.max())
+    cy = rng.uniform(-py.min(), size - 1 - py.max())
     return list(zip((cx + px).tolist(), (cy + py).tolist()))
 
 
@@ -121,7 +126,7 @@ def _draw_object(rng: np.random.Generator, shape_class: int, size: int) -> tuple
 
 
 def _hides_too_much(instances: np.ndarray, inside: np.ndarray, full_areas: np.ndarray, new_id: int) -> bool:
-    """Whether drawing ``inside`` on top would leave an earlier object under half visible."""
+    """Whether drawing ``inside`` on top would leave an earlier object under ``MIN_VISIBLE_FRACTION`` visible."""
     remaining = np.bincount(instances[~inside].ravel(), minlength=new_id)[1:new_id]
     drawn = full_areas[1:new_id] > 0
     return bool(np.any(remaining[drawn] < MIN_VISIBLE_FRACTION * full_areas[1:new_id][drawn]))
