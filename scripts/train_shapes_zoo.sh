@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
-EPOCHS=${EPOCHS:-8}
+EPOCHS=${EPOCHS:-12}
 # Whole 128x128 images at scale 0.75-1 (padded back to 128): a crop would cut shapes apart.
 COMMON=(--dataset shapes --encoder plain --base-channels 16 --crop 128 --scale 0.75 1.0 --loss ce
         --epochs "$EPOCHS" --batch-size 8 --lr 2e-3 --workers 1 --flops-size 128 --no-progress --resume)
