@@ -144,8 +144,11 @@ class Dashboard:
         return [(SET_LABELS.get(s, s), s) for s in self.sets()]
 
     def default_set(self) -> str | None:
+        """The first set whose own examples are available (so the first view has ground
+        truth), else the first set."""
         sets = self.sets()
-        return sets[0] if sets else None
+        with_examples = [s for s in sets if any(e.dataset == s for e in self.examples)]
+        return (with_examples or sets or [None])[0]
 
     def archs(self, set_name: str | None) -> list[str]:
         return self.engine.catalogue().get(set_name, []) if set_name else []
@@ -437,6 +440,8 @@ class Dashboard:
             return (gr.skip(),) * 9
         chosen = self._by_name.get(example) if example else None
         new_example = example if chosen is not None and chosen.dataset == set_name else self.default_example(set_name)
+        if not any(e.dataset == set_name for e in self.examples):
+            gr.Info(f"No {SET_LABELS.get(set_name, set_name)} examples on this server: upload an image of that kind (the examples shown have no ground truth for these classes).")
         archs = self.model_choices(set_name)
         arch_values = [a for _, a in archs]
         return (
