@@ -144,8 +144,11 @@ class Dashboard:
         return [(SET_LABELS.get(s, s), s) for s in self.sets()]
 
     def default_set(self) -> str | None:
+        """The first set whose own examples are available (so the first view has ground
+        truth), else the first set."""
         sets = self.sets()
-        return sets[0] if sets else None
+        with_examples = [s for s in sets if self.examples_of(s)]
+        return (with_examples or sets or [None])[0]
 
     def archs(self, set_name: str | None) -> list[str]:
         return self.engine.catalogue().get(set_name, []) if set_name else []
@@ -156,9 +159,12 @@ class Dashboard:
     def example_choices(self) -> list[tuple[str, str]]:
         return [(e.label, e.key) for e in self.examples]
 
+    def examples_of(self, set_name: str | None) -> list[Example]:
+        """The examples from the dataset that ``set_name``'s models were trained on."""
+        return [e for e in self.examples if e.dataset == set_name]
+
     def default_example(self, set_name: str | None) -> str | None:
-        matching = [e for e in self.examples if e.dataset == set_name]
-        chosen = matching or self.examples
+        chosen = self.examples_of(set_name) or self.examples
         return chosen[0].key if chosen else None
 
     def info(self, set_name: str | None) -> DatasetInfo:
@@ -183,8 +189,7 @@ class Dashboard:
 
     def gallery_examples(self, set_name: str | None) -> list[Example]:
         """The examples shown as thumbnails: those of the set's dataset (all when it has none)."""
-        matching = [e for e in self.examples if e.dataset == set_name]
-        return matching or list(self.examples)
+        return self.examples_of(set_name) or list(self.examples)
 
     def thumbnails(self, set_name: str | None) -> list[tuple[np.ndarray, str]]:
         thumbs = []
@@ -437,6 +442,8 @@ class Dashboard:
             return (gr.skip(),) * 9
         chosen = self._by_name.get(example) if example else None
         new_example = example if chosen is not None and chosen.dataset == set_name else self.default_example(set_name)
+        if not self.examples_of(set_name):
+            gr.Info(f"No {SET_LABELS.get(set_name, set_name)} examples on this server: upload an image of that kind (the examples shown have no ground truth for these classes).")
         archs = self.model_choices(set_name)
         arch_values = [a for _, a in archs]
         return (

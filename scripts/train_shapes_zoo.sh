@@ -13,8 +13,9 @@ for arch in ${ARCHS:-unet deeplabv3p unetpp unet3p}; do
   options='{}'
   [ "$arch" = unet3p ] && options='{"cat_channels": 16}'
   run=runs/shapes/$arch
-  trained=$(grep -o '"epochs": [0-9]*' "$run/card.json" 2>/dev/null | head -n 1 | grep -o '[0-9]*$' || true)
-  if [ "${trained:-0}" -lt "$EPOCHS" ]; then
+  trained=0
+  [ -f "$run/card.json" ] && trained=$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["epochs"])' "$run/card.json")
+  if [ "$trained" -lt "$EPOCHS" ]; then
     "$PY" -m segmodels train --arch "$arch" --options "$options" --out "$run" "${COMMON[@]}"
   fi
   "$PY" -m segmodels evaluate --model "$run/best.pt" --dataset shapes --split val --json "$run/eval.json"

@@ -377,10 +377,18 @@ def camvid_setup(tiny_zoo, tmp_path):
     return root, weights
 
 
-def test_camvid_examples_and_set(tiny_config, camvid_setup):
+def test_camvid_examples_and_set(tiny_config, camvid_setup, monkeypatch):
     root, weights = camvid_setup
     app = Dashboard(tiny_config(weights_dir=weights, camvid_dir=root))
     assert app.sets() == ["camvid", "shapes"] and app.default_set() == "camvid"
+    without_examples = Dashboard(tiny_config(weights_dir=weights))
+    assert without_examples.default_set() == "shapes"  # no CamVid examples to start on
+    notices = []
+    monkeypatch.setattr(gr, "Info", notices.append)
+    without_examples.set_changed("camvid", "shapes-1000")
+    assert len(notices) == 1 and "upload" in notices[0]
+    app.set_changed("camvid", "camvid-0001TP_000010")
+    assert len(notices) == 1
     assert app.default_example("camvid") == "camvid-0001TP_000010" and app.default_example("shapes") == "shapes-1000"
     assert [e.label for e in app.gallery_examples("camvid")] == ["CamVid val 0001TP_000010", "CamVid val 0001TP_000040"]
     with pytest.raises(gr.Error, match="ships no U-Net\\+\\+"):
