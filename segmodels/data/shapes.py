@@ -2,7 +2,8 @@
 
 Image ``index`` of ``seed`` is rendered from ``np.random.default_rng([seed, index])`` alone,
 so it is the same whatever the access order. Object colour is drawn independently of the
-class, sizes run from 16 px to most of the image, every object lies wholly inside the image,
+class (but always stands out from the background under it), sizes run from 16 px to most of
+the image, every object lies wholly inside the image,
 and later objects occlude earlier ones (an object that would hide more than a quarter of an
 earlier one is left out, so every visible object keeps enough of its shape to be recognised),
 so telling the classes apart needs shape, i.e. a large enough receptive field.
@@ -23,6 +24,7 @@ from .transforms import PairTransform, eval_transform, to_tv_pair
 CIRCLE, TRIANGLE, RECTANGLE = 1, 2, 3
 MIN_EXTENT = 16.0
 MIN_VISIBLE_FRACTION = 0.75
+MIN_CONTRAST = 80.0
 MAX_EXTENT_FRACTION = 0.8
 OBJECTS_PER_IMAGE = (1, 4)
 STYLES = ("solid", "textured", "outlined")
@@ -39,6 +41,15 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _random_color(rng: np.random.Generator) -> np.ndarray:
     return rng.integers(0, 256, 3).astype(np.float32)
+
+
+def _contrasting_color(rng: np.random.Generator, reference: np.ndarray, attempts: int = 32) -> np.ndarray:
+    """A random colour at least ``MIN_CONTRAST`` (RGB distance) from ``reference``, so the object is visible;
+    the farthest of ``attempts`` draws if none is that far."""
+    colors = rng.integers(0, 256, (attempts, 3)).astype(np.float32)
+    distances = np.linalg.norm(colors - reference, axis=1)
+    far_enough = np.flatnonzero(distances >= MIN_CONTRAST)
+    return colors[far_enough[0] if far_enough.size else int(distances.argmax())]
 
 
 def _stripes(rng: np.random.Generator, size: int, hard_edges: bool = True) -> np.ndarray:
@@ -104,11 +115,12 @@ def _outline(rng: np.random.Generator, shape_class: int, size: int) -> list[tupl
     return list(zip((cx + px).tolist(), (cy + py).tolist()))
 
 
-def _draw_object(rng: np.random.Generator, shape_class: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Render one object: (pixel colours size x size x 3, canvas with 255 = fill and 128 = outline, 0 = outside)."""
+def _draw_object(rng: np.random.Generator, shape_class: int, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Render one object over ``image``: (pixel colours size x size x 3, canvas with 255 = fill and
+    128 = outline, 0 = outside)."""
+    size = image.shape[0]
     geometry = _outline(rng, shape_class, size)
     style = STYLES[rng.choice(len(STYLES), p=STYLE_PROBABILITIES)]
-    color = _random_color(rng)
     canvas = Image.new("L", (size, size), 0)
     draw = ImageDraw.Draw(canvas)
     outline = {"outline": 128, "width": int(rng.integers(1, 4))} if style == "outlined" else {}
@@ -116,6 +128,7 @@ def _draw_object(rng: np.random.Generator, shape_class: int, size: int) -> tuple
         draw.ellipse(geometry, fill=255, **outline)
     else:
         draw.polygon(geometry, fill=255, **outline)
+    color = _contrasting_color(rng, image[np.asarray(canvas) > 0].mean(axis=0))
     pixels = np.broadcast_to(color, (size, size, 3))
     if style == "textured":
         pattern = _stripes(rng, size) if rng.random() < 0.5 else _smooth_noise(rng, size).mean(axis=2) / 255.0
@@ -145,7 +158,7 @@ def render_shapes(seed: int, index: int, size: int = 128) -> tuple[np.ndarray, n
     full_areas = np.zeros(num_objects + 1, dtype=np.int64)
     for instance_id in range(1, num_objects + 1):
         shape_class = int(rng.integers(CIRCLE, RECTANGLE + 1))
-        pixels, canvas = _draw_object(rng, shape_class, size)
+        pixels, canvas = _draw_object(rng, shape_class, image)
         inside = canvas > 0
         if _hides_too_much(instances, inside, full_areas, instance_id):
             continue
