@@ -22,7 +22,7 @@ from segmodels.data import (
     splits_present,
     train_transform,
 )
-from segmodels.data.shapes import CIRCLE, RECTANGLE, TRIANGLE, _outline
+from segmodels.data.shapes import CIRCLE, MIN_CONTRAST, RECTANGLE, TRIANGLE, _contrasting_color, _outline
 
 CAMVID_ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "camvid"
 SIZE = 64
@@ -86,6 +86,14 @@ def test_shapes_objects_lie_inside_the_image() -> None:
         for _ in range(300):
             geometry = np.asarray(_outline(rng, shape_class, SIZE), dtype=float)
             assert geometry.min() >= 0 and geometry.max() <= SIZE - 1, (shape_class, geometry)
+
+
+def test_shapes_object_colors_stand_out_from_the_background() -> None:
+    rng = np.random.default_rng(0)
+    for reference in ([0.0, 0.0, 0.0], [255.0, 255.0, 255.0], [127.5, 127.5, 127.5], [200.0, 30.0, 90.0]):
+        for _ in range(200):
+            color = _contrasting_color(rng, np.asarray(reference))
+            assert np.linalg.norm(color - reference) >= MIN_CONTRAST, (reference, color)
 
 
 def test_shapes_color_does_not_give_class_away(shapes_samples) -> None:
