@@ -3,10 +3,10 @@
 Image ``index`` of ``seed`` is rendered from ``np.random.default_rng([seed, index])`` alone,
 so it is the same whatever the access order. Object colour is drawn independently of the
 class (but always stands out from the background under it), sizes run from 16 px to most of
-the image, every object lies wholly inside the image,
-and later objects occlude earlier ones (an object that would hide more than a quarter of an
-earlier one is left out, so every visible object keeps enough of its shape to be recognised),
-so telling the classes apart needs shape, i.e. a large enough receptive field.
+the image, every object lies wholly inside the image, and later objects occlude earlier ones
+(an object that would hide more than a quarter of an earlier one is left out, so every visible
+object keeps enough of its shape to be recognised), so telling the classes apart needs shape,
+i.e. a large enough receptive field.
 """
 
 from __future__ import annotations
@@ -128,14 +128,15 @@ def _draw_object(rng: np.random.Generator, shape_class: int, image: np.ndarray) 
         draw.ellipse(geometry, fill=255, **outline)
     else:
         draw.polygon(geometry, fill=255, **outline)
-    color = _contrasting_color(rng, image[np.asarray(canvas) > 0].mean(axis=0))
+    coverage = np.asarray(canvas)
+    color = _contrasting_color(rng, image[coverage > 0].mean(axis=0))
     pixels = np.broadcast_to(color, (size, size, 3))
     if style == "textured":
         pattern = _stripes(rng, size) if rng.random() < 0.5 else _smooth_noise(rng, size).mean(axis=2) / 255.0
         pixels = _blend(pixels, _random_color(rng), rng.uniform(0.2, 0.5) * pattern)
     elif style == "outlined":
-        pixels = np.where((np.asarray(canvas) == 128)[..., None], _random_color(rng), pixels)
-    return pixels, np.asarray(canvas)
+        pixels = np.where((coverage == 128)[..., None], _random_color(rng), pixels)
+    return pixels, coverage
 
 
 def _hides_too_much(instances: np.ndarray, inside: np.ndarray, full_areas: np.ndarray, new_id: int) -> bool:
