@@ -14,6 +14,7 @@ from .benchmark import benchmark_architectures, benchmark_model, format_rows, mo
 from .cards import model_from_spec
 from .data import build_dataset, eval_transform
 from .evaluation import evaluate, evaluation_report, format_report, write_report
+from .losses import LOSS_NAMES
 from .models import ARCH_NAMES, ARCHITECTURES
 from .training import TrainConfig, train
 
@@ -45,7 +46,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-images", type=int, help="use only the first N validation images")
     parser.add_argument("--crop", dest="crop_size", type=_size, default=(128, 128), help="training crop HxW")
     parser.add_argument("--scale", dest="scale_range", type=float, nargs=2, default=(0.5, 2.0), help="random scale range")
-    parser.add_argument("--loss", choices=["ce", "wce", "mfb", "focal", "wfocal"], default="ce", help="wce/wfocal weight class c by (N - N_c) / N; mfb: median frequency")
+    parser.add_argument("--loss", choices=list(LOSS_NAMES), default="ce", help="wce/wfocal weight class c by (N - N_c) / N; mfb: median frequency; ohem: CE over the hard pixels")
     parser.add_argument("--gamma", dest="focal_gamma", type=float, default=2.0)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=8)

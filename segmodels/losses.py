@@ -12,10 +12,16 @@ Class weights, from per-class pixel counts ``N_c`` with ``N = sum_c N_c``:
 
 Focal loss (Lin et al. 2017, "Focal Loss for Dense Object Detection", Sec. 3):
 ``FL(p_t) = -w_t (1 - p_t)^gamma log(p_t)``; ``gamma = 0`` is (weighted) cross-entropy.
+
+Online hard example mining (OHEM) cross-entropy (Shrivastava et al., CVPR 2016, applied to
+pixels as in Wu et al., "Bridging category-level and instance-level semantic image
+segmentation", 2016): only the pixels whose true-class probability is below a threshold
+(0.7) count, and never fewer than the ``min_kept`` hardest ones.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -24,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-LOSS_NAMES = ("ce", "wce", "mfb", "focal", "wfocal")
+LOSS_NAMES = ("ce", "wce", "mfb", "focal", "wfocal", "ohem")
 
 
 def _as_mask(mask: Any) -> Tensor:
@@ -177,6 +183,33 @@ class FocalLoss(nn.Module):
         return _weighted_mean(per_pixel, target, weight, self.ignore_index)
 
 
+class OhemCrossEntropyLoss(nn.Module):
+    """Cross-entropy averaged over the hard pixels only: those whose true-class probability
+    ``p_t < threshold``, or the ``min_kept_fraction`` of valid pixels with the largest loss
+    when fewer are that hard. Easy pixels (most of the road and sky) then stop dominating."""
+
+    def __init__(self, threshold: float = 0.7, min_kept_fraction: float = 1 / 16, ignore_index: int = -100):
+        super().__init__()
+        if not 0 < threshold <= 1 or not 0 < min_kept_fraction <= 1:
+            raise ValueError(f"need 0 < threshold <= 1 and 0 < min_kept_fraction <= 1, got {threshold}, {min_kept_fraction}")
+        self.loss_threshold = -math.log(threshold)
+        self.min_kept_fraction = min_kept_fraction
+        self.ignore_index = ignore_index
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        target = target.long()
+        per_pixel = F.cross_entropy(logits.float(), target, ignore_index=self.ignore_index, reduction="none").flatten()
+        valid = target.flatten() != self.ignore_index
+        losses = per_pixel[valid]
+        if losses.numel() == 0:
+            return per_pixel.sum() * 0.0
+        min_kept = max(1, int(losses.numel() * self.min_kept_fraction))
+        hard = losses[losses > self.loss_threshold]
+        if hard.numel() < min_kept:
+            hard = losses.topk(min_kept).values
+        return hard.mean()
+
+
 def build_loss(
     name: str,
     num_classes: int,
@@ -187,13 +220,15 @@ def build_loss(
 ) -> nn.Module:
     """Loss by name: ``ce``, ``wce`` (weights ``(N - N_c) / N``), ``mfb`` (median-frequency
     weighted CE, using ``image_counts`` when given), ``focal``, ``wfocal`` (focal with the
-    ``(N - N_c) / N`` weights). Weighted losses need ``class_counts`` of length ``num_classes``."""
+    ``(N - N_c) / N`` weights), ``ohem`` (CE over the hard pixels). Weighted losses need ``class_counts`` of length ``num_classes``."""
     if name not in LOSS_NAMES:
         raise ValueError(f"unknown loss {name!r}; valid names: {', '.join(LOSS_NAMES)}")
     if name == "ce":
         return WeightedCrossEntropyLoss(ignore_index=ignore_index)
     if name == "focal":
         return FocalLoss(gamma=gamma, ignore_index=ignore_index)
+    if name == "ohem":
+        return OhemCrossEntropyLoss(ignore_index=ignore_index)
     if class_counts is None:
         raise ValueError(f"loss {name!r} is class-weighted and needs class_counts (per-class pixel counts)")
     counts = torch.as_tensor(class_counts)

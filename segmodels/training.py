@@ -171,7 +171,7 @@ class Trainer:
 
     def _class_statistics(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Pixel counts per class over the unaugmented training set (cached in the run)."""
-        if self.config.loss in ("ce", "focal"):
+        if self.config.loss in ("ce", "focal", "ohem"):
             return None, None
         cache = self.output_dir / "class_counts.json"
         if cache.is_file():
@@ -271,8 +271,11 @@ class Trainer:
             train_loss = self.train_one_epoch(epoch)
             self.train_seconds += time.perf_counter() - started
             validated = (epoch + 1) % self.config.val_every == 0 or epoch + 1 == self.config.epochs
-            miou = self.validate()["miou"] if validated else None
+            metrics = self.validate() if validated else {}
+            miou = metrics.get("miou")
             record = {"epoch": epoch + 1, "train_loss": train_loss, "val_miou": miou, "lr": self.scheduler.get_last_lr()[0], "seconds": self.train_seconds}
+            if validated:
+                record |= {"val_mean_class_accuracy": metrics["mean_class_accuracy"], "val_per_class_iou": metrics["per_class_iou"]}
             self.history.append(record)
             improved = validated and miou > self.best_miou
             if improved:
