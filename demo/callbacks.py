@@ -9,9 +9,12 @@ session as it was."""
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import math
 import os
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ from scipy import ndimage
 from segmodels import ARCH_NAMES, ARCHITECTURES, create_model
 from segmodels.blocks import SPP
 from segmodels.data import DatasetInfo
+from segmodels.inference import Latency
 from segmodels.losses import class_weights_inverse_share, pixel_counts
 from segmodels.metrics import ERROR_FN, ERROR_FP, ERROR_TP, iou_error_map
 from segmodels.receptive_field import aspp_rates, output_field_size
@@ -56,24 +60,41 @@ if os.environ.get("SPACES_ZERO_GPU"):  # Hugging Face ZeroGPU: optional, never r
         log.warning("SPACES_ZERO_GPU is set but the 'spaces' package is unusable; running without it")
 
 
+def _user_error(error: Exception) -> gr.Error:
+    """The message a user sees for any failure (never a traceback)."""
+    if isinstance(error, gr.Error):
+        return error
+    if isinstance(error, (InputError, ModelUnavailable, OutOfMemory)):
+        return gr.Error(str(error))
+    if is_out_of_memory(error):
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return gr.Error("The device ran out of memory. Nothing was lost: try again with fewer models or a smaller image.")
+    log.error("callback failed: %s: %s", type(error).__name__, str(error)[:500])
+    log.debug("traceback", exc_info=error)
+    return gr.Error(f"Something went wrong ({type(error).__name__}). Try another image or fewer models; the details are in the server log.")
+
+
 def user_errors(fn):
-    """Turn every failure into a ``gr.Error`` with a message meant for the user."""
+    """Turn every failure into a ``gr.Error`` with a message meant for the user; works for
+    plain and for streaming (generator) callbacks."""
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def streaming(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as error:  # noqa: BLE001
+                raise _user_error(error) from None
+
+        return streaming
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except (InputError, ModelUnavailable, OutOfMemory) as error:
-            raise gr.Error(str(error)) from None
         except Exception as error:  # noqa: BLE001
-            if is_out_of_memory(error):
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                raise gr.Error("The device ran out of memory. Nothing was lost: try again with fewer models or a smaller image.") from None
-            log.exception("callback %s failed", getattr(fn, "__name__", fn))
-            raise gr.Error(f"Something went wrong ({type(error).__name__}). Try another image or fewer models; the details are in the server log.") from None
+            raise _user_error(error) from None
 
     return wrapper
 
@@ -89,14 +110,24 @@ def _file_path(value: Any) -> str | None:
     return getattr(value, "path", None) or getattr(value, "name", None)
 
 
-def _progress(progress) -> Any:
-    if progress is None:
-        return None
-    return lambda fraction, desc: progress(fraction, desc=desc)
-
-
 def _nan(value) -> float:
     return float("nan") if value is None else float(value)
+
+
+LATENCY_NOTE = "latency = median of a benchmark measured while the server was idle (IQR beside it); ⚠ marks a figure that is a single pass or noisy."
+
+
+def latency_columns(latency: Latency | None) -> dict:
+    """Median, IQR and where the figure comes from, for a table row."""
+    if latency is None:
+        return {"Latency (ms)": float("nan"), "Latency IQR (ms)": float("nan"), "Latency from": "-"}
+    when = time.strftime("%H:%M", time.localtime(latency.measured_at))
+    origin = f"benchmark, {latency.samples} passes, {when}" if latency.source == "benchmark" else "this click, 1 pass (benchmark pending)"
+    return {
+        "Latency (ms)": _round(latency.median_ms, 1),
+        "Latency IQR (ms)": _round(latency.iqr_ms, 1) if latency.samples > 1 else float("nan"),
+        "Latency from": origin + (" ⚠" if latency.noisy else ""),
+    }
 
 
 def _round(value: float | None, digits: int) -> float:
@@ -203,6 +234,18 @@ class Dashboard:
             thumbs.append((self._thumbs[example.key], example.label))
         return thumbs
 
+    def usual_sizes(self) -> dict[str, tuple[int, int]]:
+        """{set: the size of its first example}: what most requests will run at."""
+        sizes = {}
+        for set_name in self.sets():
+            example = next(iter(self.examples_of(set_name)), None)
+            if example is not None:
+                try:
+                    sizes[set_name] = load_example(example, self.config.max_side).size
+                except InputError as error:
+                    log.warning("%s", error)
+        return sizes
+
     # ------------------------------------------------------------------ validation
 
     def check_set(self, set_name: str | None) -> str:
@@ -277,12 +320,13 @@ class Dashboard:
             return dict(session.get("predictions", {}))
         return {}
 
-    def _predict(self, src: Source, set_name: str, arch: str, depth: int | None, session: Any, progress=None) -> tuple[np.ndarray, dict]:
+    def _predict(self, src: Source, set_name: str, arch: str, depth: int | None, session: Any) -> tuple[np.ndarray, dict]:
         """One model's prediction, from the session when this image already ran, else computed."""
         predictions = self._session_predictions(session, src, set_name)
-        key = self._prediction_key(arch, depth)
+        run_depth = self.engine.depth_for(set_name, arch, depth)
+        key = self._prediction_key(arch, run_depth)
         if key not in predictions:
-            run = self.engine.run_many(set_name, [arch], src.image, depth, timed=False, progress=_progress(progress))[0]
+            run = next(self.engine.run_models(set_name, [arch], src.image, depth))
             if not run.ok:
                 raise ModelUnavailable(run.error)
             predictions[key] = run.labels
@@ -295,7 +339,7 @@ class Dashboard:
             card = self.engine.card(set_name, run.arch)
         except ModelUnavailable:
             return float("nan")
-        depth = run.options.get("depth")
+        depth = run.depth
         if depth is not None:
             for entry in card.get("pruning") or []:
                 if entry.get("depth") == depth:
@@ -318,45 +362,38 @@ class Dashboard:
             row = {
                 "Model": run.name,
                 "Status": "ok" if run.ok else run.error,
+                "mIoU (this image)": _round(run.metrics["miou"] if run.metrics else None, 4),
+                "mIoU (card, val set)": _round(self._card_miou(set_name, run), 4),
+                **latency_columns(run.latency),
                 "Params (M)": _round(run.params / 1e6 if run.params is not None else None, 3),
                 "GFLOPs": _round(run.flops / 1e9 if run.flops is not None else None, 3),
-                "Latency (ms)": _round(run.median_ms, 2),
-                "Latency IQR (ms)": _round(run.iqr_ms, 2),
-                "mIoU (this image)": _round(run.metrics["miou"] if run.metrics else None, 4),
             }
             row |= {f"IoU {name}": _round(value, 4) for name, value in zip(info.class_names, per_class)}
-            row["mIoU (card, val set)"] = _round(self._card_miou(set_name, run), 4)
             rows.append(row)
         return pd.DataFrame(rows)
 
-    def compare_result(self, example, image_file, mask_file, set_name, models, depth, progress=None) -> CompareResult:
+    def _compare_request(self, example, image_file, mask_file, set_name, models, depth) -> tuple[str, list[str], int, Source, DatasetInfo, np.ndarray | None, list[str]]:
         set_name = self.check_set(set_name)
         archs = self.check_models(set_name, models)
         depth = self.check_depth(depth)
         src = self.source(example, image_file, mask_file, set_name)
-        info = self.info(set_name)
         notes = list(src.notes)
         gt = self._gt(src, set_name, notes)
-        runs = self.engine.run_many(set_name, archs, src.image, depth, gt, info, _progress(progress))
+        return set_name, archs, depth, src, self.info(set_name), gt, notes
+
+    def compare_result(self, example, image_file, mask_file, set_name, models, depth) -> CompareResult:
+        """Every chosen model on the image, one forward pass each (for tests and scripts)."""
+        set_name, archs, depth, src, info, gt, notes = self._compare_request(example, image_file, mask_file, set_name, models, depth)
+        runs = list(self.engine.run_models(set_name, archs, src.image, depth, gt, info))
         if not any(run.ok for run in runs):
             raise ModelUnavailable("No model could run. " + " ".join(run.error for run in runs))
-        for run in runs:
-            if not run.ok:
-                gr.Warning(run.error)
         return CompareResult(src, set_name, info, gt, runs, self.compare_table(set_name, info, runs), notes)
 
-    def _slot_images(self, runs: list[ModelRun], image: np.ndarray, info: DatasetInfo, opacity: float) -> list:
-        by_arch = {run.arch: run for run in runs}
-        slots = []
-        for arch in ARCH_ORDER:
-            run = by_arch.get(arch)
-            if run is None:
-                slots.append(gr.Image(value=None, visible=False))
-            elif not run.ok:
-                slots.append(gr.Image(value=None, label=f"{ARCH_NAMES[arch]}: unavailable (see status)", visible=True))
-            else:
-                slots.append(gr.Image(value=figures.overlay(image, run.labels, info, opacity), label=run.name, visible=True))
-        return slots
+    @staticmethod
+    def _slot_image(run: ModelRun, overlay: np.ndarray | None):
+        if not run.ok:
+            return gr.update(value=None, label=f"{ARCH_NAMES[run.arch]}: unavailable (see status)", visible=True)
+        return gr.update(value=overlay, label=run.name, visible=True)
 
     def _status(self, header: str, runs: list[ModelRun], notes: list[str]) -> str:
         lines = [header]
@@ -366,33 +403,47 @@ class Dashboard:
 
     @user_errors
     @_gpu
-    def compare(self, example, image_file, mask_file, set_name, models, depth, opacity, session, progress=gr.Progress()):
-        """Run the chosen models on the image; returns status, legend, input, ground truth,
-        one image per architecture slot, the table, two figures and the new session."""
-        result = self.compare_result(example, image_file, mask_file, set_name, models, depth, progress)
-        src, info, runs = result.source, result.info, result.runs
+    def compare(self, example, image_file, mask_file, set_name, models, depth, opacity, session):
+        """Run the chosen models on the image, streaming: status, legend, input, ground truth,
+        one image per architecture slot (each as soon as its model is done), then the table,
+        two figures and the new session."""
+        set_name, archs, depth, src, info, gt, notes = self._compare_request(example, image_file, mask_file, set_name, models, depth)
+        has_gt = gt is not None
+        present = set(np.unique(gt).tolist()) if has_gt else None
+        slots = {arch: gr.update(value=None, label=f"{ARCH_NAMES[arch]}: waiting…", visible=arch in archs) for arch in ARCH_ORDER}
+        waiting_table = pd.DataFrame({"Model": [ARCH_NAMES[a] for a in archs], "Status": "waiting…"})
+        waiting_plot = gr.update(value=figures.empty_figure("Running the models…"), visible=True)
+        yield (f"**{src.label}**: running {ARCH_NAMES[archs[0]]} (1 of {len(archs)})…", figures.legend_html(info, present), src.image,
+               figures.overlay(src.image, gt, info, opacity) if has_gt else None, *slots.values(),
+               gr.update(value=waiting_table, visible=True), waiting_plot, waiting_plot, gr.skip())
+        runs, overlays = [], {}
+        for run in self.engine.run_models(set_name, archs, src.image, depth, gt, info):
+            runs.append(run)
+            overlays[run.arch] = figures.overlay(src.image, run.labels, info, opacity) if run.ok else None
+            slots[run.arch] = self._slot_image(run, overlays[run.arch])
+            following = f"running {ARCH_NAMES[archs[len(runs)]]} ({len(runs) + 1} of {len(archs)})…" if len(runs) < len(archs) else "making the table…"
+            yield (f"**{src.label}**: {following}", gr.skip(), gr.skip(), gr.skip(), *(slots[a] if a == run.arch else gr.skip() for a in ARCH_ORDER), gr.skip(), gr.skip(), gr.skip(), gr.skip())
+        if not any(run.ok for run in runs):
+            raise ModelUnavailable("No model could run. " + " ".join(run.error for run in runs))
+        table = self.compare_table(set_name, info, runs)
         ok = sum(run.ok for run in runs)
-        header = f"**{src.label}** ({src.size[1]}x{src.size[0]} px) · {ok} of {len(runs)} models ran on **{self.engine.device.type.upper()}** · latency = median of {self.config.repeats} timed runs after {self.config.warmup} warm-up runs."
-        table = result.table
-        has_gt = result.gt is not None
+        header = f"**{src.label}** ({src.size[1]}x{src.size[0]} px) · {ok} of {len(runs)} models ran on **{self.engine.device.type.upper()}**, one forward pass each · {LATENCY_NOTE}"
         if has_gt:
             bars = figures.per_class_figure(table, info.class_names, "this image")
         else:
-            card_rows = pd.DataFrame([{"Model": run.name, **{f"IoU {n}": v for n, v in zip(info.class_names, self._card_per_class(result.set_name, run.arch, info))}} for run in runs if run.ok])
+            card_rows = pd.DataFrame([{"Model": run.name, **{f"IoU {n}": v for n, v in zip(info.class_names, self._card_per_class(set_name, run.arch, info))}} for run in runs if run.ok])
             bars = figures.per_class_figure(card_rows, info.class_names, "validation set, from the model cards")
-        predictions = {self._prediction_key(run.arch, run.options.get("depth")): run.labels for run in runs if run.ok}
-        session = {"key": src.key, "set": result.set_name, "predictions": predictions}
-        present = set(np.unique(result.gt).tolist()) if has_gt else None
-        return (
-            self._status(header, runs, result.notes),
+        predictions = {self._prediction_key(run.arch, run.depth): run.labels for run in runs if run.ok}
+        yield (  # everything again, so an API client's final result is complete
+            self._status(header, runs, notes),
             figures.legend_html(info, present),
             src.image,
-            figures.overlay(src.image, result.gt, info, opacity) if has_gt else None,
-            *self._slot_images(runs, src.image, info, opacity),
+            figures.overlay(src.image, gt, info, opacity) if has_gt else None,
+            *(overlays.get(arch) for arch in ARCH_ORDER),
             table,
             figures.miou_latency_figure(table, has_gt),
             bars,
-            session,
+            {"key": src.key, "set": set_name, "predictions": predictions},
         )
 
     @user_errors
@@ -468,44 +519,48 @@ class Dashboard:
 
     # ------------------------------------------------------------------ U-Net++ pruning
 
-    def pruning_result(self, example, image_file, mask_file, set_name, progress=None) -> PruningResult:
+    def pruning_result(self, example, image_file, mask_file, set_name) -> PruningResult:
+        return list(self.pruning_steps(example, image_file, mask_file, set_name))[-1]
+
+    def pruning_steps(self, example, image_file, mask_file, set_name) -> Iterator[PruningResult]:
+        """The prunable model at every depth, one result per finished depth (runs so far)."""
         set_name = self.check_set(set_name)
-        if "unetpp" not in self.archs(set_name):
+        arch = next((a for a in self.archs(set_name) if self.engine.pruning_depths(set_name, a)), None) if "unetpp" in self.archs(set_name) else None
+        if arch is None:
             raise InputError(f"The {SET_LABELS.get(set_name, set_name)} set ships no U-Net++ weights, so there is nothing to prune.")
         src = self.source(example, image_file, mask_file, set_name)
         info = self.info(set_name)
         gt = src.gt_for(set_name)
-        runs = self.engine.run_depths(set_name, src.image, gt, info, _progress(progress))
-        failed = [run for run in runs if not run.ok]
-        if failed:
-            raise ModelUnavailable(failed[0].error)
-        card = self.engine.card(set_name, "unetpp")
+        card = self.engine.card(set_name, arch)
         pruning = {entry.get("depth"): entry for entry in card.get("pruning") or []}
-        rows = []
-        for run in runs:
-            depth = run.options["depth"]
+        runs, rows = [], []
+        for run in self.engine.run_depths(set_name, arch, src.image, gt, info):
+            if not run.ok:
+                raise ModelUnavailable(run.error)
+            runs.append(run)
             rows.append({
-                "Depth": f"L{depth}",
+                "Depth": f"L{run.depth}",
+                "mIoU (this image)": _round(run.metrics["miou"] if run.metrics else None, 4),
+                "mIoU (card, val set)": _round(pruning.get(run.depth, {}).get("val_miou"), 4),
+                **latency_columns(run.latency),
                 "Params (M)": _round(run.params / 1e6, 4),
                 "GFLOPs": _round(run.flops / 1e9, 3),
-                "Latency (ms)": _round(run.median_ms, 2),
-                "Latency IQR (ms)": _round(run.iqr_ms, 2),
-                "mIoU (this image)": _round(run.metrics["miou"] if run.metrics else None, 4),
-                "mIoU (card, val set)": _round(pruning.get(depth, {}).get("val_miou"), 4),
             })
-        return PruningResult(src, info, gt, runs, pd.DataFrame(rows))
+            yield PruningResult(src, info, gt, list(runs), pd.DataFrame(rows))
 
     @user_errors
     @_gpu
-    def pruning(self, example, image_file, mask_file, set_name, opacity, progress=gr.Progress()):
-        """U-Net++ L1..L4 on the image: status, four images, the table and the trade-off chart."""
-        result = self.pruning_result(example, image_file, mask_file, set_name, progress)
-        images = []
-        for run in result.runs:
-            images.append(gr.Image(value=figures.overlay(result.source.image, run.labels, result.info, opacity), label=run.name))
-        images += [gr.Image(value=None)] * (4 - len(images))
-        status = f"**{result.source.label}**: U-Net++ pruned to depths L1 to L{len(result.runs)}, each on the same input tensor." + ("" if result.gt is not None else " No ground truth for this image: only the card's validation mIoU is plotted.")
-        return (status, *images[:4], result.table, figures.pruning_figure(result.table))
+    def pruning(self, example, image_file, mask_file, set_name, opacity):
+        """U-Net++ L1..L4 on the image, streamed depth by depth: status, four images, the
+        table and the trade-off chart."""
+        result = None
+        for result in self.pruning_steps(example, image_file, mask_file, set_name):
+            done = len(result.runs)
+            images = [gr.update(value=figures.overlay(result.source.image, run.labels, result.info, opacity), label=run.name) for run in result.runs]
+            images += [gr.update(value=None, label=f"U-Net++ L{d}: waiting…") for d in range(done + 1, 5)]
+            yield (f"**{result.source.label}**: U-Net++ L1 to L{done} done…", *images[:4], gr.skip(), gr.skip())
+        status = f"**{result.source.label}**: U-Net++ pruned to depths L1 to L{len(result.runs)}, each on the same input tensor, one forward pass each · {LATENCY_NOTE}" + ("" if result.gt is not None else " No ground truth for this image: only the card's validation mIoU is plotted.")
+        yield (status, *(gr.skip() for _ in range(4)), result.table, figures.pruning_figure(result.table))
 
     # ------------------------------------------------------------------ receptive fields
 
@@ -599,7 +654,7 @@ class Dashboard:
         set_name = self.check_set(set_name)
         scale = self.click_scale(self.source(example, image_file, mask_file, set_name).size)  # the clicked image was enlarged by this
         _, overlays, pooling, note = self.effective_fields_at(example, image_file, mask_file, set_name, models, depth, (int(y) // scale, int(x) // scale), progress)
-        slots = [gr.Image(value=overlays[a], label=ARCH_NAMES[a], visible=True) if a in overlays else gr.Image(value=None, visible=False) for a in ARCH_ORDER]
+        slots = [gr.update(value=overlays[a], label=ARCH_NAMES[a], visible=True) if a in overlays else gr.update(value=None, visible=False) for a in ARCH_ORDER]
         return (*slots, pooling, note)
 
     # ------------------------------------------------------------------ losses and IoU
@@ -646,7 +701,7 @@ class Dashboard:
             gamma = 2.0
         return figures.loss_curves_figure(max(0.0, gamma))
 
-    def iou_map_result(self, example, image_file, mask_file, set_name, arch, class_name, depth, session, progress=None) -> tuple[np.ndarray, dict, dict]:
+    def iou_map_result(self, example, image_file, mask_file, set_name, arch, class_name, depth, session) -> tuple[np.ndarray, dict, dict]:
         """(error-map image, {tp, fp, fn, iou}, new session) for one class and model."""
         set_name = self.check_set(set_name)
         arch = self.check_models(set_name, [arch] if arch else [])[0]
@@ -659,7 +714,7 @@ class Dashboard:
         if class_name not in info.class_names:
             raise InputError(f"Unknown class {class_name!r}; the classes are {', '.join(info.class_names)}.")
         class_index = info.class_names.index(class_name)
-        labels, session = self._predict(src, set_name, arch, depth, session, progress)
+        labels, session = self._predict(src, set_name, arch, depth, session)
         codes = iou_error_map(labels, gt, class_index, info.ignore_index)
         tp, fp, fn = (int((codes == c).sum()) for c in (ERROR_TP, ERROR_FP, ERROR_FN))
         iou = tp / (tp + fp + fn) if tp + fp + fn else float("nan")
@@ -667,8 +722,8 @@ class Dashboard:
 
     @user_errors
     @_gpu
-    def iou_map(self, example, image_file, mask_file, set_name, arch, class_name, depth, session, progress=gr.Progress()):
-        image, counts, session = self.iou_map_result(example, image_file, mask_file, set_name, arch, class_name, depth, session, progress)
+    def iou_map(self, example, image_file, mask_file, set_name, arch, class_name, depth, session):
+        image, counts, session = self.iou_map_result(example, image_file, mask_file, set_name, arch, class_name, depth, session)
         tp, fp, fn, iou = counts["tp"], counts["fp"], counts["fn"], counts["iou"]
         if math.isnan(iou):
             formula = f"**{class_name}** is neither in the ground truth nor in the prediction: its IoU is undefined and it does not count towards mIoU."
@@ -679,7 +734,7 @@ class Dashboard:
 
     # ------------------------------------------------------------------ semantic vs instance
 
-    def instances_result(self, example, image_file, mask_file, set_name, arch, class_name, depth, session, progress=None) -> tuple[np.ndarray, np.ndarray, str, int, dict | Any]:
+    def instances_result(self, example, image_file, mask_file, set_name, arch, class_name, depth, session) -> tuple[np.ndarray, np.ndarray, str, int, dict | Any]:
         """(class-coloured image, instance-coloured image, explanation, number of instances, session)."""
         set_name = self.check_set(set_name)
         depth = self.check_depth(depth)
@@ -691,7 +746,7 @@ class Dashboard:
             return figures.overlay(src.image, src.gt, info, 0.85), figures.instance_colours(src.instances), note, count, gr.skip()
         arch = self.check_models(set_name, [arch] if arch else [])[0]
         info = self.info(set_name)
-        labels, session = self._predict(src, set_name, arch, depth, session, progress)
+        labels, session = self._predict(src, set_name, arch, depth, session)
         if class_name in (None, "", ALL_CLASSES):
             targets = list(range(info.num_classes))
             what = "every predicted class"
@@ -713,6 +768,6 @@ class Dashboard:
 
     @user_errors
     @_gpu
-    def instances(self, example, image_file, mask_file, set_name, arch, class_name, depth, session, progress=gr.Progress()):
-        classes, instances, note, _, session = self.instances_result(example, image_file, mask_file, set_name, arch, class_name, depth, session, progress)
+    def instances(self, example, image_file, mask_file, set_name, arch, class_name, depth, session):
+        classes, instances, note, _, session = self.instances_result(example, image_file, mask_file, set_name, arch, class_name, depth, session)
         return classes, instances, note, session

@@ -42,7 +42,12 @@ class DemoConfig:
         torch_threads: CPU threads for PyTorch (None: PyTorch's default); env ``SEGMODELS_THREADS``.
             Use 1 on a machine whose cores are busy with other work.
         max_side: uploads are downscaled so their longest side is at most this.
-        warmup, repeats: untimed and timed forward passes behind each latency figure.
+        warmup, repeats: untimed and timed forward passes behind each latency benchmark
+            (measured once per model, depth, input size, device and threads, while idle).
+        warm_up: load every model and benchmark it at its set's usual image size in the
+            background as soon as the app is built.
+        idle_seconds: quiet time after the last request before a benchmark runs.
+        latency_max_age_s: a benchmark older than this is measured again when idle.
         shapes_seed, num_shapes_examples, shapes_size: held-out Shapes examples (seeds
             ``shapes_seed``, ``shapes_seed + 1``, ...; training used seeds 0 and 1).
         num_camvid_examples: CamVid validation images offered as examples.
@@ -57,8 +62,11 @@ class DemoConfig:
     device: str = field(default_factory=lambda: os.environ.get("SEGMODELS_DEVICE", "auto"))
     torch_threads: int | None = field(default_factory=lambda: _env_int("SEGMODELS_THREADS", 0) or None)
     max_side: int = 512
-    warmup: int = field(default_factory=lambda: _env_int("SEGMODELS_WARMUP", 2))
+    warmup: int = field(default_factory=lambda: _env_int("SEGMODELS_WARMUP", 1))
     repeats: int = field(default_factory=lambda: _env_int("SEGMODELS_REPEATS", 5))
+    warm_up: bool = True
+    idle_seconds: float = 2.0
+    latency_max_age_s: float = 1800.0
     shapes_seed: int = 1000
     num_shapes_examples: int = 8
     shapes_size: int = 128

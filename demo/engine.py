@@ -1,17 +1,19 @@
-"""Running the shipped models for the dashboard.
+"""Running the shipped models for the dashboard: the app's policy around
+:class:`segmodels.inference.Predictor`.
 
-Models come from :mod:`segmodels.zoo` (loaded lazily, once per device, SHA-256 checked);
-this module only decides the device, turns an image into one tensor, runs the chosen
-models on that same tensor under ``torch.inference_mode``, times them, and turns every
-failure into a message. A lock makes sure two requests never run models at the same time
-on one device, even outside Gradio's queue."""
+The predictor does the generic work (loading once per device, batch-norm folding, one
+forward pass per prediction, cached latency benchmarks). This module decides what a
+classroom server needs: which model set a name belongs to, turning every failure into a
+message, running one model after another so each result can be streamed as soon as it is
+ready, and measuring latency only while the server is idle (:class:`IdleBenchmarker`), so a
+click costs one forward pass per model."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +22,8 @@ import numpy as np
 import torch
 
 from segmodels import ARCH_NAMES, ARCHITECTURES, zoo
-from segmodels.benchmark import summarize_timings, time_forward
-from segmodels.cards import count_flops, count_parameters
 from segmodels.data import DatasetInfo
+from segmodels.inference import Latency, Predictor, single_pass_latency
 from segmodels.metrics import ConfusionMatrix
 from segmodels.receptive_field import LayerField, effective_receptive_field, theoretical_receptive_field
 
@@ -56,14 +57,13 @@ class ModelRun:
 
     arch: str
     name: str
+    depth: int | None = None
     labels: np.ndarray | None = None  # H x W uint8 predicted class ids
     error: str | None = None
-    median_ms: float | None = None
-    iqr_ms: float | None = None
+    latency: Latency | None = None
     params: int | None = None
     flops: int | None = None
     metrics: dict | None = None  # ConfusionMatrix.compute() on this image when there is ground truth
-    options: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -82,18 +82,20 @@ class Engine:
 
     def __init__(self, config: DemoConfig):
         self.config = config
-        self._lock = threading.RLock()
-        self._stats: OrderedDict[tuple, tuple[int, int]] = OrderedDict()
+        self.predictor = Predictor(config.weights_dir, device=config.device, threads=config.torch_threads)
         self._rf: dict[tuple, list[LayerField]] = {}
         self._failures: dict[str, tuple[tuple, str]] = {}
-        if config.torch_threads:
-            torch.set_num_threads(config.torch_threads)
+        self.benchmarker = IdleBenchmarker(self.predictor, config.idle_seconds, config.latency_max_age_s, config.warmup, config.repeats)
 
     # ------------------------------------------------------------------ what is shipped
 
     @property
     def weights_dir(self) -> Path:
         return self.config.weights_dir
+
+    @property
+    def device(self) -> torch.device:
+        return self.predictor.device
 
     def catalogue(self) -> dict[str, list[str]]:
         """{set: [arch, ...]} of every shipped model, sets and archs in display order."""
@@ -125,36 +127,18 @@ class Engine:
             return DATASETS[set_name]
         raise ModelUnavailable(f"model set {set_name!r} has no readable model card")
 
-    # ------------------------------------------------------------------ device and models
-
-    @property
-    def device(self) -> torch.device:
-        wanted = self.config.device
-        if wanted == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(wanted)
-
-    def _weights_stamp(self, set_name: str, arch: str) -> tuple:
-        stamp = []
-        for suffix in (".pt", ".json"):
-            path = self.weights_dir / set_name / f"{arch}{suffix}"
-            try:
-                stat = path.stat()
-                stamp.append((stat.st_mtime_ns, stat.st_size))
-            except OSError:
-                stamp.append(None)
-        return tuple(stamp)
+    # ------------------------------------------------------------------ models
 
     def model(self, set_name: str, arch: str) -> torch.nn.Module:
-        """The cached model; raises :class:`ModelUnavailable` with a clear message. A model
-        whose weights failed is not retried until its files change."""
+        """The prepared model; raises :class:`ModelUnavailable` with a clear message. A model
+        whose files failed is not retried until they change."""
         name = f"{set_name}/{arch}"
-        stamp = self._weights_stamp(set_name, arch)
+        stamp = zoo.file_stamp(name, self.weights_dir)
         failed = self._failures.get(name)
         if failed is not None and failed[0] == stamp:
             raise ModelUnavailable(failed[1])
         try:
-            return zoo.load_model(name, self.device, self.weights_dir)
+            return self.predictor.model(name)
         except Exception as error:  # noqa: BLE001 - any broken file must not take the app down
             if is_out_of_memory(error):
                 raise
@@ -165,15 +149,21 @@ class Engine:
             self._failures[name] = (stamp, message)
             raise ModelUnavailable(message) from error
 
-    def to_tensor(self, image: np.ndarray) -> torch.Tensor:
-        """H x W x 3 uint8 -> 1 x 3 x H x W float in [0, 1] on the device (one copy per request)."""
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0)
-        return tensor.to(self.device, non_blocking=True).float().div_(255.0)
+    def pruning_depths(self, set_name: str, arch: str) -> tuple[int, ...]:
+        return tuple(self.model(set_name, arch).pruning_depths)
+
+    def depth_for(self, set_name: str, arch: str, depth: int | None) -> int | None:
+        """``depth`` for a model that can be pruned to it (the deepest it has when ``depth`` is
+        deeper), None for every other model."""
+        depths = self.pruning_depths(set_name, arch)
+        if not depths or depth is None:
+            return None
+        return min(depth, max(depths))
 
     @contextmanager
     def guard(self) -> Iterator[None]:
         """Serialise model work; turn out-of-memory into :class:`OutOfMemory` after freeing the cache."""
-        with self._lock:
+        with self.predictor.lock:
             try:
                 yield
             except Exception as error:
@@ -189,114 +179,78 @@ class Engine:
 
     # ------------------------------------------------------------------ running
 
-    def stats(self, name: str, model: torch.nn.Module, options: dict, size: tuple[int, int]) -> tuple[int, int]:
-        """(parameters, FLOPs at ``size``), cached: FLOPs take one extra forward pass."""
-        key = (str(self.weights_dir), name, tuple(sorted(options.items())), size, str(self.device))
-        if key not in self._stats:
-            self._stats[key] = (count_parameters(model, **options), count_flops(model, size, **options))
-            while len(self._stats) > 256:
-                self._stats.popitem(last=False)
-        return self._stats[key]
-
-    def run(
-        self,
-        set_name: str,
-        arch: str,
-        x: torch.Tensor,
-        options: dict | None = None,
-        timed: bool = True,
-        gt: np.ndarray | None = None,
-        info: DatasetInfo | None = None,
-    ) -> ModelRun:
-        """Run one model on the prepared tensor ``x``: prediction, latency (median of
-        ``config.repeats`` timed passes after ``config.warmup`` untimed ones), size and
-        metrics. Out-of-memory propagates; any other failure is reported in the result."""
-        options = dict(options or {})
-        label = ARCH_NAMES.get(arch, arch) + (f" L{options['depth']}" if "depth" in options else "")
-        result = ModelRun(arch, label, options=options)
-        with self._lock:
-            try:
-                model = self.model(set_name, arch)
-                with torch.inference_mode():
-                    logits = model(x, **options)
-                    result.labels = logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
-                    del logits
-                    if timed:
-                        timings = time_forward(lambda: model(x, **options), x.device, self.config.warmup, self.config.repeats)
-                        summary = summarize_timings(timings)
-                        result.median_ms, result.iqr_ms = summary["median_ms"], summary["iqr_ms"]
-                result.params, result.flops = self.stats(f"{set_name}/{arch}", model, options, tuple(x.shape[-2:]))
-            except ModelUnavailable as error:
-                result.error = str(error)
-                return result
-            except Exception as error:  # noqa: BLE001
-                if is_out_of_memory(error):
-                    raise
-                log.exception("%s failed", label)
-                result.error = f"{label} failed on this image ({type(error).__name__}: {error})"
-                return result
-        if gt is not None and info is not None and result.labels is not None:
+    def _run_one(self, set_name: str, arch: str, x: torch.Tensor, depth: int | None, gt: np.ndarray | None, info: DatasetInfo | None) -> ModelRun:
+        label = ARCH_NAMES.get(arch, arch) + (f" L{depth}" if depth is not None else "")
+        result = ModelRun(arch, label, depth)
+        name = f"{set_name}/{arch}"
+        size = tuple(x.shape[-2:])
+        try:
+            self.model(set_name, arch)
+            prediction = self.predictor.predict(name, x, depth)
+            result.labels = prediction.labels
+            result.latency = self.predictor.latency(name, size, depth) or single_pass_latency(prediction)
+            result.params = self.predictor.parameters(name, depth)
+            result.flops = self.predictor.flops(name, size, depth)
+        except ModelUnavailable as error:
+            result.error = str(error)
+            return result
+        except Exception as error:  # noqa: BLE001
+            if is_out_of_memory(error):
+                raise
+            log.exception("%s failed", label)
+            result.error = f"{label} failed on this image ({type(error).__name__}: {error})"
+            return result
+        self.benchmarker.request(name, size, depth)
+        if gt is not None and info is not None:
             result.metrics = image_metrics(result.labels, gt, info)
         return result
 
-    def run_many(
-        self,
-        set_name: str,
-        archs: list[str],
-        image: np.ndarray,
-        depth: int | None = None,
-        gt: np.ndarray | None = None,
-        info: DatasetInfo | None = None,
-        progress: Callable[[float, str], None] | None = None,
-        timed: bool = True,
-    ) -> list[ModelRun]:
-        """Every model in ``archs`` on the same tensor (decoded once, moved to the device once)."""
-        with self.guard():
-            x = self.to_tensor(image)
-            runs = []
-            for i, arch in enumerate(archs):
-                if progress is not None:
-                    progress(i / max(len(archs), 1), f"Running {ARCH_NAMES.get(arch, arch)} ({i + 1}/{len(archs)})")
-                options = {"depth": depth} if arch == "unetpp" and depth else {}
-                runs.append(self.run(set_name, arch, x, options, timed=timed, gt=gt, info=info))
-            del x
-            return runs
+    def run_models(self, set_name: str, archs: list[str], image: np.ndarray, depth: int | None = None, gt: np.ndarray | None = None, info: DatasetInfo | None = None) -> Iterator[ModelRun]:
+        """Each model in ``archs`` on the same tensor (decoded once, moved to the device once),
+        one forward pass each, yielded as soon as it is done."""
+        with self.benchmarker.busy():
+            x = self.predictor.to_tensor(image)
+            for arch in archs:
+                with self.guard():
+                    run_depth = self.depth_for(set_name, arch, depth) if self._loads(set_name, arch) else None
+                    run = self._run_one(set_name, arch, x, run_depth, gt, info)
+                yield run
 
-    def run_depths(
-        self,
-        set_name: str,
-        image: np.ndarray,
-        gt: np.ndarray | None = None,
-        info: DatasetInfo | None = None,
-        progress: Callable[[float, str], None] | None = None,
-    ) -> list[ModelRun]:
-        """U-Net++ at every pruning depth 1..max_depth on the same tensor."""
-        with self.guard():
-            model = self.model(set_name, "unetpp")
-            x = self.to_tensor(image)
-            runs = []
-            for depth in range(1, model.max_depth + 1):
-                if progress is not None:
-                    progress((depth - 1) / model.max_depth, f"Running U-Net++ L{depth}")
-                runs.append(self.run(set_name, "unetpp", x, {"depth": depth}, gt=gt, info=info))
-            return runs
+    def _loads(self, set_name: str, arch: str) -> bool:
+        try:
+            self.model(set_name, arch)
+            return True
+        except ModelUnavailable:
+            return False
+
+    def run_depths(self, set_name: str, arch: str, image: np.ndarray, gt: np.ndarray | None = None, info: DatasetInfo | None = None) -> Iterator[ModelRun]:
+        """A prunable model at every pruning depth on the same tensor, shallowest first."""
+        with self.benchmarker.busy():
+            depths = self.pruning_depths(set_name, arch)
+            x = self.predictor.to_tensor(image)
+            for depth in depths:
+                with self.guard():
+                    run = self._run_one(set_name, arch, x, depth, gt, info)
+                yield run
 
     def receptive_field(self, set_name: str, arch: str, depth: int | None = None) -> list[LayerField]:
         """Theoretical receptive field of every layer (cached per model and depth)."""
-        options = {"depth": depth} if arch == "unetpp" and depth else {}
-        key = (str(self.weights_dir), set_name, arch, tuple(options.items()), self.config.rf_input_size)
+        depth = self.depth_for(set_name, arch, depth)
+        options = {} if depth is None else {"depth": depth}
+        key = (str(self.weights_dir), set_name, arch, depth, self.config.rf_input_size, zoo.file_stamp(f"{set_name}/{arch}", self.weights_dir))
         if key not in self._rf:
-            with self.guard():
+            with self.benchmarker.busy(), self.guard():
                 model = self.model(set_name, arch)
                 self._rf[key] = theoretical_receptive_field(model, self.config.rf_input_size, **options)
         return self._rf[key]
 
     def effective_field(self, set_name: str, arch: str, image: np.ndarray, pixel: tuple[int, int], depth: int | None = None) -> np.ndarray:
         """|d logit / d input| of the output pixel (row, col), H x W in [0, 1] (needs gradients)."""
-        options = {"depth": depth} if arch == "unetpp" and depth else {}
-        with self.guard():
+        with self.benchmarker.busy(), self.guard():
             model = self.model(set_name, arch)
-            x = self.to_tensor(image)
+            depth = self.depth_for(set_name, arch, depth)
+            options = {} if depth is None else {"depth": depth}
+            x = self.predictor.to_tensor(image).contiguous()
             # Only the input needs a gradient: freezing the parameters keeps backward from
             # allocating (and accumulating) .grad on the shared, cached model.
             flags = [p.requires_grad for p in model.parameters()]
@@ -308,3 +262,98 @@ class Engine:
                 for p, flag in zip(model.parameters(), flags):
                     p.requires_grad_(flag)
             return erf.detach().float().cpu().numpy()
+
+    # ------------------------------------------------------------------ start-up
+
+    def warm_up(self, sizes: dict[str, tuple[int, int]]) -> None:
+        """Load every shipped model and queue a latency benchmark at each set's usual image
+        size (every pruning depth), in the background, so the first click is fast."""
+        def load_all():
+            for set_name, archs in self.catalogue().items():
+                for arch in archs:
+                    try:
+                        with self.guard():
+                            depths = self.pruning_depths(set_name, arch) or (None,)
+                        if set_name in sizes:
+                            for depth in depths:
+                                self.benchmarker.request(f"{set_name}/{arch}", sizes[set_name], depth)
+                    except (ModelUnavailable, OutOfMemory) as error:
+                        log.warning("warm-up: %s", error)
+
+        threading.Thread(target=load_all, name="warm-up", daemon=True).start()
+        self.benchmarker.start()
+
+
+class IdleBenchmarker:
+    """Measures latency benchmarks in a background thread, only while no request is running
+    and none ran for ``idle_seconds``; a figure older than ``max_age_s`` is measured again.
+    Requests hold :meth:`busy`; the benchmark takes the predictor's lock one pass at a time,
+    so a request waits for at most one forward pass."""
+
+    def __init__(self, predictor: Predictor, idle_seconds: float = 2.0, max_age_s: float = 1800.0, warmup: int = 1, repeats: int = 5, max_pending: int = 256):
+        self.predictor = predictor
+        self.warmup, self.repeats = warmup, repeats
+        self.idle_seconds = idle_seconds
+        self.max_age_s = max_age_s
+        self.max_pending = max_pending
+        self._pending: dict[tuple, tuple[str, tuple[int, int], int | None]] = {}
+        self._active = 0
+        self._last_request = 0.0
+        self._condition = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def busy(self) -> Iterator[None]:
+        with self._condition:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._active -= 1
+                self._last_request = time.monotonic()
+                self._condition.notify_all()
+
+    def request(self, name: str, size: tuple[int, int], depth: int | None) -> None:
+        """Ask for a benchmark of this key unless a fresh one is cached."""
+        cached = self.predictor.latency(name, size, depth)
+        if cached is not None and time.time() - cached.measured_at < self.max_age_s:
+            return
+        key = self.predictor.latency_key(name, size, depth)
+        with self._condition:
+            if key not in self._pending and len(self._pending) < self.max_pending:
+                self._pending[key] = (name, tuple(size), depth)
+                self._condition.notify_all()
+
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="idle-benchmark", daemon=True)
+            self._thread.start()
+
+    def _wait_for_idle(self) -> tuple[str, tuple[int, int], int | None]:
+        with self._condition:
+            while True:
+                quiet = time.monotonic() - self._last_request
+                if self._pending and self._active == 0 and quiet >= self.idle_seconds:
+                    key = next(iter(self._pending))
+                    return self._pending.pop(key)
+                self._condition.wait(timeout=max(0.05, self.idle_seconds - quiet) if self._pending else None)
+
+    def _loop(self) -> None:
+        while True:
+            name, size, depth = self._wait_for_idle()
+            try:
+                self.predictor.measure_latency(name, size, depth, self.warmup, self.repeats)
+            except Exception as error:  # noqa: BLE001 - a broken model is reported by requests, not here
+                log.warning("latency benchmark of %s failed: %s", name, error)
+
+    def run_pending(self) -> None:
+        """Measure everything pending now, in this thread (tests and scripts)."""
+        while self._pending:
+            with self._condition:
+                key = next(iter(self._pending))
+                name, size, depth = self._pending.pop(key)
+            self.predictor.measure_latency(name, size, depth, self.warmup, self.repeats)

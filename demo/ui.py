@@ -48,6 +48,9 @@ def build_demo(config: DemoConfig | None = None) -> gr.Blocks:
     arch_choices = app.model_choices(set_name)
     example = app.default_example(set_name)
 
+    if config.warm_up:
+        app.engine.warm_up(app.usual_sizes())
+
     with gr.Blocks(title="Semantic segmentation dashboard", delete_cache=(3600, 3600), analytics_enabled=False) as demo:
         demo.dashboard = app  # for tests and app.py
         session = gr.State(None, time_to_live=config.state_ttl_s)
@@ -87,10 +90,10 @@ def build_demo(config: DemoConfig | None = None) -> gr.Blocks:
                     gt_img = gr.Image(label="Ground truth", interactive=False, format="png", height=300, min_width=220, buttons=["fullscreen"], elem_id="gt-image", elem_classes="seg-img")
                 with gr.Row(equal_height=True):
                     model_imgs = [gr.Image(label=ARCH_NAMES[a], interactive=False, format="png", height=260, min_width=200, visible=a in archs, buttons=["fullscreen"], elem_id=f"mask-{a}", elem_classes="seg-img") for a in ARCHITECTURES]
-                table = gr.DataFrame(label="Comparison on this image", interactive=False, pinned_columns=1, elem_id="compare-table")
+                table = gr.DataFrame(label="Comparison on this image", interactive=False, pinned_columns=1, elem_id="compare-table", visible=False)
                 with gr.Row():
-                    scatter = gr.Plot(label="mIoU vs latency", show_label=False, min_width=320)
-                    bars = gr.Plot(label="Per-class IoU", show_label=False, min_width=320)
+                    scatter = gr.Plot(label="mIoU vs latency", show_label=False, min_width=320, visible=False)
+                    bars = gr.Plot(label="Per-class IoU", show_label=False, min_width=320, visible=False)
                 with gr.Accordion("What am I looking at?", open=True):
                     gr.Markdown(text.COMPARE, latex_delimiters=LATEX)
 
@@ -152,14 +155,14 @@ def build_demo(config: DemoConfig | None = None) -> gr.Blocks:
         heavy = dict(concurrency_limit=config.model_concurrency, concurrency_id=MODELS)
         preview = dict(fn=app.preview, inputs=[*source, opacity_sl], outputs=[input_img, gt_img, legend, click_img, source_md], show_progress="minimal", **light)
 
-        gallery.select(app.pick_example, set_radio, [example_dd, image_file, mask_file], show_progress="hidden", **light)
-        example_dd.input(lambda: (None, None), None, [image_file, mask_file], show_progress="hidden", **light)
-        for trigger in (example_dd.change, image_file.change, mask_file.change):
-            trigger(**preview)
+        gallery.select(app.pick_example, set_radio, [example_dd, image_file, mask_file], show_progress="hidden", api_name="pick_example", **light)
+        example_dd.input(lambda: (None, None), None, [image_file, mask_file], show_progress="hidden", api_name="clear_uploads", **light)
+        for trigger, name in ((example_dd.change, "preview"), (image_file.change, "preview_upload"), (mask_file.change, "preview_mask")):
+            trigger(**preview, api_name=name)
         set_radio.change(
-            app.set_changed, [set_radio, example_dd], [models_cb, example_dd, depth_sl, iou_model, iou_class, inst_model, inst_class, legend, gallery], show_progress="hidden", **light
-        ).then(**preview)
-        demo.load(**preview)
+            app.set_changed, [set_radio, example_dd], [models_cb, example_dd, depth_sl, iou_model, iou_class, inst_model, inst_class, legend, gallery], show_progress="hidden", api_name="set_changed", **light
+        ).then(**preview, api_name="preview_set")
+        demo.load(**preview, api_name="preview_load")
 
         run_btn.click(
             app.compare,
@@ -170,19 +173,21 @@ def build_demo(config: DemoConfig | None = None) -> gr.Blocks:
             scroll_to_output=False,
             **heavy,
         )
-        opacity_sl.release(app.restyle, [*source, opacity_sl, session], [gt_img, *model_imgs], show_progress="hidden", **light)
+        opacity_sl.release(app.restyle, [*source, opacity_sl, session], [gt_img, *model_imgs], show_progress="hidden", api_name="restyle", **light)
         # Opening a tab fills it for the current image; its button recomputes after a change.
         pruning = dict(fn=app.pruning, inputs=[*source, opacity_sl], outputs=[prune_md, *prune_imgs, prune_table, prune_plot], api_visibility="private", **heavy)
         receptive = dict(fn=app.receptive_fields, inputs=[set_radio, models_cb, depth_sl], outputs=[rf_plot, rf_table, dilation_plot, rf_md], api_visibility="private", **heavy)
         weights = dict(fn=app.class_weights, inputs=[*source, session], outputs=[weights_table, weights_plot, weights_md], **light)
         iou = dict(fn=app.iou_map, inputs=[*source, iou_model, iou_class, depth_sl, session], outputs=[iou_img, iou_md, session], api_visibility="private", **heavy)
         instances = dict(fn=app.instances, inputs=[*source, inst_model, inst_class, depth_sl, session], outputs=[class_img, inst_img, inst_md, session], api_visibility="private", **heavy)
-        for trigger, event in ((prune_btn.click, pruning), (pruning_tab.select, pruning), (rf_btn.click, receptive), (receptive_tab.select, receptive),
-                               (weights_btn.click, weights), (iou_btn.click, iou), (inst_btn.click, instances), (instances_tab.select, instances)):
-            trigger(**event)
-        losses_tab.select(**weights).then(**iou)
-        click_img.select(app.effective_fields, [*source, models_cb, depth_sl], [*erf_imgs, pooling_img, erf_md], api_visibility="private", **heavy)
-        gamma_sl.change(app.loss_curves, gamma_sl, loss_plot, show_progress="hidden", **light)
+        events = ((prune_btn.click, pruning, "pruning"), (pruning_tab.select, pruning, "pruning_tab"), (rf_btn.click, receptive, "receptive_fields"),
+                  (receptive_tab.select, receptive, "receptive_tab"), (weights_btn.click, weights, "class_weights"), (iou_btn.click, iou, "iou_map"),
+                  (inst_btn.click, instances, "instances"), (instances_tab.select, instances, "instances_tab"))
+        for trigger, event, name in events:
+            trigger(**event, api_name=name)
+        losses_tab.select(**weights, api_name="losses_tab").then(**iou, api_name="losses_tab_iou")
+        click_img.select(app.effective_fields, [*source, models_cb, depth_sl], [*erf_imgs, pooling_img, erf_md], api_visibility="private", api_name="effective_fields", **heavy)
+        gamma_sl.change(app.loss_curves, gamma_sl, loss_plot, show_progress="hidden", api_name="loss_curves", **light)
 
     demo.queue(max_size=config.queue_max_size, default_concurrency_limit=config.model_concurrency, api_open=False)
     return demo

@@ -2,7 +2,7 @@
 ``assets/weights/<set>/<arch>.pt`` with a model card ``<arch>.json`` beside each.
 
 A weight file is checked against the SHA-256 in its card before
-``torch.load(weights_only=True)``; a model is loaded once per device and cached."""
+``torch.load(weights_only=True)``; a model is loaded once per device and cached until its files change."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ class WeightsError(RuntimeError):
     """A shipped model cannot be used: missing, corrupted or swapped weights."""
 
 
-_cache: dict[tuple[str, str], SegmentationModel] = {}
+_cache: dict[tuple[str, str], tuple[tuple, SegmentationModel]] = {}
 _lock = threading.Lock()
 
 
@@ -56,18 +56,38 @@ def load_state_dict_checked(weights_path: Path, expected_sha256: str) -> dict:
     return torch.load(weights_path, map_location="cpu", weights_only=True)
 
 
+def file_stamp(name: str, weights_dir: Path = WEIGHTS_DIR) -> tuple:
+    """(inode, size, mtime) of the weight file and the card: changes when either is replaced."""
+    stamp = []
+    for path in _paths(name, weights_dir):
+        try:
+            stat = path.stat()
+            stamp.append((stat.st_ino, stat.st_size, stat.st_mtime_ns))
+        except OSError:
+            stamp.append(None)
+    return tuple(stamp)
+
+
+def read_model(name: str, weights_dir: Path = WEIGHTS_DIR) -> SegmentationModel:
+    """A new copy of a shipped model, in eval mode on the CPU (not cached)."""
+    card = load_card(name, weights_dir)
+    weights_path, _ = _paths(name, weights_dir)
+    state = load_state_dict_checked(weights_path, card["sha256"])
+    model = model_from_spec(card, pretrained=False)
+    model.load_state_dict(state)
+    return model.eval()
+
+
 def load_model(name: str, device: torch.device | str = "cpu", weights_dir: Path = WEIGHTS_DIR) -> SegmentationModel:
-    """Load a shipped model in eval mode onto ``device``; later calls return the same object."""
+    """Load a shipped model in eval mode onto ``device``; later calls return the same object
+    until its weight file or card is replaced."""
     key = (str(weights_dir / name), str(torch.device(device)))
+    stamp = file_stamp(name, weights_dir)
     with _lock:
-        if key not in _cache:
-            card = load_card(name, weights_dir)
-            weights_path, _ = _paths(name, weights_dir)
-            state = load_state_dict_checked(weights_path, card["sha256"])
-            model = model_from_spec(card, pretrained=False)
-            model.load_state_dict(state)
-            _cache[key] = model.to(device).eval()
-        return _cache[key]
+        cached = _cache.get(key)
+        if cached is None or cached[0] != stamp:
+            _cache[key] = (stamp, read_model(name, weights_dir).to(device))
+        return _cache[key][1]
 
 
 def summary(weights_dir: Path = WEIGHTS_DIR) -> list[dict]:

@@ -64,7 +64,7 @@ def tiny_config(tiny_zoo):
     from demo import DemoConfig
 
     def make(**overrides):
-        fields = {"weights_dir": tiny_zoo, "camvid_dir": None, "device": "cpu", "warmup": 1, "repeats": 2, "num_shapes_examples": 3, "shapes_size": 64, "rf_input_size": (64, 64), "torch_threads": 1}
+        fields = {"weights_dir": tiny_zoo, "camvid_dir": None, "device": "cpu", "warmup": 1, "repeats": 2, "num_shapes_examples": 3, "shapes_size": 64, "rf_input_size": (64, 64), "torch_threads": 1, "warm_up": False}
         return DemoConfig(**(fields | overrides))
 
     return make

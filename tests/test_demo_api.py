@@ -113,13 +113,13 @@ def test_a_full_queue_answers_queue_is_full(tiny_zoo):
     config = DemoConfig(weights_dir=tiny_zoo, camvid_dir=None, device="cpu", torch_threads=1, warmup=0, repeats=1, num_shapes_examples=2, shapes_size=64, queue_max_size=1)
     demo = build_demo(config)
     engine = demo.dashboard.engine
-    original = engine.run_many
+    original = engine.run_models
 
     def slow(*args, **kwargs):
         time.sleep(1.5)
-        return original(*args, **kwargs)
+        yield from original(*args, **kwargs)
 
-    engine.run_many = slow
+    engine.run_models = slow
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch_kwargs(config))
     try:
         client = Client(url, verbose=False, download_files=False)

@@ -41,6 +41,12 @@ def own_zoo(tiny_zoo, tmp_path):
     return target
 
 
+def final(stream):
+    """The last update of a streaming callback (running it to the end)."""
+    *_, last = stream
+    return last
+
+
 def save_png(path, array) -> str:
     Image.fromarray(array).save(path)
     return str(path)
@@ -75,10 +81,11 @@ def test_compare_miou_equals_segmodels_metrics(app, tiny_zoo):
     for run, row in zip(result.runs, result.table.itertuples(index=False)):
         model = zoo.load_model(f"shapes/{run.arch}", "cpu", tiny_zoo)
         with torch.inference_mode():
-            expected_labels = model(x, **run.options).argmax(1)[0].numpy()
-        assert np.array_equal(run.labels, expected_labels)
+            expected_labels = model(x, **({"depth": run.depth} if run.depth else {})).argmax(1)[0].numpy()
+        # Batch-norm folding may flip a near-tie of an untrained model's logits, nothing more.
+        assert (run.labels == expected_labels).mean() > 0.999
         matrix = ConfusionMatrix(SHAPES.num_classes, SHAPES.ignore_index)
-        matrix.update(torch.from_numpy(expected_labels), torch.from_numpy(gt.astype(np.int64)))
+        matrix.update(torch.from_numpy(run.labels.astype(np.int64)), torch.from_numpy(gt.astype(np.int64)))
         metrics = matrix.compute()
         assert row[result.table.columns.get_loc("mIoU (this image)")] == pytest.approx(metrics["miou"], abs=1e-4)
         for c, name in enumerate(SHAPES.class_names):
@@ -86,13 +93,20 @@ def test_compare_miou_equals_segmodels_metrics(app, tiny_zoo):
             assert (math.isnan(value) and math.isnan(metrics["per_class_iou"][c])) or value == pytest.approx(metrics["per_class_iou"][c], abs=1e-4)
 
 
-def test_compare_callback_outputs_and_session(app):
-    out = app.compare(EXAMPLE, None, None, "shapes", ["unet", "deeplabv3p"], 4, 0.5, None)
-    status, legend, image, gt_overlay, *slots = out[:8]
-    table, scatter, bars, session = out[8:]
-    assert "2 of 2 models ran" in status and "circle" in legend
+def test_compare_streams_each_mask_then_the_table(app):
+    first, after_unet, after_deeplab, last = app.compare(EXAMPLE, None, None, "shapes", ["unet", "deeplabv3p"], 4, 0.5, None)
+    status, legend, image, gt_overlay, *slots = first[:8]
+    assert "running U-Net (1 of 2)" in status and "circle" in legend
     assert image.shape == gt_overlay.shape == (64, 64, 3)
-    assert slots[0].visible and slots[3].visible and not slots[1].visible and not slots[2].visible
+    # Stale masks are cleared at once; the two chosen slots wait, the others hide.
+    assert [slot["visible"] for slot in slots] == [True, False, False, True] and all(slot["value"] is None for slot in slots)
+    assert first[8]["value"].values.tolist() == [["U-Net", "waiting…"], ["DeepLabV3+", "waiting…"]]  # the old table is gone
+    assert after_unet[4]["value"] is not None and all(slot == gr.skip() for slot in after_unet[5:8])
+    assert after_deeplab[7]["value"] is not None and after_deeplab[4] == gr.skip()
+    status, *_ = last
+    table, scatter, bars, session = last[8:]
+    assert np.array_equal(last[4], after_unet[4]["value"]) and last[5] is None  # the final update is complete (API clients)
+    assert "2 of 2 models ran" in status and "one forward pass each" in status
     assert isinstance(table, pd.DataFrame) and len(table) == 2
     assert len(scatter.data) == 4 and len(bars.data) == 2  # this image + card point per model; one bar set per model
     assert session["key"] == EXAMPLE and set(session["predictions"]) == {"unet@0", "deeplabv3p@0"}
@@ -104,9 +118,9 @@ def test_compare_callback_outputs_and_session(app):
 def test_compare_decodes_once_and_never_reloads_weights(tiny_config, own_zoo, monkeypatch):
     app = Dashboard(tiny_config(weights_dir=own_zoo))
     loads, tensors = [], []
-    original_load, original_tensor = zoo.load_state_dict_checked, app.engine.to_tensor
+    original_load, original_tensor = zoo.load_state_dict_checked, app.engine.predictor.to_tensor
     monkeypatch.setattr(zoo, "load_state_dict_checked", lambda *a, **k: loads.append(a) or original_load(*a, **k))
-    monkeypatch.setattr(app.engine, "to_tensor", lambda image: tensors.append(image.shape) or original_tensor(image))
+    monkeypatch.setattr(app.engine.predictor, "to_tensor", lambda image: tensors.append(image.shape) or original_tensor(image))
     app.compare_result(EXAMPLE, None, None, "shapes", ALL, 4)
     assert len(loads) == 4 and len(tensors) == 1  # four models, one tensor
     app.compare_result("shapes-1001", None, None, "shapes", ALL, 2)
@@ -134,8 +148,8 @@ def test_pruning_rows_for_every_depth(app):
     assert all(a < b for a, b in zip(params, params[1:])), params
     assert (table["Latency (ms)"] > 0).all() and table["mIoU (this image)"].notna().all()
     assert table["mIoU (card, val set)"].tolist() == pytest.approx([0.46, 0.52, 0.58, 0.64])
-    out = app.pruning(EXAMPLE, None, None, "shapes", 0.5)
-    assert "L1 to L4" in out[0] and len(out) == 7 and len(out[6].data) == 2
+    out = final(app.pruning(EXAMPLE, None, None, "shapes", 0.5))
+    assert "L1 to L4" in out[0] and len(out) == 7 and len(out[6].data) == 2 and "Latency from" in out[5]
 
 
 # --------------------------------------------------------------------------- receptive fields
@@ -165,7 +179,7 @@ def test_effective_receptive_field_of_a_clicked_pixel(app):
     evt = SimpleNamespace(index=[20 * scale + 2, 10 * scale + 1])  # gr.SelectData.index is (x, y) on the shown image
     out = app.effective_fields(EXAMPLE, None, None, "shapes", ["unet", "deeplabv3p"], 4, evt)
     slots, pooling, note = out[:4], out[4], out[5]
-    assert slots[0].visible and slots[0].value is not None and slots[3].visible and not slots[1].visible
+    assert slots[0]["visible"] and slots[0]["value"] is not None and slots[3]["visible"] and not slots[1]["visible"]
     assert pooling.ndim == 3 and "row 10, column 20" in note
     _, overlays, _, _ = app.effective_fields_at(EXAMPLE, None, None, "shapes", ["unet"], 4, (500, -3))  # clamped into the image
     assert overlays["unet"].shape == (64, 64, 3)
@@ -194,7 +208,7 @@ def test_loss_curves_follow_gamma(app):
 
 
 def test_iou_map_counts_match_the_table(app):
-    compare = app.compare(EXAMPLE, None, None, "shapes", ["unet"], 4, 0.5, None)
+    compare = final(app.compare(EXAMPLE, None, None, "shapes", ["unet"], 4, 0.5, None))
     session, table = compare[-1], compare[8]
     image, counts, session2 = app.iou_map_result(EXAMPLE, None, None, "shapes", "unet", "background", 4, session)
     _, gt, _ = example_image_and_mask()
@@ -231,44 +245,44 @@ def test_bad_image_is_a_clear_error(app, tmp_path):
     bad = tmp_path / "holiday.png"
     bad.write_bytes(b"%PDF-1.7 definitely not an image")
     with pytest.raises(gr.Error, match="not a supported image") as info:
-        app.compare(None, str(bad), None, "shapes", ALL, 4, 0.5, None)
+        final(app.compare(None, str(bad), None, "shapes", ALL, 4, 0.5, None))
     assert "Traceback" not in str(info.value)
     with pytest.raises(gr.Error, match="not a supported image"):
         app.preview(None, str(bad), None, "shapes", 0.5)
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
     with pytest.raises(gr.Error, match="empty file"):
-        app.compare(None, str(empty), None, "shapes", ALL, 4, 0.5, None)
+        final(app.compare(None, str(empty), None, "shapes", ALL, 4, 0.5, None))
     whole = (tmp_path / "whole.png")
     save_png(whole, example_image_and_mask()[0])
     truncated = tmp_path / "cut.png"
     truncated.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     with pytest.raises(gr.Error, match="truncated or corrupt"):
-        app.compare(None, str(truncated), None, "shapes", ALL, 4, 0.5, None)
+        final(app.compare(None, str(truncated), None, "shapes", ALL, 4, 0.5, None))
 
 
 def test_wrong_size_or_values_mask_is_a_clear_error(app, tmp_path):
     image, mask, _ = example_image_and_mask()
     path = save_png(tmp_path / "img.png", image)
     with pytest.raises(gr.Error, match=r"mask is 32x32 but the image is 64x64"):
-        app.compare(None, path, save_png(tmp_path / "small.png", mask[:32, :32]), "shapes", ALL, 4, 0.5, None)
+        final(app.compare(None, path, save_png(tmp_path / "small.png", mask[:32, :32]), "shapes", ALL, 4, 0.5, None))
     wrong = mask.copy()
     wrong[0, 0] = 9
     with pytest.raises(gr.Error, match="not class ids"):
-        app.compare(None, path, save_png(tmp_path / "wrong.png", wrong), "shapes", ALL, 4, 0.5, None)
+        final(app.compare(None, path, save_png(tmp_path / "wrong.png", wrong), "shapes", ALL, 4, 0.5, None))
     with pytest.raises(gr.Error, match="without its image"):
-        app.compare(EXAMPLE, None, str(tmp_path / "wrong.png"), "shapes", ALL, 4, 0.5, None)
+        final(app.compare(EXAMPLE, None, str(tmp_path / "wrong.png"), "shapes", ALL, 4, 0.5, None))
 
 
 def test_other_bad_requests(app):
     with pytest.raises(gr.Error, match="at least one model"):
-        app.compare(EXAMPLE, None, None, "shapes", [], 4, 0.5, None)
+        final(app.compare(EXAMPLE, None, None, "shapes", [], 4, 0.5, None))
     with pytest.raises(gr.Error, match="Unknown model set"):
-        app.compare(EXAMPLE, None, None, "camvid", ALL, 4, 0.5, None)
+        final(app.compare(EXAMPLE, None, None, "camvid", ALL, 4, 0.5, None))
     with pytest.raises(gr.Error, match="Unknown example"):
-        app.compare("../../etc/passwd", None, None, "shapes", ALL, 4, 0.5, None)
+        final(app.compare("../../etc/passwd", None, None, "shapes", ALL, 4, 0.5, None))
     with pytest.raises(gr.Error, match="depth"):
-        app.compare(EXAMPLE, None, None, "shapes", ALL, 9, 0.5, None)
+        final(app.compare(EXAMPLE, None, None, "shapes", ALL, 9, 0.5, None))
     with pytest.raises(gr.Error, match="Unknown class"):
         app.iou_map(EXAMPLE, None, None, "shapes", "unet", "nonsense", 4, None)
 
@@ -283,25 +297,24 @@ def test_no_weights_installed(tiny_config, tmp_path):
     config = tiny_config(weights_dir=tmp_path / "empty")
     demo = build_demo(config)
     with pytest.raises(gr.Error, match="No trained models are installed"):
-        demo.dashboard.compare(EXAMPLE, None, None, "shapes", ALL, 4, 0.5, None)
+        final(demo.dashboard.compare(EXAMPLE, None, None, "shapes", ALL, 4, 0.5, None))
 
 
 def test_corrupted_weights_are_reported_and_the_others_run(tiny_config, own_zoo):
     (own_zoo / "shapes" / "unet3p.pt").write_bytes(b"garbage" * 100)
     (own_zoo / "shapes" / "unet.pt").unlink()
     app = Dashboard(tiny_config(weights_dir=own_zoo))
-    with pytest.warns(UserWarning, match="corrupted"):
-        out = app.compare(EXAMPLE, None, None, "shapes", ALL, 4, 0.5, None)
+    out = final(app.compare(EXAMPLE, None, None, "shapes", ALL, 4, 0.5, None))
     table = out[8]
     assert len(table) == 4
     status = dict(zip(table["Model"], table["Status"]))
     assert "corrupted or was swapped" in status["U-Net 3+"] and "missing" in status["U-Net"]
     assert status["U-Net++ L4"] == "ok" and status["DeepLabV3+"] == "ok"
     assert table.loc[table["Status"] == "ok", "Latency (ms)"].notna().all()
-    assert "U-Net 3+" in out[0] and out[6].value is None and out[5].value is not None
+    assert "corrupted or was swapped" in out[0]  # the reason stays on screen, in the status
     # Every model broken: a clear error, not an empty result.
     with pytest.raises(gr.Error, match="No model could run"):
-        app.compare(EXAMPLE, None, None, "shapes", ["unet", "unet3p"], 4, 0.5, None)
+        final(app.compare(EXAMPLE, None, None, "shapes", ["unet", "unet3p"], 4, 0.5, None))
 
 
 def test_out_of_memory_is_reported_and_the_next_request_works(app, tiny_zoo, monkeypatch):
@@ -320,9 +333,9 @@ def test_out_of_memory_is_reported_and_the_next_request_works(app, tiny_zoo, mon
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(True))
     with pytest.raises(gr.Error, match="ran out of memory") as info:
-        app.compare(EXAMPLE, None, None, "shapes", ALL, 4, 0.5, None)
+        final(app.compare(EXAMPLE, None, None, "shapes", ALL, 4, 0.5, None))
     assert "fewer models or a smaller image" in str(info.value) and emptied
-    out = app.compare(EXAMPLE, None, None, "shapes", ALL, 4, 0.5, None)
+    out = final(app.compare(EXAMPLE, None, None, "shapes", ALL, 4, 0.5, None))
     assert (out[8]["Status"] == "ok").all()
 
 
@@ -392,7 +405,7 @@ def test_camvid_examples_and_set(tiny_config, camvid_setup, monkeypatch):
     assert app.default_example("camvid") == "camvid-0001TP_000010" and app.default_example("shapes") == "shapes-1000"
     assert [e.label for e in app.gallery_examples("camvid")] == ["CamVid val 0001TP_000010", "CamVid val 0001TP_000040"]
     with pytest.raises(gr.Error, match="ships no U-Net\\+\\+"):
-        app.compare("camvid-0001TP_000010", None, None, "camvid", ["unetpp"], 4, 0.5, None)
+        final(app.compare("camvid-0001TP_000010", None, None, "camvid", ["unetpp"], 4, 0.5, None))
     result = app.compare_result("camvid-0001TP_000010", None, None, "camvid", ["unet"], 4)
     assert (result.gt == 11).any() and len([c for c in result.table.columns if c.startswith("IoU ")]) == 11
     matrix = ConfusionMatrix(11, 11)

@@ -28,6 +28,7 @@ class SegmentationModel(nn.Module):
     """
 
     arch: str = ""
+    pruning_depths: tuple[int, ...] = ()  # depths ``forward(x, depth=d)`` accepts; empty: cannot be pruned
 
     def __init__(self, encoder: Encoder, num_classes: int):
         super().__init__()

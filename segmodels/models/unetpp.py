@@ -62,6 +62,10 @@ class UNetPlusPlus(SegmentationModel):
         self.heads = nn.ModuleDict({f"x0_{j}": SegmentationHead(widths[0], num_classes) for j in head_depths})
         self.depth = depth or self.max_depth
 
+    @property
+    def pruning_depths(self) -> tuple[int, ...]:
+        return tuple(range(1, self.max_depth + 1))
+
     def segment(self, x: torch.Tensor, depth: int | None = None) -> list[torch.Tensor]:
         depth = depth or self.depth
         if not 1 <= depth <= self.max_depth:

@@ -1,0 +1,305 @@
+"""Inference for apps, notebooks and the command line: a :class:`Predictor` loads shipped
+models once per device, prepares them for inference, runs exactly one forward pass per
+prediction, and keeps latency figures apart from predictions.
+
+Preparing a model for inference (:func:`prepare_for_inference`):
+
+* **BatchNorm folding.** In eval mode a batch norm after a convolution is an affine map per
+  channel, ``y = gamma (z - mu) / sqrt(var + eps) + beta`` with ``z = W x + b``, so it folds
+  into the convolution: ``W' = W gamma / sqrt(var + eps)``, ``b' = (b - mu) gamma /
+  sqrt(var + eps) + beta`` (``torch.nn.utils.fuse_conv_bn_eval``). One pass over memory per
+  layer is saved; the outputs are unchanged up to float rounding, which is checked.
+* **channels_last** memory format, where it measurably wins (``scripts/inference_speed.py``
+  measures it on the machine at hand).
+
+Latency does not depend on an image's content, only on the model, its pruning depth, the
+input size, the device and the number of threads. :meth:`Predictor.measure_latency` times
+warm-up plus repeated passes once per such key and caches the median and interquartile
+range; a request then needs one forward pass, not eight."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import zoo
+from .benchmark import summarize_timings, time_forward
+from .cards import count_flops, count_parameters
+from .models import SegmentationModel
+
+log = logging.getLogger(__name__)
+
+FOLD_TOLERANCE = 1e-3  # largest |folded - original| logit difference, relative to the logits' range
+
+
+def _parents(model: nn.Module) -> dict[int, tuple[nn.Module, str]]:
+    return {id(child): (parent, name) for parent in model.modules() for name, child in parent.named_children()}
+
+
+def _conv_bn_pairs(model: nn.Module, example: torch.Tensor, **forward_options) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
+    """(conv, bn) pairs where the batch norm's input is exactly the convolution's output,
+    found by running ``example`` once with hooks."""
+    produced: list[tuple[torch.Tensor, nn.Conv2d]] = []
+    pairs: list[tuple[nn.Conv2d, nn.BatchNorm2d]] = []
+
+    def after_conv(module, _inputs, output):
+        produced.append((output, module))
+
+    def before_bn(module, inputs):
+        conv = next((c for out, c in produced if out is inputs[0]), None)
+        if conv is not None and all(bn is not module for _, bn in pairs):
+            pairs.append((conv, module))
+
+    hooks = [m.register_forward_hook(after_conv) for m in model.modules() if type(m) is nn.Conv2d]
+    hooks += [m.register_forward_pre_hook(before_bn) for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    try:
+        with torch.inference_mode():
+            model(example, **forward_options)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    convs = [conv for conv, _ in pairs]
+    return [(conv, bn) for conv, bn in pairs if convs.count(conv) == 1]
+
+
+def _without_norm(bn: nn.BatchNorm2d) -> nn.Module:
+    """What is left of a batch norm once folded: nothing, or the activation that timm's
+    ``BatchNormAct2d`` applies after normalising."""
+    if type(bn) is nn.BatchNorm2d:
+        return nn.Identity()
+    return nn.Sequential(getattr(bn, "drop", nn.Identity()), getattr(bn, "act", nn.Identity()))
+
+
+def fold_batchnorm(model: nn.Module, example: torch.Tensor, **forward_options) -> int:
+    """Fold, in place, every eval-mode batch norm that directly follows a convolution into
+    that convolution (see the module docstring); returns how many were folded."""
+    if model.training:
+        raise ValueError("fold_batchnorm needs a model in eval mode (training batch norm uses batch statistics)")
+    pairs = _conv_bn_pairs(model, example, **forward_options)
+    parents = _parents(model)
+    for conv, bn in pairs:
+        conv_parent, conv_name = parents[id(conv)]
+        bn_parent, bn_name = parents[id(bn)]
+        setattr(conv_parent, conv_name, torch.nn.utils.fuse_conv_bn_eval(conv, bn))
+        setattr(bn_parent, bn_name, _without_norm(bn))
+    return len(pairs)
+
+
+def prepare_for_inference(model: SegmentationModel, channels_last: bool = False, example_size: tuple[int, int] = (64, 64)) -> SegmentationModel:
+    """An eval-mode copy of ``model`` with its batch norms folded (kept unfolded if the
+    outputs would change by more than :data:`FOLD_TOLERANCE`) and, optionally, its weights in
+    channels_last. The original is left as it is."""
+    model = model.eval()
+    device = next(model.parameters()).device
+    example = torch.rand(1, 3, *example_size, generator=torch.Generator().manual_seed(0)).to(device)
+    options = {"depth": max(model.pruning_depths)} if getattr(model, "pruning_depths", ()) else {}
+    folded = copy.deepcopy(model)
+    count = fold_batchnorm(folded, example, **options)
+    with torch.inference_mode():
+        reference = model(example, **options)
+        difference = (folded(example, **options) - reference).abs().max().item()
+    scale = max(1.0, (reference.max() - reference.min()).item())
+    if difference > FOLD_TOLERANCE * scale:
+        log.warning("batch-norm folding changed the logits by %.2g; keeping the unfolded model", difference)
+        folded = copy.deepcopy(model)
+    else:
+        log.debug("folded %d batch norms (largest logit change %.2g)", count, difference)
+    if channels_last:
+        folded = folded.to(memory_format=torch.channels_last)
+    return folded
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Median and interquartile range of ``samples`` timed forward passes (ms)."""
+
+    median_ms: float
+    iqr_ms: float
+    samples: int
+    source: str  # "benchmark" (warm-up + repeated passes) or "single pass"
+    measured_at: float  # time.time()
+
+    NOISY_IQR_SHARE = 0.25
+
+    @property
+    def noisy(self) -> bool:
+        """Too few samples, or an IQR above a quarter of the median: another job probably
+        shared the cores."""
+        return self.samples < 3 or self.iqr_ms > self.NOISY_IQR_SHARE * self.median_ms
+
+
+@dataclass
+class Prediction:
+    """One model's output on one image."""
+
+    labels: np.ndarray  # H x W uint8 class ids
+    forward_ms: float  # wall time of this forward pass (argmax included)
+
+
+@dataclass
+class LoadedModel:
+    model: SegmentationModel
+    stamp: tuple
+    params: dict[int | None, int]  # parameters that run at each pruning depth (None: all)
+
+
+class Predictor:
+    """Shipped models for inference on one device.
+
+    Every model is read once from ``weights_dir`` (SHA-256 checked), prepared with
+    :func:`prepare_for_inference`, and read again only when its weight file or card is
+    replaced. ``lock`` serialises all model work, so one job at a time uses every thread.
+
+    Args:
+        weights_dir: the zoo (``<set>/<arch>.pt`` + ``.json``).
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
+        threads: torch intra-op threads (None: leave torch's setting).
+        channels_last: store weights and inputs in channels_last (default: yes; it won on the
+            2-core CPU and on CUDA, see scripts/inference_speed.py).
+        amp: autocast (bfloat16, or float16 where bfloat16 is unsupported) on CUDA.
+
+    Example:
+        >>> predictor = Predictor()
+        >>> x = predictor.to_tensor(image)                    # H x W x 3 uint8
+        >>> predictor.predict("camvid/unetpp", x, depth=2).labels
+        >>> predictor.measure_latency("camvid/unetpp", (360, 480), depth=2).median_ms
+    """
+
+    def __init__(self, weights_dir: Path | str = zoo.WEIGHTS_DIR, device: str = "auto", threads: int | None = None, channels_last: bool | None = None, amp: bool | None = None):
+        self.weights_dir = Path(weights_dir)
+        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+        self.threads = threads
+        if threads:
+            torch.set_num_threads(threads)
+        on_cuda = self.device.type == "cuda"
+        self.channels_last = True if channels_last is None else channels_last
+        self.amp = on_cuda if amp is None else amp
+        self.lock = threading.RLock()
+        self._models: dict[str, LoadedModel] = {}
+        self._latency: OrderedDict[tuple, Latency] = OrderedDict()
+        self._flops: OrderedDict[tuple, int] = OrderedDict()
+
+    # ------------------------------------------------------------------ models
+
+    def model(self, name: str) -> SegmentationModel:
+        """The prepared model (loaded on first use, reloaded when its files change)."""
+        return self._loaded(name).model
+
+    def _loaded(self, name: str) -> LoadedModel:
+        stamp = zoo.file_stamp(name, self.weights_dir)
+        with self.lock:
+            loaded = self._models.get(name)
+            if loaded is None or loaded.stamp != stamp:
+                raw = zoo.read_model(name, self.weights_dir)
+                params = {None: count_parameters(raw)} | {d: count_parameters(raw, depth=d) for d in raw.pruning_depths}
+                model = prepare_for_inference(raw.to(self.device), channels_last=self.channels_last)
+                loaded = self._models[name] = LoadedModel(model, stamp, params)
+                self._forget(name)
+            return loaded
+
+    def _forget(self, name: str) -> None:
+        for cache in (self._latency, self._flops):
+            for key in [k for k in cache if k[0] == name]:
+                del cache[key]
+
+    def pruning_depths(self, name: str) -> tuple[int, ...]:
+        return tuple(self.model(name).pruning_depths)
+
+    def parameters(self, name: str, depth: int | None = None) -> int:
+        """Parameters of the trained model (before folding) that run at ``depth``."""
+        return self._loaded(name).params[depth]
+
+    def flops(self, name: str, size: tuple[int, int], depth: int | None = None) -> int:
+        """FLOPs of one pass at ``size`` (cached)."""
+        key = (name, depth, tuple(size))
+        with self.lock:
+            if key not in self._flops:
+                self._flops[key] = count_flops(self.model(name), tuple(size), **self._options(depth))
+                _trim(self._flops)
+            return self._flops[key]
+
+    # ------------------------------------------------------------------ running
+
+    def to_tensor(self, image: np.ndarray) -> torch.Tensor:
+        """H x W x 3 uint8 -> 1 x 3 x H x W float in [0, 1] on the device, moved once and
+        shared by every model of a request."""
+        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0)
+        tensor = tensor.to(self.device, non_blocking=True).float().div_(255.0)
+        return tensor.contiguous(memory_format=torch.channels_last) if self.channels_last else tensor
+
+    @staticmethod
+    def _options(depth: int | None) -> dict:
+        return {} if depth is None else {"depth": depth}
+
+    def _forward(self, model: SegmentationModel, x: torch.Tensor, depth: int | None) -> torch.Tensor:
+        dtype = torch.bfloat16 if self.device.type != "cuda" or torch.cuda.is_bf16_supported() else torch.float16
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=self.amp):
+            return model(x, **self._options(depth)).argmax(1)[0]
+
+    def predict(self, name: str, x: torch.Tensor, depth: int | None = None) -> Prediction:
+        """Class ids of one forward pass on the prepared tensor ``x``, and how long it took."""
+        with self.lock:
+            model = self.model(name)
+            self._check_depth(name, model, depth)
+            started = time.perf_counter()
+            labels = self._forward(model, x, depth).to(torch.uint8).cpu().numpy()
+            return Prediction(labels, (time.perf_counter() - started) * 1000)
+
+    @staticmethod
+    def _check_depth(name: str, model: SegmentationModel, depth: int | None) -> None:
+        if depth is not None and depth not in model.pruning_depths:
+            allowed = ", ".join(map(str, model.pruning_depths)) or "none: it cannot be pruned"
+            raise ValueError(f"{name}: pruning depth {depth} is not available (depths: {allowed})")
+
+    # ------------------------------------------------------------------ latency
+
+    def latency_key(self, name: str, size: tuple[int, int], depth: int | None = None) -> tuple:
+        return (name, depth, tuple(int(s) for s in size), str(self.device), torch.get_num_threads(), self.channels_last, self.amp)
+
+    def latency(self, name: str, size: tuple[int, int], depth: int | None = None) -> Latency | None:
+        """The cached benchmark for this key, or None when it was never measured."""
+        return self._latency.get(self.latency_key(name, size, depth))
+
+    def measure_latency(self, name: str, size: tuple[int, int], depth: int | None = None, warmup: int = 1, repeats: int = 5) -> Latency:
+        """Time ``repeats`` passes after ``warmup`` on a random image of ``size`` and cache
+        the result; holds :attr:`lock` for one pass at a time, so a waiting job gets the
+        device between passes."""
+        model = self.model(name)
+        self._check_depth(name, model, depth)
+        x = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0)).to(self.device)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+
+        def one_pass():
+            with self.lock:
+                self._forward(model, x, depth).cpu()
+
+        timings = time_forward(one_pass, self.device, warmup, repeats)
+        summary = summarize_timings(timings)
+        result = Latency(summary["median_ms"], summary["iqr_ms"], len(timings), "benchmark", time.time())
+        with self.lock:
+            self._latency[self.latency_key(name, size, depth)] = result
+            _trim(self._latency)
+        return result
+
+
+def single_pass_latency(prediction: Prediction) -> Latency:
+    """A one-sample latency figure from a prediction (always flagged as noisy)."""
+    return Latency(prediction.forward_ms, 0.0, 1, "single pass", time.time())
+
+
+def _trim(cache: OrderedDict, limit: int = 512) -> None:
+    while len(cache) > limit:
+        cache.popitem(last=False)
+
+
+__all__ = ["Latency", "Prediction", "Predictor", "fold_batchnorm", "prepare_for_inference", "single_pass_latency"]

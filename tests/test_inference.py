@@ -1,0 +1,141 @@
+"""segmodels.inference: batch-norm folding, the Predictor's caches, and idle-time latency benchmarks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from segmodels import create_model, zoo
+from segmodels.inference import Predictor, fold_batchnorm, prepare_for_inference
+
+
+def trained_like(model: nn.Module) -> nn.Module:
+    """Give every batch norm non-trivial statistics and affine parameters, as training would."""
+    generator = torch.Generator().manual_seed(0)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            channels = module.num_features
+            module.running_mean.copy_(torch.randn(channels, generator=generator) * 0.5)
+            module.running_var.copy_(torch.rand(channels, generator=generator) + 0.5)
+            module.weight.data.copy_(torch.rand(channels, generator=generator) + 0.5)
+            module.bias.data.copy_(torch.randn(channels, generator=generator) * 0.1)
+    return model.eval()
+
+
+@pytest.mark.parametrize("arch", ["unet", "unetpp", "unet3p", "deeplabv3p"])
+def test_folding_removes_every_batch_norm_and_keeps_the_outputs(arch):
+    torch.manual_seed(0)
+    model = trained_like(create_model(arch, 3, encoder="plain", pretrained=False, base_channels=4))
+    x = torch.rand(1, 3, 48, 40)
+    with torch.inference_mode():
+        expected = model(x)
+    folded = prepare_for_inference(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the original is untouched
+    with torch.inference_mode():
+        assert torch.allclose(folded(x), expected, atol=1e-4, rtol=1e-4)
+        if model.pruning_depths:
+            assert torch.allclose(folded(x, depth=2), model(x, depth=2), atol=1e-4, rtol=1e-4)
+
+
+def test_folding_a_timm_encoder_keeps_its_activation():
+    model = trained_like(create_model("unet", 4, encoder="efficientnet_lite0", pretrained=False))
+    x = torch.rand(1, 3, 64, 64)
+    with torch.inference_mode():
+        expected = model(x)
+    folded = prepare_for_inference(model)
+    with torch.inference_mode():
+        assert torch.allclose(folded(x), expected, atol=1e-4, rtol=1e-4)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+
+
+def test_fold_needs_eval_mode_and_skips_a_norm_not_after_a_conv():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.BatchNorm2d(4))
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batchnorm(model, torch.rand(1, 3, 8, 8))
+    trained_like(model)
+    x = torch.rand(1, 3, 8, 8)
+    with torch.inference_mode():
+        expected = model(x)
+    assert fold_batchnorm(model, x) == 1
+    assert isinstance(model[1], nn.Identity) and isinstance(model[3], nn.BatchNorm2d)
+    with torch.inference_mode():
+        assert torch.allclose(model(x), expected, atol=1e-5)
+
+
+@pytest.fixture
+def own_zoo(tiny_zoo, tmp_path):
+    target = tmp_path / "weights"
+    shutil.copytree(tiny_zoo, target)
+    return target
+
+
+def test_predictor_one_pass_and_the_trained_model_size(own_zoo):
+    predictor = Predictor(own_zoo, device="cpu")
+    image = np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8)
+    x = predictor.to_tensor(image)
+    raw = zoo.read_model("shapes/unetpp", own_zoo)
+    prediction = predictor.predict("shapes/unetpp", x, depth=2)
+    with torch.inference_mode():
+        expected = raw(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255, depth=2).argmax(1)[0].numpy()
+    assert prediction.labels.shape == (40, 56) and prediction.forward_ms > 0
+    assert (prediction.labels == expected).mean() > 0.999
+    assert predictor.parameters("shapes/unetpp") == sum(p.numel() for p in raw.parameters())  # before folding
+    assert predictor.parameters("shapes/unetpp", 1) < predictor.parameters("shapes/unetpp", 4)
+    with pytest.raises(ValueError, match="depths: 1, 2, 3, 4"):
+        predictor.predict("shapes/unetpp", x, depth=7)
+    with pytest.raises(ValueError, match="cannot be pruned"):
+        predictor.predict("shapes/unet", x, depth=2)
+
+
+def test_predictor_and_zoo_reload_a_replaced_weight_file(own_zoo):
+    predictor = Predictor(own_zoo, device="cpu")
+    first = predictor.model("shapes/unet")
+    assert predictor.model("shapes/unet") is first
+    cached = zoo.load_model("shapes/unet", "cpu", own_zoo)
+    for suffix in (".pt", ".json"):  # replace the model by another architecture's files
+        shutil.copy(own_zoo / "shapes" / f"deeplabv3p{suffix}", own_zoo / "shapes" / f"unet{suffix}.new")
+        os.replace(own_zoo / "shapes" / f"unet{suffix}.new", own_zoo / "shapes" / f"unet{suffix}")
+    assert predictor.model("shapes/unet") is not first and predictor.model("shapes/unet").arch == "deeplabv3p"
+    assert zoo.load_model("shapes/unet", "cpu", own_zoo) is not cached
+
+
+def test_latency_is_measured_once_per_key(own_zoo):
+    predictor = Predictor(own_zoo, device="cpu")
+    assert predictor.latency("shapes/unet", (32, 32)) is None
+    measured = predictor.measure_latency("shapes/unet", (32, 32), warmup=0, repeats=4)
+    assert measured.samples == 4 and measured.median_ms > 0 and measured.source == "benchmark"
+    assert predictor.latency("shapes/unet", (32, 32)) == measured
+    assert predictor.latency("shapes/unet", (32, 48)) is None and predictor.latency("shapes/unetpp", (32, 32), depth=1) is None
+
+
+def test_idle_benchmarker_waits_for_quiet(tiny_config):
+    from demo.engine import IdleBenchmarker
+
+    predictor = Predictor(tiny_config().weights_dir, device="cpu")
+    benchmarker = IdleBenchmarker(predictor, idle_seconds=0.3, warmup=0, repeats=2)
+    benchmarker.start()
+    release = threading.Event()
+
+    def request():
+        with benchmarker.busy():
+            benchmarker.request("shapes/unet", (32, 32), None)
+            release.wait(5)
+
+    worker = threading.Thread(target=request)
+    worker.start()
+    time.sleep(0.8)
+    assert predictor.latency("shapes/unet", (32, 32)) is None  # a request is running: nothing measured
+    release.set()
+    worker.join()
+    deadline = time.monotonic() + 10
+    while predictor.latency("shapes/unet", (32, 32)) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert predictor.latency("shapes/unet", (32, 32)) is not None and benchmarker.pending() == 0
