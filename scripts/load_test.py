@@ -47,6 +47,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from loadlib import (  # noqa: E402
@@ -71,6 +73,7 @@ from loadlib import (  # noqa: E402
     linear_slope,
     pick_example,
     require_loopback,
+    response_detail,
     shorten,
     summarize,
 )
@@ -175,15 +178,17 @@ async def scenario_students(target: Target, args: argparse.Namespace) -> tuple[d
             async with BrowserSession(target.http, target.base) as session:
                 first.append(await target.run_compare(session, args.timeout))
         report["warmup"] = [result_record(r) for r in first]
-        lines.append("first Run(s) before the class: " + ", ".join(f"{r.seconds:.1f} s" + ("" if r.ok else f" ({shorten(r.error, 80)})") for r in first))
+        lines.append("Run(s) before the class (on a server this script started, the first is the cold figure): " + ", ".join(f"{r.seconds:.1f} s" + ("" if r.ok else f" ({shorten(r.error, 80)})") for r in first))
 
     sampler = RssSampler(target.pid, args.rss_interval).start()
     target.log.mark()
     page_load: list[EventResult] = []
     config_seconds: list[float] = []
 
+    delays = [rng.uniform(0, args.jitter) for _ in range(args.students)]
+
     async def student(index: int) -> EventResult:
-        await asyncio.sleep(rng.uniform(0, args.jitter) if args.jitter > 0 else 0)
+        await asyncio.sleep(delays[index])
         async with BrowserSession(target.http, target.base) as session:
             config_seconds.append(session.config_seconds)
             if args.page_load:
@@ -193,9 +198,10 @@ async def scenario_students(target: Target, args: argparse.Namespace) -> tuple[d
 
     t0 = time.monotonic()
     tasks = [asyncio.create_task(student(i)) for i in range(args.students)]
-    done, pending = await asyncio.wait(tasks, timeout=args.total_timeout)
+    _, pending = await asyncio.wait(tasks, timeout=args.total_timeout)
     for task in pending:
         task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
     wall = time.monotonic() - t0
     await sampler.stop()
     results = []
@@ -311,9 +317,12 @@ async def scenario_greedy(target: Target, args: argparse.Namespace) -> tuple[dic
             session_hash = f"greedy{index:05d}"
             body = {"data": flood_data_join, "fn_index": target.compare.fn_index, "session_hash": session_hash, "trigger_id": target.compare.trigger_id, "event_data": None}
             start = time.monotonic()
-            response = await target.http.post(f"{target.base}{API}/queue/join", json=body)
+            try:
+                response = await target.http.post(f"{target.base}{API}/queue/join", json=body)
+            except httpx.HTTPError as error:
+                return "join", EventResult(ok=False, seconds=time.monotonic() - start, error=f"{type(error).__name__}: {error}"), session_hash
             ok = response.status_code == 200
-            detail = None if ok else shorten(response.text, 200)
+            detail = None if ok else response_detail(response)
             return "join", EventResult(ok=ok, seconds=time.monotonic() - start, http_status=response.status_code, refused=response.status_code == 503, error=detail), session_hash
 
     flood = await asyncio.gather(*(flood_one(i) for i in range(args.flood)))
@@ -373,20 +382,24 @@ async def scenario_bigbody(target: Target, args: argparse.Namespace) -> tuple[di
     rows, records = [], []
     for name, size, overrides in cases:
         data = target.compare.api_data(overrides)
+        case_log = ServerLog(target.log.path)
+        case_log.mark()
         result = await call_event(target.http, target.base, target.compare.api_name, data, args.timeout)
         del data, overrides
         light = await session.run(loss_curves, {"gamma": 1.5}, args.timeout)
         after = await target.run_compare(session, args.timeout)
-        outcome = "accepted" if result.ok else f"refused: {shorten(result.error, 90)}"
-        rows.append([f"{name} ({size})", result.http_status, result.seconds, result.error_length, outcome, light.seconds if light.ok else None, after.seconds if after.ok else None])
-        records.append({"case": name, "size": size, "result": result_record(result), "light_after": result_record(light), "run_after": result_record(after)})
+        log = case_log.since_mark() or {}
+        outcome = "accepted" if result.ok else (result.error if result.timed_out else f"refused: {shorten(result.error, 60)}")
+        rows.append([f"{name} ({size})", result.http_status, result.seconds, result.error_length, outcome, log.get("tracebacks"), log.get("longest_line"),
+                     light.seconds if light.ok else None, after.seconds if after.ok else None])
+        records.append({"case": name, "size": size, "result": result_record(result), "log": log, "light_after": result_record(light), "run_after": result_record(after)})
     await session.close()
     await sampler.stop()
     rss, log = sampler.report(), target.log.since_mark()
     report = {"baseline_run": result_record(baseline), "cases": records, "rss_mb": rss, "log": log}
     lines = [f"bigbody: oversized Compare requests through /call ({target.overrides['set_name']}); normal Run before: {baseline.seconds:.2f} s"
              + ("" if baseline.ok else f" ({shorten(baseline.error, 80)})"),
-             format_table(["request", "HTTP", "seconds", "message chars", "outcome", "light event after (s)", "Run after (s)"], rows),
+             format_table(["request", "HTTP", "seconds", "message chars", "outcome", "tracebacks", "longest log line", "light event after (s)", "Run after (s)"], rows),
              rss_line(rss), log_line(log)]
     return report, "\n".join(lines)
 
@@ -416,6 +429,7 @@ async def scenario_soak(target: Target, args: argparse.Namespace) -> tuple[dict,
     _, pending = await asyncio.wait(tasks, timeout=args.minutes * 60 + args.timeout)
     for task in pending:
         task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
     failures = [f"{type(t.exception()).__name__}: {t.exception()}" for t in tasks if t not in pending and t.exception() is not None]
     wall = time.monotonic() - t0
     await sampler.stop()
@@ -456,7 +470,7 @@ async def prepare(args: argparse.Namespace, base: str, pid: int | None, log: Ser
     app = await AppModel.fetch(http, base)
     compare = app.endpoint("compare")
     example_slot = compare.inputs[compare.slot("example")]
-    examples = [c for c in (example_slot.choices or []) if str(c).startswith(f"{args.set}-")]
+    examples = [c for c in (example_slot.choices or []) if str(c).startswith(f"{args.set}-")] or ([args.example] if args.example != "auto" else [])
     if not examples:
         raise ValueError(f"the app offers no {args.set!r} examples (it offers {example_slot.choices}); for CamVid start it with --camvid DIR, or choose --set shapes")
     models_slot = compare.inputs[compare.slot("models")]

@@ -18,6 +18,7 @@ Every request goes to the loopback interface only (:func:`require_loopback`)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import re
@@ -33,18 +34,6 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import httpx
-
-try:
-    import orjson
-
-    def json_loads(text: str) -> Any:
-        return orjson.loads(text)
-except ImportError:
-    import json
-
-    def json_loads(text: str) -> Any:
-        return json.loads(text)
-
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 API = "/gradio_api"
@@ -139,34 +128,46 @@ class SSEParser:
     LF; a blank line dispatches the event (type ``message`` unless an ``event:`` line named it);
     lines starting with ``:`` are comments; one space after the colon is dropped."""
 
+    _LINE_END = re.compile(r"\r\n|\n|\r")
+
     def __init__(self) -> None:
-        self._buffer = ""
+        self._pieces: list[str] = []  # the unfinished line, kept in pieces so a long line is copied once
+        self._skip_lf = False  # the last text ended with CR: an LF opening the next one ends no line
         self._event = ""
         self._data: list[str] = []
 
     def feed(self, text: str) -> list[SSEEvent]:
-        self._buffer += text
+        if not text:
+            return []
+        if self._skip_lf and text.startswith("\n"):
+            text = text[1:]
+        self._skip_lf = text.endswith("\r")
         events: list[SSEEvent] = []
-        while True:
-            match = re.search(r"\r\n|\n|\r", self._buffer)
-            if match is None or (match.group() == "\r" and match.end() == len(self._buffer)):
-                break  # a lone CR at the end may be the first half of CRLF
-            line, self._buffer = self._buffer[: match.start()], self._buffer[match.end():]
-            if line == "":
-                if self._data:
-                    events.append(SSEEvent(self._event or "message", "\n".join(self._data)))
-                self._event, self._data = "", []
-                continue
-            if line.startswith(":"):
-                continue
-            name, _, value = line.partition(":")
-            if value.startswith(" "):
-                value = value[1:]
-            if name == "event":
-                self._event = value
-            elif name == "data":
-                self._data.append(value)
+        position = 0
+        for match in self._LINE_END.finditer(text):
+            self._pieces.append(text[position: match.start()])
+            line, self._pieces = "".join(self._pieces), []
+            position = match.end()
+            self._take_line(line, events)
+        if position < len(text):
+            self._pieces.append(text[position:])
         return events
+
+    def _take_line(self, line: str, events: list[SSEEvent]) -> None:
+        if line == "":
+            if self._data:
+                events.append(SSEEvent(self._event or "message", "\n".join(self._data)))
+            self._event, self._data = "", []
+            return
+        if line.startswith(":"):
+            return
+        name, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if name == "event":
+            self._event = value
+        elif name == "data":
+            self._data.append(value)
 
 
 # ----------------------------------------------------------------------------- the server process
@@ -507,6 +508,13 @@ class EventResult:
     queue_sizes: list[int] = field(default_factory=list)
     output: Any = None
     error_length: int | None = None
+    timed_out: bool = False
+
+
+def json_loads(text: str) -> Any:
+    """A message's JSON. Gradio writes the ``/call`` stream with ``json.dumps``, whose output may
+    hold ``NaN`` and ``Infinity``: Python's own parser reads them back, stricter ones do not."""
+    return json.loads(text)
 
 
 def error_text(output: Any) -> str:
@@ -516,7 +524,7 @@ def error_text(output: Any) -> str:
     return "error with no message" if output is None else str(output)
 
 
-def _detail(response: httpx.Response) -> str:
+def response_detail(response: httpx.Response) -> str:
     try:
         body = response.json()
         return str(body.get("detail", body)) if isinstance(body, dict) else str(body)
@@ -528,12 +536,16 @@ async def _read_browser_stream(http: httpx.AsyncClient, base: str, session_hash:
     async with http.stream("GET", f"{base}{API}/queue/data", params={"session_hash": session_hash}) as response:
         if response.status_code != 200:
             await response.aread()
-            result.error, result.http_status = f"queue/data answered HTTP {response.status_code}: {_detail(response)}", response.status_code
+            result.error, result.http_status = f"queue/data answered HTTP {response.status_code}: {response_detail(response)}", response.status_code
             return
         parser = SSEParser()
         async for chunk in response.aiter_text():
             for event in parser.feed(chunk):
-                message = json_loads(event.data)
+                try:
+                    message = json_loads(event.data)
+                except ValueError:
+                    result.error = f"unreadable message: {shorten(event.data, 120)}"
+                    return
                 kind = message.get("msg")
                 if kind == "close_stream":
                     result.error = result.error or "the stream closed before the result"
@@ -573,12 +585,12 @@ async def browser_event(http: httpx.AsyncClient, base: str, endpoint: Endpoint, 
             result.http_status = joined.status_code
             if joined.status_code != 200:
                 result.refused = joined.status_code == 503
-                result.error = _detail(joined) if result.refused else f"queue/join answered HTTP {joined.status_code}: {_detail(joined)}"
+                result.error = response_detail(joined) if result.refused else f"queue/join answered HTTP {joined.status_code}: {response_detail(joined)}"
             else:
                 result.event_id = joined.json()["event_id"]
                 await _read_browser_stream(http, base, session_hash, result.event_id, t0, result)
     except TimeoutError:
-        result.error = f"no result after {timeout:.0f} s"
+        result.error, result.timed_out = f"no result after {timeout:.0f} s", True
     except httpx.HTTPError as error:
         result.error = f"{type(error).__name__}: {error}"
     result.seconds = time.monotonic() - t0
@@ -598,7 +610,7 @@ async def call_submit(http: httpx.AsyncClient, base: str, api_name: str, data: l
             result.ok, result.event_id = True, response.json()["event_id"]
         else:
             result.refused = response.status_code == 503
-            result.error = _detail(response) if result.refused else f"HTTP {response.status_code}: {_detail(response)}"
+            result.error = response_detail(response) if result.refused else f"HTTP {response.status_code}: {response_detail(response)}"
     except httpx.HTTPError as error:
         result.error = f"{type(error).__name__}: {error}"
     result.seconds = time.monotonic() - t0
@@ -623,18 +635,23 @@ async def call_event(http: httpx.AsyncClient, base: str, api_name: str, data: li
                         for event in parser.feed(chunk):
                             if event.event == "generating" and result.first_output_after is None:
                                 result.first_output_after = time.monotonic() - t0
-                            elif event.event == "complete":
-                                result.ok, result.output = True, json_loads(event.data)
-                                break
-                            elif event.event == "error":
-                                result.error = error_text(json_loads(event.data))
+                            elif event.event in ("complete", "error"):
+                                try:
+                                    payload = json_loads(event.data)
+                                except ValueError:
+                                    result.error = f"unreadable {event.event} message: {shorten(event.data, 120)}"
+                                    break
+                                if event.event == "complete":
+                                    result.ok, result.output = True, payload
+                                else:
+                                    result.error = error_text(payload)
                                 break
                         if result.ok or result.error:
                             break
                     else:
                         result.error = result.error or "the stream closed before the result"
     except TimeoutError:
-        result.error = f"no result after {timeout:.0f} s"
+        result.error, result.timed_out = f"no result after {timeout:.0f} s", True
     except httpx.HTTPError as error:
         result.error = f"{type(error).__name__}: {error}"
     result.seconds = time.monotonic() - t0
