@@ -3,14 +3,17 @@
     python app.py [--camvid DIR] [--weights DIR] [--port N] [--host H] [--device auto|cpu|cuda]
 
 Environment: ``PORT`` / ``GRADIO_SERVER_PORT`` and ``GRADIO_SERVER_NAME`` (Spaces sets
-them), ``SEGMODELS_CAMVID``, ``SEGMODELS_WEIGHTS``, ``SEGMODELS_DEVICE``."""
+them), ``SEGMODELS_CAMVID``, ``SEGMODELS_WEIGHTS``, ``SEGMODELS_DEVICE``, ``SEGMODELS_UPLOAD_DIR`` (default: a
+folder per port in the system's temporary folder, emptied at every start)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -26,15 +29,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def fresh_upload_dir(port: int) -> Path:
+    """This server's own folder for uploads and served files (``GRADIO_TEMP_DIR``), emptied
+    at start-up, so files left by a killed server never survive a restart and no other app's
+    files are touched. Set before Gradio is imported (it reads the variable then)."""
+    root = Path(os.environ.get("SEGMODELS_UPLOAD_DIR") or Path(tempfile.gettempdir()) / f"segmodels-uploads-{port}")
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    os.environ["GRADIO_TEMP_DIR"] = str(root)
+    return root
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    port = args.port or int(os.environ.get("PORT") or os.environ.get("GRADIO_SERVER_PORT") or 7860)
+    fresh_upload_dir(port)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from demo import DemoConfig, build_demo, launch_kwargs
 
     overrides = {key: value for key, value in (("camvid_dir", args.camvid), ("weights_dir", args.weights), ("device", args.device)) if value is not None}
     config = DemoConfig(**overrides)
-    port = args.port or int(os.environ.get("PORT") or os.environ.get("GRADIO_SERVER_PORT") or 7860)
     host = args.host or os.environ.get("GRADIO_SERVER_NAME") or ("0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")
     demo = build_demo(config)
     demo.launch(server_name=host, server_port=port, **launch_kwargs(config))

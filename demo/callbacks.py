@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from gradio import utils as gradio_utils
 import numpy as np
 import pandas as pd
 import torch
@@ -36,6 +37,8 @@ from segmodels.receptive_field import aspp_rates, output_field_size
 from . import figures
 from .config import DemoConfig
 from .engine import SET_LABELS, Engine, ModelRun, ModelUnavailable, OutOfMemory, is_out_of_memory
+from .scheduler import FairScheduler
+from .serving import delete_uploads
 from .sources import DATASETS, Example, InputError, Source, camvid_examples, load_example, load_upload, shapes_examples
 
 log = logging.getLogger(__name__)
@@ -160,6 +163,8 @@ class Dashboard:
     def __init__(self, config: DemoConfig | None = None):
         self.config = config or DemoConfig()
         self.engine = Engine(self.config)
+        self._uploads: dict[str, set[str]] = {}
+        self.scheduler = FairScheduler(self.config.jobs_per_address, self.config.jobs_total, self.config.max_wait_s)
         camvid, self.camvid_problem = camvid_examples(self.config.camvid_dir, self.config.num_camvid_examples)
         self.examples: list[Example] = camvid + shapes_examples(self.config.shapes_seed, self.config.num_shapes_examples, self.config.shapes_size)
         self._by_name = {e.key: e for e in self.examples} | {e.label: e for e in self.examples}
@@ -460,11 +465,24 @@ class Dashboard:
             slots.append(gr.skip() if labels is None else figures.overlay(src.image, labels, info, opacity))
         return (figures.overlay(src.image, gt, info, opacity) if gt is not None else None, *slots)
 
+    def remember_uploads(self, session: str | None, *files: Any) -> None:
+        """Note which uploads a browser session used, to delete them when it ends."""
+        paths = {path for path in map(_file_path, files) if path}
+        if session is not None and paths:
+            self._uploads.setdefault(session, set()).update(paths)
+
+    async def session_ended(self, request: gr.Request):
+        """A browser tab closed: drop its waiting model jobs and delete its uploads."""
+        session = getattr(request, "session_hash", None)
+        self.scheduler.cancel_session(session)
+        delete_uploads(self._uploads.pop(session, set()), Path(gradio_utils.get_upload_folder()))
+
     @user_errors
-    def preview(self, example, image_file, mask_file, set_name, opacity):
+    def preview(self, example, image_file, mask_file, set_name, opacity, request: gr.Request = None):
         """Show the chosen image (and its ground truth) as soon as it is picked: input image,
         ground-truth overlay, legend, the receptive-field tab's clickable image, and a note.
         Works without any trained model (the examples are still shown)."""
+        self.remember_uploads(getattr(request, "session_hash", None), image_file, mask_file)
         if self.sets() or set_name is not None:
             set_name = self.check_set(set_name)
         else:

@@ -52,8 +52,15 @@ class DemoConfig:
             ``shapes_seed``, ``shapes_seed + 1``, ...; training used seeds 0 and 1).
         num_camvid_examples: CamVid validation images offered as examples.
         rf_input_size: input size used for the theoretical receptive-field traces.
-        queue_max_size, model_concurrency, light_concurrency: queue bounds.
-        max_file_size: largest accepted upload.
+        queue_max_size, light_concurrency: Gradio's queue (only light events wait in it).
+        jobs_per_address, jobs_total, max_wait_s: model jobs wait in :class:`demo.scheduler.FairScheduler`:
+            at most this many per client address (a class behind one NAT address shares it;
+            env ``SEGMODELS_JOBS_PER_ADDRESS``) and in all, each at most this long.
+        trust_forwarded: take the client address from ``X-Forwarded-For`` (only behind a proxy
+            that sets it, as Hugging Face Spaces does; default: on Spaces).
+        max_body: largest request body other than an upload (bytes).
+        max_uploads: files per upload request.
+        max_file_size: largest accepted upload file (bytes).
         state_ttl_s: seconds a browser session's results are kept.
     """
 
@@ -72,10 +79,15 @@ class DemoConfig:
     shapes_size: int = 128
     num_camvid_examples: int = 8
     rf_input_size: tuple[int, int] = (256, 256)
-    queue_max_size: int = field(default_factory=lambda: _env_int("SEGMODELS_QUEUE_SIZE", 64))
-    model_concurrency: int = 1
+    queue_max_size: int = field(default_factory=lambda: _env_int("SEGMODELS_QUEUE_SIZE", 256))
     light_concurrency: int = 4
-    max_file_size: str = "10mb"
+    jobs_per_address: int = field(default_factory=lambda: _env_int("SEGMODELS_JOBS_PER_ADDRESS", 40))
+    jobs_total: int = 200
+    max_wait_s: float = 600.0
+    trust_forwarded: bool = field(default_factory=lambda: bool(os.environ.get("SPACE_ID")))
+    max_body: int = 64 * 1024
+    max_uploads: int = 2
+    max_file_size: int = 10 * 2**20
     state_ttl_s: int = 3600
     title: str = "Semantic segmentation: U-Net, U-Net++, U-Net 3+ and DeepLabV3+"
 

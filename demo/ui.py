@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from segmodels import ARCH_NAMES, ARCHITECTURES
 
-from . import figures, text
+from . import figures, serving, text
 from .callbacks import Dashboard
 from .config import ASSETS_DIR, DemoConfig
 
@@ -23,7 +24,10 @@ CSS = """
 def launch_kwargs(config: DemoConfig) -> dict:
     """Settings for ``demo.launch`` that a public demo needs."""
     assets = ASSETS_DIR.resolve()
+    upload_limit = config.max_uploads * config.max_file_size + 2**20
     return {
+        "app_kwargs": {"middleware": [Middleware(serving.BodyLimit, max_body=config.max_body, max_upload=upload_limit)]},
+        "max_threads": 64,
         "max_file_size": config.max_file_size,
         "allowed_paths": [str(assets)] if assets.is_dir() else [],
         "show_error": False,
@@ -152,7 +156,11 @@ def build_demo(config: DemoConfig | None = None) -> gr.Blocks:
         # ------------------------------------------------------------------ events
         source = [example_dd, image_file, mask_file, set_radio]
         light = dict(api_visibility="private", concurrency_limit=config.light_concurrency, concurrency_id=LIGHT)
-        heavy = dict(concurrency_limit=config.model_concurrency, concurrency_id=MODELS)
+        heavy = dict(concurrency_limit=None, concurrency_id=MODELS)  # they wait for their turn in app.scheduler, not in Gradio's queue
+
+        def on_device(fn):
+            return serving.on_device(fn, app.scheduler, config.trust_forwarded)
+
         preview = dict(fn=app.preview, inputs=[*source, opacity_sl], outputs=[input_img, gt_img, legend, click_img, source_md], show_progress="minimal", **light)
 
         gallery.select(app.pick_example, set_radio, [example_dd, image_file, mask_file], show_progress="hidden", api_name="pick_example", **light)
@@ -165,7 +173,7 @@ def build_demo(config: DemoConfig | None = None) -> gr.Blocks:
         demo.load(**preview, api_name="preview_load")
 
         run_btn.click(
-            app.compare,
+            on_device(app.compare),
             [*source, models_cb, depth_sl, opacity_sl, session],
             [status_md, legend, input_img, gt_img, *model_imgs, table, scatter, bars, session],
             api_name="compare",
@@ -175,21 +183,23 @@ def build_demo(config: DemoConfig | None = None) -> gr.Blocks:
         )
         opacity_sl.release(app.restyle, [*source, opacity_sl, session], [gt_img, *model_imgs], show_progress="hidden", api_name="restyle", **light)
         # Opening a tab fills it for the current image; its button recomputes after a change.
-        pruning = dict(fn=app.pruning, inputs=[*source, opacity_sl], outputs=[prune_md, *prune_imgs, prune_table, prune_plot], api_visibility="private", **heavy)
-        receptive = dict(fn=app.receptive_fields, inputs=[set_radio, models_cb, depth_sl], outputs=[rf_plot, rf_table, dilation_plot, rf_md], api_visibility="private", **heavy)
+        pruning = dict(fn=on_device(app.pruning), inputs=[*source, opacity_sl], outputs=[prune_md, *prune_imgs, prune_table, prune_plot], api_visibility="private", **heavy)
+        receptive = dict(fn=on_device(app.receptive_fields), inputs=[set_radio, models_cb, depth_sl], outputs=[rf_plot, rf_table, dilation_plot, rf_md], api_visibility="private", **heavy)
         weights = dict(fn=app.class_weights, inputs=[*source, session], outputs=[weights_table, weights_plot, weights_md], **light)
-        iou = dict(fn=app.iou_map, inputs=[*source, iou_model, iou_class, depth_sl, session], outputs=[iou_img, iou_md, session], api_visibility="private", **heavy)
-        instances = dict(fn=app.instances, inputs=[*source, inst_model, inst_class, depth_sl, session], outputs=[class_img, inst_img, inst_md, session], api_visibility="private", **heavy)
+        iou = dict(fn=on_device(app.iou_map), inputs=[*source, iou_model, iou_class, depth_sl, session], outputs=[iou_img, iou_md, session], api_visibility="private", **heavy)
+        instances = dict(fn=on_device(app.instances), inputs=[*source, inst_model, inst_class, depth_sl, session], outputs=[class_img, inst_img, inst_md, session], api_visibility="private", **heavy)
         events = ((prune_btn.click, pruning, "pruning"), (pruning_tab.select, pruning, "pruning_tab"), (rf_btn.click, receptive, "receptive_fields"),
                   (receptive_tab.select, receptive, "receptive_tab"), (weights_btn.click, weights, "class_weights"), (iou_btn.click, iou, "iou_map"),
                   (inst_btn.click, instances, "instances"), (instances_tab.select, instances, "instances_tab"))
         for trigger, event, name in events:
             trigger(**event, api_name=name)
         losses_tab.select(**weights, api_name="losses_tab").then(**iou, api_name="losses_tab_iou")
-        click_img.select(app.effective_fields, [*source, models_cb, depth_sl], [*erf_imgs, pooling_img, erf_md], api_visibility="private", api_name="effective_fields", **heavy)
+        click_img.select(on_device(app.effective_fields), [*source, models_cb, depth_sl], [*erf_imgs, pooling_img, erf_md], api_visibility="private", api_name="effective_fields", **heavy)
         gamma_sl.change(app.loss_curves, gamma_sl, loss_plot, show_progress="hidden", api_name="loss_curves", **light)
 
-    demo.queue(max_size=config.queue_max_size, default_concurrency_limit=config.model_concurrency, api_open=False)
+        demo.unload(app.session_ended)
+
+    demo.queue(max_size=config.queue_max_size, default_concurrency_limit=config.light_concurrency, api_open=False)
     return demo
 
 

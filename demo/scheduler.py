@@ -1,0 +1,133 @@
+"""Fair turns on the device for a classroom.
+
+Gradio's queue is first in, first out: one client that submits sixty model jobs makes
+everyone wait behind all of them, and fills the queue so that even light events are
+refused. Model jobs therefore bypass Gradio's queue limit and wait here instead, as
+coroutines (holding no thread), for :meth:`FairScheduler.turn`:
+
+* **round robin over client addresses**: the next turn goes to the address that waited
+  longest, so a greedy address delays everyone else by at most one job;
+* **one waiting job per browser session**: a new click supersedes the session's waiting
+  job (:class:`Superseded`), which then ends without running;
+* **bounded waiting**: at most ``per_address`` waiting jobs per address and ``total`` in
+  all; beyond that a job is refused at once with a message (:class:`Refused`);
+* **clients that went away**: :meth:`cancel_session` drops a closed browser tab's jobs, and
+  a job that waited longer than ``max_wait_s`` is dropped.
+
+One job holds the turn at a time, so it has every core to itself."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+
+class Refused(RuntimeError):
+    """The job was not admitted; the message is meant for the user."""
+
+
+class Superseded(RuntimeError):
+    """A newer job of the same browser session replaced this one before it ran."""
+
+
+@dataclass(eq=False)
+class Ticket:
+    address: str
+    session: str | None
+    created: float = field(default_factory=time.monotonic)
+    granted: asyncio.Future | None = None
+
+
+class FairScheduler:
+    """Grants the device to one job at a time, round robin over client addresses."""
+
+    def __init__(self, per_address: int = 40, total: int = 200, max_wait_s: float = 600.0):
+        if per_address < 1 or total < per_address:
+            raise ValueError(f"need 1 <= per_address <= total, got {per_address}, {total}")
+        self.per_address = per_address
+        self.total = total
+        self.max_wait_s = max_wait_s
+        self._waiting: OrderedDict[str, deque[Ticket]] = OrderedDict()  # address -> tickets; order = whose turn is next
+        self._busy = False
+        self.served = 0
+
+    def waiting(self, address: str | None = None) -> int:
+        if address is not None:
+            return len(self._waiting.get(address, ()))
+        return sum(len(q) for q in self._waiting.values())
+
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
+    def _admit(self, ticket: Ticket) -> None:
+        if ticket.session is not None:
+            for older in [t for q in self._waiting.values() for t in q if t.session == ticket.session]:
+                self._drop(older, Superseded("replaced by a newer click of the same browser tab"))
+        queue = self._waiting.get(ticket.address, ())
+        if len(queue) >= self.per_address:
+            raise Refused(f"{len(queue)} runs from your network address are already waiting (at most {self.per_address}). Wait for them to finish, then try again.")
+        if self.waiting() >= self.total:
+            raise Refused(f"The server is busy: {self.waiting()} runs are waiting (at most {self.total}). Try again in a minute.")
+        self._waiting.setdefault(ticket.address, deque()).append(ticket)
+
+    def _drop(self, ticket: Ticket, reason: Exception) -> None:
+        queue = self._waiting.get(ticket.address)
+        if queue is not None and ticket in queue:
+            queue.remove(ticket)
+            if not queue:
+                del self._waiting[ticket.address]
+        if ticket.granted is not None and not ticket.granted.done():
+            ticket.granted.set_exception(reason)
+
+    def _grant_next(self) -> None:
+        """Give the free device to the oldest ticket of the address whose turn it is."""
+        now = time.monotonic()
+        for queue in list(self._waiting.values()):
+            for stale in [t for t in queue if now - t.created > self.max_wait_s]:
+                self._drop(stale, Refused(f"Your run waited more than {self.max_wait_s:.0f} s and was dropped. Try again."))
+        while self._waiting and not self._busy:
+            address, queue = next(iter(self._waiting.items()))
+            ticket = queue.popleft()
+            del self._waiting[address]
+            if queue:
+                self._waiting[address] = queue  # to the back of the round
+            if ticket.granted is not None and not ticket.granted.done():
+                self._busy = True
+                ticket.granted.set_result(True)
+
+    def cancel_session(self, session: str | None) -> int:
+        """Drop the waiting jobs of a browser session that ended; returns how many."""
+        dropped = [t for q in self._waiting.values() for t in q if session is not None and t.session == session]
+        for ticket in dropped:
+            self._drop(ticket, Superseded("the browser tab was closed"))
+        return len(dropped)
+
+    @asynccontextmanager
+    async def turn(self, address: str | None, session: str | None) -> AsyncIterator[None]:
+        """Wait for this job's turn (raises :class:`Refused` or :class:`Superseded`), then
+        hold the device until the block ends."""
+        ticket = Ticket(address or "unknown", session)
+        ticket.granted = asyncio.get_running_loop().create_future()
+        self._admit(ticket)
+        self._grant_next()
+        try:
+            await ticket.granted
+        except asyncio.CancelledError:
+            self._drop(ticket, Superseded("cancelled"))
+            if ticket.granted.done() and not ticket.granted.cancelled() and ticket.granted.exception() is None:
+                self._release()
+            raise
+        try:
+            yield
+        finally:
+            self.served += 1
+            self._release()
+
+    def _release(self) -> None:
+        self._busy = False
+        self._grant_next()

@@ -1,0 +1,140 @@
+"""What a public classroom server needs around the callbacks: fair turns on the device for
+model jobs (:func:`on_device`), request bodies and uploads bounded before Gradio reads them
+(:class:`BodyLimit`), and a closed tab's uploads deleted (:func:`delete_uploads`)."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from pathlib import Path
+
+import anyio
+import gradio as gr
+
+from .scheduler import FairScheduler, Refused, Superseded
+
+log = logging.getLogger(__name__)
+
+_DONE = object()
+
+
+def client_of(request: gr.Request | None, trust_forwarded: bool) -> tuple[str, str | None]:
+    """(address, browser session) of a request. Behind a trusted proxy (Hugging Face Spaces)
+    the address is the last one the proxy appended to ``X-Forwarded-For``; elsewhere that
+    header is the client's own word and is ignored."""
+    if request is None:
+        return "local", None
+    address = getattr(getattr(request, "client", None), "host", None) or "unknown"
+    if trust_forwarded:
+        forwarded = (request.headers.get("x-forwarded-for") or "").split(",")[-1].strip()
+        address = forwarded or address
+    return address, getattr(request, "session_hash", None)
+
+
+def on_device(fn, scheduler: FairScheduler, trust_forwarded: bool = False):
+    """``fn`` (a callback, plain or streaming) as an async Gradio callback that waits for its
+    client's turn from ``scheduler`` (holding no thread while it waits), then runs ``fn`` in a
+    worker thread. A job superseded by a newer click of the same tab ends without output; a
+    refused one shows why."""
+    signature = inspect.signature(fn)
+    request_parameter = inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=gr.Request)
+
+    if inspect.isgeneratorfunction(fn):
+
+        async def wrapper(*args, request: gr.Request | None = None, **kwargs):
+            try:
+                async with scheduler.turn(*client_of(request, trust_forwarded)):
+                    iterator = fn(*args, **kwargs)
+                    while (item := await anyio.to_thread.run_sync(next, iterator, _DONE)) is not _DONE:
+                        yield item
+            except Superseded:
+                return
+            except Refused as error:
+                raise gr.Error(str(error)) from None
+
+    else:
+
+        async def wrapper(*args, request: gr.Request | None = None, **kwargs):
+            try:
+                async with scheduler.turn(*client_of(request, trust_forwarded)):
+                    return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+            except Superseded:
+                return gr.skip()
+            except Refused as error:
+                raise gr.Error(str(error)) from None
+
+    wrapper.__name__ = getattr(fn, "__name__", "callback")
+    wrapper.__doc__ = fn.__doc__
+    wrapper.__signature__ = signature.replace(parameters=[*signature.parameters.values(), request_parameter])
+    return wrapper
+
+
+class BodyLimit:
+    """ASGI middleware: refuses, with 413 and a one-line message, any request body above
+    ``max_body`` bytes, and upload bodies above ``max_upload`` (many files in one request
+    included), counting the bytes as they arrive, so chunked bodies cannot slip past."""
+
+    def __init__(self, app, max_body: int = 64 * 1024, max_upload: int = 24 * 2**20, upload_path: str = "/gradio_api/upload"):
+        self.app = app
+        self.max_body = max_body
+        self.max_upload = max_upload
+        self.upload_path = upload_path
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        limit = self.max_upload if scope.get("path", "").endswith(self.upload_path) else self.max_body
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return await self._refuse(send, limit)
+        received = 0
+        responded = False
+
+        async def counting_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message):
+            nonlocal responded
+            if message["type"] == "http.response.start":
+                responded = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _TooLarge:
+            if not responded:
+                await self._refuse(send, limit)
+
+    @staticmethod
+    async def _refuse(send, limit: int) -> None:
+        body = f'{{"error": "request body too large: at most {limit} bytes"}}'.encode()
+        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def delete_uploads(paths: set[str], upload_dir: Path) -> int:
+    """Delete a finished session's uploads (only files inside ``upload_dir``)."""
+    deleted = 0
+    root = upload_dir.resolve()
+    for path in paths:
+        target = Path(path).resolve()
+        if root in target.parents and target.is_file():
+            target.unlink(missing_ok=True)
+            deleted += 1
+            if target.parent != root and not any(target.parent.iterdir()):
+                target.parent.rmdir()
+    return deleted
+
+
+__all__ = ["BodyLimit", "client_of", "delete_uploads", "on_device"]

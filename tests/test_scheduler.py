@@ -1,0 +1,120 @@
+"""demo.scheduler.FairScheduler: round robin over addresses, one waiting job per tab, bounds."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from demo.scheduler import FairScheduler, Refused, Superseded
+
+
+async def job(scheduler: FairScheduler, address: str, session: str | None, log: list, name: str, hold: float = 0.01):
+    try:
+        async with scheduler.turn(address, session):
+            log.append(name)
+            await asyncio.sleep(hold)
+        return "ran"
+    except Superseded:
+        return "superseded"
+    except Refused as error:
+        return f"refused: {error}"
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def test_a_greedy_address_delays_another_by_at_most_one_job():
+    async def scenario():
+        scheduler, log = FairScheduler(per_address=50, total=100), []
+        greedy = [asyncio.create_task(job(scheduler, "10.0.0.1", None, log, f"greedy{i}")) for i in range(20)]
+        await asyncio.sleep(0)
+        normal = asyncio.create_task(job(scheduler, "10.0.0.2", "tab", log, "normal"))
+        await asyncio.gather(*greedy, normal)
+        return log
+
+    log = run(scenario())
+    assert log.index("normal") <= 2 and len(log) == 21  # one greedy job running, at most one more before
+
+
+def test_one_job_at_a_time():
+    async def scenario():
+        scheduler, active, peak = FairScheduler(), [0], [0]
+
+        async def counted(address):
+            async with scheduler.turn(address, None):
+                active[0] += 1
+                peak[0] = max(peak[0], active[0])
+                await asyncio.sleep(0.005)
+                active[0] -= 1
+
+        await asyncio.gather(*(counted(f"a{i % 3}") for i in range(12)))
+        return peak[0], scheduler.served
+
+    assert run(scenario()) == (1, 12)
+
+
+def test_a_new_click_supersedes_the_waiting_one_of_the_same_tab():
+    async def scenario():
+        scheduler, log = FairScheduler(), []
+        blocker = asyncio.create_task(job(scheduler, "x", "other", log, "blocker", hold=0.05))
+        await asyncio.sleep(0)
+        first = asyncio.create_task(job(scheduler, "y", "tab", log, "first"))
+        await asyncio.sleep(0)
+        second = asyncio.create_task(job(scheduler, "y", "tab", log, "second"))
+        return await asyncio.gather(blocker, first, second), log
+
+    results, log = run(scenario())
+    assert results == ["ran", "superseded", "ran"] and log == ["blocker", "second"]
+
+
+def test_per_address_and_total_bounds_refuse_at_once():
+    async def scenario():
+        scheduler, log = FairScheduler(per_address=3, total=5), []
+        tasks = [asyncio.create_task(job(scheduler, "greedy", None, log, f"g{i}")) for i in range(6)]
+        tasks += [asyncio.create_task(job(scheduler, f"n{i}", None, log, f"n{i}")) for i in range(4)]
+        return await asyncio.gather(*tasks)
+
+    results = run(scenario())
+    greedy, others = results[:6], results[6:]
+    # One greedy job runs at once, three wait; the other two are refused with the reason.
+    assert greedy.count("ran") == 4 and all("from your network address" in r for r in greedy if r != "ran")
+    assert others.count("ran") == 2 and all("server is busy" in r for r in others if r != "ran")
+
+
+def test_a_closed_tab_and_a_stale_job_are_dropped():
+    async def scenario():
+        scheduler, log = FairScheduler(max_wait_s=0.05), []
+        blocker = asyncio.create_task(job(scheduler, "x", None, log, "blocker", hold=0.1))
+        await asyncio.sleep(0)
+        closed = asyncio.create_task(job(scheduler, "y", "closed-tab", log, "closed"))
+        stale = asyncio.create_task(job(scheduler, "z", None, log, "stale"))
+        await asyncio.sleep(0)
+        assert scheduler.cancel_session("closed-tab") == 1
+        return await asyncio.gather(blocker, closed, stale), log
+
+    results, log = run(scenario())
+    assert results[:2] == ["ran", "superseded"] and "waited more than" in results[2] and log == ["blocker"]
+
+
+def test_a_cancelled_waiter_frees_its_place():
+    async def scenario():
+        scheduler, log = FairScheduler(), []
+        blocker = asyncio.create_task(job(scheduler, "x", None, log, "blocker", hold=0.05))
+        await asyncio.sleep(0)
+        waiter = asyncio.create_task(job(scheduler, "y", None, log, "waiter"))
+        await asyncio.sleep(0.01)
+        waiter.cancel()
+        after = asyncio.create_task(job(scheduler, "z", None, log, "after"))
+        await asyncio.gather(blocker, after, return_exceptions=True)
+        return scheduler.waiting(), scheduler.busy, log
+
+    assert run(scenario()) == (0, False, ["blocker", "after"])
+
+
+def test_bounds_must_make_sense():
+    with pytest.raises(ValueError):
+        FairScheduler(per_address=0)
+    with pytest.raises(ValueError):
+        FairScheduler(per_address=10, total=5)
