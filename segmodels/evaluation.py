@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .metrics import ConfusionMatrix
-from .models.base import upsample_to
+from .blocks import upsample_to
 
 
 def autocast_for(device: torch.device, enabled: bool = True):
