@@ -13,9 +13,9 @@ from . import zoo
 from .benchmark import benchmark_architectures, benchmark_model, format_rows, model_rows
 from .cards import model_from_spec
 from .data import build_dataset, eval_transform
+from .encoders import ENCODERS
 from .evaluation import evaluate, evaluation_report, format_report, write_report
 from .losses import LOSS_NAMES
-from .encoders import ENCODERS
 from .models import ARCH_NAMES, ARCHITECTURES
 from .training import TrainConfig, train
 

@@ -10,8 +10,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .metrics import ConfusionMatrix
 from .blocks import upsample_to
+from .metrics import ConfusionMatrix
 
 
 def autocast_for(device: torch.device, enabled: bool = True):

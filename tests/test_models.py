@@ -4,6 +4,9 @@ ONNX, the paper's parameter count, and clear errors for options and encoders tha
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import pytest
 import torch
 from conftest import assert_fingerprint, output_fingerprint
@@ -248,6 +251,7 @@ class TestDeepLabV3Plus(ArchitectureTester):
         with pytest.raises(ValueError, match="stride 8"):
             DeepLabV3Plus(create_encoder("plain", base_channels=4), 2, output_stride=8)
 
+    @pytest.mark.skipif(not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "clang++")), reason="inductor generates C++ and needs a compiler")
     def test_inductor_compiles_and_matches(self):
         """The full ``torch.compile`` path with C++ code generation, on the smallest model."""
         model = self.tiny_model()

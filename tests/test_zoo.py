@@ -8,7 +8,6 @@ from segmodels import zoo
 from segmodels.cards import model_spec
 from segmodels.models import create_model
 
-
 # Output fingerprints of every shipped model (U-Net++ at each pruning depth) on
 # shipped_model_input(), recorded at commit db183c4, before the encoder/decoder/heads redesign.
 SHIPPED_OUTPUTS = {

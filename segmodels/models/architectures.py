@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..blocks import SegmentationHead
-from ..decoders import DeepLabV3PlusDecoder, Decoder, UNet3PlusDecoder, UNetDecoder, UNetPlusPlusDecoder
+from ..decoders import Decoder, DeepLabV3PlusDecoder, UNet3PlusDecoder, UNetDecoder, UNetPlusPlusDecoder
 from ..encoders import Encoder, EncoderRequirements, PlainEncoder
 from .base import SegmentationModel
 from .registry import register_architecture

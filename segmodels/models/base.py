@@ -31,7 +31,8 @@ class SegmentationModel(nn.Module):
     Args:
         encoder: maps the image to multi-scale features.
         decoder: maps them to named features, the main one first.
-        heads: {decoder output name: module giving logits}; must include the main output.
+        heads: {decoder output name: convolution giving one logit per class}; must include
+            the main output.
         pruning_depths: depths ``d`` at which the model may run with only its first ``d + 1``
             encoder levels (``model(x, depth=d)``); empty when it cannot be pruned.
         depth: default pruning depth at inference (None: the whole network).
@@ -42,7 +43,7 @@ class SegmentationModel(nn.Module):
 
     encoder_requirements = EncoderRequirements()
 
-    def __init__(self, encoder: Encoder, decoder: Decoder, heads: Mapping[str, nn.Module], pruning_depths: tuple[int, ...] = (), depth: int | None = None):
+    def __init__(self, encoder: Encoder, decoder: Decoder, heads: Mapping[str, nn.Conv2d], pruning_depths: tuple[int, ...] = (), depth: int | None = None):
         super().__init__()
         main = next(iter(decoder.out_channels))
         if main not in heads:
@@ -50,7 +51,7 @@ class SegmentationModel(nn.Module):
         self.encoder = encoder
         self.decoder = decoder
         self.heads = nn.ModuleDict(heads)
-        self.num_classes = next(iter(heads.values())).out_channels
+        self.num_classes = heads[main].out_channels
         self.pruning_depths = tuple(pruning_depths)
         self.depth = depth
         self.check_depth(depth)
