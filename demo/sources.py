@@ -1,6 +1,6 @@
 """Where the image of a request comes from: a bundled example (with its ground truth) or an
 upload (optionally with a ground-truth mask). Everything goes through
-:mod:`segmodels.imageio`; its :class:`ImageLoadError` messages become :class:`InputError`."""
+:mod:`segmodels.image_loading`; its :class:`ImageLoadError` messages become :class:`InputError`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from segmodels.data import CAMVID, SHAPES, CamVidDataset, DatasetInfo, render_shapes
-from segmodels.imageio import ImageLoadError, load_image_with_original_size, load_mask
+from segmodels.image_loading import ImageLoadError, load_image_with_original_size, load_mask
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,25 @@
 """segmodels: U-Net, U-Net++, U-Net 3+ and DeepLabV3+ on pluggable encoders, with the
 losses, metrics, receptive-field tools, datasets, training, evaluation and benchmarking
-around them. No UI code lives here."""
+around them. No UI code lives here.
 
-from .encoders import ENCODERS, create_encoder
-from .models import ARCH_NAMES, ARCHITECTURES, SegmentationModel, create_model
+A model is an encoder, a decoder and heads (:class:`SegmentationModel`); architectures and
+encoders are registered by name (:func:`register_architecture`, :func:`register_encoder`)
+and built with :func:`create_model`."""
 
-__version__ = "0.1.0"
+from .encoders import ENCODERS, Encoder, create_encoder, register_encoder
+from .models import ARCH_NAMES, ARCHITECTURES, SegmentationModel, create_model, register_architecture
 
-__all__ = ["ARCHITECTURES", "ARCH_NAMES", "ENCODERS", "SegmentationModel", "create_encoder", "create_model", "__version__"]
+__version__ = "0.2.0"
+
+__all__ = [
+    "ARCHITECTURES",
+    "ARCH_NAMES",
+    "ENCODERS",
+    "Encoder",
+    "SegmentationModel",
+    "create_encoder",
+    "create_model",
+    "register_architecture",
+    "register_encoder",
+    "__version__",
+]

@@ -86,9 +86,11 @@ def benchmark_model(
 
 
 def model_rows(model: nn.Module, name: str) -> list[tuple[str, nn.Module, dict]]:
-    """(row name, model, forward options): one row per U-Net++ pruning depth."""
-    if getattr(model, "arch", "") == "unetpp":
-        return [(f"{name} L{d}", model, {"depth": d}) for d in range(1, model.max_depth + 1)]
+    """(row name, model, forward options): one row per pruning depth of a prunable model
+    (U-Net++), one row otherwise (also for models from other libraries)."""
+    depths = getattr(model, "pruning_depths", ())
+    if depths:
+        return [(f"{name} L{d}", model, {"depth": d}) for d in depths]
     return [(name, model, {})]
 
 

@@ -97,7 +97,14 @@ class SPP(nn.Module):
 
 
 class SegmentationHead(nn.Conv2d):
-    """1x1 convolution from decoder features to one logit per class."""
+    """k x k convolution (1x1 by default) from decoder features to one logit per class; size kept."""
 
-    def __init__(self, in_channels: int, num_classes: int):
-        super().__init__(in_channels, num_classes, kernel_size=1)
+    def __init__(self, in_channels: int, num_classes: int, kernel_size: int = 1):
+        super().__init__(in_channels, num_classes, kernel_size, padding=kernel_size // 2)
+
+
+def upsample_to(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """Bilinear interpolation to ``size`` (no-op when it already matches)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)

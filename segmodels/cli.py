@@ -13,6 +13,7 @@ from . import zoo
 from .benchmark import benchmark_architectures, benchmark_model, format_rows, model_rows
 from .cards import model_from_spec
 from .data import build_dataset, eval_transform
+from .encoders import ENCODERS
 from .evaluation import evaluate, evaluation_report, format_report, write_report
 from .losses import LOSS_NAMES
 from .models import ARCH_NAMES, ARCHITECTURES
@@ -36,7 +37,7 @@ def _default_device() -> str:
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", choices=list(ARCHITECTURES), default="unet")
-    parser.add_argument("--encoder", default="plain", help="plain, efficientnet_lite0, resnet18/34/50/101")
+    parser.add_argument("--encoder", default="plain", help=", ".join(ENCODERS))
     parser.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="random encoder weights")
     parser.add_argument("--base-channels", type=int, default=64)
     parser.add_argument("--options", type=json.loads, default={}, help='architecture options as JSON, e.g. \'{"cat_channels": 32}\'')

@@ -10,8 +10,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from .blocks import upsample_to
 from .metrics import ConfusionMatrix
-from .models.base import upsample_to
 
 
 def autocast_for(device: torch.device, enabled: bool = True):

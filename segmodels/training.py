@@ -24,8 +24,6 @@ from .data import build_dataset, eval_transform, train_transform
 from .evaluation import autocast_for, evaluate
 from .losses import build_loss, dataset_class_statistics
 
-UNETPP_DEPTHS = (1, 2, 3, 4)
-
 
 @dataclass
 class TrainConfig:
@@ -317,10 +315,10 @@ class Trainer:
             "world_size": self.world_size,
             "git_commit": git_commit(),
         }
-        if self.spec["arch"] == "unetpp":
+        if self.model.pruning_depths:
             card["pruning"] = [
                 {"depth": d, "val_miou": self.validate(depth=d, distributed=False)["miou"], "params": count_parameters(self.model, depth=d), "flops": count_flops(self.model, self.config.flops_size, depth=d)}
-                for d in UNETPP_DEPTHS
+                for d in self.model.pruning_depths
             ]
         (self.output_dir / "card.json").write_text(json.dumps(card, indent=2))
         return card

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -18,8 +19,6 @@ TEST_VAL_MIOU = {"unet": 0.61, "unetpp": 0.64, "unet3p": 0.63, "deeplabv3p": 0.6
 def build_tiny_zoo(weights_dir: Path, run_root: Path) -> Path:
     """Export the four architectures (plain encoder, base_channels=4, 4 Shapes classes) as
     ``shapes/<arch>`` with cards whose scores are made up and labelled as such."""
-    import torch
-
     from segmodels import create_model, zoo
     from segmodels.cards import count_flops, count_parameters, model_spec
     from segmodels.data import SHAPES
@@ -43,12 +42,26 @@ def build_tiny_zoo(weights_dir: Path, run_root: Path) -> Path:
             "flops": count_flops(model, (64, 64)),
             "flops_input_size": [64, 64],
         }
-        if arch == "unetpp":
-            card["pruning"] = [{"depth": d, "val_miou": 0.4 + 0.06 * d, "params": count_parameters(model, depth=d), "flops": count_flops(model, (64, 64), depth=d)} for d in range(1, 5)]
+        if model.pruning_depths:
+            card["pruning"] = [{"depth": d, "val_miou": 0.4 + 0.06 * d, "params": count_parameters(model, depth=d), "flops": count_flops(model, (64, 64), depth=d)} for d in model.pruning_depths]
         (run_dir / "card.json").write_text(json.dumps(card))
         zoo.export_model(run_dir, f"shapes/{arch}", weights_dir=weights_dir)
     torch.set_num_threads(threads)
     return weights_dir
+
+
+def output_fingerprint(logits: torch.Tensor) -> dict:
+    """A checksum of a model's output that survives float reordering: each class's logit
+    sum and one fixed random projection of all logits, in float64."""
+    weights = torch.randn(logits.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    logits = logits.double()
+    return {"class_sums": [round(v, 3) for v in logits.sum((0, 2, 3)).tolist()], "projection": round(float((logits * weights).sum()), 3)}
+
+
+def assert_fingerprint(logits: torch.Tensor, expected: dict, abs_tolerance: float) -> None:
+    actual = output_fingerprint(logits)
+    assert actual["class_sums"] == pytest.approx(expected["class_sums"], abs=abs_tolerance), actual
+    assert actual["projection"] == pytest.approx(expected["projection"], abs=abs_tolerance), actual
 
 
 @pytest.fixture(scope="session")

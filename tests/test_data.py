@@ -23,6 +23,7 @@ from segmodels.data import (
     train_transform,
 )
 from segmodels.data.shapes import CIRCLE, MIN_CONTRAST, RECTANGLE, TRIANGLE, _contrasting_color, _outline
+from segmodels.image_loading import ImageLoadError
 
 CAMVID_ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "camvid"
 SIZE = 64
@@ -189,6 +190,32 @@ def test_folder_dataset_errors(tmp_path: Path) -> None:
     Image.new("RGB", (10, 10)).save(tmp_path / "images" / "orphan.png")
     with pytest.raises(ValueError, match="size"):
         FolderDataset(tmp_path)[1]
+
+
+def test_folder_dataset_reads_through_the_image_gate(tmp_path: Path) -> None:
+    _write_folder_dataset(tmp_path)
+    bad_ids = np.full((12, 16), 7, dtype=np.uint8)
+    Image.fromarray(bad_ids, mode="L").save(tmp_path / "masks" / "a.png")
+    with pytest.raises(ImageLoadError, match="mask 'a.png': the mask contains values 7 that are not class ids: expected 0..2 or the ignore index 255"):
+        FolderDataset(tmp_path)[0]
+    (tmp_path / "images" / "a.jpg").write_bytes(b"this is not a JPEG")
+    with pytest.raises(ImageLoadError, match="'a.jpg'"):
+        FolderDataset(tmp_path)[0]
+
+
+def test_camvid_reads_through_the_image_gate(tmp_path: Path) -> None:
+    for name in ("val", "valannot"):
+        (tmp_path / name).mkdir()
+    Image.new("RGB", (8, 6), (10, 20, 30)).save(tmp_path / "val" / "f.png")
+    labels = np.full((6, 8), 11, dtype=np.uint8)
+    labels[0, 0] = 3
+    Image.fromarray(labels, mode="L").save(tmp_path / "valannot" / "f.png")
+    x, y = CamVidDataset(tmp_path, "val")[0]
+    assert x.shape == (3, 6, 8) and y[0, 0] == 3 and (y == 11).sum() == 47
+    labels[0, 0] = 12
+    Image.fromarray(labels, mode="L").save(tmp_path / "valannot" / "f.png")
+    with pytest.raises(ImageLoadError, match="mask 'f.png': the mask contains values 12"):
+        CamVidDataset(tmp_path, "val")[0]
 
 
 def test_camvid_missing_split_error(tmp_path: Path) -> None:

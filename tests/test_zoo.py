@@ -2,10 +2,34 @@ import json
 
 import pytest
 import torch
+from conftest import assert_fingerprint
 
 from segmodels import zoo
 from segmodels.cards import model_spec
 from segmodels.models import create_model
+
+# Output fingerprints of every shipped model (U-Net++ at each pruning depth) on
+# shipped_model_input(), recorded at commit db183c4, before the encoder/decoder/heads redesign.
+SHIPPED_OUTPUTS = {
+    "camvid/deeplabv3p": {"class_sums": [-17471.239, 9102.892, 6596.957, -31312.799, -23578.948, 11433.228, 15011.56, -23178.659, -8231.445, -22887.303, -13095.552], "projection": -1018.021},
+    "camvid/unet": {"class_sums": [-10433.367, -3690.317, 1336.65, -25964.379, -23685.265, 31456.664, -8482.614, -11719.497, -21797.814, -20407.883, -22709.289], "projection": -195.276},
+    "camvid/unet3p": {"class_sums": [-10094.541, 13190.388, 2593.05, -23048.426, -13000.846, 22213.257, -9216.642, -18298.251, -33776.261, -31329.252, -22954.485], "projection": 45.241},
+    "camvid/unetpp@1": {"class_sums": [-21587.092, -3101.171, 1722.151, -18792.004, -19994.71, 19982.254, 5658.112, -5256.878, -2384.895, -10072.551, -13753.924], "projection": -484.674},
+    "camvid/unetpp@2": {"class_sums": [-9588.188, -7539.307, 767.728, -18393.491, -14123.885, 19313.488, -25.424, -17008.822, -10682.346, -13595.279, -14855.996], "projection": -549.024},
+    "camvid/unetpp@3": {"class_sums": [-6813.149, -5991.512, 3018.799, -15303.991, -18955.376, 19273.082, -3305.237, -9433.344, -20639.078, -12875.358, -9510.929], "projection": -182.583},
+    "camvid/unetpp@4": {"class_sums": [-12671.057, -4118.806, -2052.839, -8566.734, -11188.54, 21276.045, -7065.569, -11481.689, -17499.927, -17533.901, -22070.321], "projection": -20.201},
+    "shapes/deeplabv3p": {"class_sums": [-2530.2, -18176.647, -11764.765, -2719.884], "projection": 202.612},
+    "shapes/unet": {"class_sums": [-22663.168, -20737.815, -11959.725, 14843.285], "projection": 251.254},
+    "shapes/unet3p": {"class_sums": [-9559.213, -25499.561, -23431.498, 16071.335], "projection": 548.154},
+    "shapes/unetpp@1": {"class_sums": [-561.0, -2323.39, 2135.466, 2404.571], "projection": -63.569},
+    "shapes/unetpp@2": {"class_sums": [-8928.303, -2324.822, -15613.651, -1586.367], "projection": 408.111},
+    "shapes/unetpp@3": {"class_sums": [-9358.916, -20338.223, -8312.675, -6239.179], "projection": -216.272},
+    "shapes/unetpp@4": {"class_sums": [-6254.03, -16823.824, -15071.591, 9987.823], "projection": 238.588},
+}
+
+
+def shipped_model_input() -> torch.Tensor:
+    return torch.rand(1, 3, 72, 100, generator=torch.Generator().manual_seed(0))
 
 
 def make_run(directory, arch, seed):
@@ -81,6 +105,28 @@ def test_shipped_models_match_their_cards():
         model = zoo.load_model(name, "cpu")
         assert sum(p.numel() for p in model.parameters()) == card["params"]
         assert card["arch"] in name
+
+
+def test_shipped_models_predict_what_they_predicted_before_the_redesign():
+    image = shipped_model_input()
+    recorded = set()
+    for name in zoo.list_models():
+        model = zoo.load_model(name, "cpu")
+        for depth in model.pruning_depths or [None]:
+            key = name if depth is None else f"{name}@{depth}"
+            with torch.inference_mode():
+                logits = model(image, depth=depth)
+            assert_fingerprint(logits, SHIPPED_OUTPUTS[key], abs_tolerance=0.05)
+            recorded.add(key)
+    assert recorded == set(SHIPPED_OUTPUTS)
+
+
+def test_shipped_unetpp_cards_name_their_bilinear_upsampling():
+    for name in zoo.list_models():
+        card = zoo.load_card(name)
+        if card["arch"] == "unetpp":
+            assert card["options"]["upsampling"] == "bilinear", name
+            assert zoo.load_model(name).decoder.upsampling == "bilinear"
 
 
 def test_shipped_assets_fit_the_budget_and_record_their_evidence():

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
+from ..image_loading import load_image_and_mask
 from .info import CAMVID
 from .transforms import PairTransform, eval_transform, to_tv_pair
 
@@ -54,6 +54,5 @@ class CamVidDataset(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        with Image.open(self.files[index]) as image, Image.open(self.mask_files[index]) as mask:
-            pair = to_tv_pair(image, mask)
-        return self.transform(*pair)
+        image, mask = load_image_and_mask(self.files[index], self.mask_files[index], self.info.num_classes, self.info.ignore_index)
+        return self.transform(*to_tv_pair(image, mask))

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
-from PIL import Image
 from torch.utils.data import Dataset
 
+from ..image_loading import load_image_and_mask
 from .info import DatasetInfo
 from .transforms import PairTransform, eval_transform, to_tv_pair
 
@@ -54,7 +53,8 @@ def _listing(names: list[str]) -> str:
 
 
 class FolderDataset(Dataset):
-    """Images and index masks (PNG mode L or P; palette indices are the class ids) paired by file stem."""
+    """Images and index masks (single-channel PNGs, e.g. mode L or P: palette indices are the
+    class ids) paired by file stem, both read by :mod:`segmodels.image_loading`."""
 
     def __init__(self, root: str | Path, transform: PairTransform | None = None):
         self.root = Path(root)
@@ -81,26 +81,10 @@ class FolderDataset(Dataset):
         stems = sorted(images)
         self.files = [images[s] for s in stems]
         self.mask_files = [masks[s] for s in stems]
-        ignore = [] if self.info.ignore_index is None else [self.info.ignore_index]
-        self.valid_ids = np.array([*range(self.info.num_classes), *ignore])
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image_path, mask_path = self.files[index], self.mask_files[index]
-        with Image.open(image_path) as image, Image.open(mask_path) as mask:
-            if mask.mode not in ("L", "P"):
-                raise ValueError(f"{mask_path}: mask must be an index image (mode L or P), got mode {mask.mode}")
-            if mask.size != image.size:
-                raise ValueError(
-                    f"{mask_path}: mask size {mask.size} differs from image {image_path.name} size {image.size}"
-                )
-            image_tv, mask_tv = to_tv_pair(image, mask)
-        bad = np.setdiff1d(torch.unique(mask_tv).numpy(), self.valid_ids)
-        if bad.size:
-            raise ValueError(
-                f"{mask_path}: label ids {bad.tolist()} are neither classes 0..{self.info.num_classes - 1} "
-                f"nor ignore_index {self.info.ignore_index}"
-            )
-        return self.transform(image_tv, mask_tv)
+        image, mask = load_image_and_mask(self.files[index], self.mask_files[index], self.info.num_classes, self.info.ignore_index)
+        return self.transform(*to_tv_pair(image, mask))

@@ -3,15 +3,19 @@ ImageNet weights only from a local file (never downloaded at run time)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torchvision
 from torch import nn
 
-from .base import Encoder, PretrainedWeightsMissing, dilation_schedule
+from .base import Encoder, PretrainedWeightsMissing
+from .registry import register_encoder
 
 RESNET_DEPTHS = (18, 34, 50, 101)
+BOTTLENECK_DEPTHS = (50, 101)
+DILATED_STAGES = {32: [False, False, False], 16: [False, False, True], 8: [False, True, True]}
 
 
 def _default_weights_file(depth: int) -> Path:
@@ -19,28 +23,27 @@ def _default_weights_file(depth: int) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
 
 
-def dilate_layer(layer: nn.Module, dilation: int) -> None:
-    """Trade a ResNet stage's stride 2 for atrous 3x3 convolutions (DeepLabV3, Sec. 3.2):
-    the weights stay valid, the feature map keeps its resolution and the receptive field grows."""
-    for module in layer.modules():
-        if isinstance(module, nn.Conv2d):
-            module.stride = (1, 1)
-            if module.kernel_size == (3, 3):
-                module.dilation = (dilation, dilation)
-                module.padding = (dilation, dilation)
-
-
 class ResNetEncoder(Encoder):
     """Features after the stem (stride 2) and after layer1..layer4 (strides 4..32).
-    ``output_stride`` 16 dilates layer4, 8 dilates layer3 and layer4."""
+
+    ``output_stride`` 16 dilates layer4 and 8 dilates layer3 and layer4 (DeepLabV3, Sec. 3.2),
+    through torchvision's ``replace_stride_with_dilation``: the weights stay valid, the
+    features keep their resolution and the receptive field grows. torchvision dilates only
+    bottleneck blocks, so only ResNet-50 and ResNet-101 take an output stride.
+    """
 
     def __init__(self, depth: int = 50, pretrained: bool = True, output_stride: int | None = None, weights_path: str | None = None):
-        super().__init__()
         if depth not in RESNET_DEPTHS:
             raise ValueError(f"resnet depth must be one of {RESNET_DEPTHS}, got {depth}")
-        if output_stride not in (None, 32, 16, 8):
+        output_stride = output_stride or 32
+        if output_stride not in DILATED_STAGES:
             raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
-        net = getattr(torchvision.models, f"resnet{depth}")(weights=None)
+        if output_stride != 32 and depth not in BOTTLENECK_DEPTHS:
+            raise ValueError(
+                f"resnet{depth} cannot run at output_stride {output_stride}: torchvision dilates only bottleneck "
+                f"blocks; use resnet{' or resnet'.join(map(str, BOTTLENECK_DEPTHS))}"
+            )
+        net = getattr(torchvision.models, f"resnet{depth}")(weights=None, replace_stride_with_dilation=DILATED_STAGES[output_stride])
         if pretrained:
             path = Path(weights_path) if weights_path else _default_weights_file(depth)
             if not path.is_file():
@@ -50,16 +53,11 @@ class ResNetEncoder(Encoder):
                     "with internet, pass weights_path=..., or use pretrained=False."
                 )
             net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        expansion = 4 if depth in BOTTLENECK_DEPTHS else 1
+        super().__init__([64] + [w * expansion for w in (64, 128, 256, 512)], [min(s, output_stride) for s in (2, 4, 8, 16, 32)])
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu)
         self.pool = net.maxpool
         self.layers = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
-        for layer, dilation in zip(self.layers[1:], dilation_schedule(3, (output_stride or 32) // 4)):
-            if dilation > 1:
-                dilate_layer(layer, dilation)
-        expansion = 4 if depth >= 50 else 1
-        self.out_channels = [64] + [w * expansion for w in (64, 128, 256, 512)]
-        strides = [2, 4, 8, 16, 32]
-        self.reductions = [min(s, output_stride or 32) for s in strides]
 
     def forward(self, x: torch.Tensor, num_levels: int | None = None) -> list[torch.Tensor]:
         features = [self.stem(x)]
@@ -68,3 +66,17 @@ class ResNetEncoder(Encoder):
             x = layer(x)
             features.append(x)
         return features
+
+
+def _resnet(depth: int) -> Callable[..., ResNetEncoder]:
+    def build(pretrained: bool = True, output_stride: int | None = None, weights_path: str | None = None) -> ResNetEncoder:
+        return ResNetEncoder(depth, pretrained, output_stride, weights_path)
+
+    build.__qualname__ = build.__name__ = f"resnet{depth}"
+    return build
+
+
+resnet18 = register_encoder("resnet18", "ResNet-18")(_resnet(18))
+resnet34 = register_encoder("resnet34", "ResNet-34")(_resnet(34))
+resnet50 = register_encoder("resnet50", "ResNet-50")(_resnet(50))
+resnet101 = register_encoder("resnet101", "ResNet-101")(_resnet(101))

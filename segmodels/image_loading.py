@@ -1,10 +1,11 @@
 """The one place where images and ground-truth masks enter the project.
 
-Uploads, bundled examples and masks all go through :func:`load_image` /
-:func:`load_mask`. Every problem with the *input* is raised as
-:class:`ImageLoadError` (a ``ValueError``) whose message says what is wrong and
-what to do; the UI shows it as-is. Files are identified by content, never by
-name, and pixel limits are checked from the header before anything is decoded.
+Uploads, bundled examples, dataset samples and masks all go through :func:`load_image` /
+:func:`load_mask` (:func:`load_image_and_mask` for a dataset's image and mask). Every
+problem with the *input* is raised as :class:`ImageLoadError` (a ``ValueError``) whose
+message says what is wrong and what to do; the UI shows it as-is. Files are identified by
+content, never by name, and pixel limits are checked from the header before anything is
+decoded.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ __all__ = [
     "ImageSource",
     "load_image",
     "load_image_with_original_size",
+    "load_image_and_mask",
     "load_mask",
 ]
 
@@ -103,6 +105,23 @@ def load_mask(
     _check_mask_values(ids, num_classes, ignore_index)
     ids = ids.astype(_mask_dtype(num_classes, ignore_index))
     return ids if resize_to is None else _resize_nearest(ids, resize_to)
+
+
+def load_image_and_mask(
+    image_source: ImageSource,
+    mask_source: ImageSource,
+    num_classes: int,
+    ignore_index: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A dataset sample: the image at full size (H x W x 3 uint8 RGB, never downscaled) and
+    its mask of class ids (index image), checked to have the image's size and only valid
+    ids. Errors about the mask name its file."""
+    image, size = load_image_with_original_size(image_source, max_side=None)
+    try:
+        mask = load_mask(mask_source, size, num_classes, ignore_index)
+    except ImageLoadError as error:
+        raise ImageLoadError(f"mask {_describe(mask_source)}: {error}") from error
+    return image, mask
 
 
 # --------------------------------------------------------------------------- opening and decoding

@@ -1,4 +1,4 @@
-"""U-Net (Ronneberger, Fischer & Brox, MICCAI 2015)."""
+"""U-Net's expansive path (Ronneberger, Fischer & Brox, MICCAI 2015, Sec. 2)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..blocks import DoubleConv, SegmentationHead
-from ..encoders import Encoder, PlainEncoder
-from .base import SegmentationModel, upsample_to
+from ..blocks import DoubleConv
+from .base import Decoder
+
+UPSAMPLING_MODES = ("bilinear", "transposed")
 
 
 class UpConv(nn.Module):
@@ -20,7 +21,7 @@ class UpConv(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, mode: str = "bilinear"):
         super().__init__()
-        if mode not in ("bilinear", "transposed"):
+        if mode not in UPSAMPLING_MODES:
             raise ValueError(f"upsampling must be 'bilinear' or 'transposed', got {mode!r}")
         self.mode = mode
         conv = nn.ConvTranspose2d if mode == "transposed" else nn.Conv2d
@@ -46,46 +47,31 @@ class UNetDecoderBlock(nn.Module):
         return self.conv(torch.cat([skip, self.up(x)], dim=1))
 
 
-class UNet(SegmentationModel):
-    """U-Net: a contracting path (the encoder) and a symmetric expansive path that
-    upsamples, concatenates the skip feature of the same scale and refines it (Sec. 2).
-
-    With the ``plain`` encoder at ``base_channels=64`` and 2 classes this is the paper's
-    network with padded convolutions and batch norm: 31.04M parameters (7.76M at base 32).
+class UNetDecoder(Decoder):
+    """U-Net's expansive path: from the deepest feature up, each step doubles the resolution
+    with an up-convolution, concatenates the encoder feature of that scale (the skip
+    connection) and refines with two 3x3 convolutions (Sec. 2, Fig. 1). One output,
+    ``main``, at the resolution of the shallowest feature.
 
     Args:
-        encoder: any :class:`~segmodels.encoders.Encoder`.
-        num_classes: output classes.
+        encoder_channels: width of each encoder feature, shallow to deep; each feature must
+            have half the resolution of the one before.
         decoder_channels: width of each decoder stage, shallow to deep (one per skip).
-            Defaults to the encoder's skip widths (the paper's symmetric design) for the plain
-            encoder and to (32, 64, 128, 256) for pretrained encoders.
-        upsampling: ``bilinear`` (default) or ``transposed``.
+        upsampling: ``bilinear`` or ``transposed`` (see :class:`UpConv`).
     """
 
-    arch = "unet"
-
-    def __init__(self, encoder: Encoder, num_classes: int, decoder_channels: Sequence[int] | None = None, upsampling: str = "bilinear"):
-        super().__init__(encoder, num_classes)
-        skips = encoder.out_channels[:-1]
-        widths = list(decoder_channels or default_decoder_channels(encoder))
+    def __init__(self, encoder_channels: Sequence[int], decoder_channels: Sequence[int], upsampling: str = "bilinear"):
+        super().__init__()
+        skips = list(encoder_channels[:-1])
+        widths = list(decoder_channels)
         if len(widths) != len(skips):
             raise ValueError(f"decoder_channels needs {len(skips)} widths, got {len(widths)}")
-        in_widths = widths[1:] + [encoder.out_channels[-1]]
-        self.blocks = nn.ModuleList(
-            UNetDecoderBlock(in_w, skip_w, out_w, upsampling) for in_w, skip_w, out_w in zip(in_widths, skips, widths)
-        )
-        self.head = SegmentationHead(widths[0], num_classes)
+        in_widths = widths[1:] + [encoder_channels[-1]]
+        self.blocks = nn.ModuleList(UNetDecoderBlock(in_w, skip_w, out_w, upsampling) for in_w, skip_w, out_w in zip(in_widths, skips, widths))
+        self.out_channels = {"main": widths[0]}
 
-    def segment(self, x: torch.Tensor) -> list[torch.Tensor]:
-        features = self.encoder(x)
+    def forward(self, features: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         y = features[-1]
         for block, skip in zip(reversed(self.blocks), reversed(features[:-1])):
             y = block(y, skip)
-        return [upsample_to(self.head(y), x.shape[-2:])]
-
-
-def default_decoder_channels(encoder: Encoder) -> list[int]:
-    """The paper's symmetric widths for the plain encoder, (32, 64, 128, 256) otherwise."""
-    if isinstance(encoder, PlainEncoder):
-        return list(encoder.out_channels[:-1])
-    return [32 * 2**i for i in range(len(encoder.out_channels) - 1)]
+        return {"main": y}

@@ -1,4 +1,4 @@
-"""Tests for segmodels.imageio: a corpus of bad/odd files plus property tests."""
+"""Tests for segmodels.image_loading: a corpus of bad/odd files plus property tests."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image, ImageFile
 
-from segmodels.imageio import (
+from segmodels.image_loading import (
     MAX_PIXELS,
     ImageLoadError,
     load_image,
