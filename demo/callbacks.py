@@ -133,6 +133,14 @@ def latency_columns(latency: Latency | None) -> dict:
     }
 
 
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, so a huge argument is never echoed back."""
+    text = repr(value) if not isinstance(value, str) or len(value) <= limit else repr(value[:limit])
+    if isinstance(value, str) and len(value) > limit:
+        return f"{text[:-1]}…' ({len(value):,} characters)"
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def _round(value: float | None, digits: int) -> float:
     return float("nan") if value is None or (isinstance(value, float) and math.isnan(value)) else round(float(value), digits)
 
@@ -261,21 +269,29 @@ class Dashboard:
             labels = {label: s for s, label in ((s, SET_LABELS.get(s, s)) for s in sets)}
             if set_name in labels:
                 return labels[set_name]
-            raise InputError(f"Unknown model set {set_name!r}; available: {', '.join(sets)}.")
+            raise InputError(f"Unknown model set {_short(set_name)}; available: {', '.join(sets)}.")
         return set_name
 
     def check_models(self, set_name: str, models: list[str] | str | None) -> list[str]:
+        """Known, shipped architectures (by key or display name), deduplicated, in display
+        order; a list longer than the architectures that exist is refused before any lookup."""
         if isinstance(models, str):
             models = [models]
         if not models:
             raise InputError("Choose at least one model to run.")
+        if not isinstance(models, (list, tuple)) or not all(isinstance(m, str) for m in models):
+            raise InputError(f"Models must be a list of names such as {', '.join(ARCH_NAMES)}.")
+        unique = list(dict.fromkeys(models))
+        if len(unique) > len(ARCH_NAMES):
+            raise InputError(f"At most {len(ARCH_NAMES)} different models can run ({', '.join(ARCH_NAMES)}); got {len(unique)} names.")
         names = {v: k for k, v in ARCH_NAMES.items()}
+        shipped = self.archs(set_name)
         archs = []
-        for model in models:
+        for model in unique:
             arch = names.get(model, model)
             if arch not in ARCH_NAMES:
-                raise InputError(f"Unknown model {model!r}; choose from {', '.join(ARCH_NAMES.values())}.")
-            if arch not in self.archs(set_name):
+                raise InputError(f"Unknown model {_short(model)}; choose from {', '.join(ARCH_NAMES.values())}.")
+            if arch not in shipped:
                 raise InputError(f"The {SET_LABELS.get(set_name, set_name)} set ships no {ARCH_NAMES[arch]} weights.")
             if arch not in archs:
                 archs.append(arch)
@@ -284,11 +300,21 @@ class Dashboard:
     @staticmethod
     def check_depth(depth: Any) -> int:
         try:
-            value = int(round(float(depth if depth is not None else 4)))
+            value = float(depth if depth is not None else 4)
         except (TypeError, ValueError):
-            raise InputError(f"The U-Net++ depth must be a number from 1 to 4, got {depth!r}.") from None
-        if not 1 <= value <= 4:
-            raise InputError(f"The U-Net++ depth must be from 1 to 4, got {value}.")
+            raise InputError(f"The U-Net++ depth must be a number from 1 to 4, got {_short(depth)}.") from None
+        if not 1 <= value <= 4:  # NaN fails too
+            raise InputError(f"The U-Net++ depth must be from 1 to 4, got {_short(depth)}.")
+        return int(round(value))
+
+    @staticmethod
+    def check_opacity(opacity: Any) -> float:
+        try:
+            value = float(opacity if opacity is not None else 0.8)
+        except (TypeError, ValueError):
+            raise InputError(f"The mask opacity must be a number from 0 to 1, got {_short(opacity)}.") from None
+        if not 0 <= value <= 1:  # NaN fails too
+            raise InputError(f"The mask opacity must be from 0 to 1, got {_short(opacity)}.")
         return value
 
     def source(self, example: str | None, image_file: Any, mask_file: Any, set_name: str) -> Source:
@@ -302,7 +328,7 @@ class Dashboard:
             raise InputError("Pick an example or upload an image.")
         chosen = self._by_name.get(example)
         if chosen is None:
-            raise InputError(f"Unknown example {example!r}; examples are {', '.join(e.key for e in self.examples[:4])}, ...")
+            raise InputError(f"Unknown example {_short(example)}; examples are {', '.join(e.key for e in self.examples[:4])}, ...")
         return load_example(chosen, self.config.max_side)
 
     def _gt(self, src: Source, set_name: str, notes: list[str]) -> np.ndarray | None:
@@ -413,6 +439,7 @@ class Dashboard:
         one image per architecture slot (each as soon as its model is done), then the table,
         two figures and the new session."""
         set_name, archs, depth, src, info, gt, notes = self._compare_request(example, image_file, mask_file, set_name, models, depth)
+        opacity = self.check_opacity(opacity)
         has_gt = gt is not None
         present = set(np.unique(gt).tolist()) if has_gt else None
         slots = {arch: gr.update(value=None, label=f"{ARCH_NAMES[arch]}: waiting…", visible=arch in archs) for arch in ARCH_ORDER}
@@ -454,6 +481,7 @@ class Dashboard:
     @user_errors
     def restyle(self, example, image_file, mask_file, set_name, opacity, session):
         """New mask opacity: redraw ground truth and the session's predictions, no model runs."""
+        opacity = self.check_opacity(opacity)
         set_name = self.check_set(set_name)
         src = self.source(example, image_file, mask_file, set_name)
         info = self.info(set_name)
@@ -483,6 +511,7 @@ class Dashboard:
         ground-truth overlay, legend, the receptive-field tab's clickable image, and a note.
         Works without any trained model (the examples are still shown)."""
         self.remember_uploads(getattr(request, "session_hash", None), image_file, mask_file)
+        opacity = self.check_opacity(opacity)
         if self.sets() or set_name is not None:
             set_name = self.check_set(set_name)
         else:
@@ -571,6 +600,7 @@ class Dashboard:
     def pruning(self, example, image_file, mask_file, set_name, opacity):
         """U-Net++ L1..L4 on the image, streamed depth by depth: status, four images, the
         table and the trade-off chart."""
+        opacity = self.check_opacity(opacity)
         result = None
         for result in self.pruning_steps(example, image_file, mask_file, set_name):
             done = len(result.runs)
@@ -730,7 +760,7 @@ class Dashboard:
         if gt is None:
             raise InputError("The IoU map needs a ground-truth mask: pick an example or upload a mask with your image.")
         if class_name not in info.class_names:
-            raise InputError(f"Unknown class {class_name!r}; the classes are {', '.join(info.class_names)}.")
+            raise InputError(f"Unknown class {_short(class_name)}; the classes are {', '.join(info.class_names)}.")
         class_index = info.class_names.index(class_name)
         labels, session = self._predict(src, set_name, arch, depth, session)
         codes = iou_error_map(labels, gt, class_index, info.ignore_index)
@@ -772,7 +802,7 @@ class Dashboard:
             targets = [info.class_names.index(class_name)]
             what = f"the predicted class **{class_name}**"
         else:
-            raise InputError(f"Unknown class {class_name!r}; the classes are {', '.join(info.class_names)}.")
+            raise InputError(f"Unknown class {_short(class_name)}; the classes are {', '.join(info.class_names)}.")
         components = np.zeros(labels.shape, dtype=np.int32)
         count = 0
         for target in targets:

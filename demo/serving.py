@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import typing
 from pathlib import Path
 
 import anyio
@@ -36,15 +37,22 @@ def on_device(fn, scheduler: FairScheduler, trust_forwarded: bool = False):
     """``fn`` (a callback, plain or streaming) as an async Gradio callback that waits for its
     client's turn from ``scheduler`` (holding no thread while it waits), then runs ``fn`` in a
     worker thread. A job superseded by a newer click of the same tab ends without output; a
-    refused one shows why."""
+    refused one shows why. Gradio passes the request as the extra last parameter."""
     signature = inspect.signature(fn)
-    request_parameter = inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=gr.Request)
+    request_parameter = inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=gr.Request)
+    wrapped_signature = signature.replace(parameters=[*signature.parameters.values(), request_parameter])
+
+    def split(args, kwargs):
+        bound = wrapped_signature.bind(*args, **kwargs)
+        request = bound.arguments.pop("request", None)
+        return client_of(request, trust_forwarded), bound.args, bound.kwargs
 
     if inspect.isgeneratorfunction(fn):
 
-        async def wrapper(*args, request: gr.Request | None = None, **kwargs):
+        async def wrapper(*args, **kwargs):
+            client, args, kwargs = split(args, kwargs)
             try:
-                async with scheduler.turn(*client_of(request, trust_forwarded)):
+                async with scheduler.turn(*client):
                     iterator = fn(*args, **kwargs)
                     while (item := await anyio.to_thread.run_sync(next, iterator, _DONE)) is not _DONE:
                         yield item
@@ -55,9 +63,10 @@ def on_device(fn, scheduler: FairScheduler, trust_forwarded: bool = False):
 
     else:
 
-        async def wrapper(*args, request: gr.Request | None = None, **kwargs):
+        async def wrapper(*args, **kwargs):
+            client, args, kwargs = split(args, kwargs)
             try:
-                async with scheduler.turn(*client_of(request, trust_forwarded)):
+                async with scheduler.turn(*client):
                     return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
             except Superseded:
                 return gr.skip()
@@ -66,7 +75,8 @@ def on_device(fn, scheduler: FairScheduler, trust_forwarded: bool = False):
 
     wrapper.__name__ = getattr(fn, "__name__", "callback")
     wrapper.__doc__ = fn.__doc__
-    wrapper.__signature__ = signature.replace(parameters=[*signature.parameters.values(), request_parameter])
+    wrapper.__signature__ = wrapped_signature
+    wrapper.__annotations__ = {**typing.get_type_hints(fn), "request": gr.Request}
     return wrapper
 
 

@@ -107,32 +107,39 @@ def test_no_file_outside_the_assets_is_served(server, path):
     assert not leaked
 
 
-def test_a_full_queue_answers_queue_is_full(tiny_zoo):
+def test_a_greedy_address_cannot_take_the_server(tiny_zoo):
+    """A client at 127.0.0.2 floods /call/compare without reading a result while a student at
+    127.0.0.1 previews an image and presses Run: the student's events succeed and their Run is
+    served right after the job that was running, not after the flood; the flood beyond the
+    per-address bound is refused with a message; oversized bodies are refused before Gradio."""
     from demo import DemoConfig
 
-    config = DemoConfig(weights_dir=tiny_zoo, camvid_dir=None, device="cpu", torch_threads=1, warmup=0, repeats=1, num_shapes_examples=2, shapes_size=64, queue_max_size=1)
+    config = DemoConfig(weights_dir=tiny_zoo, camvid_dir=None, device="cpu", torch_threads=1, warm_up=False, num_shapes_examples=2, shapes_size=64, jobs_per_address=5)
     demo = build_demo(config)
     engine = demo.dashboard.engine
-    original = engine.run_models
+    original, order = engine.run_models, []
 
-    def slow(*args, **kwargs):
-        time.sleep(1.5)
-        yield from original(*args, **kwargs)
+    def slow(set_name, archs, image, *args, **kwargs):
+        order.append("student" if image.mean() == student_image_mean else "greedy")
+        time.sleep(1.0)
+        yield from original(set_name, archs, image, *args, **kwargs)
 
     engine.run_models = slow
+    student_image_mean = demo.dashboard.source("shapes-1000", None, None, "shapes").image.mean()
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch_kwargs(config))
     try:
+        greedy = httpx.Client(base_url=url, transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=10)
         client = Client(url, verbose=False, download_files=False)
-        jobs = [client.submit(**compare_args(models=["unet"])) for _ in range(5)]
-        outcomes = []
-        for job in jobs:
-            try:
-                job.result(timeout=60)
-                outcomes.append("ok")
-            except QueueError as error:
-                assert "queue is full" in str(error).lower()
-                outcomes.append("full")
-        assert outcomes.count("full") >= 1 and outcomes.count("ok") >= 1, outcomes
+        flood = [greedy.post("/gradio_api/call/compare", json={"data": ["shapes-1001", None, None, "shapes", ["unet"], 4, 0.5, None]}) for _ in range(12)]
+        assert all(r.status_code == 200 for r in flood)
+        started = time.perf_counter()
+        result = client.predict(**compare_args(models=["unet"]))
+        assert "1 of 1 models ran" in result[0] and time.perf_counter() - started < 15.0
+        assert order.index("student") <= 2, order  # at most the running greedy job and one more before it
+        refused = [greedy.get(f"/gradio_api/call/compare/{r.json()['event_id']}", timeout=10).text for r in flood[-3:]]
+        assert all("from your network address" in text for text in refused), refused
+        big = httpx.post(f"{url}/gradio_api/call/compare", json={"data": ["shapes-1000", None, None, "shapes", ["unet"] * 500_000, 4, 0.5, None]}, timeout=10)
+        assert big.status_code == 413 and len(big.text) < 200
     finally:
         demo.close()
 

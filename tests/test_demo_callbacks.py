@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 import shutil
+import time
 from types import SimpleNamespace
 
 import gradio as gr
@@ -17,6 +18,7 @@ from scipy import ndimage
 
 from demo import build_demo, launch_kwargs
 from demo.callbacks import Dashboard
+from demo.sources import InputError
 from demo.config import ASSETS_DIR
 from segmodels import zoo
 from segmodels.data import SHAPES, render_shapes
@@ -286,6 +288,35 @@ def test_other_bad_requests(app):
         final(app.compare(EXAMPLE, None, None, "shapes", ALL, 9, 0.5, None))
     with pytest.raises(gr.Error, match="Unknown class"):
         app.iou_map(EXAMPLE, None, None, "shapes", "unet", "nonsense", 4, None)
+
+
+@pytest.mark.parametrize("models, message", [
+    (["unet"] * 500_000, None),  # duplicates are removed first: one model
+    ([f"model{i}" for i in range(500_000)], "At most 4 different models"),
+    ([1, 2], "list of names"),
+])
+def test_huge_or_odd_model_lists_are_answered_at_once(app, models, message):
+    started = time.perf_counter()
+    if message is None:
+        assert app.check_models("shapes", models) == ["unet"]
+    else:
+        with pytest.raises(InputError, match=message):
+            app.check_models("shapes", models)
+    assert time.perf_counter() - started < 1.0
+
+
+def test_long_strings_and_nan_are_refused_without_echo(app):
+    huge = "x" * 50_000_000
+    for call in (lambda: final(app.compare(huge, None, None, "shapes", ["unet"], 4, 0.5, None)),
+                 lambda: final(app.compare(EXAMPLE, None, None, huge, ["unet"], 4, 0.5, None))):
+        with pytest.raises(gr.Error) as info:
+            call()
+        assert len(str(info.value)) < 400 and "50,000,000 characters" in str(info.value)
+    for opacity in (float("nan"), 2.0, "abc"):
+        with pytest.raises(gr.Error, match="opacity"):
+            final(app.compare(EXAMPLE, None, None, "shapes", ["unet"], 4, opacity, None))
+    with pytest.raises(gr.Error, match="depth"):
+        final(app.compare(EXAMPLE, None, None, "shapes", ["unet"], float("nan"), 0.5, None))
 
 
 def test_iou_map_needs_ground_truth(app, tmp_path):

@@ -103,7 +103,7 @@ def test_predictor_and_zoo_reload_a_replaced_weight_file(own_zoo):
     for suffix in (".pt", ".json"):  # replace the model by another architecture's files
         shutil.copy(own_zoo / "shapes" / f"deeplabv3p{suffix}", own_zoo / "shapes" / f"unet{suffix}.new")
         os.replace(own_zoo / "shapes" / f"unet{suffix}.new", own_zoo / "shapes" / f"unet{suffix}")
-    assert predictor.model("shapes/unet") is not first and predictor.model("shapes/unet").arch == "deeplabv3p"
+    assert predictor.model("shapes/unet") is not first and type(predictor.model("shapes/unet")).__name__ == "DeepLabV3Plus"
     assert zoo.load_model("shapes/unet", "cpu", own_zoo) is not cached
 
 
