@@ -260,6 +260,15 @@ def decode_members(members: dict[str, bytes], split: str) -> tuple[Tensor, Tenso
     return torch.stack(images), masks_tensor
 
 
+def read_members(folder: Path, files: list[str]) -> dict[str, bytes]:
+    members = {}
+    for file_name in files:
+        with tarfile.open(folder / file_name) as archive:
+            for info in archive.getmembers():
+                members[info.name] = archive.extractfile(info).read()
+    return members
+
+
 def read_packed(folder: Path) -> PackedCamVid:
     """Verify and decode every part (on the CPU)."""
     manifest = read_manifest(folder)
@@ -269,11 +278,7 @@ def read_packed(folder: Path) -> PackedCamVid:
         listed = ", ".join(f"{name} ({state})" for name, state in bad.items())
         raise FileNotFoundError(f"packed parts not usable in {folder}: {listed}. Each part comes in its own device call and stays only while "
                                 "the machine is warm (30 s after a call); carry them again (scripts/GPU.md)")
-    members: dict[str, bytes] = {}
-    for part in manifest["parts"]:
-        with tarfile.open(folder / part["file"]) as archive:
-            for info in archive.getmembers():
-                members[info.name] = archive.extractfile(info).read()
+    members = read_members(folder, [part["file"] for part in manifest["parts"]])
     train_images, train_masks = decode_members(members, "train")
     val_images, val_masks = decode_members(members, "val")
     counts = {"train": len(train_images), "val": len(val_images)}
@@ -706,24 +711,30 @@ def bundle(members: list[ZooMember], folder: Path) -> None:
 
 
 def check(packed: Path, parts_only: bool = False) -> int:
-    """Report which packed parts arrived; unless ``parts_only``, first the versions and the
-    device, and one forward pass of each model."""
-    if not parts_only:
-        import timm
-        import torchvision
-
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, timm {timm.__version__}, device {device_description(device)}")
-        for arch in ARCHS:
-            model = create_model(arch, CAMVID.num_classes, encoder=ENCODER, pretrained=False, **DECODER_OPTIONS[arch]).to(device)
-            with torch.inference_mode(), autocast_for(device):
-                shape = tuple(model(torch.rand(1, 3, 64, 96, device=device)).shape)
-            print(f"{arch}: output {shape}")
-    if (packed / MANIFEST).is_file():
-        for name, state in part_status(packed, read_manifest(packed)).items():
-            print(f"{name}: {state}")
-    else:
+    """Report which packed parts arrived; unless ``parts_only``, also the versions and the
+    device, and one forward pass of each model, with the packed encoder weights loaded when
+    their part is there."""
+    status = part_status(packed, read_manifest(packed)) if (packed / MANIFEST).is_file() else {}
+    for name, state in status.items():
+        print(f"{name}: {state}")
+    if not status:
         print(f"no {MANIFEST} in {packed}")
+    if parts_only:
+        return 0
+    import timm
+    import torchvision
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, timm {timm.__version__}, device {device_description(device)}")
+    members = read_members(packed, [name for name, state in status.items() if state == "ok"])
+    encoder_state = torch.load(io.BytesIO(members[ENCODER_MEMBER]), map_location="cpu", weights_only=True) if ENCODER_MEMBER in members else None
+    for arch in ARCHS:
+        model = create_model(arch, CAMVID.num_classes, encoder=ENCODER, pretrained=False, **DECODER_OPTIONS[arch])
+        if encoder_state is not None:
+            model.encoder.load_state_dict(encoder_state)
+        with torch.inference_mode(), autocast_for(device):
+            shape = tuple(model.to(device)(torch.rand(1, 3, 64, 96, device=device)).shape)
+        print(f"{arch}: output {shape}" + (", packed ImageNet encoder weights loaded" if encoder_state is not None else ""))
     return 0
 
 

@@ -90,6 +90,16 @@ def test_read_packed_names_missing_and_corrupted_parts(packed, tmp_path):
         gpu.read_packed(copy)
 
 
+def test_check_names_the_parts_and_loads_the_packed_encoder_into_every_model(packed, tmp_path, capsys):
+    copy = shutil.copytree(packed, tmp_path / "copy")
+    missing = sorted(copy.glob("camvid-*.tar"))[-1]
+    missing.unlink()
+    assert gpu.main(["check", "--packed", str(copy)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert f"{missing.name}: missing" in lines
+    assert [line.split(":")[0] for line in lines if line.endswith("packed ImageNet encoder weights loaded")] == ["unet", "unetpp", "unet3p", "deeplabv3p"]
+
+
 def test_split_into_parts_refuses_a_group_larger_than_a_part():
     groups = [[("a", b"x" * 5000)], [("b", b"y" * 100), ("c", b"z" * 100)]]
     parts = gpu.split_into_parts(groups, gpu.tar_bytes([5000]))
