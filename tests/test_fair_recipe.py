@@ -1,0 +1,39 @@
+"""scripts/fair_recipe.py: matched decoder budgets, and CLI arguments that reproduce the recipe."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from segmodels.cli import build_parser
+from segmodels.training import TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("fair_recipe", REPO / "scripts" / "fair_recipe.py")
+fair_recipe = sys.modules.setdefault("fair_recipe", importlib.util.module_from_spec(spec))
+spec.loader.exec_module(fair_recipe)
+
+
+def test_every_decoder_has_the_unet_decoder_budget_within_two_percent():
+    """Fails when an architecture changes (e.g. a redesigned U-Net++): re-match its widths."""
+    sizes = {arch: fair_recipe.model_sizes(arch, (64, 64)) for arch in fair_recipe.ARCHS}
+    budget = sizes["unet"]["decoder_params"]
+    for arch, size in sizes.items():
+        assert size["decoder_params"] == pytest.approx(budget, rel=0.02), arch
+
+
+@pytest.mark.parametrize("arch, seed", [("unetpp", 0), ("unet", 1)])
+def test_train_arguments_give_segmodels_train_the_same_config(arch, seed):
+    config = fair_recipe.train_config(arch, "ohem", "/data/camvid", f"runs/x/{arch}", seed)
+    args = build_parser().parse_args(["train", *fair_recipe.train_arguments(config)])
+    values = {key: value for key, value in vars(args).items() if key not in ("command", "resume", "progress", "func", "stop_after")}
+    assert TrainConfig.from_dict(values) == config
+    assert config.epochs >= 80 and config.crop_size[0] >= 288 and config.crop_size[1] >= 384
+
+
+def test_unknown_architecture_or_loss_is_refused():
+    with pytest.raises(ValueError, match="the fair zoo has unet"):
+        fair_recipe.train_config("segnet", "ce", "/data", "runs/x")
+    with pytest.raises(ValueError, match="valid names"):
+        fair_recipe.train_config("unet", "dice", "/data", "runs/x")
