@@ -22,6 +22,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = [
     "ACCEPTED_FORMATS",
+    "MAX_DECODE_BYTES",
     "MAX_PIXELS",
     "MAX_SIDE",
     "ImageLoadError",
@@ -35,6 +36,7 @@ __all__ = [
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
 MAX_PIXELS = 40_000_000
 MAX_SIDE = 1024
+MAX_DECODE_BYTES = 320 * 2**20  # memory one image may need while it is decoded and converted to 8-bit RGB
 
 ImageSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[bytes], Image.Image, np.ndarray]
 
@@ -183,14 +185,34 @@ def _open(data: bytes, name: str) -> Image.Image:
         ) from exc
 
 
-def _check_size(width: int, height: int, max_pixels: int, name: str) -> None:
-    """Reject zero-sized images and images above ``max_pixels`` (from the header)."""
+def _decode_bytes_per_pixel(mode: str) -> int:
+    """Bytes per pixel that decoding an image of ``mode`` and converting it to 8-bit RGB needs:
+    Pillow's own buffer (1 byte for single-band 8-bit modes, 2 for 16-bit, 4 for 32-bit and for
+    every multi-band mode), a float32 working copy for high-depth modes, and the RGB result."""
+    if mode.startswith("I;16"):
+        stored, work = 2, 4 + 1
+    elif mode in ("I", "F"):
+        stored, work = 4, 4 + 1
+    else:
+        stored, work = (1 if mode in ("1", "L", "P") else 4), 0
+    return stored + work + 3
+
+
+def _check_size(width: int, height: int, max_pixels: int, name: str, mode: str = "RGB") -> None:
+    """Reject zero-sized images, images above ``max_pixels``, and images whose decoding would
+    need more than :data:`MAX_DECODE_BYTES` (from the header, before decoding)."""
     if width <= 0 or height <= 0:
         raise ImageLoadError(f"{name} has zero size ({width}x{height}); it contains no pixels. Choose another image.")
     if width * height > max_pixels:
         raise ImageLoadError(
             f"{name} is too large: {width}x{height} = {width * height / 1e6:.1f} megapixels, above the limit of "
             f"{max_pixels / 1e6:g} megapixels. Downscale it (e.g. to {MAX_SIDE} px on the longest side) and try again."
+        )
+    needed = width * height * _decode_bytes_per_pixel(mode)
+    if needed > MAX_DECODE_BYTES:
+        raise ImageLoadError(
+            f"{name} is too large to decode safely: {width}x{height} pixels in mode {mode} would need {needed / 2**20:.0f} MB "
+            f"(the limit is {MAX_DECODE_BYTES / 2**20:.0f} MB). Save it as an 8-bit image, or downscale it, and try again."
         )
 
 
@@ -201,7 +223,7 @@ def _decode(data: bytes | Image.Image, name: str, max_pixels: int) -> Image.Imag
         try:
             image = data if isinstance(data, Image.Image) else _open(data, name)
             image.seek(0)
-            _check_size(image.width, image.height, max_pixels, name)
+            _check_size(image.width, image.height, max_pixels, name, image.mode)
             image.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ImageLoadError(
@@ -242,17 +264,18 @@ def _high_depth_to_uint8(image: Image.Image) -> np.ndarray:
     so 65535 -> 255 and 32768 -> 128. Floats in [0, 1] are multiplied by 255;
     anything else is stretched from its own min/max.
     """
-    values = np.asarray(image).astype(np.float32)
+    values = np.array(image, dtype=np.float32)  # the one working copy; converted in place
     if not np.isfinite(values).all():
         raise ImageLoadError("the image contains NaN or infinite values. Replace them and save it again.")
     low, high = float(values.min()), float(values.max())
     if image.mode == "F" and low >= 0 and high <= 1:
-        scaled = values * 255
+        values *= 255
     elif image.mode != "F" and low >= 0 and high <= 65535:
-        scaled = values / 257
+        values /= 257
     else:
-        scaled = (values - low) * (255 / ((high - low) or 1))
-    return np.rint(scaled).astype(np.uint8)
+        values -= low
+        values *= 255 / ((high - low) or 1)
+    return np.rint(values, out=values).astype(np.uint8)
 
 
 def _composite_on_white(image: Image.Image) -> Image.Image:

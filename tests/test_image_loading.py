@@ -455,3 +455,27 @@ def test_property_corrupted_files(data: bytes, cut: float, flips: list[tuple[flo
     except ImageLoadError:
         return
     assert loaded.dtype == np.uint8 and loaded.ndim == 3 and loaded.shape[2] == 3
+
+
+def test_decoding_is_bounded_by_bytes_not_only_pixels():
+    """A 16-bit 6300x6300 PNG is under the pixel limit but would need ~400 MB to decode and
+    convert: refused from its header, before decoding, with a message that says why."""
+    import io
+    import tracemalloc
+
+    from PIL import Image
+
+    from segmodels.image_loading import ImageLoadError, load_image
+
+    buffer = io.BytesIO()
+    Image.new("I;16", (6300, 6300)).save(buffer, format="PNG")
+    assert buffer.tell() < 1_000_000
+    tracemalloc.start()
+    with pytest.raises(ImageLoadError, match="too large to decode safely.*mode I;16"):
+        load_image(buffer.getvalue())
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 50 * 2**20
+    small = io.BytesIO()
+    Image.new("I;16", (600, 400), 30000).save(small, format="PNG")
+    assert load_image(small.getvalue()).shape == (400, 600, 3)
