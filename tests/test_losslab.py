@@ -9,15 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from segmodels.data.shapes import (
-    RARE_CLASS,
-    ImbalancedShapesDataset,
-    render_imbalanced_shapes,
-    render_shapes,
-)
+from segmodels.data.shapes import RARE_CLASS, ImbalancedShapesDataset, render_imbalanced_shapes, render_shapes
+from segmodels.losses import build_loss, class_weights_inverse_share, class_weights_median_frequency, dataset_class_statistics
+from segmodels.losslab import LAB_LOSSES, LabSettings, class_weights_used, lab_class_weights, lab_data, run_loss_lab
 
 SIZE = 64
 RARE_SHARE_BOUND = 0.01
+SMALL = LabSettings(train_images=64, eval_images=16, eval_every=3, max_steps=6, time_budget_s=60.0)
 
 
 def _digest(arrays) -> str:
@@ -82,3 +80,117 @@ def test_imbalanced_options() -> None:
         ImbalancedShapesDataset(4, size=SIZE, rare_extent=(12.0, 8.0))
     with pytest.raises(ValueError, match="non-negative"):
         render_imbalanced_shapes(-1, 0, SIZE)
+
+
+
+def _comparable(record) -> dict:
+    values = record.as_dict()
+    del values["seconds"], values["setup_seconds"]
+    return values
+
+
+def test_lab_is_deterministic_and_keeps_global_state() -> None:
+    threads_before = torch.get_num_threads()
+    rng_before = torch.get_rng_state()
+    first = list(run_loss_lab("focal", gamma=1.5, settings=SMALL))
+    assert torch.equal(torch.get_rng_state(), rng_before)
+    assert torch.get_num_threads() == threads_before
+    second = list(run_loss_lab("focal", gamma=1.5, settings=SMALL))
+    assert [r.step for r in first] == [0, 3, 6]
+    assert [_comparable(r) for r in first] == [_comparable(r) for r in second]
+    assert first[-1].done and first[-1].stop_reason == "max steps" and not first[1].done
+    assert first[0].train_loss is None and all(r.train_loss > 0 for r in first[1:])
+    assert all(len(r.per_class_iou) == 4 and len(r.per_class_accuracy) == 4 for r in first)
+    other = list(run_loss_lab("ce", settings=SMALL))
+    assert other[-1].train_loss != first[-1].train_loss
+
+
+def test_lab_sets_threads_only_while_it_computes() -> None:
+    previous = torch.get_num_threads()
+    seen = []
+    lab = run_loss_lab("wce", settings=SMALL, threads=1)
+    try:
+        torch.set_num_threads(2 if previous == 1 else 1)
+        outside = torch.get_num_threads()
+        for _ in lab:
+            seen.append(torch.get_num_threads())
+    finally:
+        torch.set_num_threads(previous)
+    assert seen and all(count == outside for count in seen)
+
+
+def test_lab_stops_on_request_or_close() -> None:
+    calls = []
+
+    def stop_after_two() -> bool:
+        calls.append(1)
+        return len(calls) >= 2
+
+    records = list(run_loss_lab("mfb", settings=SMALL, should_stop=stop_after_two))
+    assert records[-1].done and records[-1].stop_reason == "stopped" and records[-1].step == 2
+
+    previous = torch.get_num_threads()
+    lab = run_loss_lab("ce", settings=SMALL)
+    next(lab)
+    lab.close()
+    assert torch.get_num_threads() == previous
+    with pytest.raises(StopIteration):
+        next(lab)
+
+
+def test_lab_time_budget_and_learning() -> None:
+    settings = LabSettings(train_images=128, eval_images=16, eval_every=5, max_steps=None, time_budget_s=2.5)
+    records = list(run_loss_lab("ce", settings=settings))
+    last = records[-1]
+    assert last.done and last.stop_reason == "time budget"
+    assert 2.5 <= last.seconds < 2.5 + 3.0
+    assert last.step > 5
+    assert last.train_loss < records[1].train_loss
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"loss": "ohem"}, "loss lab offers"),
+        ({"loss": "focal", "gamma": -1.0}, "gamma"),
+        ({"loss": "focal", "gamma": float("nan")}, "gamma"),
+        ({"loss": "ce", "threads": 0}, "threads"),
+        ({"loss": "ce", "threads": 1.5}, "threads"),
+        ({"loss": "ce", "should_stop": True}, "should_stop"),
+        ({"loss": "ce", "settings": LabSettings(time_budget_s=0.0)}, "time_budget_s"),
+        ({"loss": "ce", "settings": LabSettings(max_steps=0)}, "max_steps"),
+        ({"loss": "ce", "settings": LabSettings(batch_size=0)}, "batch_size"),
+        ({"loss": "ce", "settings": LabSettings(image_size=40)}, "image_size"),
+    ],
+)
+def test_lab_rejects_bad_arguments(kwargs, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        run_loss_lab(**kwargs)
+
+
+def test_class_weights_match_the_losses() -> None:
+    masks = lab_data(SMALL)[0][1]
+    counts, image_counts = dataset_class_statistics([masks], 4)
+    shown = {info["loss"]: info for info in lab_class_weights(settings=SMALL)}
+    assert set(shown) == set(LAB_LOSSES)
+    np.testing.assert_allclose(shown["wce"]["weights"], class_weights_inverse_share(counts).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(shown["wfocal"]["weights"], shown["wce"]["weights"])
+    np.testing.assert_allclose(
+        shown["mfb"]["weights"], class_weights_median_frequency(counts, image_counts).numpy(), rtol=1e-6
+    )
+    np.testing.assert_allclose(shown["mfb"]["weights"], build_loss("mfb", 4, counts, image_counts=image_counts).weight)
+    assert shown["ce"]["weights"] == [1.0] * 4 and shown["focal"]["spread"] == 1.0
+    assert math.isclose(sum(shown["ce"]["pixel_share"]), 1.0)
+    assert int(np.argmax(shown["mfb"]["weights"])) == RARE_CLASS
+    assert shown["mfb"]["spread"] > 5 * shown["wce"]["spread"]
+    assert shown["focal"]["gamma"] == 2.0 and shown["wce"]["gamma"] is None
+
+
+def test_class_weights_of_given_masks() -> None:
+    masks = np.array([[[0, 0, 0, 0], [0, 0, 1, 1]], [[0, 0, 0, 0], [0, 0, 0, 2]]])
+    info = class_weights_used("wce", masks=masks)
+    np.testing.assert_allclose(info["weights"], [3 / 16, 14 / 16, 15 / 16, 1.0])
+    np.testing.assert_allclose(info["pixel_share"], [13 / 16, 2 / 16, 1 / 16, 0.0])
+    assert info["spread"] == pytest.approx(16 / 3)
+    with pytest.raises(ValueError, match="loss lab offers"):
+        class_weights_used("dice", masks=masks)
