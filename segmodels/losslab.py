@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from .data.info import SHAPES
-from .data.shapes import RARE_CLASS, RARE_EXTENT, RARE_IMAGE_FRACTION, render_imbalanced_shapes
+from .data.shapes import RARE_CLASS, RARE_EXTENT, RARE_IMAGE_FRACTION, check_imbalance_options, render_imbalanced_shapes
 from .losses import build_loss, dataset_class_statistics
 from .metrics import ConfusionMatrix
 from .models import create_model
@@ -63,13 +63,16 @@ EVAL_SEED_OFFSET = 1000
 
 @dataclass(frozen=True)
 class LabSettings:
-    """Everything that defines a loss-lab run besides the loss itself. A run stops after
-    ``max_steps`` steps or ``time_budget_s`` seconds, whichever comes first: 400 steps of
-    batch 8 take about 30 s of one idle CPU thread, so on a quiet machine every run ends at
-    the same step and repeats exactly; on a busy one the budget cuts it short."""
+    """Everything that defines a loss-lab run besides the loss itself: a plain-encoder U-Net
+    ``base_channels`` wide, trained with Adam (Kingma & Ba, ICLR 2015) on random batches of
+    ``batch_size`` unaugmented ``image_size``-pixel images. A run stops after ``max_steps``
+    steps or ``time_budget_s`` seconds, whichever comes first: 600 steps, evaluations
+    included, took 25-28 s of CPU time on one thread of the project's 2-core machine, so on a
+    quiet machine every run ends at the same step and repeats exactly; on a busy one the
+    budget cuts it short."""
 
     time_budget_s: float = 30.0
-    max_steps: int | None = 400
+    max_steps: int | None = 600
     eval_every: int = 25
     batch_size: int = 8
     learning_rate: float = 3e-3
@@ -81,10 +84,13 @@ class LabSettings:
     rare_extent: tuple[float, float] = RARE_EXTENT
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rare_extent", tuple(float(v) for v in self.rare_extent))
+
     def validate(self) -> None:
         if not (math.isfinite(self.time_budget_s) and self.time_budget_s > 0):
             raise ValueError(f"time_budget_s must be a positive number of seconds, got {self.time_budget_s}")
-        if self.max_steps is not None and self.max_steps < 1:
+        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
             raise ValueError(f"max_steps must be None or >= 1, got {self.max_steps}")
         for name in ("eval_every", "batch_size", "train_images", "eval_images", "base_channels"):
             value = getattr(self, name)
@@ -94,8 +100,9 @@ class LabSettings:
             raise ValueError(f"image_size must be a multiple of 16 and >= 32, got {self.image_size}")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
-        if self.seed < 0:
-            raise ValueError(f"seed must be non-negative, got {self.seed}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        check_imbalance_options(self.image_size, self.rare_image_fraction, self.rare_extent)
 
     def as_dict(self) -> dict[str, Any]:
         values = asdict(self)
@@ -137,19 +144,19 @@ def torch_threads(threads: int) -> Iterator[None]:
 
 @lru_cache(maxsize=4)
 def _rendered_set(seed: int, num_images: int, size: int, rare_image_fraction: float, rare_extent: tuple[float, float]) -> tuple[Tensor, Tensor]:
-    """(images uint8 N x 3 x H x W, masks int64 N x H x W) of Imbalanced Shapes ``seed``; cached
-    so that repeated runs skip the rendering."""
+    """(images N x 3 x H x W, masks N x H x W), both uint8, of Imbalanced Shapes ``seed``;
+    cached so that repeated runs skip the rendering."""
     images = np.empty((num_images, size, size, 3), dtype=np.uint8)
     masks = np.empty((num_images, size, size), dtype=np.uint8)
     for index in range(num_images):
         images[index], masks[index], _ = render_imbalanced_shapes(seed, index, size, rare_image_fraction, rare_extent)
-    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(masks).long()
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(masks)
 
 
 def lab_data(settings: LabSettings) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
     """The training set (seed ``settings.seed``) and the held-out batch (seed
     ``settings.seed + EVAL_SEED_OFFSET``, never trained on)."""
-    common = (settings.image_size, float(settings.rare_image_fraction), tuple(float(v) for v in settings.rare_extent))
+    common = (settings.image_size, float(settings.rare_image_fraction), settings.rare_extent)
     train = _rendered_set(settings.seed, settings.train_images, *common)
     held_out = _rendered_set(settings.seed + EVAL_SEED_OFFSET, settings.eval_images, *common)
     return train, held_out
@@ -162,8 +169,13 @@ def _check_loss(loss: str, gamma: float) -> None:
         raise ValueError(f"gamma must be a number in [0, {MAX_GAMMA:g}], got {gamma!r}")
 
 
-def _lab_loss(loss: str, gamma: float, masks: Tensor) -> torch.nn.Module:
-    counts, image_counts = dataset_class_statistics([masks], SHAPES.num_classes)
+@lru_cache(maxsize=4)
+def _training_statistics(settings: LabSettings) -> tuple[Tensor, Tensor]:
+    return dataset_class_statistics([lab_data(settings)[0][1].long()], SHAPES.num_classes)
+
+
+def _lab_loss(loss: str, gamma: float, statistics: tuple[Tensor, Tensor]) -> torch.nn.Module:
+    counts, image_counts = statistics
     return build_loss(loss, SHAPES.num_classes, class_counts=counts, gamma=gamma, image_counts=image_counts)
 
 
@@ -171,18 +183,22 @@ def class_weights_used(
     loss: str, gamma: float = 2.0, masks: Tensor | np.ndarray | None = None, settings: LabSettings | None = None
 ) -> dict[str, Any]:
     """The per-class weights ``loss`` applies, read from the very loss module the lab trains
-    with (1 for every class when unweighted), with its formula, each class's pixel share and
-    the weights' spread (max / min). ``masks`` (N x H x W class ids) default to the training
-    masks of ``settings`` (default :class:`LabSettings`)."""
+    with (1 for every class when unweighted), with its formula, each class's pixel share, its
+    share of the loss while every pixel is equally wrong (as at the start:
+    ``N_c w_c / sum_j N_j w_j``) and the weights' spread (max / min). ``masks`` (N x H x W
+    class ids) default to the training masks of ``settings`` (default :class:`LabSettings`)."""
     _check_loss(loss, gamma)
     if masks is None:
         settings = settings or LabSettings()
         settings.validate()
-        masks = lab_data(settings)[0][1]
-    masks = (masks if isinstance(masks, Tensor) else torch.as_tensor(np.asarray(masks))).long()
-    weight = getattr(_lab_loss(loss, gamma, masks), "weight", None)
+        statistics = _training_statistics(settings)
+    else:
+        masks = (masks if isinstance(masks, Tensor) else torch.as_tensor(np.asarray(masks))).long()
+        statistics = dataset_class_statistics([masks], SHAPES.num_classes)
+    weight = getattr(_lab_loss(loss, gamma, statistics), "weight", None)
     weights = torch.ones(SHAPES.num_classes) if weight is None else weight.float()
-    counts = dataset_class_statistics([masks], SHAPES.num_classes)[0].double()
+    counts = statistics[0].double()
+    weighted = counts * weights.double()
     return {
         "loss": loss,
         "label": LOSS_LABELS[loss],
@@ -191,16 +207,14 @@ def class_weights_used(
         "class_names": list(SHAPES.class_names),
         "pixel_share": (counts / counts.sum()).tolist(),
         "weights": weights.tolist(),
+        "loss_share": (weighted / weighted.sum()).tolist(),
         "spread": float(weights.max() / weights[weights > 0].min()),
     }
 
 
 def lab_class_weights(gamma: float = 2.0, settings: LabSettings | None = None) -> list[dict[str, Any]]:
     """:func:`class_weights_used` for every loss of the lab, on the lab's training masks."""
-    settings = settings or LabSettings()
-    settings.validate()
-    masks = lab_data(settings)[0][1]
-    return [class_weights_used(loss, gamma, masks) for loss in LAB_LOSSES]
+    return [class_weights_used(loss, gamma, settings=settings) for loss in LAB_LOSSES]
 
 
 def _evaluate(model: torch.nn.Module, images: Tensor, masks: Tensor) -> dict[str, Any]:
@@ -209,7 +223,7 @@ def _evaluate(model: torch.nn.Module, images: Tensor, masks: Tensor) -> dict[str
     with torch.inference_mode():
         for start in range(0, len(images), 32):
             batch = images[start : start + 32].float() / 255.0
-            matrix.update(model(batch), masks[start : start + 32])
+            matrix.update(model(batch), masks[start : start + 32].long())
     model.train()
     metrics = matrix.compute()
     counts = metrics["confusion_matrix"]
@@ -247,7 +261,7 @@ def _lab_steps(loss: str, gamma: float, settings: LabSettings, threads: int, sho
     setup_start = time.perf_counter()
     with torch_threads(threads):
         (train_images, train_masks), (eval_images, eval_masks) = lab_data(settings)
-        criterion = _lab_loss(loss, gamma, train_masks)
+        criterion = _lab_loss(loss, gamma, _training_statistics(settings))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(settings.seed)
             model = create_model("unet", SHAPES.num_classes, encoder="plain", pretrained=False, base_channels=settings.base_channels)
@@ -264,7 +278,7 @@ def _lab_steps(loss: str, gamma: float, settings: LabSettings, threads: int, sho
             while True:
                 indices = torch.randint(len(train_images), (settings.batch_size,), generator=batches)
                 images = train_images[indices].float() / 255.0
-                value = criterion(model(images), train_masks[indices])
+                value = criterion(model(images), train_masks[indices].long())
                 optimizer.zero_grad(set_to_none=True)
                 value.backward()
                 optimizer.step()

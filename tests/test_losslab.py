@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import runpy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -161,6 +164,8 @@ def test_lab_time_budget_and_learning() -> None:
         ({"loss": "ce", "settings": LabSettings(max_steps=0)}, "max_steps"),
         ({"loss": "ce", "settings": LabSettings(batch_size=0)}, "batch_size"),
         ({"loss": "ce", "settings": LabSettings(image_size=40)}, "image_size"),
+        ({"loss": "ce", "settings": LabSettings(rare_image_fraction=2.0)}, "rare_image_fraction"),
+        ({"loss": "ce", "settings": LabSettings(max_steps=2.5)}, "max_steps"),
     ],
 )
 def test_lab_rejects_bad_arguments(kwargs, message) -> None:
@@ -184,6 +189,9 @@ def test_class_weights_match_the_losses() -> None:
     assert int(np.argmax(shown["mfb"]["weights"])) == RARE_CLASS
     assert shown["mfb"]["spread"] > 5 * shown["wce"]["spread"]
     assert shown["focal"]["gamma"] == 2.0 and shown["wce"]["gamma"] is None
+    np.testing.assert_allclose(shown["ce"]["loss_share"], shown["ce"]["pixel_share"], rtol=1e-6)
+    rare_loss_share = {loss: shown[loss]["loss_share"][RARE_CLASS] for loss in LAB_LOSSES}
+    assert rare_loss_share["mfb"] > rare_loss_share["wce"] > rare_loss_share["ce"]
 
 
 def test_class_weights_of_given_masks() -> None:
@@ -192,5 +200,37 @@ def test_class_weights_of_given_masks() -> None:
     np.testing.assert_allclose(info["weights"], [3 / 16, 14 / 16, 15 / 16, 1.0])
     np.testing.assert_allclose(info["pixel_share"], [13 / 16, 2 / 16, 1 / 16, 0.0])
     assert info["spread"] == pytest.approx(16 / 3)
+    np.testing.assert_allclose(info["loss_share"], np.array([39, 28, 15, 0]) / 82)
     with pytest.raises(ValueError, match="loss lab offers"):
         class_weights_used("dice", masks=masks)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_curves_match_the_lab() -> None:
+    path = REPO / "assets" / "losslab" / "curves.json"
+    assert path.stat().st_size < 200_000
+    shipped = json.loads(path.read_text())
+    assert shipped["settings"]["max_steps"] == LabSettings().max_steps
+    assert {k: v for k, v in shipped["settings"].items() if k != "time_budget_s"} == {
+        k: v for k, v in LabSettings().as_dict().items() if k != "time_budget_s"
+    }
+    assert [run["loss"] for run in shipped["runs"]] == list(LAB_LOSSES)
+    for run in shipped["runs"]:
+        assert run["steps"] == LabSettings().max_steps and run["stop_reason"] == "max steps"
+        assert run["curves"]["step"][-1] == run["steps"]
+        assert run["curves"]["per_class_iou"][-1] == run["final"]["per_class_iou"]
+    assert shipped["torch_version"] and shipped["created"]
+
+
+def test_precompute_script_writes_and_updates(tmp_path) -> None:
+    script = runpy.run_path(str(REPO / "scripts" / "precompute_losslab.py"), run_name="precompute")
+    out = tmp_path / "curves.json"
+    assert script["main"](["--out", str(out), "--budget", "0.5", "--losses", "ce"]) == 0
+    assert script["main"](["--out", str(out), "--budget", "0.5", "--losses", "wfocal", "--gamma", "1", "--update"]) == 0
+    written = json.loads(out.read_text())
+    assert [run["loss"] for run in written["runs"]] == ["ce", "wfocal"]
+    assert written["runs"][1]["gamma"] == 1.0 and written["runs"][0]["stop_reason"] == "time budget"
+    with pytest.raises(SystemExit, match="differ"):
+        script["main"](["--out", str(out), "--budget", "0.7", "--losses", "ce", "--update"])

@@ -210,7 +210,8 @@ def render_shapes(seed: int, index: int, size: int = 128) -> tuple[np.ndarray, n
     return _place_objects(rng, image, num_objects, objects)
 
 
-def _check_imbalance(size: int, rare_image_fraction: float, rare_extent: tuple[float, float]) -> None:
+def check_imbalance_options(size: int, rare_image_fraction: float, rare_extent: tuple[float, float]) -> None:
+    """Raise ValueError unless the Imbalanced Shapes options are valid for ``size``-pixel images."""
     if not 0.0 <= rare_image_fraction <= 1.0:
         raise ValueError(f"rare_image_fraction must lie in [0, 1], got {rare_image_fraction}")
     if len(rare_extent) != 2 or not 1.0 <= rare_extent[0] <= rare_extent[1] <= MAX_EXTENT_FRACTION * size:
@@ -232,7 +233,7 @@ def render_imbalanced_shapes(
     repeats a plain Shapes image."""
     if seed < 0 or index < 0:
         raise ValueError(f"seed and index must be non-negative, got seed={seed}, index={index}")
-    _check_imbalance(size, rare_image_fraction, rare_extent)
+    check_imbalance_options(size, rare_image_fraction, rare_extent)
     rng = np.random.default_rng([seed, index, IMBALANCED_STREAM])
     image = _background(rng, size)
     num_common = int(rng.integers(COMMON_OBJECTS_PER_IMAGE[0], COMMON_OBJECTS_PER_IMAGE[1] + 1))
@@ -284,7 +285,7 @@ class ImbalancedShapesDataset(ShapesDataset):
         rare_extent: tuple[float, float] = RARE_EXTENT,
     ):
         super().__init__(num_images, size, seed, transform)
-        _check_imbalance(size, rare_image_fraction, rare_extent)
+        check_imbalance_options(size, rare_image_fraction, rare_extent)
         self.rare_image_fraction = rare_image_fraction
         self.rare_extent = rare_extent
 
