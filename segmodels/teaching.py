@@ -1,6 +1,6 @@
 """The numbers the teaching text quotes, computed from the library so none is typed by hand.
 
-Receptive field (Araujo, Norris & Sim, Distill 2019, Eq. 2; :mod:`segmodels.receptive_field`):
+Receptive field (Araujo, Norris & Sim, Distill 2019; :mod:`segmodels.receptive_field`):
 a k x k convolution with dilation ``r`` spans ``k_eff = r (k - 1) + 1`` pixels and grows the
 receptive field by ``(k_eff - 1) * jump``, where ``jump`` is the product of all earlier strides.
 So n stacked 3x3 stride-1 convolutions see ``2n + 1`` pixels (two see 5 x 5, three 7 x 7), and
@@ -12,11 +12,12 @@ Class weights from per-class pixel counts ``N_c`` (:mod:`segmodels.losses`): the
 first spreads about 1.49x from road to bicyclist, the second about 59x.
 
 mIoU of a dataset is computed from one confusion matrix summed over all pixels of the split,
-which is not the mean of the images' mIoUs: an image only averages the classes it shows or
-predicts, so a class missed in one image weighs a whole class in the dataset's mean but a
-fraction of one image's.
+which is not the mean of the images' mIoUs: an image averages only the classes it shows or
+predicts, so images without an object score perfectly without it, while the dataset's matrix
+keeps every missed pixel in that class's IoU (:func:`miou_worked_example`: the images average
+29/36, the dataset scores 17/36).
 
-DeepLabV3+ ASPP rates (Chen et al., DeepLabV3 Sec. 3.3 and DeepLabV3+ Sec. 4): 6, 12, 18 at
+DeepLabV3+ ASPP rates (Chen et al., DeepLabV3 Sec. 3.3, kept by DeepLabV3+): 6, 12, 18 at
 output stride 16, doubled at output stride 8, read from :mod:`segmodels.models.deeplabv3p`.
 """
 
