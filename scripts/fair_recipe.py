@@ -8,9 +8,10 @@ within 2%; the architectures differ only in how the decoder combines the scales:
 
 * U-Net (Ronneberger et al. 2015): widths (32, 64, 128, 256) shallow to deep, the paper's
   doubling per level: 2.39M.
-* U-Net++ (Zhou et al. 2018): the same doubling scaled to (27, 54, 108, 216): 2.42M. The
-  U-Net++ paper itself controls capacity this way, comparing against a "wide U-Net" of
-  similar size (Table 2 of the DLMIA paper).
+* U-Net++ (Zhou et al. 2018), paper-exact with 2x2 transposed-conv upsampling: the same
+  doubling scaled to (26, 52, 104, 208): 2.38M (its default widths give 3.41M). The U-Net++
+  paper itself controls capacity this way, comparing against a "wide U-Net" of similar size
+  (Table 2 of the DLMIA paper).
 * U-Net 3+ (Huang et al. 2020): ``cat_channels`` 38 (the paper's 64 gives a 5.88M decoder
   and 203 GFLOPs at 360x480, 15x U-Net): 2.35M.
 * DeepLabV3+ (Chen et al. 2018): ASPP and decoder width 176 (the paper's 256 gives 4.00M),
@@ -44,7 +45,7 @@ ENCODER = "efficientnet_lite0"
 ARCHS = ("unet", "unetpp", "unet3p", "deeplabv3p")
 DECODER_OPTIONS = {
     "unet": {},
-    "unetpp": {"decoder_channels": [27, 54, 108, 216]},
+    "unetpp": {"decoder_channels": [26, 52, 104, 208]},
     "unet3p": {"cat_channels": 38},
     "deeplabv3p": {"aspp_channels": 176},
 }

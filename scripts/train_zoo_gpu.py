@@ -66,7 +66,7 @@ from segmodels.cards import count_flops, count_parameters, device_description, g
 from segmodels.data import CAMVID, CamVidDataset  # noqa: E402
 from segmodels.evaluation import autocast_for, evaluate  # noqa: E402
 from segmodels.losses import LOSS_NAMES, build_loss, dataset_class_statistics  # noqa: E402
-from segmodels.training import UNETPP_DEPTHS, TrainConfig, learning_rate_factor, save_atomically, seed_everything  # noqa: E402
+from segmodels.training import TrainConfig, learning_rate_factor, save_atomically, seed_everything  # noqa: E402
 
 PACK_FORMAT = 1
 MANIFEST = "manifest.json"
@@ -593,11 +593,11 @@ def write_card(member: ZooMember, val_set: FrameDataset, run: GpuRun, device: to
             "best_checkpoint_dtype": "float16",
         },
     }
-    if member.spec["arch"] == "unetpp":
+    if model.pruning_depths:
         card["pruning"] = [
             {"depth": d, "val_miou": validate(member, val_set, run.val_batch_size, device, depth=d)["miou"], "params": count_parameters(model, depth=d),
              "flops": count_flops(model, tuple(run.flops_size), depth=d)}
-            for d in UNETPP_DEPTHS
+            for d in model.pruning_depths
         ]
     (member.output_dir / "card.json").write_text(json.dumps(card, indent=2))
     return card
@@ -605,11 +605,11 @@ def write_card(member: ZooMember, val_set: FrameDataset, run: GpuRun, device: to
 
 def finish_estimate(members: list[ZooMember], epoch_seconds: float) -> float:
     """Seconds for the final evaluations: each model twice (the stopping epoch may still need
-    validating), U-Net++ at its four pruning depths too, plus a fixed reserve. A model not yet
-    validated is charged its share of a training epoch per pass, far more than a val pass."""
+    validating) and once more per pruning depth (U-Net++), plus a fixed reserve. A model not
+    yet validated is charged its share of a training epoch per pass, far more than a val pass."""
     total = FINISH_RESERVE_SECONDS
     for member in members:
-        passes = 2 + (len(UNETPP_DEPTHS) if member.spec["arch"] == "unetpp" else 0)
+        passes = 2 + len(member.model.pruning_depths)
         total += passes * (member.val_seconds or epoch_seconds / len(members))
     return total
 

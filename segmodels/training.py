@@ -293,7 +293,8 @@ class Trainer:
         return card
 
     def write_card(self) -> dict:
-        """Evaluate the best checkpoint on the validation split and write ``card.json``."""
+        """Evaluate the best checkpoint on the validation split and write ``card.json``: mIoU,
+        mean class accuracy (each class's recall averaged), per-class IoU and pixel accuracy."""
         best = torch.load(self.output_dir / "best.pt", map_location=self.device, weights_only=True)
         self.model.load_state_dict(best["model"])
         metrics = self.validate(distributed=False)
@@ -305,6 +306,7 @@ class Trainer:
             "epochs": self.config.epochs,
             "best_epoch": best["epoch"],
             "val_miou": metrics["miou"],
+            "val_mean_class_accuracy": metrics["mean_class_accuracy"],
             "val_per_class_iou": dict(zip(self.info.class_names, metrics["per_class_iou"])),
             "val_pixel_accuracy": metrics["pixel_accuracy"],
             "params": count_parameters(self.model),

@@ -47,6 +47,19 @@ def test_val_every_validates_on_schedule_and_after_the_last_epoch(tmp_path):
     assert card["best_epoch"] in validated
 
 
+def test_card_reports_mean_class_accuracy_and_per_class_iou_of_the_best_checkpoint(tmp_path):
+    config = tiny_config(tmp_path, epochs=1)
+    card = train(config, show_progress=False)
+    trainer = Trainer(config, show_progress=False)
+    trainer.model.load_state_dict(torch.load(tmp_path / "run" / "best.pt", weights_only=True)["model"])
+    matrix = torch.tensor(evaluate(trainer.model, trainer.val_set, SHAPES.num_classes, trainer.ignore_index).compute()["confusion_matrix"], dtype=torch.float64)
+    labelled = matrix.sum(1) > 0
+    recall = matrix.diagonal()[labelled] / matrix.sum(1)[labelled]
+    assert card["val_mean_class_accuracy"] == pytest.approx(recall.mean().item())
+    union = matrix.sum(0) + matrix.sum(1) - matrix.diagonal()
+    assert list(card["val_per_class_iou"]) == list(SHAPES.class_names)
+    assert list(card["val_per_class_iou"].values()) == pytest.approx((matrix.diagonal() / union).tolist(), nan_ok=True)
+
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     straight = tiny_config(tmp_path / "a", arch="unetpp", loss="wfocal", epochs=3)
     train(straight, show_progress=False)
