@@ -18,7 +18,7 @@ keeps every missed pixel in that class's IoU (:func:`miou_worked_example`: the i
 29/36, the dataset scores 17/36).
 
 DeepLabV3+ ASPP rates (Chen et al., DeepLabV3 Sec. 3.3, kept by DeepLabV3+): 6, 12, 18 at
-output stride 16, doubled at output stride 8, read from :mod:`segmodels.models.deeplabv3p`.
+output stride 16, doubled at output stride 8, read from :mod:`segmodels.decoders.deeplabv3p`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from .data.camvid import CamVidDataset
 from .data.info import CAMVID
 from .losses import class_weights_inverse_share, class_weights_median_frequency, dataset_class_statistics
 from .metrics import ConfusionMatrix
-from .models.deeplabv3p import ASPP_RATES
+from .decoders.deeplabv3p import ASPP_RATES
 from .receptive_field import Field
 
 
