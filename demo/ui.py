@@ -90,10 +90,10 @@ def build_demo(config: DemoConfig | None = None) -> gr.Blocks:
                 status_md = gr.Markdown()
                 legend = gr.HTML(figures.legend_html(app.info(set_name)))
                 with gr.Row(equal_height=True):
-                    input_img = gr.Image(label="Image", interactive=False, format="png", height=300, min_width=220, buttons=["fullscreen"], elem_id="input-image", elem_classes="seg-img")
-                    gt_img = gr.Image(label="Ground truth", interactive=False, format="png", height=300, min_width=220, buttons=["fullscreen"], elem_id="gt-image", elem_classes="seg-img")
+                    input_img = gr.Image(label="Image", interactive=False, format="webp", height=300, min_width=220, buttons=["fullscreen"], elem_id="input-image", elem_classes="seg-img")
+                    gt_img = gr.Image(label="Ground truth", interactive=False, format="webp", height=300, min_width=220, buttons=["fullscreen"], elem_id="gt-image", elem_classes="seg-img")
                 with gr.Row(equal_height=True):
-                    model_imgs = [gr.Image(label=ARCH_NAMES[a], interactive=False, format="png", height=260, min_width=200, visible=a in archs, buttons=["fullscreen"], elem_id=f"mask-{a}", elem_classes="seg-img") for a in ARCHITECTURES]
+                    model_imgs = [gr.Image(label=ARCH_NAMES[a], interactive=False, format="webp", height=260, min_width=200, visible=a in archs, buttons=["fullscreen"], elem_id=f"mask-{a}", elem_classes="seg-img") for a in ARCHITECTURES]
                 table = gr.DataFrame(label="Comparison on this image", interactive=False, pinned_columns=1, elem_id="compare-table", visible=False)
                 with gr.Row():
                     scatter = gr.Plot(label="mIoU vs latency", show_label=False, min_width=320, visible=False)
@@ -106,7 +106,7 @@ def build_demo(config: DemoConfig | None = None) -> gr.Blocks:
                 prune_btn = gr.Button("Run U-Net++ at depths L1, L2, L3, L4", variant="primary", interactive=bool(sets))
                 prune_md = gr.Markdown()
                 with gr.Row(equal_height=True):
-                    prune_imgs = [gr.Image(label=f"U-Net++ L{d}", interactive=False, format="png", height=260, min_width=200, buttons=["fullscreen"], elem_classes="seg-img") for d in range(1, 5)]
+                    prune_imgs = [gr.Image(label=f"U-Net++ L{d}", interactive=False, format="webp", height=260, min_width=200, buttons=["fullscreen"], elem_classes="seg-img") for d in range(1, 5)]
                 prune_table = gr.DataFrame(label="Pruning trade-off on this image", interactive=False, elem_id="pruning-table")
                 prune_plot = gr.Plot(label="mIoU vs latency per depth", show_label=False)
 
@@ -116,12 +116,12 @@ def build_demo(config: DemoConfig | None = None) -> gr.Blocks:
                 rf_md = gr.Markdown()
                 rf_plot = gr.Plot(label="Theoretical receptive field by layer", show_label=False)
                 with gr.Row(equal_height=True):
-                    click_img = gr.Image(label="Click a pixel of this image", interactive=False, format="png", height=340, min_width=260, buttons=[], elem_id="rf-click-image")
+                    click_img = gr.Image(label="Click a pixel of this image", interactive=False, format="webp", height=340, min_width=260, buttons=[], elem_id="rf-click-image")
                     erf_md = gr.Markdown("Click on the image: the effective receptive field of that pixel appears below for each chosen model.")
                 with gr.Row(equal_height=True):
-                    erf_imgs = [gr.Image(label=ARCH_NAMES[a], interactive=False, format="png", height=260, min_width=200, visible=False, buttons=["fullscreen"], elem_classes="seg-img") for a in ARCHITECTURES]
+                    erf_imgs = [gr.Image(label=ARCH_NAMES[a], interactive=False, format="webp", height=260, min_width=200, visible=False, buttons=["fullscreen"], elem_classes="seg-img") for a in ARCHITECTURES]
                 dilation_plot = gr.Plot(label="Dilated 3x3 kernels", show_label=False)
-                pooling_img = gr.Image(label="What SPP (1x1, 2x2, 4x4 bins) and ASPP (taps at rate x output stride, around the clicked pixel) pool", interactive=False, format="png", height=400, buttons=["fullscreen"])
+                pooling_img = gr.Image(label="What SPP (1x1, 2x2, 4x4 bins) and ASPP (taps at rate x output stride, around the clicked pixel) pool", interactive=False, format="webp", height=400, buttons=["fullscreen"])
                 with gr.Accordion("Every layer (table)", open=False):
                     rf_table = gr.DataFrame(interactive=False, max_height=420)
 
@@ -139,7 +139,7 @@ def build_demo(config: DemoConfig | None = None) -> gr.Blocks:
                     iou_class = gr.Dropdown(app.class_choices(set_name), value=app.default_iou_class(set_name), label="Class", min_width=180)
                     iou_btn = gr.Button("Show TP / FP / FN", variant="primary", interactive=bool(sets), min_width=160)
                 with gr.Row(equal_height=True):
-                    iou_img = gr.Image(label="IoU map: TP green, FP red, FN blue", interactive=False, format="png", height=320, min_width=260, buttons=["fullscreen"], elem_classes="seg-img")
+                    iou_img = gr.Image(label="IoU map: TP green, FP red, FN blue", interactive=False, format="webp", height=320, min_width=260, buttons=["fullscreen"], elem_classes="seg-img")
                     iou_md = gr.Markdown()
 
             with gr.Tab("Semantic vs instance", id="instances") as instances_tab:
@@ -149,8 +149,8 @@ def build_demo(config: DemoConfig | None = None) -> gr.Blocks:
                     inst_class = gr.Dropdown(app.class_choices(set_name, with_all=True), value=app.default_instance_class(set_name), label="Class to split into connected components", min_width=200)
                     inst_btn = gr.Button("Colour by class and by instance", variant="primary", interactive=bool(sets), min_width=160)
                 with gr.Row(equal_height=True):
-                    class_img = gr.Image(label="By class (semantic)", interactive=False, format="png", height=320, min_width=240, buttons=["fullscreen"], elem_classes="seg-img")
-                    inst_img = gr.Image(label="By instance", interactive=False, format="png", height=320, min_width=240, buttons=["fullscreen"], elem_classes="seg-img")
+                    class_img = gr.Image(label="By class (semantic)", interactive=False, format="webp", height=320, min_width=240, buttons=["fullscreen"], elem_classes="seg-img")
+                    inst_img = gr.Image(label="By instance", interactive=False, format="webp", height=320, min_width=240, buttons=["fullscreen"], elem_classes="seg-img")
                 inst_md = gr.Markdown()
 
         # ------------------------------------------------------------------ events

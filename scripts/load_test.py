@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import os
 import random
@@ -290,6 +291,8 @@ async def probe_joined_job(target: Target, session_hash: str, seconds: float) ->
 
 
 async def scenario_greedy(target: Target, args: argparse.Namespace) -> tuple[dict, str]:
+    if not ipaddress.ip_address(args.greedy_address).is_loopback:
+        raise SystemExit(f"--greedy-address must be a loopback address (127.0.0.0/8), got {args.greedy_address}")
     example_id = target.compare.inputs[target.compare.slot("example")].component_id
     preview = target.app.endpoint("preview", preview_fallback(example_id))
     loss_curves = target.app.endpoint("loss_curves", loss_curve_fallback)
@@ -307,18 +310,19 @@ async def scenario_greedy(target: Target, args: argparse.Namespace) -> tuple[dic
     baseline = await light_round(0)
     t0 = time.monotonic()
     gate = asyncio.Semaphore(32)
+    greedy_http = http_client(args.greedy_address)
     flood_data_call = target.compare.api_data(target.overrides)
     flood_data_join = target.compare.browser_data(target.overrides)
 
     async def flood_one(index: int) -> tuple[str, EventResult, str | None]:
         async with gate:
             if args.flood_via == "call" or (args.flood_via == "both" and index % 2 == 0):
-                return "call", await call_submit(target.http, target.base, target.compare.api_name, flood_data_call), None
+                return "call", await call_submit(greedy_http, target.base, target.compare.api_name, flood_data_call), None
             session_hash = f"greedy{index:05d}"
             body = {"data": flood_data_join, "fn_index": target.compare.fn_index, "session_hash": session_hash, "trigger_id": target.compare.trigger_id, "event_data": None}
             start = time.monotonic()
             try:
-                response = await target.http.post(f"{target.base}{API}/queue/join", json=body)
+                response = await greedy_http.post(f"{target.base}{API}/queue/join", json=body)
             except httpx.HTTPError as error:
                 return "join", EventResult(ok=False, seconds=time.monotonic() - start, error=f"{type(error).__name__}: {error}"), session_hash
             ok = response.status_code == 200
@@ -334,6 +338,7 @@ async def scenario_greedy(target: Target, args: argparse.Namespace) -> tuple[dic
     await normal.close()
     probes = await asyncio.gather(*(probe_call_job(target, r.event_id, args.probe_seconds) if via == "call" else probe_joined_job(target, session_hash, args.probe_seconds)
                                     for via, r, session_hash in flood if r.ok))
+    await greedy_http.aclose()
     wall = time.monotonic() - t0
     await sampler.stop()
 
@@ -356,7 +361,7 @@ async def scenario_greedy(target: Target, args: argparse.Namespace) -> tuple[dic
     rows += [[f"{name} (during flood)", r.seconds, "ok" if r.ok else shorten(r.error, 70)] for name, r in during]
     rows.append(["Run (during flood)", run.seconds, "ok" if run.ok else shorten(run.error, 70)])
     lines = [f"greedy: {args.flood} Compare jobs via {args.flood_via} ({target.overrides['set_name']}, {','.join(target.overrides['models'])}), never read; "
-             f"one normal browser meanwhile",
+             f"from {args.greedy_address}; one normal browser at 127.0.0.1 meanwhile",
              f"flood: {len(accepted)} accepted, {len(refused)} refused (queue full), {len(flood_errors) - len(refused)} other errors; posted in {flood_post_s:.1f} s",
              *error_lines(flood_errors),
              format_table(["normal client", "seconds", "outcome"], rows),
@@ -549,6 +554,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     greedy = sub.add_parser("greedy", parents=[common], help="a greedy client floods Compare while a normal one works")
     greedy.add_argument("--flood", type=bounded(int, 1, 1000, "--flood"), default=65)
     greedy.add_argument("--flood-via", choices=["call", "join", "both"], default="call")
+    greedy.add_argument("--greedy-address", default="127.0.0.2", help="loopback address the greedy client connects from (another client address than the normal browser at 127.0.0.1)")
     greedy.add_argument("--light-repeats", type=bounded(int, 1, 50, "--light-repeats"), default=3, help="rounds of (preview, loss curve) during the flood")
     greedy.add_argument("--light-timeout", type=bounded(float, 1, 600, "--light-timeout"), default=60.0)
     greedy.add_argument("--run-timeout", type=bounded(float, 1, 3600, "--run-timeout"), default=600.0)

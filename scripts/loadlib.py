@@ -737,8 +737,10 @@ class BrowserSession:
         await self.close()
 
 
-def http_client() -> httpx.AsyncClient:
+def http_client(local_address: str | None = None) -> httpx.AsyncClient:
     """An async client for many simultaneous connections; streams have no read timeout (each
-    caller bounds its own wait with ``asyncio.timeout``)."""
-    return httpx.AsyncClient(timeout=httpx.Timeout(None, connect=15.0), limits=httpx.Limits(max_connections=None, max_keepalive_connections=64), trust_env=False)
+    caller bounds its own wait with ``asyncio.timeout``). ``local_address`` (a loopback
+    address such as 127.0.0.2) makes it another client address, as a second machine would be."""
+    transport = httpx.AsyncHTTPTransport(local_address=local_address) if local_address else None
+    return httpx.AsyncClient(timeout=httpx.Timeout(None, connect=15.0), limits=httpx.Limits(max_connections=None, max_keepalive_connections=64), trust_env=False, transport=transport)
 
