@@ -68,14 +68,14 @@ def _user_error(error: Exception) -> gr.Error:
     if isinstance(error, gr.Error):
         return error
     if isinstance(error, (InputError, ModelUnavailable, OutOfMemory)):
-        return gr.Error(str(error))
+        return gr.Error(str(error), print_exception=False)
     if is_out_of_memory(error):
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        return gr.Error("The device ran out of memory. Nothing was lost: try again with fewer models or a smaller image.")
+        return gr.Error("The device ran out of memory. Nothing was lost: try again with fewer models or a smaller image.", print_exception=False)
     log.error("callback failed: %s: %s", type(error).__name__, str(error)[:500])
     log.debug("traceback", exc_info=error)
-    return gr.Error(f"Something went wrong ({type(error).__name__}). Try another image or fewer models; the details are in the server log.")
+    return gr.Error(f"Something went wrong ({type(error).__name__}). Try another image or fewer models; the details are in the server log.", print_exception=False)
 
 
 def user_errors(fn):

@@ -59,7 +59,7 @@ def on_device(fn, scheduler: FairScheduler, trust_forwarded: bool = False):
             except Superseded:
                 return
             except Refused as error:
-                raise gr.Error(str(error)) from None
+                raise gr.Error(str(error), print_exception=False) from None
 
     else:
 
@@ -71,7 +71,7 @@ def on_device(fn, scheduler: FairScheduler, trust_forwarded: bool = False):
             except Superseded:
                 return gr.skip()
             except Refused as error:
-                raise gr.Error(str(error)) from None
+                raise gr.Error(str(error), print_exception=False) from None
 
     wrapper.__name__ = getattr(fn, "__name__", "callback")
     wrapper.__doc__ = fn.__doc__
