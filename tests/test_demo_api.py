@@ -171,3 +171,34 @@ def test_bounded_load_without_memory_growth(server):
             print(f"load round {round_number + 1}: {outcomes.count('ok')} ok, {outcomes.count('full')} queue full, "
                   f"{time.perf_counter() - started:.1f} s, server RSS {memory[-1]:.0f} MB")
     assert memory[-1] <= memory[1] + 80, memory
+
+
+def test_uploads_never_outlive_a_restart(tmp_path, monkeypatch):
+    """app.py gives each server its own upload folder and empties it at start-up, so files
+    left by a killed server are gone after a restart; no other folder is touched."""
+    import app
+
+    monkeypatch.setenv("SEGMODELS_UPLOAD_DIR", str(tmp_path / "uploads"))
+    monkeypatch.setenv("GRADIO_TEMP_DIR", os.environ.get("GRADIO_TEMP_DIR", ""))  # restored afterwards
+    neighbour = tmp_path / "other-app" / "keep.png"
+    neighbour.parent.mkdir()
+    neighbour.write_bytes(b"x")
+    root = app.fresh_upload_dir(7860)
+    left_behind = root / "abc123" / "photo.png"
+    left_behind.parent.mkdir()
+    left_behind.write_bytes(b"\x89PNG")
+    assert app.fresh_upload_dir(7860) == root and not any(root.iterdir())
+    assert os.environ["GRADIO_TEMP_DIR"] == str(root) and neighbour.exists()
+
+
+def test_a_closed_tab_deletes_its_uploads(tmp_path):
+    from demo.serving import delete_uploads
+
+    root = tmp_path / "uploads"
+    mine = root / "h1" / "photo.png"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"x")
+    outside = tmp_path / "elsewhere.png"
+    outside.write_bytes(b"x")
+    assert delete_uploads({str(mine), str(outside), str(root / "missing.png")}, root) == 1
+    assert not mine.exists() and not mine.parent.exists() and outside.exists()
