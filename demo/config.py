@@ -58,6 +58,8 @@ class DemoConfig:
             env ``SEGMODELS_JOBS_PER_ADDRESS``) and in all, each at most this long.
         trust_forwarded: take the client address from ``X-Forwarded-For`` (only behind a proxy
             that sets it, as Hugging Face Spaces does; default: on Spaces).
+        result_grace_s: an API (``/call``) job whose result nobody started reading this many
+            seconds after it was submitted is dropped when its turn comes.
         max_body: largest request body other than an upload (bytes).
         max_uploads: files per upload request.
         max_file_size: largest accepted upload file (bytes).
@@ -85,6 +87,7 @@ class DemoConfig:
     jobs_total: int = 200
     max_wait_s: float = 600.0
     trust_forwarded: bool = field(default_factory=lambda: bool(os.environ.get("SPACE_ID")))
+    result_grace_s: float = 10.0
     max_body: int = 64 * 1024
     max_uploads: int = 2
     max_file_size: int = 10 * 2**20

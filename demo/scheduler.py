@@ -11,8 +11,10 @@ coroutines (holding no thread), for :meth:`FairScheduler.turn`:
   job (:class:`Superseded`), which then ends without running;
 * **bounded waiting**: at most ``per_address`` waiting jobs per address and ``total`` in
   all; beyond that a job is refused at once with a message (:class:`Refused`);
-* **clients that went away**: :meth:`cancel_session` drops a closed browser tab's jobs, and
-  a job that waited longer than ``max_wait_s`` is dropped.
+* **clients that went away**: :meth:`cancel_session` drops a closed browser tab's jobs, a
+  job whose ``still_wanted()`` says nobody is waiting for its result any more (an API client
+  that never reads it) is dropped when its turn comes, and a job that waited longer than
+  ``max_wait_s`` is dropped.
 
 One job holds the turn at a time, so it has every core to itself."""
 
@@ -21,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -38,6 +40,7 @@ class Superseded(RuntimeError):
 class Ticket:
     address: str
     session: str | None
+    still_wanted: Callable[[], bool] | None = None
     created: float = field(default_factory=time.monotonic)
     granted: asyncio.Future | None = None
 
@@ -96,6 +99,10 @@ class FairScheduler:
             del self._waiting[address]
             if queue:
                 self._waiting[address] = queue  # to the back of the round
+            if ticket.still_wanted is not None and not ticket.still_wanted():
+                if ticket.granted is not None and not ticket.granted.done():
+                    ticket.granted.set_exception(Superseded("nobody is reading its result"))
+                continue
             if ticket.granted is not None and not ticket.granted.done():
                 self._busy = True
                 ticket.granted.set_result(True)
@@ -108,10 +115,10 @@ class FairScheduler:
         return len(dropped)
 
     @asynccontextmanager
-    async def turn(self, address: str | None, session: str | None) -> AsyncIterator[None]:
+    async def turn(self, address: str | None, session: str | None, still_wanted: Callable[[], bool] | None = None) -> AsyncIterator[None]:
         """Wait for this job's turn (raises :class:`Refused` or :class:`Superseded`), then
         hold the device until the block ends."""
-        ticket = Ticket(address or "unknown", session)
+        ticket = Ticket(address or "unknown", session, still_wanted)
         ticket.granted = asyncio.get_running_loop().create_future()
         self._admit(ticket)
         self._grant_next()

@@ -7,7 +7,9 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import time
 import typing
+from collections import OrderedDict
 from pathlib import Path
 
 import anyio
@@ -33,6 +35,58 @@ def client_of(request: gr.Request | None, trust_forwarded: bool) -> tuple[str, s
     return address, getattr(request, "session_hash", None)
 
 
+class ResultReaders:
+    """ASGI middleware that notes which ``/call`` results someone is reading. An API client
+    posts ``/gradio_api/call/<name>`` (its job's session is the returned event id) and then
+    reads ``GET /gradio_api/call/<name>/<event id>``; a job whose result nobody started to read
+    within ``grace_s``, or whose reader went away, is no longer wanted. The middleware puts
+    itself in the app's state, where :func:`on_device` finds it through the request."""
+
+    PREFIX = "/gradio_api/call/"
+
+    def __init__(self, app, grace_s: float = 10.0, remembered: int = 10_000):
+        self.app = app
+        self.grace_s = grace_s
+        self.remembered = remembered
+        self.reading: dict[str, int] = {}
+        self.finished: OrderedDict[str, None] = OrderedDict()
+
+    async def __call__(self, scope, receive, send):
+        if "app" in scope:
+            scope["app"].state.result_readers = self
+        path = scope.get("path", "")
+        parts = path[len(self.PREFIX):].split("/") if scope["type"] == "http" and path.startswith(self.PREFIX) else []
+        if scope.get("method") != "GET" or len(parts) != 2:
+            return await self.app(scope, receive, send)
+        event_id = parts[1]
+        self.reading[event_id] = self.reading.get(event_id, 0) + 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.reading[event_id] -= 1
+            if not self.reading[event_id]:
+                del self.reading[event_id]
+                self.finished[event_id] = None
+                while len(self.finished) > self.remembered:
+                    self.finished.popitem(last=False)
+
+    def still_wanted(self, event_id: str, submitted: float) -> bool:
+        if event_id in self.reading:
+            return True
+        return event_id not in self.finished and time.monotonic() - submitted < self.grace_s
+
+
+def _still_wanted(request: gr.Request | None, session: str | None):
+    """For a ``/call`` job: whether its result is still awaited (None for browser jobs)."""
+    http_request = getattr(request, "request", None)
+    path = getattr(getattr(http_request, "url", None), "path", "")
+    readers = getattr(getattr(getattr(http_request, "app", None), "state", None), "result_readers", None)
+    if readers is None or session is None or not str(path).startswith(ResultReaders.PREFIX):
+        return None
+    submitted = time.monotonic()
+    return lambda: readers.still_wanted(session, submitted)
+
+
 def on_device(fn, scheduler: FairScheduler, trust_forwarded: bool = False):
     """``fn`` (a callback, plain or streaming) as an async Gradio callback that waits for its
     client's turn from ``scheduler`` (holding no thread while it waits), then runs ``fn`` in a
@@ -45,7 +99,8 @@ def on_device(fn, scheduler: FairScheduler, trust_forwarded: bool = False):
     def split(args, kwargs):
         bound = wrapped_signature.bind(*args, **kwargs)
         request = bound.arguments.pop("request", None)
-        return client_of(request, trust_forwarded), bound.args, bound.kwargs
+        address, session = client_of(request, trust_forwarded)
+        return (address, session, _still_wanted(request, session)), bound.args, bound.kwargs
 
     if inspect.isgeneratorfunction(fn):
 
@@ -147,4 +202,4 @@ def delete_uploads(paths: set[str], upload_dir: Path) -> int:
     return deleted
 
 
-__all__ = ["BodyLimit", "client_of", "delete_uploads", "on_device"]
+__all__ = ["BodyLimit", "ResultReaders", "client_of", "delete_uploads", "on_device"]

@@ -173,6 +173,35 @@ def test_bounded_load_without_memory_growth(server):
     assert memory[-1] <= memory[1] + 80, memory
 
 
+def test_api_jobs_nobody_reads_are_dropped(tiny_zoo):
+    """/call jobs whose results are never read are dropped when their turn comes (after a
+    grace period), so a client that went away costs the others nothing; a read one runs."""
+    from demo import DemoConfig
+
+    config = DemoConfig(weights_dir=tiny_zoo, camvid_dir=None, device="cpu", torch_threads=1, warm_up=False, num_shapes_examples=2, shapes_size=64, result_grace_s=0.5)
+    demo = build_demo(config)
+    engine = demo.dashboard.engine
+    original, ran = engine.run_models, []
+
+    def slow(*args, **kwargs):
+        ran.append(1)
+        time.sleep(0.5)
+        yield from original(*args, **kwargs)
+
+    engine.run_models = slow
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch_kwargs(config))
+    try:
+        data = {"data": ["shapes-1001", None, None, "shapes", ["unet"], 4, 0.5, None]}
+        unread = [httpx.post(f"{url.rstrip('/')}/gradio_api/call/compare", json=data, timeout=10) for _ in range(8)]
+        assert all(r.status_code == 200 for r in unread), [(r.status_code, r.text[:100]) for r in unread]
+        client = Client(url, verbose=False, download_files=False)
+        assert "1 of 1 models ran" in client.predict(**compare_args(models=["unet"]))[0]
+        time.sleep(1.0)
+        assert len(ran) <= 3, len(ran)  # the job running when the flood came, perhaps one more, and the read one
+    finally:
+        demo.close()
+
+
 def test_uploads_never_outlive_a_restart(tmp_path, monkeypatch):
     """app.py gives each server its own upload folder and empties it at start-up, so files
     left by a killed server are gone after a restart; no other folder is touched."""

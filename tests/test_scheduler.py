@@ -118,3 +118,23 @@ def test_bounds_must_make_sense():
         FairScheduler(per_address=0)
     with pytest.raises(ValueError):
         FairScheduler(per_address=10, total=5)
+
+
+def test_a_job_nobody_waits_for_is_dropped_when_its_turn_comes():
+    async def scenario():
+        scheduler, log = FairScheduler(), []
+        blocker = asyncio.create_task(job(scheduler, "x", None, log, "blocker", hold=0.02))
+        await asyncio.sleep(0)
+
+        async def api_job(name, wanted):
+            try:
+                async with scheduler.turn("y", name, still_wanted=lambda: wanted):
+                    log.append(name)
+                return "ran"
+            except Superseded:
+                return "dropped"
+
+        return await asyncio.gather(blocker, api_job("unread", False), api_job("read", True)), log
+
+    results, log = run(scenario())
+    assert results == ["ran", "dropped", "ran"] and log == ["blocker", "read"]
