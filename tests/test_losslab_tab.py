@@ -21,7 +21,6 @@ from demo.config import DemoConfig
 from demo.scheduler import FairScheduler
 from demo.tabs import losslab
 from demo.tabs.losslab import (
-    LabCurves,
     LiveRunGate,
     LossLab,
     build,
@@ -42,7 +41,7 @@ from segmodels.data.info import SHAPES
 from segmodels.losslab import LAB_LOSSES, MAX_GAMMA, RARE_CLASS, LabSettings, lab_class_weights
 from segmodels.teaching import class_weight_schemes
 
-CAMVID_DIR = Path("/work/shared/datasets/camvid")
+CAMVID_DIR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "camvid"  # as in test_teaching.py
 # A live run of a few seconds on tiny data: rendering 80 images takes milliseconds.
 QUICK = LabSettings(train_images=64, eval_images=16, eval_every=5, max_steps=None, time_budget_s=2.5)
 

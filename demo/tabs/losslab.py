@@ -26,7 +26,10 @@ Sharing a 2-core classroom server
   clicks neither supersede the lab nor are superseded by it. Time spent waiting for turns
   counts against the run's 30 s budget: on a busy server the run reaches fewer steps and says
   so, and the wait for a turn stops at the budget's end. While a run is live it marks the
-  engine's benchmarker busy, so no latency is measured with a core taken.
+  engine's benchmarker busy, so no latency is measured with a core taken. One thread, not
+  the whole turn's cores, because the precomputed runs used one: on a quiet machine a live run
+  repeats its loss's precomputed run step for step (600 steps took 26 s of wall time on the
+  2-core machine), and the other core stays free for the light events.
 
 The rare-class verdict and the final table are rendered from ``assets/losslab/curves.json``
 (written by ``scripts/precompute_losslab.py``), the weight table from
@@ -82,6 +85,7 @@ STOP_REASONS = {
 }
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
 FONT = dict(size=14)
+LOSS_TICKS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5)
 
 FORMULAS = r"""
 ### Five losses for one rare class
@@ -484,7 +488,7 @@ def loss_figure(current: LabCurves | None, previous: LabCurves | None, max_steps
         if curves is not None:
             fig.add_trace(go.Scatter(x=curves.step[1:], y=curves.train_loss[1:], name=_run_name(curves, is_current), mode="lines+markers", line=dict(width=3, dash=dash, color=LOSS_COLOURS[curves.loss]), marker=dict(size=5)))
     fig.update_xaxes(title="training step", range=[0, max_steps])
-    fig.update_yaxes(title="training loss", type="log", dtick="D2")
+    fig.update_yaxes(title="training loss", type="log", tickvals=LOSS_TICKS, ticktext=[f"{v:g}" for v in LOSS_TICKS])
     return _layout(fig, "Training loss", "losses differ in scale:<br>compare how each falls, not its height", 380)
 
 
