@@ -206,3 +206,18 @@ def test_shipped_models_of_both_sets(set_name, size):
         state, summary, *_ = call(events["inside_look"], "0", None, None, set_name, arch, 2, "activation")
         assert state.view.image_size == size
         assert all(node.feature is not None for node in state.view.nodes)
+
+
+def test_edges_bow_around_the_nodes_they_would_cross():
+    box = (0.45, 0.35)
+    row = [(column, 0.0, *box) for column in (2.0, 4.0, 6.0)]  # X(0,1), X(0,2), X(0,3) between X(0,0) and X(0,4)
+    straight = inside.edge_path((0, 0), (2, -1), row)
+    assert straight.tolist() == [[0, 0], [2, -1]]
+    curve = inside.edge_path((0, 0), (8, 0), row)
+    assert curve[0].tolist() == [0, 0] and curve[-1].tolist() == [8, 0]
+    for column, y, half_w, half_h in row:
+        near = curve[np.abs(curve[:, 0] - column) < half_w]
+        assert (np.abs(near[:, 1] - y) >= half_h).all()  # the curve passes above or below, not through
+    assert (curve[:, 1] >= 0).all()  # above the row when both sides are free
+    above = [(4.0, 0.6, *box)]  # a node in the way above: the curve takes the free side
+    assert (inside.edge_path((0, 0), (8, 0), row + above)[:, 1] <= 0).all()

@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import io
 import math
+import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import gradio as gr
 import numpy as np
@@ -24,6 +26,10 @@ from segmodels.introspect import NetworkView, Node, look_inside
 from ..errors import InputError, user_errors
 from ..figures import heat_colours
 
+if TYPE_CHECKING:
+    from ..context import Shared
+    from ..core import App
+
 MODES = {"Mean |activation|": "activation", "PCA colour (3 components as RGB)": "pca"}
 KIND_COLOURS = {"encoder": "#1f77b4", "decoder": "#ff7f0e", "aspp": "#2ca02c", "pooling": "#17becf", "projection": "#9467bd", "refine": "#d62728", "head": "#444444"}
 GREY = "#c8c8c8"
@@ -32,10 +38,10 @@ HEAD_SCALE = 0.5
 FIGURE_THUMBNAIL = 64  # longest side of the images embedded in the figure
 DETAIL_WIDTH = 384  # the selected node's map is enlarged (nearest) to about this width
 ROW_HEIGHT_PX = 100
+MAX_HEIGHT_PX = 560
 EDGE_CLEARANCE = 0.45  # grid units between a curved edge and the centre of a node it bows around
 MAX_BOW = 1.6
 CURVE_POINTS = 17
-MAX_HEIGHT_PX = 640
 
 INTRO = """Every box is a feature map the network really computes on the image above, taken
 with hooks from **one forward pass**: encoder stages X(i,0), decoder nodes, the heads.
@@ -43,7 +49,8 @@ Lines are the connections that feed each node. *Mean |activation|* shows where a
 responds; *PCA colour* shows its first three principal components as red, green and blue
 (pixels of the same colour have similar feature vectors). With **U-Net++**, the depth slider
 relights the grid: at depth d only the nodes X(i,j) with i + j <= d run; the grey ones are
-pruned away. Pick a node below for its shape, parameters, FLOPs and receptive field."""
+pruned away. Pick a node below for its shape, parameters, FLOPs and receptive field (on a
+small screen, zoom into the graph or use the list)."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +63,7 @@ class InsideResult:
     image_label: str
 
 
-def look(app, example, image_file, mask_file, set_name, arch, depth) -> InsideResult:
+def look(app: App, example, image_file, mask_file, set_name, arch, depth) -> InsideResult:
     """Check the request, decode the image once and run the chosen model with hooks.
 
     The model is the shipped one as trained (batch norms not folded), so that every
@@ -113,8 +120,13 @@ def _box(node: Node, aspect: float) -> tuple[float, float]:
     return width * scale, height * scale
 
 
+def _rich(label: str) -> str:
+    """Plotly markup for a label: ``X_De^3`` -> X<sub>De</sub><sup>3</sup>."""
+    return re.sub(r"\^(\w+)", r"<sup>\1</sup>", re.sub(r"_([A-Za-z]+)", r"<sub>\1</sub>", label))
+
+
 def _hover(node: Node, view: NetworkView) -> str:
-    lines = [f"<b>{node.info.label}</b> ({node.info.kind})"]
+    lines = [f"<b>{_rich(node.info.label)}</b> ({node.info.kind})"]
     if node.feature is not None:
         channels, height, width = node.feature.shape
         lines.append(f"{channels} x {height} x {width}, stride {node.feature.stride:g}")
@@ -188,7 +200,7 @@ def graph_figure(view: NetworkView, mode: str = "activation", selected: str | No
             middle = points[len(points) // 2] if len(points) > 2 else points.mean(0)
             mid_x.append(middle[0])
             mid_y.append(middle[1])
-            texts.append(f"{nodes[edge.source].info.label} → {nodes[edge.target].info.label}<br>{edge.operation}")
+            texts.append(f"{_rich(nodes[edge.source].info.label)} → {_rich(nodes[edge.target].info.label)}<br>{edge.operation}")
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color="#555" if lit else GREY, width=1.6 if lit else 1, dash=None if lit else "dot"), hoverinfo="skip", showlegend=False))
         fig.add_trace(go.Scatter(x=mid_x, y=mid_y, mode="markers", marker=dict(size=7, color="#555" if lit else GREY, opacity=0.5), hovertext=texts, hoverinfo="text", showlegend=False))
     for name, node in nodes.items():
@@ -200,7 +212,7 @@ def graph_figure(view: NetworkView, mode: str = "activation", selected: str | No
         colour = KIND_COLOURS.get(node.info.kind, "#7f7f7f") if node.runs else GREY
         chosen = name == selected
         fig.add_shape(type="rect", x0=x - box_w / 2, x1=x + box_w / 2, y0=y - box_h / 2, y1=y + box_h / 2, line=dict(color="#e6007e" if chosen else colour, width=4 if chosen else 2), layer="above")
-        fig.add_annotation(x=x, y=y - box_h / 2, text=node.info.label, showarrow=False, yanchor="top", font=dict(size=11, color="#222" if node.runs else "#999"))
+        fig.add_annotation(x=x, y=y - box_h / 2, text=_rich(node.info.label), showarrow=False, yanchor="top", font=dict(size=11, color="#222" if node.runs else "#999"))
     names = list(nodes)
     fig.add_trace(go.Scatter(
         x=[position[n][0] for n in names], y=[position[n][1] for n in names], mode="markers",
@@ -208,7 +220,7 @@ def graph_figure(view: NetworkView, mode: str = "activation", selected: str | No
     ))
     rows = [node.info.row for node in view.nodes]
     fig.update_xaxes(visible=False, range=[min(n.info.column for n in view.nodes) - 0.6, max(n.info.column for n in view.nodes) + 0.6])
-    fig.update_yaxes(visible=False, scaleanchor="x", range=[-max(rows) - 0.7, -min(rows) + 0.5])
+    fig.update_yaxes(visible=False, scaleanchor="x", constrain="domain", constraintoward="top", range=[-max(rows) - 0.7, -min(rows) + 0.5])
     fig.update_layout(height=min(MAX_HEIGHT_PX, int(ROW_HEIGHT_PX * (max(rows) - min(rows) + 1.4))), margin=dict(l=5, r=5, t=10, b=5), template="plotly_white", hovermode="closest", dragmode="pan")
     return fig
 
@@ -242,6 +254,7 @@ def node_markdown(view: NetworkView, name: str) -> str:
         rows.append(f"| Channels | {channels} |")
         rows.append(f"| FLOPs on this image | {_count(node.feature.flops)} (a multiply-add counts 2) |")
     rows.append(f"| Parameters | {info.parameters:,} |")
+    rows.append(f"| Modules | {', '.join(f'`{name}`' for name in info.modules)} |")
     field = info.receptive_field
     if math.isinf(field):
         share = ""
@@ -297,7 +310,7 @@ def summary_markdown(result: InsideResult) -> str:
 # ---------------------------------------------------------------------------- the tab
 
 
-def build(shared) -> gr.Tab:
+def build(shared: Shared) -> gr.Tab:
     """The tab, its components and its events (see the module docstring)."""
     app = shared.app
     set_name = shared.set_radio.value
