@@ -8,7 +8,9 @@ import torch
 from torch import nn
 
 from ..blocks import ASPP, ConvBNReLU, upsample_to
+from ..blocks import AtrousConv, ImagePooling
 from .base import Decoder
+from .base import DecoderGraph, GraphEdge, GraphNode, encoder_node
 
 ASPP_RATES = {16: (6, 12, 18), 8: (12, 24, 36)}
 
@@ -46,3 +48,33 @@ class DeepLabV3PlusDecoder(Decoder):
         low_level = self.low_level_project(features[self.low_level_index])  # B x 48 x H/4 x W/4
         context = upsample_to(self.aspp(features[-1]), low_level.shape[-2:])  # B x 256 x H/4 x W/4
         return {"main": self.refine(torch.cat([context, low_level], dim=1))}
+
+    def graph(self, num_features: int) -> DecoderGraph:
+        """ASPP's parallel branches (their rates read from the layers) on the deepest
+        feature, its 1x1 projection, the low-level projection of the stride-4 feature, and
+        the two 3x3 refining convs where both meet."""
+        if not self.low_level_index < num_features:
+            raise ValueError(f"{type(self).__name__} reads encoder feature {self.low_level_index}, so it needs more than {num_features} features")
+        deepest = num_features - 1
+        nodes, edges = [], []
+        for k, branch in enumerate(self.aspp.branches):
+            name = f"aspp.branches.{k}"
+            if isinstance(branch, AtrousConv):
+                label, kind, detail = f"ASPP rate {branch.rate}", "aspp", f"3x3 atrous conv, rate {branch.rate}: taps {branch.rate} pixels apart"
+            elif isinstance(branch, ImagePooling):
+                label, kind, detail = "Image pooling", "pooling", "global average pool, 1x1 conv, broadcast back to the map"
+            else:
+                label, kind, detail = "ASPP 1x1", "aspp", "1x1 conv"
+            nodes.append(GraphNode(name, label, kind, deepest - 2 + k, deepest + 1.5, (name,), detail))
+            edges.append(GraphEdge(encoder_node(deepest), name, "same feature to every branch"))
+        nodes.append(GraphNode("aspp.project", "ASPP projection", "projection", deepest, deepest + 3, ("aspp.project",), f"concatenation of the {len(self.aspp.branches)} branches, 1x1 conv"))
+        edges += [GraphEdge(f"aspp.branches.{k}", "aspp.project", "concatenation") for k in range(len(self.aspp.branches))]
+        low_level_width = self.low_level_project[0].out_channels
+        row = self.low_level_index
+        nodes.append(GraphNode("low_level_project", f"Low-level 1x1 ({low_level_width})", "projection", row, deepest + 3, ("low_level_project",), f"1x1 conv reducing the stride-4 feature to {low_level_width} channels"))
+        edges.append(GraphEdge(encoder_node(row), "low_level_project", "stride-4 feature"))
+        for k in range(len(self.refine)):
+            nodes.append(GraphNode(f"refine.{k}", f"Refine 3x3 #{k + 1}", "refine", row, deepest + 4 + k, (f"refine.{k}",), "3x3 conv"))
+        edges += [GraphEdge("aspp.project", "refine.0", "bilinear upsampling to stride 4, concatenation"), GraphEdge("low_level_project", "refine.0", "concatenation")]
+        edges += [GraphEdge(f"refine.{k - 1}", f"refine.{k}") for k in range(1, len(self.refine))]
+        return DecoderGraph(tuple(nodes), tuple(edges), {"main": f"refine.{len(self.refine) - 1}"})
