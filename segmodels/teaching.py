@@ -215,6 +215,24 @@ def miou_worked_example() -> dict[str, Any]:
     }
 
 
+def unet_valid_output_size(input_size: int, levels: int = 4, convs_per_stage: int = 2) -> int:
+    """Output side of the U-Net paper's network with *valid* 3x3 convolutions (Ronneberger et
+    al. 2015, Fig. 1): each convolution trims 2 pixels, each 2x2 max-pool halves, each 2x2
+    up-convolution doubles; 572 -> 388. Raises ValueError when a pooling would split a pixel."""
+    size = _positive_int("input_size", input_size)
+    for _ in range(levels):
+        size -= 2 * convs_per_stage
+        if size <= 0 or size % 2:
+            raise ValueError(f"a {input_size} px input cannot go through {levels} valid poolings (odd or empty at {size} px)")
+        size //= 2
+    size -= 2 * convs_per_stage
+    for _ in range(levels):
+        size = size * 2 - 2 * convs_per_stage
+    if size <= 0:
+        raise ValueError(f"a {input_size} px input is too small for valid convolutions")
+    return size
+
+
 def aspp_rates_by_output_stride() -> dict[int, tuple[int, ...]]:
     """DeepLabV3+'s ASPP dilation rates per output stride, as the model builds them."""
     return {output_stride: tuple(rates) for output_stride, rates in sorted(ASPP_RATES.items(), reverse=True)}
@@ -238,6 +256,7 @@ def aspp_branch_extents(output_stride: int) -> list[dict[str, int]]:
 
 
 __all__ = [
+    "unet_valid_output_size",
     "RECEPTIVE_FIELD_EXAMPLE",
     "ConvLayer",
     "aspp_branch_extents",
