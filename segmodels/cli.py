@@ -11,7 +11,8 @@ import torch
 
 from . import zoo
 from .benchmark import benchmark_architectures, benchmark_model, format_rows, model_rows
-from .cards import model_from_spec
+from .cards import count_parameters, model_from_spec
+from .inference import prepare_for_inference
 from .data import build_dataset, eval_transform
 from .encoders import ENCODERS
 from .evaluation import evaluate, evaluation_report, format_report, write_report
@@ -114,8 +115,10 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.models:
         for name in args.models:
             model, _ = load_for_evaluation(name, device)
-            for row_name, row_model, options in model_rows(model, name):
-                rows.append(benchmark_model(row_model, row_name, args.size, device, **timing, **options))
+            timed = prepare_for_inference(model.eval()) if args.fold_bn else model
+            for row_name, row_model, options in model_rows(timed, name):
+                row = benchmark_model(row_model, row_name, args.size, device, **timing, **options)
+                rows.append(row | {"params_m": count_parameters(model, **options) / 1e6, "fold_bn": args.fold_bn})
     else:
         archs = args.arch or list(ARCH_NAMES)
         rows = benchmark_architectures(archs, args.num_classes, args.encoder, args.size, device, args.base_channels, with_smp=args.smp, **timing)
@@ -181,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_parser.add_argument("--repeats", type=int, default=10)
     bench_parser.add_argument("--amp", action="store_true", help="bf16/fp16 autocast")
     bench_parser.add_argument("--channels-last", action="store_true")
+    bench_parser.add_argument("--fold-bn", action="store_true", help="fold batch norms into the convolutions first, as segmodels.inference.Predictor runs models (with --models)")
     bench_parser.add_argument("--smp", action="store_true", help="also time segmentation_models_pytorch equivalents when installed")
     bench_parser.add_argument("--device")
     bench_parser.add_argument("--json", help="write the rows here")

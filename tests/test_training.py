@@ -129,7 +129,11 @@ def test_cli_train_evaluate_bench_roundtrip(tmp_path, capsys):
     assert report["split"] == "val" and report["num_images"] == 100 and 0 <= report["miou"] <= 1
     assert len(report["confusion_matrix"]) == 4
     main(["bench", "--models", str(run / "best.pt"), "--size", "32", "--warmup", "1", "--repeats", "2", "--json", str(tmp_path / "bench.json")])
-    assert json.loads((tmp_path / "bench.json").read_text())[0]["median_ms"] > 0
+    plain = json.loads((tmp_path / "bench.json").read_text())[0]
+    assert plain["median_ms"] > 0
+    main(["bench", "--models", str(run / "best.pt"), "--size", "32", "--warmup", "1", "--repeats", "2", "--fold-bn", "--channels-last", "--json", str(tmp_path / "folded.json")])
+    folded = json.loads((tmp_path / "folded.json").read_text())[0]
+    assert folded["fold_bn"] and folded["channels_last"] and folded["params_m"] == plain["params_m"]  # the trained model's size
     assert "mIoU" in capsys.readouterr().out
 
 
