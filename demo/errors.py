@@ -82,7 +82,7 @@ def user_errors(fn):
 
 def error_text(message: str) -> str:
     """A message for a Markdown output, styled as an error (class ``inline-error``)."""
-    return f'<p class="inline-error">⚠ {html.escape(message)}</p>'
+    return f'<p class="inline-error">⚠ {html.escape(message, quote=False)}</p>'
 
 
 def inline_errors(show: Callable[[str], tuple]):

@@ -29,7 +29,7 @@ def _layout(fig: go.Figure, title: str, height: int = 420, subtitle: str | None 
     """Title and subtitle (wrapped to short lines, so a phone shows them whole) at the top
     left; the legend in rows at the very bottom, under the axis title, where it covers
     neither the plot nor its labels (Plotly grows the bottom margin for its rows)."""
-    lines = textwrap.wrap(subtitle, 56) if subtitle else []
+    lines = textwrap.wrap(subtitle, 56, break_on_hyphens=False) if subtitle else []
     heading = dict(text=title, x=0.01, xanchor="left", yref="container", y=1, yanchor="top", pad=dict(t=10), font=dict(size=18))
     if lines:
         heading["subtitle"] = dict(text="<br>".join(lines), font=dict(size=13, color="#555"))

@@ -80,7 +80,7 @@ def build_demo(config: DemoConfig | None = None) -> gr.Blocks:
             current_md = gr.Markdown(label="Current image", padding=True, elem_id="current-image")
 
         shared = Shared(app, set_radio, example_dd, image_file, mask_file, models_cb, depth_sl, opacity_sl,
-                        session=gr.State(lambda: SessionCache(), time_to_live=config.state_ttl_s), current_md=current_md, image_changed=gr.State(""))
+                        session=gr.State(SessionCache(), time_to_live=config.state_ttl_s), current_md=current_md, image_changed=gr.State(""))
         with gr.Tabs(overflow_behavior="wrap"):  # every tab stays reachable on a phone, none behind a "..." menu
             for module in tab_modules():
                 module.build(shared)
