@@ -76,11 +76,13 @@ class SessionCache:
     """One browser tab's state (a ``gr.State``, handed to every callback by reference).
 
     ``shown`` is the identity of the image the page shows (set by the preview as soon as a
-    new image is picked); ``predictions`` are the model outputs on image ``image``."""
+    new image is picked); ``predictions`` are the model outputs on image ``image``;
+    ``results`` the identity of the image each tab's results on screen were computed for."""
 
     shown: str | None = None
     image: str | None = None
     predictions: dict[PredictionKey, np.ndarray] = field(default_factory=dict)
+    results: dict[str, str] = field(default_factory=dict)
 
     def predictions_for(self, current: CurrentImage) -> dict[PredictionKey, np.ndarray]:
         return dict(self.predictions) if self.image == current.identity else {}
@@ -90,8 +92,25 @@ class SessionCache:
             self.image, self.predictions = current.identity, {}
         self.predictions[key] = labels
 
-    def watch(self, current: CurrentImage) -> "StaleWatch":
+    def mark(self, tab: str, current: CurrentImage) -> None:
+        """``tab`` now shows results computed on ``current``."""
+        self.results[tab] = current.identity
+
+    def watch(self, current: CurrentImage, tab: str) -> "StaleWatch":
+        """Start a job of ``tab`` on ``current``: its results will be of that image."""
+        self.mark(tab, current)
         return StaleWatch(self, current.identity, self.shown)
+
+    def stale_note(self, current: CurrentImage) -> str:
+        return f"Not shown: the image changed while this ran on **{current.label}**. Press the button again."
+
+    def outdated(self, tab: str, identity: str) -> bool:
+        """Whether ``tab`` shows results of another image than ``identity`` (they are then
+        forgotten); results of that very image stay, even when its preview arrives late."""
+        if self.results.get(tab) == identity:
+            return False
+        self.results.pop(tab, None)
+        return True
 
 
 @dataclass

@@ -141,9 +141,14 @@ def test_a_result_for_another_image_is_dropped(app):
     rest = [compare.VIEW.named(out) for out in stream]
     assert len(rest) == 1 and "Stopped: the image changed" in rest[0]["status"]
     assert all(value == gr.skip() for name, value in rest[0].items() if name != "status")
-    # A run that started after the change is not stopped by it.
+    # A run that started after the change is not stopped by it, and the new image's late
+    # "image changed" event keeps its results while another image's clears them.
     last = compare.VIEW.named(final(compare.Compare(app).stream("shapes-1001", None, None, "shapes", ["unet"], 4, 0.5, controls_session)))
     assert "1 of 1 models ran" in last["status"] and "Shapes #1001" in last["current"]
+    kept = compare.SHOWN.named(compare.Compare(app).show_image("shapes-1001", None, None, "shapes", 0.5, "shapes/shapes-1001", controls_session))
+    assert kept["mask_unet"] == gr.skip() and kept["table"] == gr.skip() and kept["status"] == gr.skip()
+    cleared = compare.SHOWN.named(compare.Compare(app).show_image("shapes-1002", None, None, "shapes", 0.5, "shapes/shapes-1002", controls_session))
+    assert cleared["mask_unet"]["visible"] is False and cleared["table"]["visible"] is False and "Press **Run the models**" in cleared["status"]
 
 
 def test_compare_never_reloads_weights_and_a_click_decodes_once(tiny_config, own_zoo, monkeypatch):
@@ -159,8 +164,8 @@ def test_compare_never_reloads_weights_and_a_click_decodes_once(tiny_config, own
 
     # One click: the preview and every tab that shows the new image share one decoding.
     Controls(app).preview(EXAMPLE, None, None, "shapes", SessionCache())
-    compare.Compare(app).show_image(EXAMPLE, None, None, "shapes", 0.5)
-    receptive.Receptive(app).show_image(EXAMPLE, None, None, "shapes")
+    compare.Compare(app).show_image(EXAMPLE, None, None, "shapes", 0.5, f"shapes/{EXAMPLE}", SessionCache())
+    receptive.Receptive(app).show_image(EXAMPLE, None, None, "shapes", f"shapes/{EXAMPLE}", SessionCache())
     final(compare.Compare(app).stream(EXAMPLE, None, None, "shapes", ALL, 4, 0.5, None))
     assert len(decodes) == 1 and len(loads) == 4 and len(tensors) == 1  # four models, one tensor
     compare.Compare(app).compare("shapes-1001", None, None, "shapes", ALL, 2)
@@ -225,7 +230,7 @@ def test_receptive_field_rows_per_layer_and_growing(app, tiny_zoo):
 
 def test_effective_receptive_field_of_a_clicked_pixel(app):
     tab = receptive.Receptive(app)
-    shown = receptive.SHOWN.named(tab.show_image(EXAMPLE, None, None, "shapes"))
+    shown = receptive.SHOWN.named(tab.show_image(EXAMPLE, None, None, "shapes", f"shapes/{EXAMPLE}", None))
     clickable = read(shown["click"]["value"])
     scale = clickable.shape[0] // 64
     assert clickable.shape == (64 * scale, 64 * scale, 3) and scale == 5 and "Shapes #1000" in shown["click"]["label"]

@@ -94,7 +94,7 @@ def test_examples_are_shown_even_without_models(tiny_config, tmp_path):
     app = App(tiny_config(weights_dir=tmp_path / "none"))
     out = PREVIEW.named(Controls(app).preview(EXAMPLE, None, None, None, None))
     assert "Shapes #1000, 64x64 px, with ground truth" in out["current"]
-    assert compare.SHOWN.named(compare.Compare(app).show_image(EXAMPLE, None, None, None, 0.5))["image"].endswith(".png")
+    assert compare.SHOWN.named(compare.Compare(app).show_image(EXAMPLE, None, None, None, 0.5, f"shapes/{EXAMPLE}", None))["image"].endswith(".png")
 
 
 # --------------------------------------------------------------------------- CamVid examples and a second model set
@@ -183,7 +183,7 @@ def test_preview_and_environment(tiny_config, camvid_setup, monkeypatch):
     config = DemoConfig()
     assert config.camvid_dir == root.resolve() and config.weights_dir == weights.resolve()
     app = App(tiny_config(weights_dir=weights, camvid_dir=root))
-    out = compare.SHOWN.named(compare.Compare(app).show_image("camvid-0001TP_000040", None, None, "camvid", 0.5))
+    out = compare.SHOWN.named(compare.Compare(app).show_image("camvid-0001TP_000040", None, None, "camvid", 0.5, "camvid/camvid-0001TP_000040", SessionCache()))
     image = np.asarray(Image.open(out["image"]))
     assert image.shape == (36, 48, 3) and np.asarray(Image.open(out["truth"])).shape == image.shape and "Sky" in out["legend"]
     assert out["mask_unet"] == {"__type__": "update", "value": None, "visible": False}  # the old results are cleared
@@ -225,7 +225,7 @@ def test_every_image_output_is_a_file_never_an_array(app):
         for name, value in compare.VIEW.named(out).items():
             shown = value.get("value") if isinstance(value, dict) else value
             assert not isinstance(shown, np.ndarray), name
-    for name, value in compare.SHOWN.named(compare.Compare(app).show_image(EXAMPLE, None, None, "shapes", 0.5)).items():
+    for name, value in compare.SHOWN.named(compare.Compare(app).show_image(EXAMPLE, None, None, "shapes", 0.5, f"shapes/{EXAMPLE}", None)).items():
         assert not isinstance(value, np.ndarray), name
     assert all(isinstance(path, str) for path, _ in app.thumbnails("shapes"))
 

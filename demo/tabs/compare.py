@@ -99,7 +99,7 @@ class Compare:
         current, archs, depth = self.request(example, image_file, mask_file, set_name, models, depth)
         opacity = self.app.check_opacity(opacity)
         session = session if isinstance(session, SessionCache) else SessionCache()
-        watch = session.watch(current)
+        watch = session.watch(current, "compare")
         picture = self.app.picture
         present = set(np.unique(current.gt).tolist()) if current.gt is not None else None
         truth = picture(figures.overlay(current.image, current.gt, current.info, opacity)) if current.gt is not None else None
@@ -154,9 +154,11 @@ class Compare:
         truth = self.app.picture(figures.overlay(current.image, current.gt, current.info, opacity)) if current.gt is not None else None
         return RESTYLE(truth=truth, **masks)
 
-    def show_image(self, example, image_file, mask_file, set_name, opacity):
-        """A new image was picked: show it (and its ground truth) and clear the old results."""
-        cleared = {name: HIDDEN for name in (*MASKS, "table", "scatter", "bars", "per_class")}
+    def show_image(self, example, image_file, mask_file, set_name, opacity, identity, session):
+        """A new image was picked: show it (and its ground truth) and clear the results of
+        another image."""
+        outdated = not isinstance(session, SessionCache) or session.outdated("compare", identity)
+        cleared = {name: HIDDEN for name in (*MASKS, "table", "scatter", "bars", "per_class")} if outdated else {}
         try:
             current = self.app.current_image(example, image_file, mask_file, set_name)
             opacity = self.app.check_opacity(opacity)
@@ -164,8 +166,8 @@ class Compare:
             return SHOWN(status="", image=None, truth=None, **cleared)
         truth = self.app.picture(figures.overlay(current.image, current.gt, current.info, opacity)) if current.gt is not None else None
         present = set(np.unique(current.gt).tolist()) if current.gt is not None else None
-        return SHOWN(status="Press **Run the models** to segment this image with every chosen model.", legend=figures.legend_html(current.info, present),
-                     image=self.app.picture(current.image), truth=truth, **cleared)
+        status = "Press **Run the models** to segment this image with every chosen model." if outdated else gr.skip()
+        return SHOWN(status=status, legend=figures.legend_html(current.info, present), image=self.app.picture(current.image), truth=truth, **cleared)
 
 
 def build(shared: Shared) -> gr.Tab:
@@ -196,5 +198,5 @@ def build(shared: Shared) -> gr.Tab:
         api_name="compare", show_progress="minimal", show_progress_on=[status], **(shared.heavy | {"api_visibility": "public"}),
     )
     shared.opacity_sl.release(tab.restyle, [*shared.image_inputs, shared.depth_sl, shared.opacity_sl, shared.session], RESTYLE.components(**components), show_progress="hidden", api_name="restyle", **shared.light)
-    shared.image_changed.change(tab.show_image, [*shared.image_inputs, shared.opacity_sl], SHOWN.components(**components), show_progress="hidden", api_name="compare_image", **shared.light)
+    shared.image_changed.change(tab.show_image, [*shared.image_inputs, shared.opacity_sl, shared.image_changed, shared.session], SHOWN.components(**components), show_progress="hidden", api_name="compare_image", **shared.light)
     return compare_tab

@@ -86,7 +86,11 @@ class InstancesTab:
     @inline_errors(lambda message: VIEW(classes=HIDDEN, instances=HIDDEN, note=message))
     def show(self, example, image_file, mask_file, set_name, arch, class_name, depth, session):
         session = session if isinstance(session, SessionCache) else SessionCache()
-        result = self.instances(self.app.current_image(example, image_file, mask_file, set_name), arch, class_name, depth, session)
+        current = self.app.current_image(example, image_file, mask_file, set_name)
+        watch = session.watch(current, "instances")
+        result = self.instances(current, arch, class_name, depth, session)
+        if watch.stale:
+            return VIEW(note=session.stale_note(current))
         classes = figures.overlay(result.image.image, result.labels, result.image.info, 0.85)
         return VIEW(classes=gr.update(value=self.app.picture(classes), visible=True), instances=gr.update(value=self.app.picture(figures.instance_colours(result.instances)), visible=True),
                     note=result.note, session=session)
@@ -100,7 +104,10 @@ class InstancesTab:
         return CHOICES(model=gr.update(choices=archs, value=archs[0][1] if archs else None), class_name=gr.update(choices=class_choices(info), value=default_class(info)))
 
     @staticmethod
-    def clear():
+    def clear(identity, session):
+        """A new image was picked: the results of another image go."""
+        if isinstance(session, SessionCache) and not session.outdated("instances", identity):
+            return CLEARED()
         return CLEARED(classes=HIDDEN, instances=HIDDEN, note="Press the button (or open this tab again) for the new image.")
 
 
@@ -127,5 +134,5 @@ def build(shared: Shared) -> gr.Tab:
     show_btn.click(**show, api_name="instances")
     instances_tab.select(**show, api_name="instances_tab")
     shared.set_radio.change(tab.choices, shared.set_radio, CHOICES.components(model=model, class_name=class_name), show_progress="hidden", api_name="instances_choices", **shared.light)
-    shared.image_changed.change(tab.clear, None, CLEARED.components(classes=classes, instances=instances, note=note), show_progress="hidden", api_name="instances_clear", **shared.light)
+    shared.image_changed.change(tab.clear, [shared.image_changed, shared.session], CLEARED.components(classes=classes, instances=instances, note=note), show_progress="hidden", api_name="instances_clear", **shared.light)
     return instances_tab

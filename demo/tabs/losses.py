@@ -108,7 +108,10 @@ class Losses:
 
     @inline_errors(lambda message: WEIGHTS(table=HIDDEN, chart=HIDDEN, note=message))
     def weights(self, example, image_file, mask_file, set_name, session):
-        result = self.class_weights(self.app.current_image(example, image_file, mask_file, set_name), session)
+        current = self.app.current_image(example, image_file, mask_file, set_name)
+        if isinstance(session, SessionCache):
+            session.mark("losses", current)
+        result = self.class_weights(current, session)
         note = f"Counted on {result.origin} of **{result.image.label}**: N = {result.total} labelled pixels."
         return WEIGHTS(table=gr.update(value=result.table, visible=True), chart=gr.update(value=figures.class_weights_figure(result.table), visible=True), note=note)
 
@@ -123,7 +126,11 @@ class Losses:
     @inline_errors(lambda message: IOU(map=HIDDEN, note=message))
     def iou(self, example, image_file, mask_file, set_name, arch, class_name, depth, session):
         session = session if isinstance(session, SessionCache) else SessionCache()
-        result = self.iou_map(self.app.current_image(example, image_file, mask_file, set_name), arch, class_name, depth, session)
+        current = self.app.current_image(example, image_file, mask_file, set_name)
+        watch = session.watch(current, "losses")
+        result = self.iou_map(current, arch, class_name, depth, session)
+        if watch.stale:
+            return IOU(note=session.stale_note(current))
         if math.isnan(result.iou):
             formula = f"**{class_name}** is neither in the ground truth nor in the prediction: its IoU is undefined and it does not count towards mIoU."
         else:
@@ -140,7 +147,10 @@ class Losses:
         return CHOICES(model=gr.update(choices=archs, value=archs[0][1] if archs else None), class_name=gr.update(choices=list(info.class_names), value=default_iou_class(info)))
 
     @staticmethod
-    def clear():
+    def clear(identity, session):
+        """A new image was picked: the results of another image go."""
+        if isinstance(session, SessionCache) and not session.outdated("losses", identity):
+            return CLEARED()
         return CLEARED(table=HIDDEN, chart=HIDDEN, note="", map=HIDDEN, iou_note="")
 
 
@@ -175,5 +185,5 @@ def build(shared: Shared) -> gr.Tab:
     losses_tab.select(**weights, api_name="losses_tab").then(**iou, api_name="losses_tab_iou")
     gamma.change(tab.curves, gamma, curves, show_progress="hidden", api_name="loss_curves", **shared.light)
     shared.set_radio.change(tab.choices, shared.set_radio, CHOICES.components(model=model, class_name=class_name), show_progress="hidden", api_name="losses_choices", **shared.light)
-    shared.image_changed.change(tab.clear, None, CLEARED.components(table=weights_table, chart=weights_chart, note=weights_note, map=error_map, iou_note=iou_note), show_progress="hidden", api_name="losses_clear", **shared.light)
+    shared.image_changed.change(tab.clear, [shared.image_changed, shared.session], CLEARED.components(table=weights_table, chart=weights_chart, note=weights_note, map=error_map, iou_note=iou_note), show_progress="hidden", api_name="losses_clear", **shared.light)
     return losses_tab

@@ -83,7 +83,7 @@ class Pruning:
         """Every depth on the image, streamed depth by depth, then the table and the chart."""
         opacity = self.app.check_opacity(opacity)
         current = self.request(example, image_file, mask_file, set_name)
-        watch = session.watch(current) if isinstance(session, SessionCache) else None
+        watch = session.watch(current, "pruning") if isinstance(session, SessionCache) else None
         result = None
         stopped = VIEW(status=f"Stopped: the image changed while the depths ran on **{current.label}**; their results are not shown. Press the button again.")
         for result in self.steps(current):
@@ -107,8 +107,10 @@ class Pruning:
         yield VIEW(status=status, table=gr.update(value=result.table, visible=True), plot=gr.update(value=figures.pruning_figure(result.table), visible=True))
 
     @staticmethod
-    def clear():
-        """A new image was picked: the old depths' results are gone."""
+    def clear(identity, session):
+        """A new image was picked: the depths' results of another image go."""
+        if isinstance(session, SessionCache) and not session.outdated("pruning", identity):
+            return VIEW()
         return VIEW(status="Press the button (or open this tab again) to run every depth on the new image.", **{slot: HIDDEN for slot in DEPTHS}, table=HIDDEN, plot=HIDDEN)
 
 
@@ -128,5 +130,5 @@ def build(shared: Shared) -> gr.Tab:
     run = dict(fn=shared.on_device(tab.stream), inputs=[*shared.image_inputs, shared.opacity_sl, shared.session], outputs=outputs, show_progress="minimal", show_progress_on=[status], **shared.heavy)
     run_btn.click(**run, api_name="pruning")
     pruning_tab.select(**run, api_name="pruning_tab")
-    shared.image_changed.change(tab.clear, None, outputs, show_progress="hidden", api_name="pruning_clear", **shared.light)
+    shared.image_changed.change(tab.clear, [shared.image_changed, shared.session], outputs, show_progress="hidden", api_name="pruning_clear", **shared.light)
     return pruning_tab

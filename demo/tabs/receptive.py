@@ -163,21 +163,25 @@ class Receptive:
         current = self.app.current_image(example, image_file, mask_file, set_name)
         if isinstance(session, SessionCache) and session.shown not in (None, current.identity):
             raise InputError("The image changed: click on the new image.")
+        watch = session.watch(current, "receptive") if isinstance(session, SessionCache) else None
         scale = click_scale(current.size)
         x, y = evt.index[:2]
         fields = self.effective_fields(current, models, depth, (int(y) // scale, int(x) // scale))
+        if watch is not None and watch.stale:
+            return CLICKED(note=session.stale_note(current))
         slots = {f"field_{a}": gr.update(value=self.app.picture(fields.overlays[a]), label=ARCH_NAMES[a], visible=True) if a in fields.overlays else gr.update(value=None, visible=False) for a in ARCH_ORDER}
         return CLICKED(**slots, pooling=gr.update(value=self.app.picture(fields.pooling), visible=True), pooling_note=fields.pooling_caption, note=fields.note)
 
-    def show_image(self, example, image_file, mask_file, set_name):
-        """A new image was picked: show it to click on and clear the old receptive fields."""
-        cleared = {slot: gr.update(value=None, visible=False) for slot in FIELDS}
+    def show_image(self, example, image_file, mask_file, set_name, identity, session):
+        """A new image was picked: show it to click on, and clear the receptive fields of another image."""
+        hidden = gr.update(value=None, visible=False)
+        outdated = not isinstance(session, SessionCache) or session.outdated("receptive", identity)
+        cleared = dict.fromkeys(FIELDS, hidden) | dict(pooling=hidden, pooling_note="", note="Click on the image: the effective receptive field of that pixel appears below for each chosen model.") if outdated else {}
         try:
             current = self.app.current_image(example, image_file, mask_file, set_name)
         except (InputError, ModelUnavailable):  # the line under the controls says why
-            return SHOWN(click=None, **cleared, pooling=gr.update(value=None, visible=False), pooling_note="", note="")
-        return SHOWN(click=gr.update(value=self.app.picture(click_image(current.image)), label=f"Click a pixel of {current.label}"), **cleared,
-                     pooling=gr.update(value=None, visible=False), pooling_note="", note="Click on the image: the effective receptive field of that pixel appears below for each chosen model.")
+            return SHOWN(click=None, **(cleared | {"note": ""}))
+        return SHOWN(click=gr.update(value=self.app.picture(click_image(current.image)), label=f"Click a pixel of {current.label}"), **cleared)
 
 
 def build(shared: Shared) -> gr.Tab:
@@ -205,5 +209,5 @@ def build(shared: Shared) -> gr.Tab:
     receptive_tab.select(**charts, api_name="receptive_tab")
     click.select(shared.on_device(tab.clicked), [*shared.image_inputs, shared.models_cb, shared.depth_sl, shared.session], CLICKED.components(**fields, pooling=pooling, pooling_note=pooling_note, note=note),
                  api_name="effective_fields", show_progress_on=[note], **shared.heavy)
-    shared.image_changed.change(tab.show_image, shared.image_inputs, SHOWN.components(click=click, **fields, pooling=pooling, pooling_note=pooling_note, note=note), show_progress="hidden", api_name="receptive_image", **shared.light)
+    shared.image_changed.change(tab.show_image, [*shared.image_inputs, shared.image_changed, shared.session], SHOWN.components(click=click, **fields, pooling=pooling, pooling_note=pooling_note, note=note), show_progress="hidden", api_name="receptive_image", **shared.light)
     return receptive_tab
