@@ -217,8 +217,9 @@ class App:
             return self.engine.dataset_info(set_name)
         return DATASETS.get(set_name or "", DATASETS["shapes"])
 
-    def thumbnails(self, set_name: str | None) -> list[tuple[str, str]]:
-        """(PNG path, label) of the examples offered for a set."""
+    def thumbnails(self, set_name: str | None) -> list[str]:
+        """PNG files of the examples offered for a set, in the menu's order (no captions: on a
+        thumbnail they hide the picture, and the menu names the choice)."""
         thumbs = []
         for example in self.gallery_examples(set_name):
             if example.key not in self._thumbs:
@@ -227,7 +228,7 @@ class App:
                 except InputError as error:
                     log.warning("%s", error)
                     continue
-            thumbs.append((self._thumbs[example.key], example.label))
+            thumbs.append(self._thumbs[example.key])
         return thumbs
 
     def usual_sizes(self) -> dict[str, tuple[int, int]]:

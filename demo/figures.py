@@ -309,7 +309,7 @@ def dilation_figure(rates: list[int], aspp: list[int], output_stride: int) -> go
         fig.update_xaxes(range=[-half, half], dtick=1, tick0=0.5, showticklabels=False, showgrid=rate <= 12, gridcolor="#e5e5e5", zeroline=False, row=row + 1, col=col + 1)
         fig.update_yaxes(range=[-half, half], dtick=1, tick0=0.5, showticklabels=False, showgrid=rate <= 12, gridcolor="#e5e5e5", zeroline=False, scaleanchor=f"x{axis}", row=row + 1, col=col + 1)
     fig.update_annotations(font_size=13)
-    _layout(fig, "Dilated 3x3 kernels", height=60 + 250 * rows, subtitle=f"rates {', '.join(map(str, rates))}; coloured squares = the 9 weights; grey grid = input pixels; red = the ASPP rates of DeepLabV3+")
+    _layout(fig, "Dilated 3x3 kernels", height=60 + 210 * rows, subtitle=f"rates {', '.join(map(str, rates))}; coloured squares = the 9 weights; grey grid = input pixels; red = the ASPP rates of DeepLabV3+")
     fig.update_layout(margin=dict(t=fig.layout.margin.t + 40))  # room for the first row's titles
     return fig
 

@@ -18,6 +18,10 @@ CSS = """
 .seg-img img { width: 100% !important; height: 100% !important; object-fit: contain; image-rendering: pixelated; }
 .class-legend { padding: 0.2em 0.4em; }
 .inline-error { color: #b91c1c; font-weight: 600; margin: 0.3em 0; }
+@media (max-width: 640px) {  /* a phone: images two a row, as tall as their picture, not a fixed 300 px */
+  .seg-img.block, .seg-img .image-container, .seg-img .image-frame, .seg-img img { height: auto !important; }
+  .seg-img .image-container button, .seg-img .image-frame { width: 100% !important; }
+}
 """
 
 

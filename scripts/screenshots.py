@@ -18,6 +18,7 @@ import shutil
 import socket
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -30,14 +31,32 @@ SHRINK = {"desktop": 0.5, "phone": 0.75}
 COLOURS = 64
 WAIT_MS = 120_000
 
-# What shows that a tab has finished: (button to press or None, text to wait for).
-TAB_DONE = {
-    "compare": ("Run the models", re.compile(r"models ran on")),
-    "pruning": (None, re.compile(r"pruned to depths")),
-    "receptive": (None, re.compile(r"largest theoretical receptive field")),
-    "losses": (None, re.compile(r"IoU\(.+\) = TP|neither in the ground truth|needs a ground-truth")),
-    "instances": (None, re.compile(r"separate objects|connected components")),
+
+
+@dataclass(frozen=True)
+class Shot:
+    """How to photograph a tab: the button to press (None: opening the tab fills it), the text
+    that shows it is done, the element to put at the top of the window (its results), and the
+    devices on which the whole page is taken instead (an overview)."""
+
+    button: str | None
+    done: str | None
+    anchor: str | None = None
+    whole_page_on: tuple[str, ...] = ()
+
+
+SHOTS = {
+    "Compare": Shot("Run the models", r"models ran on", "#compare-status", whole_page_on=("desktop",)),
+    "U-Net++ pruning": Shot(None, r"pruned to depths", "#pruning-status"),
+    "Receptive field": Shot(None, r"largest theoretical receptive field", "#rf-click-image"),
+    "Losses and IoU": Shot(None, r"IoU\(.+\) = TP|neither in the ground truth|needs a ground-truth", "#weights-note"),
+    "Semantic vs instance": Shot(None, r"separate objects|connected components", "#instances-controls"),
 }
+OTHER_TAB = Shot(None, None)  # a tab this script does not know: photographed as it opens
+VISIBLE_IMAGES_LOADED = """whole => Array.from(document.images).filter(image => {
+    const box = image.getBoundingClientRect();
+    return box.width > 0 && (whole || (box.bottom > 0 && box.top < innerHeight));
+}).every(image => { image.loading = "eager"; return image.complete; })"""
 
 
 def chromium() -> str:
@@ -87,24 +106,25 @@ def capture(page, out: Path, device: str) -> list[Path]:
     for index, title in enumerate(titles):
         tab = page.get_by_role("tab", name=title, exact=True)
         tab.click()
-        key = next((k for k, (_, done) in TAB_DONE.items() if k in (tab.get_attribute("id") or "") or k in title.lower()), None)
-        button, done = TAB_DONE.get(key or "", (None, None))
-        if button:
-            page.get_by_role("button", name=button).click()
-        if done is not None:
-            page.get_by_text(done).first.wait_for(timeout=WAIT_MS)
-        if key == "receptive":
+        shot = SHOTS.get(title, OTHER_TAB)
+        if shot.button:
+            page.get_by_role("button", name=shot.button).click()
+        if shot.done:
+            page.get_by_text(re.compile(shot.done)).first.wait_for(timeout=WAIT_MS)
+        if title == "Receptive field":
             target = page.locator("#rf-click-image img").first
             target.scroll_into_view_if_needed()
             target.click()
             page.get_by_text(re.compile(r"Effective receptive field of output pixel")).wait_for(timeout=WAIT_MS)
-        page.wait_for_function("Array.from(document.images).every(image => image.complete)", timeout=WAIT_MS)
-        time.sleep(1.0)  # plots finish their transitions
-        tab.scroll_into_view_if_needed()
-        page.evaluate("y => window.scrollBy(0, y)", tab.bounding_box()["y"] - 8)
+        time.sleep(2.0)  # images load, plots finish their transitions
+        whole = device in shot.whole_page_on
+        if not whole:
+            anchor = page.locator(shot.anchor).first if shot.anchor else tab
+            page.evaluate("y => window.scrollBy(0, y)", anchor.bounding_box()["y"] - 8)
+        page.wait_for_function(VISIBLE_IMAGES_LOADED, arg=whole, timeout=WAIT_MS)
         name = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-") or f"tab{index}"
         path = out / f"{device}-{name}.png"
-        page.screenshot(path=str(path))
+        page.screenshot(path=str(path), full_page=whole)
         shrink(path, SHRINK[device])
         written.append(path)
     return written

@@ -120,7 +120,7 @@ def build(shared: Shared) -> gr.Tab:
     image_style = dict(interactive=False, format="png", height=320, min_width=240, visible=False, buttons=["fullscreen"], elem_classes="seg-img")
     with gr.Tab("Semantic vs instance", id="instances") as instances_tab:
         gr.Markdown(text.INSTANCES, latex_delimiters=text.LATEX)
-        with gr.Row():
+        with gr.Row(elem_id="instances-controls"):
             model = gr.Dropdown(archs, value=archs[0][1] if archs else None, label="Model (for images without instance ground truth)", min_width=200)
             class_name = gr.Dropdown(class_choices(info), value=default_class(info), label="Class to split into connected components", min_width=200)
             show_btn = gr.Button("Colour by class and by instance", variant="primary", interactive=bool(shared.app.sets()), min_width=160)

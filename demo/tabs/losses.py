@@ -163,7 +163,7 @@ def build(shared: Shared) -> gr.Tab:
     with gr.Tab("Losses and IoU", id="losses") as losses_tab:
         gr.Markdown(text.LOSSES, latex_delimiters=text.LATEX)
         weights_btn = gr.Button("Count the pixels of each class", variant="primary", interactive=bool(shared.app.sets()))
-        weights_note = gr.Markdown(label="Class weights note")
+        weights_note = gr.Markdown(label="Class weights note", elem_id="weights-note")
         with gr.Row():
             weights_table = gr.DataFrame(label="Class pixel counts and weights", interactive=False, min_width=300, visible=False)
             weights_chart = gr.Plot(label="Share of pixels and class weight", show_label=False, min_width=300, visible=False)

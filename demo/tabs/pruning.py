@@ -120,9 +120,9 @@ def build(shared: Shared) -> gr.Tab:
     with gr.Tab("U-Net++ pruning", id="pruning") as pruning_tab:
         gr.Markdown(text.PRUNING, latex_delimiters=text.LATEX)
         run_btn = gr.Button("Run U-Net++ at every depth (L1 to L4)", variant="primary", interactive=bool(shared.app.sets()))
-        status = gr.Markdown(label="Pruning status")
+        status = gr.Markdown(label="Pruning status", elem_id="pruning-status")
         with gr.Row(equal_height=True):
-            depths = {slot: gr.Image(label=f"L{i + 1}", interactive=False, format="png", height=260, min_width=160, visible=False, buttons=["fullscreen"], elem_classes="seg-img") for i, slot in enumerate(DEPTHS)}
+            depths = {slot: gr.Image(label=f"L{i + 1}", interactive=False, format="png", height=260, min_width=150, visible=False, buttons=["fullscreen"], elem_classes="seg-img") for i, slot in enumerate(DEPTHS)}
         table = gr.DataFrame(label="Pruning trade-off on this image", interactive=False, wrap=True, visible=False, elem_id="pruning-table")
         plot = gr.Plot(label="mIoU vs latency per depth", show_label=False, visible=False, elem_id="pruning-plot")
 
