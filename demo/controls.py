@@ -15,12 +15,13 @@ from .errors import error_text, user_message
 from .sources import mask_rule
 
 PREVIEW = View("current", "image_changed")
-SET_CHANGED = View("models", "example", "gallery", "depth", "mask_file")
+SET_CHANGED = View("models", "example", "gallery", "depth", "upload_help")
 PICKED = View("example", "image_file", "mask_file")
 
 
-def mask_label(set_name: str | None) -> str:
-    return f"Ground-truth mask (optional): {mask_rule(set_name or '')}"
+def upload_help(set_name: str | None) -> str:
+    """What the two upload boxes accept (under them: a long label would cover the drop area)."""
+    return f"**Image:** PNG, JPEG, WebP, BMP, TIFF or GIF, at most 10 MB. **Mask:** {mask_rule(set_name or '')}."
 
 
 class Controls:
@@ -36,14 +37,16 @@ class Controls:
         self.app.remember_uploads(getattr(request, "session_hash", None), image_file, mask_file)
         if not image_file and example not in {key for _, key in self.app.example_choices(set_name)} and set_name in self.app.sets():
             return PREVIEW()  # the set just changed: its own example is on the way
+        session = session if isinstance(session, SessionCache) else SessionCache()
+        started = session.version
         try:
             current = self.app.current_image(example, image_file, mask_file, set_name)
         except Exception as error:  # noqa: BLE001 - the message replaces the line
-            if isinstance(session, SessionCache):
-                session.shown = ""
+            session.show("")
             return PREVIEW(current=error_text(user_message(error)), image_changed="")
-        if isinstance(session, SessionCache):
-            session.shown = current.identity
+        if session.version != started and session.shown != current.identity:
+            return PREVIEW()  # a run started on a newer choice meanwhile; that choice's preview follows
+        session.show(current.identity)
         notes = "".join(f"\n\n<small>{note}</small>" for note in current.notes)
         return PREVIEW(current=current.summary() + notes, image_changed=current.identity)
 
@@ -61,7 +64,7 @@ class Controls:
             example=gr.update(choices=self.app.example_choices(set_name), value=example if example in offered else self.app.default_example(set_name)),
             gallery=gr.update(value=self.app.thumbnails(set_name)),
             depth=gr.update(visible=bool(self.app.prunable(set_name, archs))),
-            mask_file=gr.update(label=mask_label(set_name)),
+            upload_help=upload_help(set_name),
         )
 
     def models_changed(self, set_name, models):
@@ -77,4 +80,4 @@ class Controls:
         return PICKED(example=shown[index].key, image_file=None, mask_file=None)
 
 
-__all__ = ["Controls", "mask_label"]
+__all__ = ["Controls", "upload_help"]

@@ -75,11 +75,13 @@ class PredictionKey:
 class SessionCache:
     """One browser tab's state (a ``gr.State``, handed to every callback by reference).
 
-    ``shown`` is the identity of the image the page shows (set by the preview as soon as a
-    new image is picked); ``predictions`` are the model outputs on image ``image``;
-    ``results`` the identity of the image each tab's results on screen were computed for."""
+    ``shown`` is the identity of the image the page shows, set by whatever shows an image
+    (the preview as soon as a new image is picked, a run as it starts), ``version`` counts
+    those settings; ``predictions`` are the model outputs on image ``image``; ``results`` the
+    identity of the image each tab's results on screen were computed for."""
 
     shown: str | None = None
+    version: int = 0
     image: str | None = None
     predictions: dict[PredictionKey, np.ndarray] = field(default_factory=dict)
     results: dict[str, str] = field(default_factory=dict)
@@ -91,6 +93,11 @@ class SessionCache:
         if self.image != current.identity:
             self.image, self.predictions = current.identity, {}
         self.predictions[key] = labels
+
+    def show(self, identity: str) -> None:
+        """The page now shows image ``identity`` ("" for none)."""
+        self.shown = identity
+        self.version += 1
 
     def mark(self, tab: str, current: CurrentImage) -> None:
         """``tab`` now shows results computed on ``current``."""

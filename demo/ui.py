@@ -10,7 +10,7 @@ from starlette.middleware import Middleware
 from . import serving, text
 from .config import ASSETS_DIR, DemoConfig
 from .context import Shared
-from .controls import PICKED, PREVIEW, SET_CHANGED, Controls, mask_label
+from .controls import PICKED, PREVIEW, SET_CHANGED, Controls, upload_help
 from .core import App, SessionCache
 from .tabs import tab_modules
 
@@ -79,8 +79,9 @@ def build_demo(config: DemoConfig | None = None) -> gr.Blocks:
                         opacity_sl = gr.Slider(0.0, 1.0, value=0.8, step=0.05, label="Mask opacity", min_width=150)
             with gr.Accordion("…or upload your own image (and, optionally, its ground-truth mask)", open=False):
                 with gr.Row():
-                    image_file = gr.File(label="Image (PNG, JPEG, WebP, BMP, TIFF, GIF; at most 10 MB)", file_types=["image"], type="filepath", min_width=240, elem_id="image-upload")
-                    mask_file = gr.File(label=mask_label(set_name), file_types=["image"], type="filepath", min_width=240, elem_id="mask-upload")
+                    image_file = gr.File(label="Image", file_types=["image"], type="filepath", min_width=240, elem_id="image-upload")
+                    mask_file = gr.File(label="Ground-truth mask (optional)", file_types=["image"], type="filepath", min_width=240, elem_id="mask-upload")
+                upload_md = gr.Markdown(upload_help(set_name), label="What the uploads may be", elem_id="upload-help")
             current_md = gr.Markdown(label="Current image", padding=True, elem_id="current-image")
 
         shared = Shared(app, set_radio, example_dd, image_file, mask_file, models_cb, depth_sl, opacity_sl,
@@ -92,7 +93,7 @@ def build_demo(config: DemoConfig | None = None) -> gr.Blocks:
         # ------------------------------------------------------------------ the shared controls' events
         gr.on([demo.load, set_radio.change, example_dd.change, image_file.change, mask_file.change], controls.preview, [*shared.image_inputs, shared.session],
               PREVIEW.components(current=current_md, image_changed=shared.image_changed), trigger_mode="always_last", show_progress="hidden", api_name="preview", **shared.light)
-        set_radio.change(controls.set_changed, [set_radio, example_dd], SET_CHANGED.components(models=models_cb, example=example_dd, gallery=gallery, depth=depth_sl, mask_file=mask_file),
+        set_radio.change(controls.set_changed, [set_radio, example_dd], SET_CHANGED.components(models=models_cb, example=example_dd, gallery=gallery, depth=depth_sl, upload_help=upload_md),
                          show_progress="hidden", api_name="set_changed", **shared.light)
         models_cb.change(controls.models_changed, [set_radio, models_cb], depth_sl, show_progress="hidden", api_name="models_changed", **shared.light)
         gallery.select(controls.pick_example, set_radio, PICKED.components(example=example_dd, image_file=image_file, mask_file=mask_file), show_progress="hidden", api_name="pick_example", **shared.light)

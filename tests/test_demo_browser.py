@@ -108,6 +108,7 @@ def test_compare_on_a_desktop(browser, url):
         # The scatter's legend names every model, inside the chart's box.
         scatter = page.locator("#compare-scatter")
         legend = scatter.locator(".legend .traces")
+        legend.nth(3).wait_for(state="attached", timeout=10_000)  # Plotly draws after the value arrives
         assert legend.count() == 4 and {legend.nth(i).text_content().strip() for i in range(4)} == {"U-Net", "U-Net++ L4", "U-Net 3+", "DeepLabV3+"}
         box, legend_box = scatter.bounding_box(), scatter.locator(".legend").bounding_box()
         assert box["y"] <= legend_box["y"] and legend_box["y"] + legend_box["height"] <= box["y"] + box["height"] + 1
@@ -206,10 +207,12 @@ def test_an_error_message_stays_readable(browser, url):
             if checkbox.is_checked():
                 checkbox.uncheck()
         page.get_by_role("button", name="Run the models").click()
-        message = page.get_by_text("Choose at least one model to run.").first
-        message.wait_for(timeout=30_000)
+        inline = page.locator("#compare-status .inline-error").get_by_text("Choose at least one model to run.")
+        inline.wait_for(timeout=30_000)  # beside the button
+        toast = page.get_by_text("Choose at least one model to run.").last
+        toast.wait_for(timeout=30_000)
         time.sleep(11)  # longer than Gradio's default toast (10 s)
-        assert message.is_visible()
+        assert toast.is_visible() and inline.is_visible()
         # A broken upload: the reason replaces the "Current image" line and stays there.
         page.get_by_text("…or upload your own image").click()
         page.locator("#image-upload input[type='file']").set_input_files(files=[{"name": "holiday.png", "mimeType": "image/png", "buffer": b"%PDF-1.7 not an image"}])

@@ -362,6 +362,8 @@ def test_wrong_size_or_values_mask_is_a_clear_error(app, tmp_path):
 
 def test_other_bad_requests(app):
     tab = compare.Compare(app)
+    assert "Choose at least one model" in tab.queue_note(EXAMPLE, None, None, "shapes", [], 4, 0.5)  # said at once, beside the button
+    assert tab.queue_note(EXAMPLE, None, None, "shapes", ["unet"], 4, 0.5) == "Starting…"
     for request, message in [((EXAMPLE, None, None, "shapes", [], 4), "at least one model"), ((EXAMPLE, None, None, "camvid", ALL, 4), "Unknown model set"),
                              (("../../etc/passwd", None, None, "shapes", ALL, 4), "Unknown example"), ((EXAMPLE, None, None, "shapes", ALL, 9), "depth")]:
         with pytest.raises(gr.Error, match=message):

@@ -59,6 +59,23 @@ def test_preview_names_the_image_and_sets_its_identity(app):
     assert out["image_changed"] == session.shown == f"shapes/{EXAMPLE}"
 
 
+def test_a_preview_overtaken_by_a_run_on_a_newer_choice_is_dropped(app, monkeypatch):
+    """A slow preview of the old image finishes after Run started on the new one: it must not
+    name the old image over the run's results (the new image's own preview follows)."""
+    session = SessionCache()
+    resolve = app.current_image
+
+    def run_starts_meanwhile(example, *args):
+        session.show(f"shapes/{started_on}")  # what Compare.stream does as it starts
+        return resolve(example, *args)
+
+    monkeypatch.setattr(app, "current_image", run_starts_meanwhile)
+    started_on = "shapes-1002"
+    assert Controls(app).preview(EXAMPLE, None, None, "shapes", session) == PREVIEW() and session.shown == "shapes/shapes-1002"
+    started_on = EXAMPLE  # a run on the very image previewed: the preview completes
+    assert PREVIEW.named(Controls(app).preview(EXAMPLE, None, None, "shapes", session))["image_changed"] == f"shapes/{EXAMPLE}"
+
+
 def test_a_bad_upload_is_explained_under_the_controls(app, tmp_path):
     """The message stays on the page, in the "Current image" line, and every tab's old results go."""
     bad = tmp_path / "holiday.png"
@@ -141,10 +158,10 @@ def test_camvid_examples_and_set(tiny_config, camvid_setup, monkeypatch):
     out = SET_CHANGED.named(Controls(app).set_changed("shapes", "camvid-0001TP_000010"))
     assert len(notices) == 1
     assert out["models"]["choices"] == [("U-Net", "unet"), ("U-Net++", "unetpp"), ("U-Net 3+", "unet3p"), ("DeepLabV3+", "deeplabv3p")]
-    assert out["example"]["value"] == EXAMPLE and out["depth"]["visible"] is True and "0-3" in out["mask_file"]["label"]
+    assert out["example"]["value"] == EXAMPLE and out["depth"]["visible"] is True and "class ids 0-3" in out["upload_help"]
     out = SET_CHANGED.named(Controls(app).set_changed("camvid", EXAMPLE))
     assert out["example"]["value"] == "camvid-0001TP_000010" and out["depth"]["visible"] is False  # camvid/unet cannot be pruned
-    assert "unlabelled pixels: id 11 or black (0, 0, 0)" in out["mask_file"]["label"]
+    assert "unlabelled pixels: id 11 or black (0, 0, 0)" in out["upload_help"]
     # The preview skips the moment between a set change and its example's arrival.
     assert Controls(app).preview(EXAMPLE, None, None, "camvid", None) == PREVIEW()
     with pytest.raises(gr.Error, match="ships no U-Net\\+\\+"):

@@ -16,7 +16,7 @@ from .. import figures, text
 from ..context import Shared, View
 from ..core import ARCH_ORDER, App, CurrentImage, PredictionKey, SessionCache
 from ..engine import ModelRun, ModelUnavailable
-from ..errors import InputError, user_errors
+from ..errors import InputError, error_text, user_errors, user_message
 from ..scores import LATENCY_NOTE, card_miou, card_per_class, latency_columns, rounded
 
 MASKS = tuple(f"mask_{arch}" for arch in ARCH_ORDER)
@@ -86,10 +86,16 @@ class Compare:
 
     # ------------------------------------------------------------------ presenters
 
-    def queue_note(self) -> str:
-        """Shown at once when Run is pressed, while the job waits for the device."""
+    def queue_note(self, example, image_file, mask_file, set_name, models, depth, opacity) -> str:
+        """Shown at once when Run is pressed: what is wrong with the request (it stays on the
+        page, beside the button), else how many runs are ahead of it on the device."""
+        try:
+            self.request(example, image_file, mask_file, set_name, models, depth)
+            self.app.check_opacity(opacity)
+        except Exception as error:  # noqa: BLE001 - the run that follows reports it too
+            return error_text(user_message(error))
         ahead = self.app.scheduler.waiting() + int(self.app.scheduler.busy)
-        return f"⏳ Waiting for the device: {ahead} run{'s' if ahead != 1 else ''} ahead of yours (one at a time, shared fairly)…" if ahead else "⏳ Starting…"
+        return f"Waiting for the device: {ahead} run{'s' if ahead != 1 else ''} ahead of yours (one at a time, shared fairly)…" if ahead else "Starting…"
 
     @user_errors
     def stream(self, example: str | None = None, image_file: str | None = None, mask_file: str | None = None, set_name: str | None = None,
@@ -99,6 +105,7 @@ class Compare:
         current, archs, depth = self.request(example, image_file, mask_file, set_name, models, depth)
         opacity = self.app.check_opacity(opacity)
         session = session if isinstance(session, SessionCache) else SessionCache()
+        session.show(current.identity)  # its first update shows this image and names it
         watch = session.watch(current, "compare")
         picture = self.app.picture
         present = set(np.unique(current.gt).tolist()) if current.gt is not None else None
@@ -193,7 +200,7 @@ def build(shared: Shared) -> gr.Tab:
             gr.Markdown(text.COMPARE, latex_delimiters=text.LATEX)
 
     components = dict(status=status, legend=legend, image=image, truth=truth, **masks, table=table, scatter=scatter, bars=bars, per_class=per_class, current=shared.current_md, session=shared.session)
-    run_btn.click(tab.queue_note, None, status, show_progress="hidden", api_name="compare_queue", **shared.light).then(
+    run_btn.click(tab.queue_note, [*shared.image_inputs, shared.models_cb, shared.depth_sl, shared.opacity_sl], status, show_progress="hidden", api_name="compare_queue", **shared.light).then(
         shared.on_device(tab.stream), [*shared.image_inputs, shared.models_cb, shared.depth_sl, shared.opacity_sl, shared.session], VIEW.components(**components),
         api_name="compare", show_progress="minimal", show_progress_on=[status], **(shared.heavy | {"api_visibility": "public"}),
     )
