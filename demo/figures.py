@@ -5,11 +5,12 @@ from __future__ import annotations
 import colorsys
 import html
 import math
+import textwrap
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 from plotly.subplots import make_subplots
 
 from segmodels.data import DatasetInfo
@@ -17,6 +18,7 @@ from segmodels.losses import cross_entropy_curve, focal_curve
 from segmodels.metrics import ERROR_FN, ERROR_FP, ERROR_TP
 
 FONT = dict(size=15)
+MODEBAR_REMOVED = ["zoom", "pan", "select", "lasso", "zoomin", "zoomout", "autoscale"]  # a narrow toolbar, at the side, off the title
 MODEL_COLOURS = {"U-Net": "#1f77b4", "U-Net++": "#ff7f0e", "U-Net 3+": "#2ca02c", "DeepLabV3+": "#d62728"}
 ERROR_COLOURS = {ERROR_TP: (46, 204, 64), ERROR_FP: (255, 65, 54), ERROR_FN: (0, 116, 217)}
 # Control points of a perceptually ordered black-purple-orange-yellow heat map (like "inferno").
@@ -24,11 +26,27 @@ _HEAT = np.array([[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 
 
 
 def _layout(fig: go.Figure, title: str, height: int = 420, subtitle: str | None = None) -> go.Figure:
-    heading = dict(text=title, x=0.01, font=dict(size=18))
-    if subtitle:
-        heading["subtitle"] = dict(text=subtitle, font=dict(size=13, color="#555"))
-    fig.update_layout(title=heading, font=FONT, height=height, margin=dict(l=60, r=20, t=80 if subtitle else 55, b=50), template="plotly_white", legend=dict(orientation="h", y=-0.22))
+    """Title and subtitle (wrapped to short lines, so a phone shows them whole) at the top
+    left; the legend in rows at the very bottom, under the axis title, where it covers
+    neither the plot nor its labels (Plotly grows the bottom margin for its rows)."""
+    lines = textwrap.wrap(subtitle, 56, break_on_hyphens=False) if subtitle else []
+    heading = dict(text=title, x=0.01, xanchor="left", yref="container", y=1, yanchor="top", pad=dict(t=10), font=dict(size=18))
+    if lines:
+        heading["subtitle"] = dict(text="<br>".join(lines), font=dict(size=13, color="#555"))
+    fig.update_layout(title=heading, font=FONT, height=height + 17 * len(lines), modebar=dict(orientation="v", remove=MODEBAR_REMOVED), margin=dict(l=60, r=20, t=52 + 17 * len(lines), b=50), template="plotly_white",
+                      legend=dict(orientation="h", yref="container", y=0, yanchor="bottom", xanchor="left", x=0, font=dict(size=13)))
     return fig
+
+
+def _data_range(values: np.ndarray, pad_share: float = 0.2, minimum_pad: float = 0.05) -> list[float]:
+    """An axis range around ``values`` with room for markers and labels: from the data, not
+    fixed, so close scores stay apart and a score near 1 keeps its label in the plot."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return [0.0, 1.05]
+    low, high = float(finite.min()), float(finite.max())
+    pad = max(minimum_pad, pad_share * (high - low))
+    return [max(0.0, low - pad), high + pad]
 
 
 def empty_figure(message: str, height: int = 320) -> go.Figure:
@@ -124,35 +142,18 @@ def error_map_image(image: np.ndarray, codes: np.ndarray) -> np.ndarray:
     return out.round().astype(np.uint8)
 
 
-def _font(size: int = 14):
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, OSError):  # Pillow without FreeType
-        return ImageFont.load_default()
-
-
-def _captioned(panel: Image.Image, lines: list[tuple[str, tuple[int, int, int]]]) -> np.ndarray:
-    """``panel`` with a white caption strip below it."""
-    font = _font()
-    strip = Image.new("RGB", (panel.width, 8 + 18 * len(lines)), (255, 255, 255))
-    draw = ImageDraw.Draw(strip)
-    for i, (line, colour) in enumerate(lines):
-        draw.text((6, 4 + 18 * i), line, fill=colour, font=font)
-    out = Image.new("RGB", (panel.width, panel.height + strip.height), (255, 255, 255))
-    out.paste(panel, (0, 0))
-    out.paste(strip, (0, panel.height))
-    return np.asarray(out)
+TAP_COLOURS = [(0, 200, 255), (255, 0, 255), (255, 200, 0), (0, 220, 0), (255, 128, 0)]  # bright on the dimmed image
 
 
 def pooling_illustration(image: np.ndarray, bins: tuple[int, ...], rates: list[int], output_stride: int, pixel: tuple[int, int]) -> np.ndarray:
-    """Panels: what SPP max-pools (the image split into 1x1, 2x2, 4x4 ... bins), then where
-    the 3x3 taps of each ASPP branch land in the input around ``pixel`` (rate x output stride
-    pixels apart; taps outside the image only see padding), the image-pooling branch seeing
-    the whole image. Small images are enlarged so the drawing stays readable."""
+    """Panels in a grid two wide, read left to right: what SPP max-pools (the image split into
+    1x1, 2x2, 4x4 ... bins), then where the 3x3 taps of each ASPP branch land in the input
+    around ``pixel`` (rate x output stride pixels apart; taps outside the image only see
+    padding). Small images are enlarged so the drawing stays readable; the captions are
+    :func:`pooling_caption`, page text that stays readable on a phone."""
     scale = max(1, min(math.ceil(240 / min(image.shape[:2])), 640 // max(image.shape[:2])))  # readable, never huge
     big = Image.fromarray(image).resize((image.shape[1] * scale, image.shape[0] * scale), Image.Resampling.NEAREST)
     width, height = big.size
-    dark = (255, 200, 0)
     panels = []
     for b in bins:
         panel = Image.fromarray((np.asarray(big, dtype=np.float32) * 0.75).astype(np.uint8))
@@ -161,65 +162,72 @@ def pooling_illustration(image: np.ndarray, bins: tuple[int, ...], rates: list[i
             draw.line([(k * width / b, 0), (k * width / b, height)], fill=(255, 255, 0), width=3)
             draw.line([(0, k * height / b), (width, k * height / b)], fill=(255, 255, 0), width=3)
         draw.rectangle([0, 0, width - 1, height - 1], outline=(255, 255, 0), width=3)
-        panels.append(_captioned(panel, [(f"SPP {b}x{b}: {b * b} bin{'s' if b > 1 else ''}, max of each", (0, 0, 0))]))
+        panels.append(np.asarray(panel))
     aspp = Image.fromarray((np.asarray(big, dtype=np.float32) * 0.6).astype(np.uint8))
     draw = ImageDraw.Draw(aspp)
     draw.rectangle([0, 0, width - 1, height - 1], outline=(255, 255, 255), width=3)
     row, col = (pixel[0] + 0.5) * scale, (pixel[1] + 0.5) * scale
-    palette = [(0, 200, 255), (255, 0, 255), dark, (0, 220, 0), (255, 128, 0)]
-    caption = []
     for i, rate in enumerate(rates):
-        step = rate * output_stride
-        colour = palette[i % len(palette)]
-        inside = 0
+        step = rate * output_stride * scale
+        radius = 5 + 2 * i
         for dy in (-1, 0, 1):
             for dx in (-1, 0, 1):
-                y, x = row + dy * step * scale, col + dx * step * scale
-                inside += 0 <= y < height and 0 <= x < width
-                radius = 5 + 2 * i
-                draw.ellipse([x - radius, y - radius, x + radius, y + radius], outline=colour, width=3)
-        caption.append((f"ASPP rate {rate}: {step} px apart, {inside}/9 in", colour))
-    caption.append(("ASPP pooling branch: whole image", (0, 0, 0)))
-    panels.append(_captioned(aspp, caption))
-    tallest = max(p.shape[0] for p in panels)
-    padded = [np.pad(p, ((0, tallest - p.shape[0]), (0, 0), (0, 0)), constant_values=255) for p in panels]
-    gap = np.full((tallest, 8, 3), 255, dtype=np.uint8)
-    parts = []
-    for panel in padded:
-        parts += [panel, gap]
-    return np.concatenate(parts[:-1], axis=1)
+                y, x = row + dy * step, col + dx * step
+                draw.ellipse([x - radius, y - radius, x + radius, y + radius], outline=TAP_COLOURS[i % len(TAP_COLOURS)], width=3)
+    panels.append(np.asarray(aspp))
+    if len(panels) % 2:
+        panels.append(np.full_like(panels[0], 255))
+    gap = 8
+    rows = [np.concatenate([left, np.full((height, gap, 3), 255, np.uint8), right], axis=1) for left, right in zip(panels[::2], panels[1::2])]
+    spacer = np.full((gap, rows[0].shape[1], 3), 255, np.uint8)
+    return np.concatenate([part for r in rows for part in (r, spacer)][:-1], axis=0)
+
+
+def pooling_caption(image_size: tuple[int, int], bins: tuple[int, ...], rates: list[int], output_stride: int, pixel: tuple[int, int]) -> str:
+    """What each panel of :func:`pooling_illustration` shows (HTML), with the taps' colours."""
+    height, width = image_size
+    items = [f"SPP {b}x{b}: {b * b} bin{'s' if b > 1 else ''}, the maximum of each" for b in bins]
+    for i, rate in enumerate(rates):
+        step = rate * output_stride
+        inside = sum(0 <= pixel[0] + dy * step < height and 0 <= pixel[1] + dx * step < width for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+        swatch = f'<span style="color: rgb{TAP_COLOURS[i % len(TAP_COLOURS)]}; font-size: 1.3em">●</span>'
+        items.append(f"{swatch} ASPP rate {rate}: taps {step} px apart, {inside} of 9 inside the image")
+    items.append("ASPP image-pooling branch: the whole image")
+    spp = "".join(f"<li>{html.escape(item)}</li>" for item in items[: len(bins)])
+    aspp = "".join(f"<li>{item}</li>" for item in items[len(bins):])
+    return f"<p>Panels, left to right and top to bottom:</p><ol>{spp}<li>ASPP around the clicked pixel:<ul>{aspp}</ul></li></ol>"
 
 
 # --------------------------------------------------------------------------- charts
 
 
 def miou_latency_figure(table: pd.DataFrame, has_gt: bool) -> go.Figure:
-    """mIoU against latency, one bubble per model, bubble area ~ parameters. Both the mIoU on
-    this image (filled, when there is ground truth) and on the card's validation set (hollow)."""
+    """mIoU against latency, one colour per model (named in the legend), bubble area ~
+    parameters; filled: mIoU on this image (when it has ground truth), hollow: the model
+    card's validation mIoU. A noisy latency is marked ⚠ beside its bubble."""
     rows = table[table["Latency (ms)"].notna()]
     if rows.empty:
         return empty_figure("No model ran.")
     params = rows["Params (M)"].fillna(0).to_numpy(dtype=float)
-    sizes = 18 + 42 * np.sqrt(params / max(params.max(), 1e-9))
+    sizes = 16 + 34 * np.sqrt(params / max(params.max(), 1e-9))
+    columns = (["mIoU (this image)"] if has_gt else []) + ["mIoU (card, val set)"]
     fig = go.Figure()
-    series = [("mIoU (card, val set)", "validation set (model card)", "circle-open")]
-    if has_gt:
-        series.insert(0, ("mIoU (this image)", "this image", "circle"))
-    for column, label, symbol in series:
-        for (_, row), size in zip(rows.iterrows(), sizes):
-            if pd.isna(row[column]):
-                continue
-            fig.add_trace(go.Scatter(
-                x=[row["Latency (ms)"]], y=[row[column]], mode="markers+text", text=[row["Model"]], textposition="top center",
-                marker=dict(size=size, color=model_colour(row["Model"]), symbol=symbol, line=dict(width=2, color=model_colour(row["Model"])), opacity=0.75),
-                name=f"{row['Model']} ({label})", legendgroup=label,
-                hovertemplate=f"{row['Model']}<br>{label}: %{{y:.3f}}<br>latency %{{x:.1f}} ms<br>{row['Params (M)']:.2f} M params<extra></extra>",
-            ))
-    fig.update_xaxes(title="latency on this device (ms, median)", rangemode="tozero")
-    fig.update_yaxes(title="mIoU", range=[0, 1.1])
-    fig.update_layout(showlegend=False)
-    subtitle = "bubble size = parameters · " + ("filled: this image, hollow: validation set (card)" if has_gt else "validation set (model card): no ground truth here")
-    return _layout(fig, "mIoU vs latency", subtitle=subtitle)
+    for (_, row), size in zip(rows.iterrows(), sizes):
+        points = [(column, row[column]) for column in columns if not pd.isna(row[column])]
+        noisy = str(row.get("Latency from", "")).startswith("⚠")
+        colour = model_colour(row["Model"])
+        fig.add_trace(go.Scatter(
+            x=[row["Latency (ms)"]] * len(points), y=[value for _, value in points], name=row["Model"], mode="markers+text",
+            text=["⚠" if noisy else "" for _ in points], textposition="middle right", textfont=dict(size=16, color=colour), cliponaxis=False,
+            marker=dict(size=size, color=colour, symbol=["circle" if c == "mIoU (this image)" else "circle-open" for c, _ in points], line=dict(width=2.5, color=colour), opacity=0.8),
+            hovertemplate=f"{row['Model']}<br>mIoU %{{y:.3f}}<br>latency %{{x:.1f}} ms{' (noisy)' if noisy else ''}<br>{row['Params (M)']:.2f} M params<extra></extra>",
+        ))
+    values = rows[columns].to_numpy(dtype=float).ravel()
+    latencies = rows["Latency (ms)"].to_numpy(dtype=float)
+    fig.update_xaxes(title="latency on this device (ms, median)", range=[0, float(np.nanmax(latencies)) * 1.25 or 1.0])
+    fig.update_yaxes(title="mIoU", range=_data_range(values))
+    kinds = "filled: this image · hollow: validation set (card)" if has_gt else "validation set (model card): no ground truth here"
+    return _layout(fig, "mIoU vs latency", subtitle=f"{kinds} · bubble size = parameters · ⚠ noisy latency")
 
 
 def per_class_figure(table: pd.DataFrame, class_names: tuple[str, ...], source: str) -> go.Figure:
@@ -231,24 +239,31 @@ def per_class_figure(table: pd.DataFrame, class_names: tuple[str, ...], source: 
     fig = go.Figure()
     for _, row in rows.iterrows():
         fig.add_trace(go.Bar(x=list(class_names), y=[row[c] for c in columns], name=row["Model"], marker_color=model_colour(row["Model"])))
-    fig.update_yaxes(title="IoU = TP / (TP + FP + FN)", range=[0, 1.05])
+    fig.update_yaxes(title="IoU", range=[0, 1.05])
     fig.update_xaxes(tickangle=-40 if len(class_names) > 5 else 0, automargin=True)
     fig.update_layout(barmode="group")
     return _layout(fig, "Per-class IoU", subtitle=f"{source}; no bar = class absent from truth and prediction")
 
 
 def pruning_figure(table: pd.DataFrame) -> go.Figure:
-    """The U-Net++ pruning trade-off: mIoU against latency for L1..L4."""
+    """The pruning trade-off: mIoU against latency, one point per depth (⚠ marks a noisy latency)."""
     fig = go.Figure()
+    noisy = table.get("Latency from", pd.Series([""] * len(table))).astype(str).str.startswith("⚠")
+    labels = [f"{depth}{' ⚠' if flag else ''}" for depth, flag in zip(table["Depth"], noisy)]
+    positions = ["top left" if i % 2 else "bottom right" for i in range(len(table))]  # neighbours on opposite sides
     specs = [("mIoU (this image)", "this image", "solid"), ("mIoU (card, val set)", "validation set (card)", "dash")]
+    values = []
     for column, label, dash in specs:
         if column in table and table[column].notna().any():
-            fig.add_trace(go.Scatter(x=table["Latency (ms)"], y=table[column], mode="lines+markers+text", text=table["Depth"], textposition="top center", name=label, line=dict(dash=dash, width=3), marker=dict(size=12)))
+            values.append(table[column].to_numpy(dtype=float))
+            text = labels if not fig.data else None  # the depths are named once, on the first line
+            fig.add_trace(go.Scatter(x=table["Latency (ms)"], y=table[column], mode="lines+markers+text" if text else "lines+markers", text=text, textposition=positions,
+                                     name=label, line=dict(dash=dash, width=3), marker=dict(size=12), cliponaxis=False))
     if not fig.data:
         return empty_figure("No mIoU to plot: this image has no ground truth and the card no pruning results.")
-    fig.update_xaxes(title="latency on this device (ms, median)", rangemode="tozero")
-    fig.update_yaxes(title="mIoU", range=[0, 1.05])
-    return _layout(fig, "U-Net++ pruning trade-off", subtitle="a shallower network is faster but usually less accurate")
+    fig.update_xaxes(title="latency on this device (ms, median)", range=[0, float(table["Latency (ms)"].max()) * 1.25 or 1.0])
+    fig.update_yaxes(title="mIoU", range=_data_range(np.concatenate(values)))
+    return _layout(fig, "Pruning trade-off", subtitle="a shallower network is faster but usually less accurate · ⚠ noisy latency")
 
 
 def receptive_field_figure(traces: dict[str, pd.DataFrame]) -> go.Figure:
@@ -266,17 +281,22 @@ def receptive_field_figure(traces: dict[str, pd.DataFrame]) -> go.Figure:
                                  hovertext=hover, hoverinfo="text"))
     fig.add_hline(y=top, line=dict(dash="dot", color="#999"), annotation_text="global (whole image)", annotation_position="top left")
     fig.update_xaxes(title="layer (in execution order)")
-    fig.update_yaxes(title="theoretical receptive field (input pixels, log scale)", type="log")
-    return _layout(fig, "Theoretical receptive field, layer by layer", height=460, subtitle="hover a point for the layer; stars = global pooling (whole image)")
+    fig.update_yaxes(title="pixels (log scale)", type="log")
+    return _layout(fig, "Theoretical receptive field by layer", height=480, subtitle="input pixels each layer sees; hover a point for the layer; stars = global pooling")
 
 
 def dilation_figure(rates: list[int], aspp: list[int], output_stride: int) -> go.Figure:
-    """A 3x3 kernel at each dilation rate on the pixel grid: 9 taps spread over (2r + 1) x (2r + 1) pixels."""
-    fig = make_subplots(rows=1, cols=len(rates), subplot_titles=[f"rate {r}{' (ASPP)' if r in aspp else ''}: {2 * r + 1}x{2 * r + 1} px" for r in rates], horizontal_spacing=0.025)
-    for i, rate in enumerate(rates, start=1):
+    """A 3x3 kernel at each dilation rate on the pixel grid: 9 taps spread over (2r + 1) x
+    (2r + 1) pixels; three rates a row, so each stays large enough on a phone."""
+    columns = min(3, len(rates))
+    rows = math.ceil(len(rates) / columns)
+    titles = [f"rate {r}{' (ASPP)' if r in aspp else ''}<br>{2 * r + 1}x{2 * r + 1} px" for r in rates]
+    fig = make_subplots(rows=rows, cols=columns, subplot_titles=titles, horizontal_spacing=0.04, vertical_spacing=0.12)
+    for i, rate in enumerate(rates):
+        row, col = divmod(i, columns)
         colour = "#d62728" if rate in aspp else "#1f77b4"
         half = rate + 1.5
-        axis = "" if i == 1 else str(i)
+        axis = "" if i == 0 else str(i + 1)
         fig.add_shape(type="rect", x0=-rate - 0.5, x1=rate + 0.5, y0=-rate - 0.5, y1=rate + 0.5, line=dict(color="#777", dash="dot", width=1.5), xref=f"x{axis}", yref=f"y{axis}")
         for dy in (-1, 0, 1):
             for dx in (-1, 0, 1):
@@ -285,12 +305,12 @@ def dilation_figure(rates: list[int], aspp: list[int], output_stride: int) -> go
         note = f"<br>ASPP: in the input image the taps are {rate * output_stride} px apart (rate x output stride {output_stride})" if rate in aspp else ""
         taps = [(rate * dy, rate * dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
         fig.add_trace(go.Scatter(x=[t[1] for t in taps], y=[t[0] for t in taps], mode="markers", marker=dict(size=1, color=colour), showlegend=False,
-                                 hovertext=[f"tap ({dy}, {dx}) of 9: the kernel covers {2 * rate + 1}x{2 * rate + 1} pixels{note}" for dy, dx in taps], hoverinfo="text"), row=1, col=i)
-        fig.update_xaxes(range=[-half, half], dtick=1, tick0=0.5, showticklabels=False, showgrid=rate <= 12, gridcolor="#e5e5e5", zeroline=False, row=1, col=i)
-        fig.update_yaxes(range=[-half, half], dtick=1, tick0=0.5, showticklabels=False, showgrid=rate <= 12, gridcolor="#e5e5e5", zeroline=False, scaleanchor=f"x{axis}", row=1, col=i)
+                                 hovertext=[f"tap ({dy}, {dx}) of 9: the kernel covers {2 * rate + 1}x{2 * rate + 1} pixels{note}" for dy, dx in taps], hoverinfo="text"), row=row + 1, col=col + 1)
+        fig.update_xaxes(range=[-half, half], dtick=1, tick0=0.5, showticklabels=False, showgrid=rate <= 12, gridcolor="#e5e5e5", zeroline=False, row=row + 1, col=col + 1)
+        fig.update_yaxes(range=[-half, half], dtick=1, tick0=0.5, showticklabels=False, showgrid=rate <= 12, gridcolor="#e5e5e5", zeroline=False, scaleanchor=f"x{axis}", row=row + 1, col=col + 1)
     fig.update_annotations(font_size=13)
-    _layout(fig, "A 3x3 kernel at dilation rates " + ", ".join(map(str, rates)), height=360, subtitle="coloured squares = the 9 weights; grey grid = input pixels; red = the ASPP rates of DeepLabV3+")
-    fig.update_layout(margin=dict(t=110))
+    _layout(fig, "Dilated 3x3 kernels", height=60 + 210 * rows, subtitle=f"rates {', '.join(map(str, rates))}; coloured squares = the 9 weights; grey grid = input pixels; red = the ASPP rates of DeepLabV3+")
+    fig.update_layout(margin=dict(t=fig.layout.margin.t + 40))  # room for the first row's titles
     return fig
 
 
@@ -298,15 +318,21 @@ def loss_curves_figure(gamma: float) -> go.Figure:
     """Cross-entropy -log p against focal loss -(1 - p)^gamma log p."""
     p = np.linspace(0.005, 1.0, 400)
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=p, y=cross_entropy_curve(p), name="cross-entropy  -log p", line=dict(width=3, color="#1f77b4")))
-    fig.add_trace(go.Scatter(x=p, y=focal_curve(p, gamma), name=f"focal  -(1-p)^{gamma:g} log p", line=dict(width=3, color="#d62728")))
+    fig.add_trace(go.Scatter(x=p, y=cross_entropy_curve(p), name="CE = -log p", line=dict(width=3, color="#1f77b4")))
+    fig.add_trace(go.Scatter(x=p, y=focal_curve(p, gamma), name=f"focal, γ = {gamma:g}", line=dict(width=3, color="#d62728")))
     for g in (0.5, 1, 5):
         if abs(g - gamma) > 1e-9:
-            fig.add_trace(go.Scatter(x=p, y=focal_curve(p, g), name=f"focal, gamma={g:g}", line=dict(width=1, dash="dot"), opacity=0.6))
-    fig.add_vrect(x0=0.6, x1=1.0, fillcolor="#2ca02c", opacity=0.08, line_width=0, annotation_text="well-classified (p > 0.6)", annotation_position="top left")
-    fig.update_xaxes(title="predicted probability of the true class, p")
+            fig.add_trace(go.Scatter(x=p, y=focal_curve(p, g), name=f"focal, γ = {g:g}", line=dict(width=1, dash="dot"), opacity=0.6))
+    fig.add_vrect(x0=0.6, x1=1.0, fillcolor="#2ca02c", opacity=0.08, line_width=0)
+    fig.update_xaxes(title="probability of the true class, p", range=[0, 1])
     fig.update_yaxes(title="loss", range=[0, 5])
-    return _layout(fig, f"Cross-entropy vs focal loss (gamma = {gamma:g})", subtitle="focal loss hardly penalises pixels that are already well classified")
+    if gamma == 0:
+        subtitle = "at gamma = 0 the focal loss is exactly the cross-entropy; green: well classified (p > 0.6)"
+    else:
+        subtitle = f"the larger gamma, the less focal loss penalises well-classified pixels (green, p > 0.6): at p = 0.9 it is {(1 - 0.9) ** gamma:.2g} x cross-entropy"
+    _layout(fig, f"Cross-entropy vs focal loss (gamma = {gamma:g})", subtitle=subtitle)
+    fig.update_layout(legend=dict(orientation="v", yref="paper", yanchor="top", y=0.98, xanchor="right", x=0.99, bgcolor="rgba(255,255,255,0.85)"))  # inside, where the curves are low
+    return fig
 
 
 def class_weights_figure(table: pd.DataFrame) -> go.Figure:

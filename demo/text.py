@@ -1,5 +1,7 @@
 """Classroom explanations shown in the tabs (Markdown)."""
 
+LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
+
 INTRO = """\
 # Semantic segmentation, four ways
 **Semantic segmentation** gives *every pixel* of an image a class (road, car, sky ... or circle,
@@ -85,7 +87,9 @@ multiplies each pixel's loss by the weight of its true class.
 
 **Cross-entropy vs focal loss.** If the network gives the true class the probability $p$,
 
-$$\mathrm{CE}(p) = -\log p \qquad\qquad \mathrm{FL}(p) = -(1 - p)^{\gamma} \log p$$
+$$\mathrm{CE}(p) = -\log p$$
+
+$$\mathrm{FL}(p) = -(1 - p)^{\gamma} \log p$$
 
 Focal loss (Lin et al., 2017) multiplies cross-entropy by $(1 - p)^{\gamma}$: for easy, already
 well-classified pixels ($p$ near 1) that factor is tiny, so training concentrates on the hard

@@ -86,6 +86,7 @@ def load_mask(
     ignore_index: int | None = None,
     *,
     palette: Sequence[Sequence[int]] | None = None,
+    ignore_colour: Sequence[int] | None = None,
     resize_to: tuple[int, int] | None = None,
     max_pixels: int = MAX_PIXELS,
 ) -> np.ndarray:
@@ -93,7 +94,8 @@ def load_mask(
 
     Index images (L / P mode: palette *indices*, not colours), 16-bit single-channel
     images and integer arrays are read as ids. RGB masks need ``palette`` (one
-    (r, g, b) colour per class). The mask must be ``expected_size`` (height, width),
+    (r, g, b) colour per class); pixels of ``ignore_colour`` (e.g. CamVid's black void)
+    become ``ignore_index``. The mask must be ``expected_size`` (height, width),
     the original image size; it is then resized with NEAREST to ``resize_to``
     (e.g. the downscaled image's size). Returns uint8 when every allowed id fits,
     else int64.
@@ -102,7 +104,10 @@ def load_mask(
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     if palette is not None and len(palette) != num_classes:
         raise ValueError(f"palette has {len(palette)} colours but num_classes is {num_classes}; give one colour per class")
-    ids = _mask_ids(source, palette, max_pixels)
+    if ignore_colour is not None and (ignore_index is None or palette is None):
+        raise ValueError("ignore_colour needs a palette and an ignore_index to map it to")
+    colours = None if palette is None else [*palette] + ([ignore_colour] if ignore_colour is not None else [])
+    ids = _mask_ids(source, colours, max_pixels, ignore=None if ignore_colour is None else (num_classes, ignore_index))
     _check_mask_size(ids.shape, expected_size)
     _check_mask_values(ids, num_classes, ignore_index)
     ids = ids.astype(_mask_dtype(num_classes, ignore_index))
@@ -338,8 +343,9 @@ def _array_to_uint8(array: np.ndarray, max_pixels: int) -> np.ndarray:
 # --------------------------------------------------------------------------- masks
 
 
-def _mask_ids(source: object, palette: Sequence[Sequence[int]] | None, max_pixels: int) -> np.ndarray:
-    """The raw H x W int64 class ids of a mask source (colours mapped through ``palette``)."""
+def _mask_ids(source: object, palette: Sequence[Sequence[int]] | None, max_pixels: int, ignore: tuple[int, int] | None = None) -> np.ndarray:
+    """The raw H x W int64 class ids of a mask source (colours mapped through ``palette``;
+    ``ignore`` = (palette position, id): that colour's pixels get that id)."""
     if isinstance(source, np.ndarray):
         array = source
         if array.ndim < 2:
@@ -355,7 +361,10 @@ def _mask_ids(source: object, palette: Sequence[Sequence[int]] | None, max_pixel
                 "the mask is an RGB colour image but no palette was given. Save class ids as a single-channel "
                 "(L or P mode) PNG, or pass palette=[(r, g, b), ...] with one colour per class."
             )
-        return _colours_to_ids(_integer_values(array[..., :3]), palette)
+        ids = _colours_to_ids(_integer_values(array[..., :3]), palette)
+        if ignore is not None:
+            ids[ids == ignore[0]] = ignore[1]
+        return ids
     if array.ndim != 2:
         raise ImageLoadError(f"a mask must be H x W (or H x W x 3 with a palette); got shape {array.shape}.")
     return _integer_values(array)

@@ -70,6 +70,17 @@ def test_compare_endpoint_through_gradio_client(server):
         client.predict(**compare_args(models=[]))
 
 
+def test_compare_with_defaults_and_named_outputs(server):
+    """The README's call: optional inputs have defaults (the page's initial choices), and the
+    outputs have names, not value_26."""
+    client = Client(server, verbose=False, download_files=False)
+    result = client.predict(example="shapes-1001", api_name="/compare")
+    assert "4 of 4 models ran" in result[0] and "Shapes #1001" in result[-1]
+    returns = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/compare"]["returns"]
+    assert [r["label"] for r in returns][:4] == ["Status", "Class colours", "Image", "Ground truth"]
+    assert not [r["label"] for r in returns if r["label"].startswith("value_")]
+
+
 def test_only_compare_is_exposed_and_the_queue_cannot_be_skipped(server):
     client = Client(server, verbose=False, download_files=False)
     assert list(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == ["/compare"]
@@ -125,7 +136,7 @@ def test_a_greedy_address_cannot_take_the_server(tiny_zoo):
         yield from original(set_name, archs, image, *args, **kwargs)
 
     engine.run_models = slow
-    student_image_mean = demo.dashboard.source("shapes-1000", None, None, "shapes").image.mean()
+    student_image_mean = demo.dashboard.current_image("shapes-1000", None, None, "shapes").image.mean()
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch_kwargs(config))
     try:
         greedy = httpx.Client(base_url=url, transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=10)

@@ -1,8 +1,8 @@
-"""The dashboard's callbacks, called as plain functions (no browser, no server)."""
+"""Each tab's handlers, called as plain functions (no browser, no server): the typed results
+and the presenters' Gradio updates."""
 
 from __future__ import annotations
 
-import inspect
 import math
 import shutil
 import time
@@ -16,10 +16,10 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from demo import build_demo, launch_kwargs
-from demo.callbacks import Dashboard
-from demo.sources import InputError
-from demo.config import ASSETS_DIR
+from demo import build_demo
+from demo.core import App, PredictionKey, SessionCache
+from demo.errors import InputError
+from demo.tabs import compare, instances, losses, pruning, receptive
 from segmodels import zoo
 from segmodels.data import SHAPES, render_shapes
 from segmodels.losses import focal_curve
@@ -28,12 +28,12 @@ from segmodels.receptive_field import theoretical_receptive_field
 
 ALL = ["unet", "unetpp", "unet3p", "deeplabv3p"]
 EXAMPLE = "shapes-1000"
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a server is a UserWarning
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning / gr.Info outside a server
 
 
 @pytest.fixture
-def app(tiny_config) -> Dashboard:
-    return Dashboard(tiny_config())
+def app(tiny_config) -> App:
+    return App(tiny_config())
 
 
 @pytest.fixture
@@ -50,116 +50,170 @@ def final(stream):
     return last
 
 
+def read(path) -> np.ndarray:
+    """An image output (a PNG path) as an array."""
+    assert isinstance(path, str), path
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def value(update):
+    return update["value"] if isinstance(update, dict) else update
+
+
 def save_png(path, array) -> str:
     Image.fromarray(array).save(path)
     return str(path)
 
 
 def example_image_and_mask(size: int = 64):
-    image, mask, instances = render_shapes(1000, 0, size)
-    return image, mask, instances
+    return render_shapes(1000, 0, size)
 
 
 # --------------------------------------------------------------------------- Compare
 
 
-def test_compare_table_has_one_row_per_model_and_all_columns(app):
-    result = app.compare_result(EXAMPLE, None, None, "shapes", ALL, 4)
-    table = result.table
-    assert list(table["Model"]) == ["U-Net", "U-Net++ L4", "U-Net 3+", "DeepLabV3+"]
-    expected = {"Model", "Status", "Params (M)", "GFLOPs", "Latency (ms)", "Latency IQR (ms)", "mIoU (this image)", "mIoU (card, val set)"}
-    expected |= {f"IoU {name}" for name in SHAPES.class_names}
-    assert expected <= set(table.columns)
+def test_compare_tables_one_row_per_model(app):
+    result = compare.Compare(app).compare(EXAMPLE, None, None, "shapes", ALL, 4)
+    table, per_class = result.table, result.per_class
+    assert list(table["Model"]) == list(per_class["Model"]) == ["U-Net", "U-Net++ L4", "U-Net 3+", "DeepLabV3+"]
+    assert set(table.columns) == {"Model", "Status", "Params (M)", "GFLOPs", "Latency (ms)", "IQR (ms)", "Latency from", "mIoU (this image)", "mIoU (card, val set)"}
+    assert set(per_class.columns) == {"Model"} | {f"IoU {name}" for name in SHAPES.class_names}  # the wide part, in a table of its own
     assert (table["Status"] == "ok").all()
     assert (table["Params (M)"] > 0).all() and (table["GFLOPs"] > 0).all() and (table["Latency (ms)"] > 0).all()
-    # The card's dataset mIoU (U-Net++ at depth 4 comes from the card's pruning list).
-    assert list(table["mIoU (card, val set)"]) == [0.61, pytest.approx(0.64), 0.63, 0.66]
+    assert list(table["mIoU (card, val set)"]) == [0.61, pytest.approx(0.64), 0.63, 0.66]  # U-Net++ L4 from the card's pruning list
+    assert result.image.key == EXAMPLE and result.image.label == "Shapes #1000"
 
 
 def test_compare_miou_equals_segmodels_metrics(app, tiny_zoo):
     image, gt, _ = example_image_and_mask()
-    result = app.compare_result(EXAMPLE, None, None, "shapes", ALL, 2)
-    assert np.array_equal(result.gt, gt)
+    result = compare.Compare(app).compare(EXAMPLE, None, None, "shapes", ALL, 2)
+    assert np.array_equal(result.image.gt, gt)
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
-    for run, row in zip(result.runs, result.table.itertuples(index=False)):
+    for run, row, per_class in zip(result.runs, result.table.itertuples(index=False), result.per_class.itertuples(index=False)):
         model = zoo.load_model(f"shapes/{run.arch}", "cpu", tiny_zoo)
         with torch.inference_mode():
             expected_labels = model(x, **({"depth": run.depth} if run.depth else {})).argmax(1)[0].numpy()
-        # Batch-norm folding may flip a near-tie of an untrained model's logits, nothing more.
-        assert (run.labels == expected_labels).mean() > 0.999
+        assert (run.labels == expected_labels).mean() > 0.999  # batch-norm folding may flip a near-tie, nothing more
         matrix = ConfusionMatrix(SHAPES.num_classes, SHAPES.ignore_index)
         matrix.update(torch.from_numpy(run.labels.astype(np.int64)), torch.from_numpy(gt.astype(np.int64)))
         metrics = matrix.compute()
         assert row[result.table.columns.get_loc("mIoU (this image)")] == pytest.approx(metrics["miou"], abs=1e-4)
-        for c, name in enumerate(SHAPES.class_names):
-            value = result.table.loc[result.table["Model"] == run.name, f"IoU {name}"].item()
-            assert (math.isnan(value) and math.isnan(metrics["per_class_iou"][c])) or value == pytest.approx(metrics["per_class_iou"][c], abs=1e-4)
+        for c in range(SHAPES.num_classes):
+            shown = per_class[1 + c]
+            assert (math.isnan(shown) and math.isnan(metrics["per_class_iou"][c])) or shown == pytest.approx(metrics["per_class_iou"][c], abs=1e-4)
 
 
-def test_compare_streams_each_mask_then_the_table(app):
-    first, after_unet, after_deeplab, last = app.compare(EXAMPLE, None, None, "shapes", ["unet", "deeplabv3p"], 4, 0.5, None)
-    status, legend, image, gt_overlay, *slots = first[:8]
-    assert "running U-Net (1 of 2)" in status and "circle" in legend
-    assert image.shape == gt_overlay.shape == (64, 64, 3)
-    # Stale masks are cleared at once; the two chosen slots wait, the others hide.
+def test_compare_streams_each_mask_then_everything(app):
+    tab = compare.Compare(app)
+    first, after_unet, after_deeplab, last = (compare.VIEW.named(out) for out in tab.stream(EXAMPLE, None, None, "shapes", ["unet", "deeplabv3p"], 4, 0.5, None))
+    assert "running U-Net (1 of 2)" in first["status"] and "circle" in first["legend"] and "Shapes #1000" in first["current"]
+    assert read(first["image"]).shape == read(first["truth"]).shape == (64, 64, 3)
+    slots = [first[f"mask_{a}"] for a in ALL]  # stale masks are cleared at once; the two chosen slots wait, the others hide
     assert [slot["visible"] for slot in slots] == [True, False, False, True] and all(slot["value"] is None for slot in slots)
-    assert first[8]["value"].values.tolist() == [["U-Net", "waiting…"], ["DeepLabV3+", "waiting…"]]  # the old table is gone
-    assert after_unet[4]["value"] is not None and all(slot == gr.skip() for slot in after_unet[5:8])
-    assert after_deeplab[7]["value"] is not None and after_deeplab[4] == gr.skip()
-    status, *_ = last
-    table, scatter, bars, session = last[8:]
-    assert np.array_equal(last[4], after_unet[4]["value"]) and last[5] is None  # the final update is complete (API clients)
-    assert "2 of 2 models ran" in status and "one forward pass each" in status
-    assert isinstance(table, pd.DataFrame) and len(table) == 2
-    assert len(scatter.data) == 4 and len(bars.data) == 2  # this image + card point per model; one bar set per model
-    assert session["key"] == EXAMPLE and set(session["predictions"]) == {"unet@0", "deeplabv3p@0"}
+    assert first["table"]["value"].values.tolist() == [["U-Net", "waiting…"], ["DeepLabV3+", "waiting…"]]
+    assert value(after_unet["mask_unet"]) is not None and all(after_unet[f"mask_{a}"] == gr.skip() for a in ALL[1:])
+    assert value(after_deeplab["mask_deeplabv3p"]) is not None and after_deeplab["mask_unet"] == gr.skip()
+    # The last update is complete (API clients): plain values, images as PNG files.
+    assert last["mask_unet"] == value(after_unet["mask_unet"]) and last["mask_unetpp"] is None
+    assert "2 of 2 models ran" in last["status"] and "one forward pass each" in last["status"] and "Latency = median" in last["status"]
+    assert isinstance(last["table"], pd.DataFrame) and len(last["table"]) == 2
+    assert len(last["scatter"]["value"].data) == 2 and len(last["bars"]["value"].data) == 2  # one trace per model in each
+    session = last["session"]
+    assert isinstance(session, SessionCache) and set(session.predictions) == {PredictionKey("unet", None), PredictionKey("deeplabv3p", None)}
     # Opacity only redraws from the session: nothing runs.
-    redrawn = app.restyle(EXAMPLE, None, None, "shapes", 1.0, session)
-    assert np.array_equal(redrawn[1], SHAPES.colorize(session["predictions"]["unet@0"]))
+    redrawn = compare.RESTYLE.named(tab.restyle(EXAMPLE, None, None, "shapes", 4, 1.0, session))
+    assert np.array_equal(read(redrawn["mask_unet"]), SHAPES.colorize(session.predictions[PredictionKey("unet", None)]))
+    assert redrawn["mask_unetpp"] == gr.skip()
 
 
-def test_compare_decodes_once_and_never_reloads_weights(tiny_config, own_zoo, monkeypatch):
-    app = Dashboard(tiny_config(weights_dir=own_zoo))
-    loads, tensors = [], []
-    original_load, original_tensor = zoo.load_state_dict_checked, app.engine.predictor.to_tensor
+def test_a_result_for_another_image_is_dropped(app):
+    """The page moves on to another image while the models run: the rest of the run is not
+    shown, and the status says why."""
+    controls_session = SessionCache()
+    from demo.controls import PREVIEW, Controls
+
+    controls = Controls(app)
+    assert PREVIEW.named(controls.preview(EXAMPLE, None, None, "shapes", controls_session))["image_changed"] == f"shapes/{EXAMPLE}"
+    stream = compare.Compare(app).stream(EXAMPLE, None, None, "shapes", ["unet", "deeplabv3p"], 4, 0.5, controls_session)
+    first = compare.VIEW.named(next(stream))
+    assert "Shapes #1000" in first["current"]
+    controls.preview("shapes-1001", None, None, "shapes", controls_session)  # a thumbnail is tapped
+    rest = [compare.VIEW.named(out) for out in stream]
+    assert len(rest) == 1 and "Stopped: the image changed" in rest[0]["status"]
+    assert all(value == gr.skip() for name, value in rest[0].items() if name != "status")
+    # A run that started after the change is not stopped by it, and the new image's late
+    # "image changed" event keeps its results while another image's clears them.
+    last = compare.VIEW.named(final(compare.Compare(app).stream("shapes-1001", None, None, "shapes", ["unet"], 4, 0.5, controls_session)))
+    assert "1 of 1 models ran" in last["status"] and "Shapes #1001" in last["current"]
+    kept = compare.SHOWN.named(compare.Compare(app).show_image("shapes-1001", None, None, "shapes", 0.5, "shapes/shapes-1001", controls_session))
+    assert kept["mask_unet"] == gr.skip() and kept["table"] == gr.skip() and kept["status"] == gr.skip()
+    cleared = compare.SHOWN.named(compare.Compare(app).show_image("shapes-1002", None, None, "shapes", 0.5, "shapes/shapes-1002", controls_session))
+    assert cleared["mask_unet"]["visible"] is False and cleared["table"]["visible"] is False and "Press **Run the models**" in cleared["status"]
+
+
+def test_compare_never_reloads_weights_and_a_click_decodes_once(tiny_config, own_zoo, monkeypatch):
+    import demo.core
+
+    app = App(tiny_config(weights_dir=own_zoo))
+    loads, tensors, decodes = [], [], []
+    original_load, original_tensor, original_example = zoo.load_state_dict_checked, app.engine.predictor.to_tensor, demo.core.load_example
     monkeypatch.setattr(zoo, "load_state_dict_checked", lambda *a, **k: loads.append(a) or original_load(*a, **k))
     monkeypatch.setattr(app.engine.predictor, "to_tensor", lambda image: tensors.append(image.shape) or original_tensor(image))
-    app.compare_result(EXAMPLE, None, None, "shapes", ALL, 4)
-    assert len(loads) == 4 and len(tensors) == 1  # four models, one tensor
-    app.compare_result("shapes-1001", None, None, "shapes", ALL, 2)
-    assert len(loads) == 4 and len(tensors) == 2  # a new request reuses the cached models
+    monkeypatch.setattr(demo.core, "load_example", lambda *a, **k: decodes.append(a) or original_example(*a, **k))
+    from demo.controls import Controls
+
+    # One click: the preview and every tab that shows the new image share one decoding.
+    Controls(app).preview(EXAMPLE, None, None, "shapes", SessionCache())
+    compare.Compare(app).show_image(EXAMPLE, None, None, "shapes", 0.5, f"shapes/{EXAMPLE}", SessionCache())
+    receptive.Receptive(app).show_image(EXAMPLE, None, None, "shapes", f"shapes/{EXAMPLE}", SessionCache())
+    final(compare.Compare(app).stream(EXAMPLE, None, None, "shapes", ALL, 4, 0.5, None))
+    assert len(decodes) == 1 and len(loads) == 4 and len(tensors) == 1  # four models, one tensor
+    compare.Compare(app).compare("shapes-1001", None, None, "shapes", ALL, 2)
+    assert len(loads) == 4 and len(tensors) == 2 and len(decodes) == 2  # a new request reuses the cached models
 
 
 def test_upload_with_mask_scores_against_it(app, tmp_path):
     image, mask, _ = example_image_and_mask()
-    result = app.compare_result(None, save_png(tmp_path / "img.png", image), save_png(tmp_path / "mask.png", mask), "shapes", ["unet"], 4)
-    assert np.array_equal(result.gt, mask)
+    tab = compare.Compare(app)
+    result = tab.compare(None, save_png(tmp_path / "img.png", image), save_png(tmp_path / "mask.png", mask), "shapes", ["unet"], 4)
+    assert np.array_equal(result.image.gt, mask) and result.image.key.startswith("upload-") and "-mask-" in result.image.key
     assert not math.isnan(result.table["mIoU (this image)"].item())
-    # Without a mask: no score on the image, the card's score remains.
-    result = app.compare_result(None, str(tmp_path / "img.png"), None, "shapes", ["unet"], 4)
+    result = tab.compare(None, str(tmp_path / "img.png"), None, "shapes", ["unet"], 4)  # no mask: the card's score remains
     assert math.isnan(result.table["mIoU (this image)"].item()) and result.table["mIoU (card, val set)"].item() == 0.61
+    assert result.per_class_source == "validation set, from the model cards" and result.per_class["IoU background"].item() == 0.61
 
 
 # --------------------------------------------------------------------------- U-Net++ pruning
 
 
-def test_pruning_rows_for_every_depth(app):
-    result = app.pruning_result(EXAMPLE, None, None, "shapes")
+def test_pruning_rows_for_every_declared_depth(app):
+    tab = pruning.Pruning(app)
+    result = tab.result(EXAMPLE, None, None, "shapes")
+    assert result.arch == "unetpp" and result.depths == app.engine.pruning_depths("shapes", "unetpp")
     table = result.table
     assert list(table["Depth"]) == ["L1", "L2", "L3", "L4"]
     params = table["Params (M)"].tolist()
     assert all(a < b for a, b in zip(params, params[1:])), params
     assert (table["Latency (ms)"] > 0).all() and table["mIoU (this image)"].notna().all()
     assert table["mIoU (card, val set)"].tolist() == pytest.approx([0.46, 0.52, 0.58, 0.64])
-    out = final(app.pruning(EXAMPLE, None, None, "shapes", 0.5))
-    assert "L1 to L4" in out[0] and len(out) == 7 and len(out[6].data) == 2 and "Latency from" in out[5]
+    steps = [pruning.VIEW.named(out) for out in tab.stream(EXAMPLE, None, None, "shapes", 0.5, None)]
+    assert len(steps) == 5 and "L1 to L2 done" in steps[1]["status"] and steps[1]["depth_2"]["label"] == "U-Net++ L3: waiting…"
+    out = steps[-1]
+    assert "L1 to L4" in out["status"] and len(out["plot"]["value"].data) == 2 and "Latency from" in out["table"]["value"]
+
+
+def test_pruning_without_a_prunable_model_says_so(app, monkeypatch):
+    monkeypatch.setattr(app, "pruning_depths", lambda set_name, arch: ())
+    out = pruning.VIEW.named(final(pruning.Pruning(app).stream(EXAMPLE, None, None, "shapes", 0.5, None)))
+    assert "ships no model that can be pruned" in out["status"] and "inline-error" in out["status"]
 
 
 # --------------------------------------------------------------------------- receptive fields
 
 
 def test_receptive_field_rows_per_layer_and_growing(app, tiny_zoo):
-    table = app.receptive_field_table("shapes", ["unet"], 4)
+    tab = receptive.Receptive(app)
+    table = tab.table("shapes", ["unet"], 4)
     model = zoo.load_model("shapes/unet", "cpu", tiny_zoo)
     assert len(table) == len(theoretical_receptive_field(model, (64, 64)))
     sizes = table["Receptive field (px)"].to_numpy()
@@ -167,25 +221,31 @@ def test_receptive_field_rows_per_layer_and_growing(app, tiny_zoo):
     encoder = table.loc[table["Module"].str.startswith("encoder"), "Receptive field (px)"].to_numpy()
     assert len(encoder) > 5 and (np.diff(encoder) > 0).all()  # strictly growing down the encoder
     assert sizes.max() > 100
-
-    figure, display, dilation, summary = app.receptive_fields("shapes", ALL, 4)
-    assert {trace.name for trace in figure.data} == {"U-Net", "U-Net++ L4", "U-Net 3+", "DeepLabV3+"}
-    assert "whole image" in set(display.loc[display["Model"] == "DeepLabV3+", "Receptive field (px)"])  # ASPP image pooling
-    assert [a.text.split(":")[0] for a in dilation.layout.annotations] == ["rate 1", "rate 2", "rate 6 (ASPP)", "rate 12 (ASPP)", "rate 18 (ASPP)"]
-    assert "ASPP rates 6, 12, 18 at output stride 16" in summary and "SPP bins 1x1, 2x2, 4x4" in summary
+    out = receptive.CHARTS.named(tab.charts("shapes", ALL, 4))
+    assert {trace.name for trace in out["chart"].data} == {"U-Net", "U-Net++ L4", "U-Net 3+", "DeepLabV3+"}
+    assert "whole image" in set(out["table"].loc[out["table"]["Model"] == "DeepLabV3+", "Receptive field (px)"])  # ASPP image pooling
+    assert [a.text.split("<br>")[0] for a in out["dilation"].layout.annotations] == ["rate 1", "rate 2", "rate 6 (ASPP)", "rate 12 (ASPP)", "rate 18 (ASPP)"]
+    assert "ASPP rates 6, 12, 18 at output stride 16" in out["summary"] and "SPP bins 1x1, 2x2, 4x4" in out["summary"]
 
 
 def test_effective_receptive_field_of_a_clicked_pixel(app):
-    clickable = app.preview(EXAMPLE, None, None, "shapes", 0.5)[3]
+    tab = receptive.Receptive(app)
+    shown = receptive.SHOWN.named(tab.show_image(EXAMPLE, None, None, "shapes", f"shapes/{EXAMPLE}", None))
+    clickable = read(shown["click"]["value"])
     scale = clickable.shape[0] // 64
-    assert clickable.shape == (64 * scale, 64 * scale, 3) and scale == 5  # a 64 px example is shown 5x larger
+    assert clickable.shape == (64 * scale, 64 * scale, 3) and scale == 5 and "Shapes #1000" in shown["click"]["label"]
     evt = SimpleNamespace(index=[20 * scale + 2, 10 * scale + 1])  # gr.SelectData.index is (x, y) on the shown image
-    out = app.effective_fields(EXAMPLE, None, None, "shapes", ["unet", "deeplabv3p"], 4, evt)
-    slots, pooling, note = out[:4], out[4], out[5]
-    assert slots[0]["visible"] and slots[0]["value"] is not None and slots[3]["visible"] and not slots[1]["visible"]
-    assert pooling.ndim == 3 and "row 10, column 20" in note
-    _, overlays, _, _ = app.effective_fields_at(EXAMPLE, None, None, "shapes", ["unet"], 4, (500, -3))  # clamped into the image
-    assert overlays["unet"].shape == (64, 64, 3)
+    out = receptive.CLICKED.named(tab.clicked(EXAMPLE, None, None, "shapes", ["unet", "deeplabv3p"], 4, None, evt))
+    assert out["field_unet"]["visible"] and out["field_unet"]["value"] and out["field_deeplabv3p"]["visible"] and not out["field_unetpp"]["visible"]
+    assert read(out["pooling"]["value"]).ndim == 3 and "row 10, column 20" in out["note"] and "Shapes #1000" in out["note"]
+    assert "ASPP rate 6: taps 96 px apart" in out["pooling_note"]
+    current = app.current_image(EXAMPLE, None, None, "shapes")
+    fields = tab.effective_fields(current, ["unet"], 4, (500, -3))  # clamped into the image
+    assert fields.pixel == (63, 0) and fields.overlays["unet"].shape == (64, 64, 3)
+    # A click on an image the page no longer shows is refused, not answered with another image's fields.
+    session = SessionCache(shown="shapes/shapes-1001")
+    out = receptive.CLICKED.named(tab.clicked(EXAMPLE, None, None, "shapes", ["unet"], 4, session, evt))
+    assert "The image changed" in out["note"] and out["field_unet"] == gr.skip()
 
 
 # --------------------------------------------------------------------------- losses and IoU
@@ -195,99 +255,119 @@ def test_class_weights_on_a_hand_made_mask(app, tmp_path):
     mask = np.zeros((10, 10), dtype=np.uint8)
     mask[:2] = 1  # 20 circle pixels
     mask[2, :] = 2  # 10 triangle pixels; 70 background, no rectangle
-    table = app.class_weight_table(mask, SHAPES)
+    table = losses.class_weight_table(mask, SHAPES)
     assert table["Pixels N_c"].tolist() == [70, 20, 10, 0]
     assert table["Weight w_c"].tolist() == pytest.approx([(100 - 70) / 100, (100 - 20) / 100, (100 - 10) / 100, 1.0])
     image = np.full((10, 10, 3), 128, dtype=np.uint8)
-    shown, figure, note = app.class_weights(None, save_png(tmp_path / "i.png", image), save_png(tmp_path / "m.png", mask), "shapes", None)
-    assert shown["Weight w_c"].tolist() == pytest.approx([0.3, 0.8, 0.9, 1.0]) and "N = 100" in note
+    out = losses.WEIGHTS.named(losses.Losses(app).weights(None, save_png(tmp_path / "i.png", image), save_png(tmp_path / "m.png", mask), "shapes", None))
+    assert out["table"]["value"]["Weight w_c"].tolist() == pytest.approx([0.3, 0.8, 0.9, 1.0]) and "N = 100" in out["note"]
 
 
-def test_loss_curves_follow_gamma(app):
-    figure = app.loss_curves(3.0)
+def test_class_weights_of_an_upload_without_mask_use_a_prediction(app, tmp_path):
+    path = save_png(tmp_path / "photo.png", example_image_and_mask()[0])
+    tab = losses.Losses(app)
+    out = losses.WEIGHTS.named(tab.weights(None, path, None, "shapes", SessionCache()))
+    assert "no ground-truth mask" in out["note"] and "inline-error" in out["note"] and out["table"]["visible"] is False
+    session = compare.VIEW.named(final(compare.Compare(app).stream(None, path, None, "shapes", ["unet3p", "unet"], 4, 0.5, None)))["session"]
+    out = losses.WEIGHTS.named(tab.weights(None, path, None, "shapes", session))
+    assert "predicted by U-Net (no ground truth" in out["note"] and out["table"]["value"]["Pixels N_c"].sum() == 64 * 64
+
+
+def test_loss_curves_follow_gamma():
+    figure = losses.Losses.curves(3.0)
     ce, focal = figure.data[0], figure.data[1]
     p = np.asarray(focal.x)
     assert np.allclose(np.asarray(ce.y), -np.log(p)) and np.allclose(np.asarray(focal.y), focal_curve(p, 3.0))
+    subtitle = figure.layout.title.subtitle.text.replace("<br>", " ")
+    assert "penalises well-classified pixels" in subtitle and "0.001 x cross-entropy" in subtitle  # (1 - 0.9)^3
+    assert "exactly the cross-entropy" in losses.Losses.curves(0).layout.title.subtitle.text.replace("<br>", " ")  # no claim that gamma 0 spares easy pixels
 
 
 def test_iou_map_counts_match_the_table(app):
-    compare = final(app.compare(EXAMPLE, None, None, "shapes", ["unet"], 4, 0.5, None))
-    session, table = compare[-1], compare[8]
-    image, counts, session2 = app.iou_map_result(EXAMPLE, None, None, "shapes", "unet", "background", 4, session)
+    last = compare.VIEW.named(final(compare.Compare(app).stream(EXAMPLE, None, None, "shapes", ["unet"], 4, 0.5, None)))
+    session, per_class = last["session"], last["per_class"]["value"]
+    tab = losses.Losses(app)
+    result = tab.iou_map(app.current_image(EXAMPLE, None, None, "shapes"), "unet", "background", 4, session)
     _, gt, _ = example_image_and_mask()
-    codes = iou_error_map(session["predictions"]["unet@0"], gt, 0)
-    assert counts == {"tp": int((codes == 1).sum()), "fp": int((codes == 2).sum()), "fn": int((codes == 3).sum()), "iou": pytest.approx(table["IoU background"].item(), abs=1e-4)}
-    assert image.shape == (64, 64, 3) and session2["predictions"].keys() == session["predictions"].keys()
-    shown, note, _ = app.iou_map(EXAMPLE, None, None, "shapes", "unet", "background", 4, None)  # runs the model itself
-    assert "TP / (TP + FP + FN)" in note or "undefined" in note
+    codes = iou_error_map(session.predictions[PredictionKey("unet", None)], gt, 0)
+    assert (result.tp, result.fp, result.fn) == (int((codes == 1).sum()), int((codes == 2).sum()), int((codes == 3).sum()))
+    assert result.iou == pytest.approx(per_class["IoU background"].item(), abs=1e-4)
+    out = losses.IOU.named(tab.iou(EXAMPLE, None, None, "shapes", "unet", "background", 4, None))  # runs the model itself
+    assert read(out["map"]["value"]).shape == (64, 64, 3) and ("TP / (TP + FP + FN)" in out["note"] or "undefined" in out["note"])
+    assert set(out["session"].predictions) == {PredictionKey("unet", None)}
+
+
+def test_iou_map_needs_ground_truth_and_a_known_class(app, tmp_path):
+    path = save_png(tmp_path / "photo.png", example_image_and_mask()[0])
+    tab = losses.Losses(app)
+    assert "needs a ground-truth mask" in losses.IOU.named(tab.iou(None, path, None, "shapes", "unet", "circle", 4, None))["note"]
+    assert "Unknown class 'nonsense'" in losses.IOU.named(tab.iou(EXAMPLE, None, None, "shapes", "unet", "nonsense", 4, None))["note"]
 
 
 # --------------------------------------------------------------------------- semantic vs instance
 
 
 def test_instances_from_shapes_ground_truth(app):
-    _, _, instances = example_image_and_mask()
-    classes, coloured, note, count, _ = app.instances_result(EXAMPLE, None, None, "shapes", "unet", "all classes", 4, None)
-    assert count == len(np.unique(instances[instances > 0])) and "Ground truth" in note
-    assert classes.shape == coloured.shape == (64, 64, 3)
+    _, _, truth = example_image_and_mask()
+    result = instances.InstancesTab(app).instances(app.current_image(EXAMPLE, None, None, "shapes"), "unet", "all classes", 4, SessionCache())
+    assert result.from_truth and result.count == len(np.unique(truth[truth > 0])) and "Ground truth" in result.note
+    out = instances.VIEW.named(instances.InstancesTab(app).show(EXAMPLE, None, None, "shapes", "unet", "all classes", 4, None))
+    assert read(out["classes"]["value"]).shape == read(out["instances"]["value"]).shape == (64, 64, 3)
 
 
 def test_instances_as_connected_components_without_ground_truth(app, tmp_path):
-    image, _, _ = example_image_and_mask()
-    path = save_png(tmp_path / "photo.png", image)
-    classes, coloured, note, count, session = app.instances_result(None, path, None, "shapes", "unet", "background", 4, None)
-    labels = session["predictions"]["unet@0"]
-    assert count == ndimage.label(labels == 0)[1]
-    assert "connected components" in note and "Not ground-truth instances" in note
+    path = save_png(tmp_path / "photo.png", example_image_and_mask()[0])
+    session = SessionCache()
+    result = instances.InstancesTab(app).instances(app.current_image(None, path, None, "shapes"), "unet", "background", 4, session)
+    labels = session.predictions[PredictionKey("unet", None)]
+    assert not result.from_truth and result.count == ndimage.label(labels == 0)[1]
+    assert "connected components" in result.note and "Not ground-truth instances" in result.note
 
 
 # --------------------------------------------------------------------------- bad inputs
 
 
 def test_bad_image_is_a_clear_error(app, tmp_path):
+    tab = compare.Compare(app)
     bad = tmp_path / "holiday.png"
     bad.write_bytes(b"%PDF-1.7 definitely not an image")
     with pytest.raises(gr.Error, match="not a supported image") as info:
-        final(app.compare(None, str(bad), None, "shapes", ALL, 4, 0.5, None))
-    assert "Traceback" not in str(info.value)
-    with pytest.raises(gr.Error, match="not a supported image"):
-        app.preview(None, str(bad), None, "shapes", 0.5)
+        final(tab.stream(None, str(bad), None, "shapes", ALL, 4, 0.5, None))
+    assert "Traceback" not in str(info.value) and info.value.duration is None  # the message stays until it is closed
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
     with pytest.raises(gr.Error, match="empty file"):
-        final(app.compare(None, str(empty), None, "shapes", ALL, 4, 0.5, None))
-    whole = (tmp_path / "whole.png")
+        final(tab.stream(None, str(empty), None, "shapes", ALL, 4, 0.5, None))
+    whole = tmp_path / "whole.png"
     save_png(whole, example_image_and_mask()[0])
     truncated = tmp_path / "cut.png"
     truncated.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     with pytest.raises(gr.Error, match="truncated or corrupt"):
-        final(app.compare(None, str(truncated), None, "shapes", ALL, 4, 0.5, None))
+        final(tab.stream(None, str(truncated), None, "shapes", ALL, 4, 0.5, None))
 
 
 def test_wrong_size_or_values_mask_is_a_clear_error(app, tmp_path):
     image, mask, _ = example_image_and_mask()
     path = save_png(tmp_path / "img.png", image)
+    tab = compare.Compare(app)
     with pytest.raises(gr.Error, match=r"mask is 32x32 but the image is 64x64"):
-        final(app.compare(None, path, save_png(tmp_path / "small.png", mask[:32, :32]), "shapes", ALL, 4, 0.5, None))
+        final(tab.stream(None, path, save_png(tmp_path / "small.png", mask[:32, :32]), "shapes", ALL, 4, 0.5, None))
     wrong = mask.copy()
     wrong[0, 0] = 9
-    with pytest.raises(gr.Error, match="not class ids"):
-        final(app.compare(None, path, save_png(tmp_path / "wrong.png", wrong), "shapes", ALL, 4, 0.5, None))
+    with pytest.raises(gr.Error, match="not class ids.*Allowed: class ids 0-3"):
+        final(tab.stream(None, path, save_png(tmp_path / "wrong.png", wrong), "shapes", ALL, 4, 0.5, None))
     with pytest.raises(gr.Error, match="without its image"):
-        final(app.compare(EXAMPLE, None, str(tmp_path / "wrong.png"), "shapes", ALL, 4, 0.5, None))
+        final(tab.stream(EXAMPLE, None, str(tmp_path / "wrong.png"), "shapes", ALL, 4, 0.5, None))
 
 
 def test_other_bad_requests(app):
-    with pytest.raises(gr.Error, match="at least one model"):
-        final(app.compare(EXAMPLE, None, None, "shapes", [], 4, 0.5, None))
-    with pytest.raises(gr.Error, match="Unknown model set"):
-        final(app.compare(EXAMPLE, None, None, "camvid", ALL, 4, 0.5, None))
-    with pytest.raises(gr.Error, match="Unknown example"):
-        final(app.compare("../../etc/passwd", None, None, "shapes", ALL, 4, 0.5, None))
-    with pytest.raises(gr.Error, match="depth"):
-        final(app.compare(EXAMPLE, None, None, "shapes", ALL, 9, 0.5, None))
-    with pytest.raises(gr.Error, match="Unknown class"):
-        app.iou_map(EXAMPLE, None, None, "shapes", "unet", "nonsense", 4, None)
+    tab = compare.Compare(app)
+    assert "Choose at least one model" in tab.queue_note(EXAMPLE, None, None, "shapes", [], 4, 0.5)  # said at once, beside the button
+    assert tab.queue_note(EXAMPLE, None, None, "shapes", ["unet"], 4, 0.5) == "Starting…"
+    for request, message in [((EXAMPLE, None, None, "shapes", [], 4), "at least one model"), ((EXAMPLE, None, None, "camvid", ALL, 4), "Unknown model set"),
+                             (("../../etc/passwd", None, None, "shapes", ALL, 4), "Unknown example"), ((EXAMPLE, None, None, "shapes", ALL, 9), "depth")]:
+        with pytest.raises(gr.Error, match=message):
+            final(tab.stream(*request, 0.5, None))
 
 
 @pytest.mark.parametrize("models, message", [
@@ -306,50 +386,41 @@ def test_huge_or_odd_model_lists_are_answered_at_once(app, models, message):
 
 
 def test_long_strings_and_nan_are_refused_without_echo(app):
+    tab = compare.Compare(app)
     huge = "x" * 50_000_000
-    for call in (lambda: final(app.compare(huge, None, None, "shapes", ["unet"], 4, 0.5, None)),
-                 lambda: final(app.compare(EXAMPLE, None, None, huge, ["unet"], 4, 0.5, None))):
+    for request in ((huge, None, None, "shapes"), (EXAMPLE, None, None, huge)):
         with pytest.raises(gr.Error) as info:
-            call()
+            final(tab.stream(*request, ["unet"], 4, 0.5, None))
         assert len(str(info.value)) < 400 and "50,000,000 characters" in str(info.value)
     for opacity in (float("nan"), 2.0, "abc"):
         with pytest.raises(gr.Error, match="opacity"):
-            final(app.compare(EXAMPLE, None, None, "shapes", ["unet"], 4, opacity, None))
+            final(tab.stream(EXAMPLE, None, None, "shapes", ["unet"], 4, opacity, None))
     with pytest.raises(gr.Error, match="depth"):
-        final(app.compare(EXAMPLE, None, None, "shapes", ["unet"], float("nan"), 0.5, None))
-
-
-def test_iou_map_needs_ground_truth(app, tmp_path):
-    path = save_png(tmp_path / "photo.png", example_image_and_mask()[0])
-    with pytest.raises(gr.Error, match="needs a ground-truth mask"):
-        app.iou_map(None, path, None, "shapes", "unet", "circle", 4, None)
+        final(tab.stream(EXAMPLE, None, None, "shapes", ["unet"], float("nan"), 0.5, None))
 
 
 def test_no_weights_installed(tiny_config, tmp_path):
-    config = tiny_config(weights_dir=tmp_path / "empty")
-    demo = build_demo(config)
+    demo = build_demo(tiny_config(weights_dir=tmp_path / "empty"))
     with pytest.raises(gr.Error, match="No trained models are installed"):
-        final(demo.dashboard.compare(EXAMPLE, None, None, "shapes", ALL, 4, 0.5, None))
+        final(compare.Compare(demo.dashboard).stream(EXAMPLE, None, None, "shapes", ALL, 4, 0.5, None))
 
 
 def test_corrupted_weights_are_reported_and_the_others_run(tiny_config, own_zoo):
     (own_zoo / "shapes" / "unet3p.pt").write_bytes(b"garbage" * 100)
     (own_zoo / "shapes" / "unet.pt").unlink()
-    app = Dashboard(tiny_config(weights_dir=own_zoo))
-    out = final(app.compare(EXAMPLE, None, None, "shapes", ALL, 4, 0.5, None))
-    table = out[8]
+    tab = compare.Compare(App(tiny_config(weights_dir=own_zoo)))
+    out = compare.VIEW.named(final(tab.stream(EXAMPLE, None, None, "shapes", ALL, 4, 0.5, None)))
+    table = out["table"]
     assert len(table) == 4
     status = dict(zip(table["Model"], table["Status"]))
-    assert "corrupted or was swapped" in status["U-Net 3+"] and "missing" in status["U-Net"]
-    assert status["U-Net++ L4"] == "ok" and status["DeepLabV3+"] == "ok"
+    assert status == {"U-Net": "failed (see above)", "U-Net++ L4": "ok", "U-Net 3+": "failed (see above)", "DeepLabV3+": "ok"}
+    assert "corrupted or was swapped" in out["status"] and "missing" in out["status"]  # the reasons stay on screen, in the status
     assert table.loc[table["Status"] == "ok", "Latency (ms)"].notna().all()
-    assert "corrupted or was swapped" in out[0]  # the reason stays on screen, in the status
-    # Every model broken: a clear error, not an empty result.
-    with pytest.raises(gr.Error, match="No model could run"):
-        final(app.compare(EXAMPLE, None, None, "shapes", ["unet", "unet3p"], 4, 0.5, None))
+    with pytest.raises(gr.Error, match="No model could run"):  # every model broken: a clear error, not an empty result
+        final(tab.stream(EXAMPLE, None, None, "shapes", ["unet", "unet3p"], 4, 0.5, None))
 
 
-def test_out_of_memory_is_reported_and_the_next_request_works(app, tiny_zoo, monkeypatch):
+def test_out_of_memory_is_reported_and_the_next_request_works(app, monkeypatch):
     model = app.engine.model("shapes", "unetpp")
     calls = {"n": 0}
     original = model.forward
@@ -364,122 +435,18 @@ def test_out_of_memory_is_reported_and_the_next_request_works(app, tiny_zoo, mon
     monkeypatch.setattr(model, "forward", fails_once)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(True))
+    tab = compare.Compare(app)
     with pytest.raises(gr.Error, match="ran out of memory") as info:
-        final(app.compare(EXAMPLE, None, None, "shapes", ALL, 4, 0.5, None))
+        final(tab.stream(EXAMPLE, None, None, "shapes", ALL, 4, 0.5, None))
     assert "fewer models or a smaller image" in str(info.value) and emptied
-    out = final(app.compare(EXAMPLE, None, None, "shapes", ALL, 4, 0.5, None))
-    assert (out[8]["Status"] == "ok").all()
-
-
-# --------------------------------------------------------------------------- the Blocks
-
-
-def test_blocks_settings_for_a_public_demo(tiny_config):
-    demo = build_demo(tiny_config(queue_max_size=7))
-    assert demo.delete_cache == (3600, 3600)
-    assert demo._queue.max_size == 7 and demo.api_open is False
-    fns = [fn for fn in demo.fns.values() if fn.fn is not None]
-    assert all(fn.queue for fn in fns)
-    public = [fn for fn in fns if fn.api_visibility != "private"]
-    assert [fn.api_name for fn in public] == ["compare"]
-    model_events = {fn.name for fn in fns if fn.concurrency_id == "models"}
-    assert {"compare", "pruning", "receptive_fields", "effective_fields", "iou_map", "instances"} <= model_events
-    # Model jobs wait for their turn in the fair scheduler (holding no thread), not in Gradio's queue.
-    assert {fn.concurrency_limit for fn in fns if fn.concurrency_id == "models"} == {None}
-    assert all(inspect.iscoroutinefunction(fn.fn) or inspect.isasyncgenfunction(fn.fn) for fn in fns if fn.concurrency_id == "models")
-    kwargs = launch_kwargs(tiny_config())
-    assert kwargs["max_file_size"] == 10 * 2**20 and kwargs["allowed_paths"] in ([str(ASSETS_DIR.resolve())], [])
-
-
-# --------------------------------------------------------------------------- CamVid examples and a second model set
-
-
-@pytest.fixture
-def camvid_setup(tiny_zoo, tmp_path):
-    """A fake CamVid folder (two 36x48 val images, void = 11 in the masks) and a zoo holding
-    the tiny Shapes models plus a tiny 11-class camvid/unet (card values made up)."""
-    import json
-
-    from segmodels import create_model
-    from segmodels.cards import model_spec
-    from segmodels.data import CAMVID
-
-    root = tmp_path / "camvid"
-    rng = np.random.default_rng(0)
-    for split in ("val", "valannot"):
-        (root / split).mkdir(parents=True)
-    for name in ("0001TP_000010", "0001TP_000040"):
-        Image.fromarray(rng.integers(0, 256, (36, 48, 3), dtype=np.uint8)).save(root / "val" / f"{name}.png")
-        mask = rng.integers(0, 12, (36, 48)).astype(np.uint8)  # 11 = void
-        Image.fromarray(mask, mode="L").save(root / "valannot" / f"{name}.png")
-    weights = tmp_path / "weights"
-    shutil.copytree(tiny_zoo, weights)
-    model = create_model("unet", CAMVID.num_classes, encoder="plain", pretrained=False, base_channels=4)
-    run = tmp_path / "run"
-    run.mkdir()
-    spec = model_spec("unet", "plain", CAMVID.num_classes, 4, {})
-    torch.save({"model": model.state_dict(), "spec": spec, "epoch": 1}, run / "best.pt")
-    (run / "card.json").write_text(json.dumps({**spec, "note": "TEST FIXTURE: made-up scores", "dataset": CAMVID.to_dict(), "val_miou": 0.5, "val_per_class_iou": {n: 0.5 for n in CAMVID.class_names}}))
-    zoo.export_model(run, "camvid/unet", weights_dir=weights)
-    return root, weights
-
-
-def test_camvid_examples_and_set(tiny_config, camvid_setup, monkeypatch):
-    root, weights = camvid_setup
-    app = Dashboard(tiny_config(weights_dir=weights, camvid_dir=root))
-    assert app.sets() == ["camvid", "shapes"] and app.default_set() == "camvid"
-    without_examples = Dashboard(tiny_config(weights_dir=weights))
-    assert without_examples.default_set() == "shapes"  # no CamVid examples to start on
-    notices = []
-    monkeypatch.setattr(gr, "Info", notices.append)
-    without_examples.set_changed("camvid", "shapes-1000")
-    assert len(notices) == 1 and "upload" in notices[0]
-    app.set_changed("camvid", "camvid-0001TP_000010")
-    assert len(notices) == 1
-    assert app.default_example("camvid") == "camvid-0001TP_000010" and app.default_example("shapes") == "shapes-1000"
-    assert [e.label for e in app.gallery_examples("camvid")] == ["CamVid val 0001TP_000010", "CamVid val 0001TP_000040"]
-    with pytest.raises(gr.Error, match="ships no U-Net\\+\\+"):
-        final(app.compare("camvid-0001TP_000010", None, None, "camvid", ["unetpp"], 4, 0.5, None))
-    result = app.compare_result("camvid-0001TP_000010", None, None, "camvid", ["unet"], 4)
-    assert (result.gt == 11).any() and len([c for c in result.table.columns if c.startswith("IoU ")]) == 11
-    matrix = ConfusionMatrix(11, 11)
-    matrix.update(torch.from_numpy(result.runs[0].labels.astype(np.int64)), torch.from_numpy(result.gt.astype(np.int64)))
-    assert result.table["mIoU (this image)"].item() == pytest.approx(matrix.compute()["miou"], abs=1e-4)
-    classes, coloured, note, count, _ = app.instances_result("camvid-0001TP_000010", None, None, "camvid", "unet", "Car", 4, None)
-    assert "connected components" in note and "Car" in note and count >= 0
-    # A Shapes example under the CamVid models: its ground truth does not apply.
-    result = app.compare_result("shapes-1000", None, None, "camvid", ["unet"], 4)
-    assert result.gt is None and any("shapes classes" in n for n in result.notes)
-    # Changing the set offers that set's models, classes and examples.
-    out = app.set_changed("shapes", "camvid-0001TP_000010")
-    assert out[0].choices == [("U-Net", "unet"), ("U-Net++", "unetpp"), ("U-Net 3+", "unet3p"), ("DeepLabV3+", "deeplabv3p")]
-    assert out[1].value == "shapes-1000" and [c[0] for c in out[4].choices] == list(SHAPES.class_names)
-
-
-def test_preview_and_environment(tiny_config, camvid_setup, monkeypatch):
-    root, weights = camvid_setup
-    monkeypatch.setenv("SEGMODELS_CAMVID", str(root))
-    monkeypatch.setenv("SEGMODELS_WEIGHTS", str(weights))
-    from demo import DemoConfig
-
-    config = DemoConfig()
-    assert config.camvid_dir == root.resolve() and config.weights_dir == weights.resolve()
-    app = Dashboard(tiny_config(weights_dir=weights, camvid_dir=root))
-    image, gt, legend, click, note = app.preview("camvid-0001TP_000040", None, None, "camvid", 0.5)
-    assert image.shape == (36, 48, 3) and gt.shape == image.shape and "Sky" in legend and "with ground truth" in note
-
-
-def test_examples_are_shown_even_without_models(tiny_config, tmp_path):
-    app = Dashboard(tiny_config(weights_dir=tmp_path / "none"))
-    image, gt, legend, click, note = app.preview(EXAMPLE, None, None, None, 0.5)
-    assert image.shape == gt.shape == (64, 64, 3) and "circle" in legend and "with ground truth" in note
+    assert (compare.VIEW.named(final(tab.stream(EXAMPLE, None, None, "shapes", ALL, 4, 0.5, None)))["table"]["Status"] == "ok").all()
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 3), (3, 1000, 3), (40, 30), (20, 20, 4)])
 def test_odd_image_shapes_and_modes(app, tmp_path, shape):
     array = np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)
     path = save_png(tmp_path / "odd.png", array)
-    result = app.compare_result(None, path, None, "shapes", ALL, 4)
-    assert (result.table["Status"] == "ok").all() and max(result.source.size) <= app.config.max_side
-    _, overlays, pooling, _ = app.effective_fields_at(None, path, None, "shapes", ["deeplabv3p"], 4, (0, 0))
-    assert overlays["deeplabv3p"].shape[:2] == result.source.size and pooling.shape[1] < 5000
+    result = compare.Compare(app).compare(None, path, None, "shapes", ALL, 4)
+    assert (result.table["Status"] == "ok").all() and max(result.image.size) <= app.config.max_side
+    fields = receptive.Receptive(app).effective_fields(result.image, ["deeplabv3p"], 4, (0, 0))
+    assert fields.overlays["deeplabv3p"].shape[:2] == result.image.size and fields.pooling.shape[1] < 5000

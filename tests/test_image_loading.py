@@ -312,6 +312,20 @@ def test_rgb_mask_palette_mapping() -> None:
         load_mask(colours, (2, 2), 4, None, palette=palette)
 
 
+
+def test_rgb_mask_ignore_colour_becomes_ignore_index() -> None:
+    palette = [(128, 128, 128), (128, 0, 0)]
+    colours = np.array([[palette[1], (0, 0, 0)], [palette[0], (0, 0, 0)]], np.uint8)
+    loaded = load_mask(encode(Image.fromarray(colours)), (2, 2), 2, 255, palette=palette, ignore_colour=(0, 0, 0))
+    np.testing.assert_array_equal(loaded, [[1, 255], [0, 255]])
+    with pytest.raises(ImageLoadError, match=r"colour \(0, 0, 0\) which is not in the palette"):
+        load_mask(colours, (2, 2), 2, 255, palette=palette)
+    grey = np.array([[0, 2], [1, 0]], np.uint8)  # an id mask: the colour does not apply, id 2 stays invalid
+    with pytest.raises(ImageLoadError):
+        load_mask(grey, (2, 2), 2, 255, palette=palette, ignore_colour=(0, 0, 0))
+    with pytest.raises(ValueError, match="needs a palette and an ignore_index"):
+        load_mask(colours, (2, 2), 2, None, palette=palette, ignore_colour=(0, 0, 0))
+
 def test_mask_resized_after_size_check() -> None:
     ids = np.repeat(np.repeat(np.array([[0, 1], [2, 3]], np.uint8), 3, 0), 4, 1)  # 6 x 8
     loaded = load_mask(ids, (6, 8), num_classes=4, ignore_index=None, resize_to=(2, 2))

@@ -1,0 +1,75 @@
+"""What every tab module gets from :mod:`demo.ui`: the shared controls, the server-wide
+:class:`demo.core.App`, and the settings its events use (see ``build(shared)`` in
+:mod:`demo.tabs`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import gradio as gr
+
+from . import serving
+from .core import App
+
+MODELS = "models"  # the one concurrency group of every event that runs a model
+LIGHT = "light"  # cheap events: previews, redraws, curves
+
+
+class View:
+    """The named outputs of an event: a callback returns ``view(name=value, ...)`` (a tuple in
+    output order, ``gr.skip()`` for every name not given) instead of values matched to
+    outputs by position."""
+
+    def __init__(self, *names: str):
+        self.names = names
+
+    def __call__(self, **values) -> tuple:
+        unknown = set(values) - set(self.names)
+        if unknown:
+            raise TypeError(f"not outputs of this view: {', '.join(sorted(unknown))}")
+        return tuple(values.get(name, gr.skip()) for name in self.names)
+
+    def components(self, **components) -> list:
+        """The output components, in this view's order."""
+        return [components[name] for name in self.names]
+
+    def named(self, values: tuple) -> dict:
+        """{name: value} of a callback's output tuple (for tests)."""
+        return dict(zip(self.names, values, strict=True))
+
+
+@dataclass
+class Shared:
+    """The shared controls and services of the dashboard, handed to each tab's ``build``."""
+
+    app: App
+    set_radio: gr.Radio  # the model set ("camvid" / "shapes")
+    example_dd: gr.Dropdown  # example key
+    image_file: gr.File  # upload (filepath) or None
+    mask_file: gr.File  # ground-truth mask upload or None
+    models_cb: gr.CheckboxGroup  # chosen architectures (keys: unet, unetpp, unet3p, deeplabv3p)
+    depth_sl: gr.Slider  # U-Net++ pruning depth 1..4
+    opacity_sl: gr.Slider  # mask opacity 0..1
+    session: gr.State  # this browser tab's demo.core.SessionCache
+    current_md: gr.Markdown  # the "Current image" line under the controls
+    image_changed: gr.State  # identity of the image the page shows ("" for none); its .change clears stale results
+    light: dict = field(init=False)
+    heavy: dict = field(init=False)
+
+    def __post_init__(self) -> None:
+        config = self.app.config
+        self.light = dict(api_visibility="private", concurrency_limit=config.light_concurrency, concurrency_id=LIGHT)
+        # Model events wait for their turn in app.scheduler, not in Gradio's queue.
+        self.heavy = dict(api_visibility="private", concurrency_limit=None, concurrency_id=MODELS)
+
+    @property
+    def image_inputs(self) -> list:
+        """The inputs that name the image of a request (for ``App.current_image``)."""
+        return [self.example_dd, self.image_file, self.mask_file, self.set_radio]
+
+    def on_device(self, fn):
+        """``fn`` as a callback that waits for its client's fair turn on the device."""
+        return serving.on_device(fn, self.app.scheduler, self.app.config.trust_forwarded)
+
+
+__all__ = ["LIGHT", "MODELS", "Shared", "View"]

@@ -1,0 +1,116 @@
+"""What a user sees when something fails: a message, never a traceback.
+
+Callbacks raise :class:`InputError` for bad input. :func:`inline_errors` writes the message
+of any failure into one of the event's own outputs (a status line), where it stays
+readable beside what it is about; :func:`user_errors` (for API endpoints, whose clients
+need an error) raises a :class:`gradio.Error` whose toast stays on the page until it is
+closed (a toast that fades after a few seconds is easily missed in a classroom)."""
+
+from __future__ import annotations
+
+import functools
+import html
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import gradio as gr
+import torch
+
+from .engine import ModelUnavailable, OutOfMemory, is_out_of_memory
+
+log = logging.getLogger(__name__)
+
+
+class InputError(ValueError):
+    """A user input cannot be used; the message is meant for the user."""
+
+
+def short(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, so a huge argument is never echoed back."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{repr(value[:limit])[:-1]}…' ({len(value):,} characters)"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def user_message(error: BaseException) -> str:
+    """The message a user sees for ``error``: its own text when it was meant for users,
+    otherwise a generic sentence (the details go to the server log)."""
+    if isinstance(error, gr.Error):
+        return str(error.message)
+    if isinstance(error, (InputError, ModelUnavailable, OutOfMemory)):
+        return str(error)
+    if is_out_of_memory(error):
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return "The device ran out of memory. Nothing was lost: try again with fewer models or a smaller image."
+    log.error("callback failed: %s: %s", type(error).__name__, str(error)[:500])
+    log.debug("traceback", exc_info=error)
+    return f"Something went wrong ({type(error).__name__}). Try another image or fewer models; the details are in the server log."
+
+
+def as_gradio_error(error: BaseException) -> gr.Error:
+    """A :class:`gradio.Error` that stays on screen until the user closes it."""
+    return gr.Error(user_message(error), duration=None, print_exception=False)
+
+
+def user_errors(fn):
+    """Turn every failure of ``fn`` into a lasting :class:`gradio.Error` with a message meant
+    for the user; works for plain and for streaming (generator) callbacks."""
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def streaming(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as error:  # noqa: BLE001 - every failure becomes a message
+                raise as_gradio_error(error) from None
+
+        return streaming
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as error:  # noqa: BLE001 - every failure becomes a message
+            raise as_gradio_error(error) from None
+
+    return wrapper
+
+
+def error_text(message: str) -> str:
+    """A message for a Markdown output, styled as an error (class ``inline-error``)."""
+    return f'<p class="inline-error">⚠ {html.escape(message, quote=False)}</p>'
+
+
+def inline_errors(show: Callable[[str], tuple]):
+    """Decorator: every failure of the callback becomes ``show(error_text(message))``, the
+    callback's outputs with the message in place (for plain and streaming callbacks)."""
+
+    def decorate(fn):
+        if inspect.isgeneratorfunction(fn):
+
+            @functools.wraps(fn)
+            def streaming(*args, **kwargs):
+                try:
+                    yield from fn(*args, **kwargs)
+                except Exception as error:  # noqa: BLE001 - every failure becomes a message
+                    yield show(error_text(user_message(error)))
+
+            return streaming
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as error:  # noqa: BLE001 - every failure becomes a message
+                return show(error_text(user_message(error)))
+
+        return wrapper
+
+    return decorate
+
+
+__all__ = ["InputError", "as_gradio_error", "error_text", "inline_errors", "short", "user_errors", "user_message"]

@@ -1,0 +1,74 @@
+"""The numbers of a results table: mIoU on the image, the model card's validation mIoU,
+latency with its spread and where it comes from, parameters and FLOPs."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from segmodels.data import DatasetInfo
+from segmodels.inference import Latency
+
+from .engine import Engine, ModelRun, ModelUnavailable
+
+NOISY = "⚠"
+LATENCY_NOTE = (
+    "Latency = median of a benchmark measured while the server was idle, IQR beside it; "
+    f"{NOISY} marks a figure from a single pass or with an IQR above a quarter of the median "
+    "(another job shared the processor): compare such figures with care."
+)
+
+
+def rounded(value: float | None, digits: int) -> float:
+    """``value`` rounded, NaN for a missing value."""
+    return float("nan") if value is None or (isinstance(value, float) and math.isnan(value)) else round(float(value), digits)
+
+
+def latency_origin(latency: Latency) -> str:
+    """Where a latency figure comes from, starting with ⚠ (and why) when it is noisy."""
+    when = time.strftime("%H:%M", time.localtime(latency.measured_at))
+    if latency.source != "benchmark":
+        return f"{NOISY} this click, 1 pass (benchmark pending)"
+    origin = f"benchmark, {latency.samples} passes, {when}"
+    if latency.noisy:
+        reason = "too few passes" if latency.samples < 3 else f"IQR {latency.iqr_ms:.0f} > ¼ of the median"
+        return f"{NOISY} noisy ({reason}); {origin}"
+    return origin
+
+
+def latency_columns(latency: Latency | None) -> dict:
+    """Median, IQR and where the figure comes from, for a table row."""
+    if latency is None:
+        return {"Latency (ms)": float("nan"), "IQR (ms)": float("nan"), "Latency from": "-"}
+    return {
+        "Latency (ms)": rounded(latency.median_ms, 1),
+        "IQR (ms)": rounded(latency.iqr_ms, 1) if latency.samples > 1 else float("nan"),
+        "Latency from": latency_origin(latency),
+    }
+
+
+def card_miou(engine: Engine, set_name: str, run: ModelRun) -> float:
+    """The model card's validation mIoU, at the run's pruning depth when it has one."""
+    try:
+        card = engine.card(set_name, run.arch)
+    except ModelUnavailable:
+        return float("nan")
+    if run.depth is not None:
+        for entry in card.get("pruning") or []:
+            if entry.get("depth") == run.depth:
+                return rounded(entry.get("val_miou"), 4)
+    return rounded(card.get("val_miou"), 4)
+
+
+def card_per_class(engine: Engine, set_name: str, arch: str, info: DatasetInfo) -> list[float]:
+    """The model card's validation IoU of every class (NaN where the card has none)."""
+    try:
+        values = engine.card(set_name, arch).get("val_per_class_iou") or {}
+    except ModelUnavailable:
+        values = {}
+    if isinstance(values, list):
+        values = dict(zip(info.class_names, values))
+    return [rounded(values.get(name), 4) for name in info.class_names]
+
+
+__all__ = ["LATENCY_NOTE", "NOISY", "card_miou", "card_per_class", "latency_columns", "latency_origin", "rounded"]

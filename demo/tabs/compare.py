@@ -1,0 +1,209 @@
+"""Compare: every chosen model on the current image, one forward pass each, each mask shown
+as soon as its model is done, then the comparison table, its per-class IoU, and two charts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+
+from segmodels import ARCH_NAMES
+
+from .. import figures, text
+from ..context import Shared, View
+from ..core import ARCH_ORDER, App, CurrentImage, PredictionKey, SessionCache
+from ..engine import ModelRun, ModelUnavailable
+from ..errors import InputError, error_text, user_errors, user_message
+from ..scores import LATENCY_NOTE, card_miou, card_per_class, latency_columns, rounded
+
+MASKS = tuple(f"mask_{arch}" for arch in ARCH_ORDER)
+VIEW = View("status", "legend", "image", "truth", *MASKS, "table", "scatter", "bars", "per_class", "current", "session")
+RESTYLE = View("truth", *MASKS)
+SHOWN = View("status", "legend", "image", "truth", *MASKS, "table", "scatter", "bars", "per_class")
+HIDDEN = gr.update(value=None, visible=False)
+
+
+@dataclass
+class CompareResult:
+    """The chosen models on one image: their runs, the comparison table and per-class IoU
+    (on the image when it has ground truth, else from the model cards)."""
+
+    image: CurrentImage
+    runs: list[ModelRun]
+    table: pd.DataFrame
+    per_class: pd.DataFrame
+    per_class_source: str
+
+
+class Compare:
+    """The Compare tab's handlers (typed results) and presenters (Gradio updates)."""
+
+    def __init__(self, app: App):
+        self.app = app
+
+    # ------------------------------------------------------------------ typed
+
+    def request(self, example, image_file, mask_file, set_name, models, depth) -> tuple[CurrentImage, list[str], int]:
+        set_name = self.app.check_set(set_name)
+        archs = self.app.check_models(set_name, models)
+        depth = self.app.check_depth(depth)
+        return self.app.current_image(example, image_file, mask_file, set_name), archs, depth
+
+    def runs(self, current: CurrentImage, archs: list[str], depth: int) -> Iterator[ModelRun]:
+        """Each model on the same tensor, yielded as soon as it is done."""
+        return self.app.engine.run_models(current.set_name, archs, current.image, depth, current.gt, current.info)
+
+    def result(self, current: CurrentImage, runs: list[ModelRun]) -> CompareResult:
+        if not any(run.ok for run in runs):
+            raise ModelUnavailable("No model could run. " + " ".join(run.error for run in runs))
+        engine, info = self.app.engine, current.info
+        rows, per_class = [], []
+        for run in runs:
+            rows.append({
+                "Model": run.name,
+                "mIoU (this image)": rounded(run.metrics["miou"] if run.metrics else None, 4),
+                "mIoU (card, val set)": card_miou(engine, current.set_name, run),
+                **latency_columns(run.latency),
+                "Params (M)": rounded(run.params / 1e6 if run.params is not None else None, 3),
+                "GFLOPs": rounded(run.flops / 1e9 if run.flops is not None else None, 3),
+                "Status": "ok" if run.ok else "failed (see above)",
+            })
+            if current.gt is not None:
+                values = run.metrics["per_class_iou"] if run.metrics else [None] * info.num_classes
+            else:
+                values = card_per_class(engine, current.set_name, run.arch, info) if run.ok else [None] * info.num_classes
+            per_class.append({"Model": run.name, **{f"IoU {name}": rounded(v, 4) for name, v in zip(info.class_names, values)}})
+        source = "this image" if current.gt is not None else "validation set, from the model cards"
+        return CompareResult(current, runs, pd.DataFrame(rows), pd.DataFrame(per_class), source)
+
+    def compare(self, example, image_file, mask_file, set_name, models, depth) -> CompareResult:
+        """Every chosen model on the image, one forward pass each (tests and scripts)."""
+        current, archs, depth = self.request(example, image_file, mask_file, set_name, models, depth)
+        return self.result(current, list(self.runs(current, archs, depth)))
+
+    # ------------------------------------------------------------------ presenters
+
+    def queue_note(self, example, image_file, mask_file, set_name, models, depth, opacity) -> str:
+        """Shown at once when Run is pressed: what is wrong with the request (it stays on the
+        page, beside the button), else how many runs are ahead of it on the device."""
+        try:
+            self.request(example, image_file, mask_file, set_name, models, depth)
+            self.app.check_opacity(opacity)
+        except Exception as error:  # noqa: BLE001 - the run that follows reports it too
+            return error_text(user_message(error))
+        ahead = self.app.scheduler.waiting() + int(self.app.scheduler.busy)
+        return f"Waiting for the device: {ahead} run{'s' if ahead != 1 else ''} ahead of yours (one at a time, shared fairly)…" if ahead else "Starting…"
+
+    @user_errors
+    def stream(self, example: str | None = None, image_file: str | None = None, mask_file: str | None = None, set_name: str | None = None,
+               models: list[str] | None = None, depth: float = 4, opacity: float = 0.8, session: SessionCache | None = None):
+        """Run the chosen models on the image, streaming each mask as soon as its model is
+        done; the last update repeats every value, so an API client gets a complete result."""
+        current, archs, depth = self.request(example, image_file, mask_file, set_name, models, depth)
+        opacity = self.app.check_opacity(opacity)
+        session = session if isinstance(session, SessionCache) else SessionCache()
+        session.show(current.identity)  # its first update shows this image and names it
+        watch = session.watch(current, "compare")
+        picture = self.app.picture
+        present = set(np.unique(current.gt).tolist()) if current.gt is not None else None
+        truth = picture(figures.overlay(current.image, current.gt, current.info, opacity)) if current.gt is not None else None
+        waiting = pd.DataFrame({"Model": [ARCH_NAMES[a] for a in archs], "Status": "waiting…"})
+        yield VIEW(
+            status=f"**{current.label}**: running {ARCH_NAMES[archs[0]]} (1 of {len(archs)})…", legend=figures.legend_html(current.info, present),
+            image=picture(current.image), truth=truth, current=current.summary(), table=gr.update(value=waiting, visible=True),
+            scatter=HIDDEN, bars=HIDDEN, per_class=HIDDEN,
+            **{f"mask_{a}": gr.update(value=None, label=f"{ARCH_NAMES[a]}: waiting…", visible=a in archs) for a in ARCH_ORDER},
+        )
+        stopped = VIEW(status=f"Stopped: the image changed while the models ran on **{current.label}**; its results are not shown. Press **Run the models** again.")
+        runs, masks = [], {}
+        for run in self.runs(current, archs, depth):
+            if watch.stale:
+                yield stopped
+                return
+            runs.append(run)
+            if run.ok:
+                session.remember(current, PredictionKey(run.arch, run.depth), run.labels)
+                masks[run.arch] = picture(figures.overlay(current.image, run.labels, current.info, opacity))
+            slot = gr.update(value=masks.get(run.arch), label=run.name if run.ok else f"{ARCH_NAMES[run.arch]}: unavailable (see status)")
+            following = f"running {ARCH_NAMES[archs[len(runs)]]} ({len(runs) + 1} of {len(archs)})…" if len(runs) < len(archs) else "making the table…"
+            yield VIEW(status=f"**{current.label}**: {following}", **{f"mask_{run.arch}": slot})
+        result = self.result(current, runs)
+        if watch.stale:
+            yield stopped
+            return
+        ok = sum(run.ok for run in runs)
+        lines = [f"**{current.label}** ({current.size[1]}x{current.size[0]} px): {ok} of {len(runs)} models ran on **{self.app.engine.device.type.upper()}**, one forward pass each."]
+        lines += [f"- **{run.name}**: {run.error}" for run in runs if not run.ok]
+        lines += [f"- {note}" for note in current.notes]
+        lines.append(f"\n*{LATENCY_NOTE}*")
+        has_gt = current.gt is not None
+        yield VIEW(
+            status="\n".join(lines), legend=figures.legend_html(current.info, present), image=picture(current.image), truth=truth,
+            **{f"mask_{a}": masks.get(a) for a in ARCH_ORDER}, table=result.table, scatter=gr.update(value=figures.miou_latency_figure(result.table, has_gt), visible=True),
+            bars=gr.update(value=figures.per_class_figure(result.per_class, current.info.class_names, result.per_class_source), visible=True),
+            per_class=gr.update(value=result.per_class, visible=True, label=f"Per-class IoU ({result.per_class_source})"), current=current.summary(), session=session,
+        )
+
+    @user_errors
+    def restyle(self, example, image_file, mask_file, set_name, depth, opacity, session):
+        """A new mask opacity: redraw the ground truth and this image's masks; no model runs."""
+        opacity = self.app.check_opacity(opacity)
+        current = self.app.current_image(example, image_file, mask_file, set_name)
+        predictions = session.predictions_for(current) if isinstance(session, SessionCache) else {}
+        masks = {}
+        for arch in ARCH_ORDER:
+            labels = predictions.get(PredictionKey(arch, self.app.engine.depth_for(current.set_name, arch, self.app.check_depth(depth)))) if arch in self.app.archs(current.set_name) else None
+            if labels is not None:
+                masks[f"mask_{arch}"] = self.app.picture(figures.overlay(current.image, labels, current.info, opacity))
+        truth = self.app.picture(figures.overlay(current.image, current.gt, current.info, opacity)) if current.gt is not None else None
+        return RESTYLE(truth=truth, **masks)
+
+    def show_image(self, example, image_file, mask_file, set_name, opacity, identity, session):
+        """A new image was picked: show it (and its ground truth) and clear the results of
+        another image."""
+        outdated = not isinstance(session, SessionCache) or session.outdated("compare", identity)
+        cleared = {name: HIDDEN for name in (*MASKS, "table", "scatter", "bars", "per_class")} if outdated else {}
+        try:
+            current = self.app.current_image(example, image_file, mask_file, set_name)
+            opacity = self.app.check_opacity(opacity)
+        except (InputError, ModelUnavailable):  # the line under the controls says why
+            return SHOWN(status="", image=None, truth=None, **cleared)
+        truth = self.app.picture(figures.overlay(current.image, current.gt, current.info, opacity)) if current.gt is not None else None
+        present = set(np.unique(current.gt).tolist()) if current.gt is not None else None
+        status = "Press **Run the models** to segment this image with every chosen model." if outdated else gr.skip()
+        return SHOWN(status=status, legend=figures.legend_html(current.info, present), image=self.app.picture(current.image), truth=truth, **cleared)
+
+
+def build(shared: Shared) -> gr.Tab:
+    """The Compare tab, its components and its events."""
+    tab = Compare(shared.app)
+    set_name = shared.set_radio.value
+    image_style = dict(interactive=False, format="png", buttons=["fullscreen"], elem_classes="seg-img")
+    with gr.Tab("Compare", id="compare") as compare_tab:
+        run_btn = gr.Button("Run the models", variant="primary", size="lg", interactive=bool(shared.app.sets()))
+        status = gr.Markdown(label="Status", elem_id="compare-status")
+        legend = gr.HTML(figures.legend_html(shared.app.info(set_name)), label="Class colours")
+        with gr.Row(equal_height=True):
+            image = gr.Image(label="Image", height=300, min_width=150, elem_id="input-image", **image_style)
+            truth = gr.Image(label="Ground truth", height=300, min_width=150, elem_id="gt-image", **image_style)
+        with gr.Row(equal_height=True):
+            masks = {f"mask_{a}": gr.Image(label=ARCH_NAMES[a], height=260, min_width=150, visible=False, elem_id=f"mask-{a}", **image_style) for a in ARCH_ORDER}
+        table = gr.DataFrame(label="Comparison on this image", interactive=False, wrap=True, visible=False, elem_id="compare-table")
+        with gr.Row():
+            scatter = gr.Plot(label="mIoU vs latency", show_label=False, min_width=320, visible=False, elem_id="compare-scatter")
+            bars = gr.Plot(label="Per-class IoU chart", show_label=False, min_width=320, visible=False, elem_id="compare-bars")
+        per_class = gr.DataFrame(label="Per-class IoU", interactive=False, visible=False, elem_id="per-class-table")
+        with gr.Accordion("What am I looking at?", open=False):
+            gr.Markdown(text.COMPARE, latex_delimiters=text.LATEX)
+
+    components = dict(status=status, legend=legend, image=image, truth=truth, **masks, table=table, scatter=scatter, bars=bars, per_class=per_class, current=shared.current_md, session=shared.session)
+    run_btn.click(tab.queue_note, [*shared.image_inputs, shared.models_cb, shared.depth_sl, shared.opacity_sl], status, show_progress="hidden", api_name="compare_queue", **shared.light).then(
+        shared.on_device(tab.stream), [*shared.image_inputs, shared.models_cb, shared.depth_sl, shared.opacity_sl, shared.session], VIEW.components(**components),
+        api_name="compare", show_progress="minimal", show_progress_on=[status], **(shared.heavy | {"api_visibility": "public"}),
+    )
+    shared.opacity_sl.release(tab.restyle, [*shared.image_inputs, shared.depth_sl, shared.opacity_sl, shared.session], RESTYLE.components(**components), show_progress="hidden", api_name="restyle", **shared.light)
+    shared.image_changed.change(tab.show_image, [*shared.image_inputs, shared.opacity_sl, shared.image_changed, shared.session], SHOWN.components(**components), show_progress="hidden", api_name="compare_image", **shared.light)
+    return compare_tab

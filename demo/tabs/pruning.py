@@ -1,0 +1,134 @@
+"""Pruning: the set's prunable model (U-Net++) at every depth it declares, on the same
+input tensor, each mask streamed as soon as it is done, then the accuracy / speed trade-off."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import gradio as gr
+import pandas as pd
+
+from segmodels import ARCH_NAMES
+
+from .. import figures, text
+from ..context import Shared, View
+from ..core import App, CurrentImage, SessionCache
+from ..engine import SET_LABELS, ModelRun, ModelUnavailable
+from ..errors import InputError, inline_errors
+from ..scores import LATENCY_NOTE, card_miou, latency_columns, rounded
+
+SLOTS = 4  # mask images shown: U-Net++ with a four-level encoder prunes to L1..L4
+DEPTHS = tuple(f"depth_{i}" for i in range(SLOTS))
+VIEW = View("status", *DEPTHS, "table", "plot")
+HIDDEN = gr.update(value=None, visible=False)
+
+
+@dataclass
+class PruningResult:
+    """The prunable model at the depths done so far, on one image."""
+
+    image: CurrentImage
+    arch: str
+    depths: tuple[int, ...]
+    runs: list[ModelRun]
+    table: pd.DataFrame
+
+
+class Pruning:
+    """The pruning tab's handlers (typed results) and presenters (Gradio updates)."""
+
+    def __init__(self, app: App):
+        self.app = app
+
+    def prunable_arch(self, set_name: str) -> str:
+        """The first shipped architecture of the set that declares pruning depths."""
+        for arch in self.app.archs(set_name):
+            if self.app.pruning_depths(set_name, arch):
+                return arch
+        raise InputError(f"The {SET_LABELS.get(set_name, set_name)} set ships no model that can be pruned (U-Net++), so there is nothing to prune.")
+
+    def steps(self, current: CurrentImage) -> Iterator[PruningResult]:
+        """One result per finished depth, shallowest first (the runs so far)."""
+        set_name = current.set_name
+        arch = self.prunable_arch(set_name)
+        depths = self.app.pruning_depths(set_name, arch)
+        runs, rows = [], []
+        for run in self.app.engine.run_depths(set_name, arch, current.image, current.gt, current.info):
+            if not run.ok:
+                raise ModelUnavailable(run.error)
+            runs.append(run)
+            rows.append({
+                "Depth": f"L{run.depth}",
+                "mIoU (this image)": rounded(run.metrics["miou"] if run.metrics else None, 4),
+                "mIoU (card, val set)": card_miou(self.app.engine, set_name, run),
+                **latency_columns(run.latency),
+                "Params (M)": rounded(run.params / 1e6, 4),
+                "GFLOPs": rounded(run.flops / 1e9, 3),
+            })
+            yield PruningResult(current, arch, depths, list(runs), pd.DataFrame(rows))
+
+    def request(self, example, image_file, mask_file, set_name) -> CurrentImage:
+        set_name = self.app.check_set(set_name)
+        self.prunable_arch(set_name)
+        return self.app.current_image(example, image_file, mask_file, set_name)
+
+    def result(self, example, image_file, mask_file, set_name) -> PruningResult:
+        """Every depth on the image (tests and scripts)."""
+        *_, last = self.steps(self.request(example, image_file, mask_file, set_name))
+        return last
+
+    @inline_errors(lambda message: VIEW(status=message))
+    def stream(self, example, image_file, mask_file, set_name, opacity, session):
+        """Every depth on the image, streamed depth by depth, then the table and the chart."""
+        opacity = self.app.check_opacity(opacity)
+        current = self.request(example, image_file, mask_file, set_name)
+        watch = session.watch(current, "pruning") if isinstance(session, SessionCache) else None
+        result = None
+        stopped = VIEW(status=f"Stopped: the image changed while the depths ran on **{current.label}**; their results are not shown. Press the button again.")
+        for result in self.steps(current):
+            if watch is not None and watch.stale:
+                yield stopped
+                return
+            shown = result.depths[-SLOTS:]
+            slots = {}
+            for slot, depth in zip(DEPTHS, shown):
+                run = next((r for r in result.runs if r.depth == depth), None)
+                name = f"{ARCH_NAMES[result.arch]} L{depth}"
+                picture = self.app.picture(figures.overlay(result.image.image, run.labels, result.image.info, opacity)) if run else None
+                slots[slot] = gr.update(value=picture, label=name if run else f"{name}: waiting…", visible=True)
+            slots |= {slot: HIDDEN for slot in DEPTHS[len(shown):]}
+            yield VIEW(status=f"**{result.image.label}**: {ARCH_NAMES[result.arch]} at L{result.depths[0]} to L{result.runs[-1].depth} done…", **slots)
+        if watch is not None and watch.stale:
+            yield stopped
+            return
+        truth = "" if result.image.gt is not None else " No ground truth for this image: only the cards' validation mIoU is plotted."
+        status = f"**{result.image.label}**: {ARCH_NAMES[result.arch]} pruned to depths L{result.depths[0]} to L{result.depths[-1]}, each on the same input tensor, one forward pass each.{truth}\n\n*{LATENCY_NOTE}*"
+        yield VIEW(status=status, table=gr.update(value=result.table, visible=True), plot=gr.update(value=figures.pruning_figure(result.table), visible=True))
+
+    @staticmethod
+    def clear(identity, session):
+        """A new image was picked: the depths' results of another image go."""
+        if isinstance(session, SessionCache) and not session.outdated("pruning", identity):
+            return VIEW()
+        return VIEW(status="Press the button (or open this tab again) to run every depth on the new image.", **{slot: HIDDEN for slot in DEPTHS}, table=HIDDEN, plot=HIDDEN)
+
+
+def build(shared: Shared) -> gr.Tab:
+    """The pruning tab, its components and its events."""
+    tab = Pruning(shared.app)
+    with gr.Tab("U-Net++ pruning", id="pruning") as pruning_tab:
+        gr.Markdown(text.PRUNING, latex_delimiters=text.LATEX)
+        run_btn = gr.Button("Run U-Net++ at every depth (L1 to L4)", variant="primary", interactive=bool(shared.app.sets()))
+        status = gr.Markdown(label="Pruning status", elem_id="pruning-status")
+        with gr.Row(equal_height=True):
+            depths = {slot: gr.Image(label=f"L{i + 1}", interactive=False, format="png", height=260, min_width=150, visible=False, buttons=["fullscreen"], elem_classes="seg-img") for i, slot in enumerate(DEPTHS)}
+        table = gr.DataFrame(label="Pruning trade-off on this image", interactive=False, wrap=True, visible=False, elem_id="pruning-table")
+        plot = gr.Plot(label="mIoU vs latency per depth", show_label=False, visible=False, elem_id="pruning-plot")
+
+    outputs = VIEW.components(status=status, **depths, table=table, plot=plot)
+    run = dict(fn=shared.on_device(tab.stream), inputs=[*shared.image_inputs, shared.opacity_sl, shared.session], outputs=outputs, show_progress="minimal", show_progress_on=[status], **shared.heavy)
+    run_btn.click(**run, api_name="pruning")
+    pruning_tab.select(**run, api_name="pruning_tab")
+    shared.image_changed.change(tab.clear, [shared.image_changed, shared.session], outputs, show_progress="hidden", api_name="pruning_clear", **shared.light)
+    return pruning_tab

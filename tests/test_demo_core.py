@@ -1,0 +1,321 @@
+"""What every tab shares: the App (choices, examples, the image of a request), the shared
+controls' handlers, the image files, the tables' latency columns, the charts, and the Blocks
+(events, API names and defaults)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import shutil
+import time
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from demo import build_demo, figures, launch_kwargs
+from demo.config import ASSETS_DIR
+from demo.context import View
+from demo.controls import PICKED, PREVIEW, SET_CHANGED, Controls
+from demo.core import App, PredictionKey, SessionCache
+from demo.files import ImageFiles
+from demo.scores import latency_columns
+from demo.tabs import compare, instances, tab_modules
+from segmodels import zoo
+from segmodels.data import CAMVID, render_shapes
+from segmodels.inference import Latency
+from segmodels.metrics import ConfusionMatrix
+
+EXAMPLE = "shapes-1000"
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture
+def app(tiny_config) -> App:
+    return App(tiny_config())
+
+
+def final(stream):
+    *_, last = stream
+    return last
+
+
+def save_png(path, array) -> str:
+    Image.fromarray(array).save(path)
+    return str(path)
+
+
+# --------------------------------------------------------------------------- the shared controls
+
+
+def test_preview_names_the_image_and_sets_its_identity(app):
+    session = SessionCache()
+    out = PREVIEW.named(Controls(app).preview(EXAMPLE, None, None, "shapes", session))
+    assert out["current"].startswith("**Current image:** Shapes #1000, 64x64 px, with ground truth.")
+    assert out["image_changed"] == session.shown == f"shapes/{EXAMPLE}"
+
+
+def test_a_preview_overtaken_by_a_run_on_a_newer_choice_is_dropped(app, monkeypatch):
+    """A slow preview of the old image finishes after Run started on the new one: it must not
+    name the old image over the run's results (the new image's own preview follows)."""
+    session = SessionCache()
+    resolve = app.current_image
+
+    def run_starts_meanwhile(example, *args):
+        session.show(f"shapes/{started_on}")  # what Compare.stream does as it starts
+        return resolve(example, *args)
+
+    monkeypatch.setattr(app, "current_image", run_starts_meanwhile)
+    started_on = "shapes-1002"
+    assert Controls(app).preview(EXAMPLE, None, None, "shapes", session) == PREVIEW() and session.shown == "shapes/shapes-1002"
+    started_on = EXAMPLE  # a run on the very image previewed: the preview completes
+    assert PREVIEW.named(Controls(app).preview(EXAMPLE, None, None, "shapes", session))["image_changed"] == f"shapes/{EXAMPLE}"
+
+
+def test_a_bad_upload_is_explained_under_the_controls(app, tmp_path):
+    """The message stays on the page, in the "Current image" line, and every tab's old results go."""
+    bad = tmp_path / "holiday.png"
+    bad.write_bytes(b"%PDF-1.7 definitely not an image")
+    session = SessionCache(shown=f"shapes/{EXAMPLE}")
+    out = PREVIEW.named(Controls(app).preview(EXAMPLE, str(bad), None, "shapes", session))
+    assert "inline-error" in out["current"] and "not a supported image" in out["current"] and "Traceback" not in out["current"]
+    assert out["image_changed"] == "" and session.shown == ""
+
+
+def test_a_large_upload_says_it_was_shrunk(app, tmp_path):
+    big = np.random.default_rng(0).integers(0, 255, (900, 1200, 3), dtype=np.uint8)
+    out = PREVIEW.named(Controls(app).preview(None, save_png(tmp_path / "big.png", big), None, "shapes", None))
+    assert "384x512" not in out["current"] and "512x384 px" in out["current"]
+    assert "Your 1200x900 px image was shrunk to 512x384 px" in out["current"]
+
+
+def test_depth_slider_follows_the_models_that_can_be_pruned(app, monkeypatch):
+    controls = Controls(app)
+    assert controls.models_changed("shapes", ["unet", "deeplabv3p"])["visible"] is False
+    assert controls.models_changed("shapes", ["unet", "unetpp"])["visible"] is True
+    monkeypatch.setattr(app.engine, "pruning_depths", lambda set_name, arch: (1, 2) if arch == "unet3p" else ())  # a model's declared depths decide
+    assert controls.models_changed("shapes", ["unet3p"])["visible"] is True and controls.models_changed("shapes", ["unetpp"])["visible"] is False
+
+
+def test_a_thumbnail_picks_its_example_and_clears_uploads(app):
+    out = PICKED.named(Controls(app).pick_example("shapes", gr.SelectData(None, {"index": 2, "value": None})))
+    assert out == {"example": "shapes-1002", "image_file": None, "mask_file": None}
+    assert Controls(app).pick_example("shapes", gr.SelectData(None, {"index": 99, "value": None})) == PICKED()
+
+
+def test_examples_are_shown_even_without_models(tiny_config, tmp_path):
+    app = App(tiny_config(weights_dir=tmp_path / "none"))
+    out = PREVIEW.named(Controls(app).preview(EXAMPLE, None, None, None, None))
+    assert "Shapes #1000, 64x64 px, with ground truth" in out["current"]
+    assert compare.SHOWN.named(compare.Compare(app).show_image(EXAMPLE, None, None, None, 0.5, f"shapes/{EXAMPLE}", None))["image"].endswith(".png")
+
+
+# --------------------------------------------------------------------------- CamVid examples and a second model set
+
+
+@pytest.fixture
+def camvid_setup(tiny_zoo, tmp_path):
+    """A fake CamVid folder (two 36x48 val images, void = 11 in the masks) and a zoo holding
+    the tiny Shapes models plus a tiny 11-class camvid/unet (card values made up)."""
+    from segmodels import create_model
+    from segmodels.cards import model_spec
+
+    root = tmp_path / "camvid"
+    rng = np.random.default_rng(0)
+    for split in ("val", "valannot"):
+        (root / split).mkdir(parents=True)
+    for name in ("0001TP_000010", "0001TP_000040"):
+        Image.fromarray(rng.integers(0, 256, (36, 48, 3), dtype=np.uint8)).save(root / "val" / f"{name}.png")
+        Image.fromarray(rng.integers(0, 12, (36, 48)).astype(np.uint8), mode="L").save(root / "valannot" / f"{name}.png")
+    weights = tmp_path / "weights"
+    shutil.copytree(tiny_zoo, weights)
+    model = create_model("unet", CAMVID.num_classes, encoder="plain", pretrained=False, base_channels=4)
+    run = tmp_path / "run"
+    run.mkdir()
+    spec = model_spec("unet", "plain", CAMVID.num_classes, 4, {})
+    torch.save({"model": model.state_dict(), "spec": spec, "epoch": 1}, run / "best.pt")
+    (run / "card.json").write_text(json.dumps({**spec, "note": "TEST FIXTURE: made-up scores", "dataset": CAMVID.to_dict(), "val_miou": 0.5, "val_per_class_iou": {n: 0.5 for n in CAMVID.class_names}}))
+    zoo.export_model(run, "camvid/unet", weights_dir=weights)
+    return root, weights
+
+
+def test_camvid_examples_and_set(tiny_config, camvid_setup, monkeypatch):
+    root, weights = camvid_setup
+    app = App(tiny_config(weights_dir=weights, camvid_dir=root))
+    assert app.sets() == ["camvid", "shapes"] and app.default_set() == "camvid"
+    assert App(tiny_config(weights_dir=weights)).default_set() == "shapes"  # no CamVid examples to start on
+    # Each set offers its own examples only (the CamVid list no longer offers Shapes).
+    assert [key for _, key in app.example_choices("camvid")] == ["camvid-0001TP_000010", "camvid-0001TP_000040"]
+    assert [key for _, key in app.example_choices("shapes")] == ["shapes-1000", "shapes-1001", "shapes-1002"]
+    notices = []
+    monkeypatch.setattr(gr, "Info", notices.append)
+    Controls(App(tiny_config(weights_dir=weights))).set_changed("camvid", EXAMPLE)
+    assert len(notices) == 1 and "upload" in notices[0]
+    out = SET_CHANGED.named(Controls(app).set_changed("shapes", "camvid-0001TP_000010"))
+    assert len(notices) == 1
+    assert out["models"]["choices"] == [("U-Net", "unet"), ("U-Net++", "unetpp"), ("U-Net 3+", "unet3p"), ("DeepLabV3+", "deeplabv3p")]
+    assert out["example"]["value"] == EXAMPLE and out["depth"]["visible"] is True and "class ids 0-3" in out["upload_help"]
+    out = SET_CHANGED.named(Controls(app).set_changed("camvid", EXAMPLE))
+    assert out["example"]["value"] == "camvid-0001TP_000010" and out["depth"]["visible"] is False  # camvid/unet cannot be pruned
+    assert "unlabelled pixels: id 11 or black (0, 0, 0)" in out["upload_help"]
+    # The preview skips the moment between a set change and its example's arrival.
+    assert Controls(app).preview(EXAMPLE, None, None, "camvid", None) == PREVIEW()
+    with pytest.raises(gr.Error, match="ships no U-Net\\+\\+"):
+        final(compare.Compare(app).stream("camvid-0001TP_000010", None, None, "camvid", ["unetpp"], 4, 0.5, None))
+    result = compare.Compare(app).compare("camvid-0001TP_000010", None, None, "camvid", ["unet"], 4)
+    assert (result.image.gt == 11).any() and len(result.per_class.columns) == 1 + 11
+    matrix = ConfusionMatrix(11, 11)
+    matrix.update(torch.from_numpy(result.runs[0].labels.astype(np.int64)), torch.from_numpy(result.image.gt.astype(np.int64)))
+    assert result.table["mIoU (this image)"].item() == pytest.approx(matrix.compute()["miou"], abs=1e-4)
+    current = app.current_image("camvid-0001TP_000010", None, None, "camvid")
+    found = instances.InstancesTab(app).instances(current, "unet", "Car", 4, SessionCache())
+    assert "connected components" in found.note and "Car" in found.note and found.count >= 0
+    # A Shapes example under the CamVid models (through the API): its ground truth does not apply.
+    result = compare.Compare(app).compare(EXAMPLE, None, None, "camvid", ["unet"], 4)
+    assert result.image.gt is None and any("shapes classes" in n for n in result.image.notes)
+    assert instances.InstancesTab(app).choices("camvid")[1]["choices"][:2] == ["all classes", "Sky"]
+
+
+def test_a_camvid_colour_mask_with_black_unlabelled_pixels(tiny_config, camvid_setup, tmp_path):
+    root, weights = camvid_setup
+    app = App(tiny_config(weights_dir=weights, camvid_dir=root))
+    ids = np.array(Image.open(root / "valannot" / "0001TP_000010.png"))
+    colours = CAMVID.colorize(ids)  # void (11) is black
+    assert (colours[ids == 11] == 0).all()
+    image = save_png(tmp_path / "street.png", np.array(Image.open(root / "val" / "0001TP_000010.png")))
+    current = app.current_image(None, image, save_png(tmp_path / "mask.png", colours), "camvid")
+    assert np.array_equal(current.gt, ids)
+
+
+def test_preview_and_environment(tiny_config, camvid_setup, monkeypatch):
+    root, weights = camvid_setup
+    monkeypatch.setenv("SEGMODELS_CAMVID", str(root))
+    monkeypatch.setenv("SEGMODELS_WEIGHTS", str(weights))
+    from demo import DemoConfig
+
+    config = DemoConfig()
+    assert config.camvid_dir == root.resolve() and config.weights_dir == weights.resolve()
+    app = App(tiny_config(weights_dir=weights, camvid_dir=root))
+    out = compare.SHOWN.named(compare.Compare(app).show_image("camvid-0001TP_000040", None, None, "camvid", 0.5, "camvid/camvid-0001TP_000040", SessionCache()))
+    image = np.asarray(Image.open(out["image"]))
+    assert image.shape == (36, 48, 3) and np.asarray(Image.open(out["truth"])).shape == image.shape and "Sky" in out["legend"]
+    assert out["mask_unet"] == {"__type__": "update", "value": None, "visible": False}  # the old results are cleared
+
+
+# --------------------------------------------------------------------------- sessions, files, tables and charts
+
+
+def test_session_cache_is_typed_and_per_image(app):
+    session = SessionCache()
+    current = app.current_image(EXAMPLE, None, None, "shapes")
+    labels = app.predict(current, "unetpp", 2, session)
+    assert list(session.predictions) == [PredictionKey("unetpp", 2)]
+    assert app.predict(current, "unetpp", 2, session) is labels  # from the session, not run again
+    other = app.current_image("shapes-1001", None, None, "shapes")
+    assert session.predictions_for(other) == {}
+    app.predict(other, "unet", 4, session)
+    assert session.image == other.identity and len(session.predictions) == 1  # the old image's predictions are gone
+
+
+def test_image_files_are_written_once_and_atomically(tmp_path):
+    files = ImageFiles(tmp_path / "shown", keep=3)
+    image = render_shapes(1000, 0, 32)[0]
+    first = files.path(image)
+    inode, mtime = os.stat(first).st_ino, os.stat(first).st_mtime_ns
+    time.sleep(0.01)
+    assert files.path(image.copy()) == first and os.stat(first).st_ino == inode and os.stat(first).st_mtime_ns == mtime  # never rewritten
+    assert np.array_equal(np.asarray(Image.open(first)), image)
+    assert files.path(image[:16]) != first  # another picture, another name
+    others = [files.path(render_shapes(seed, 0, 32)[0]) for seed in (1, 2, 3)]
+    assert not os.path.exists(first) and all(os.path.exists(p) for p in others)  # only the most recent are kept
+    assert not [p for p in (tmp_path / "shown").iterdir() if p.name.startswith(".")]  # no staging file left
+
+
+def test_every_image_output_is_a_file_never_an_array(app):
+    """Gradio rewrites the file of an image returned as an array each time the same picture is
+    returned, under a reader's feet (a broken image); the dashboard returns files instead."""
+    for out in compare.Compare(app).stream(EXAMPLE, None, None, "shapes", ["unet"], 4, 0.5, None):
+        for name, value in compare.VIEW.named(out).items():
+            shown = value.get("value") if isinstance(value, dict) else value
+            assert not isinstance(shown, np.ndarray), name
+    for name, value in compare.SHOWN.named(compare.Compare(app).show_image(EXAMPLE, None, None, "shapes", 0.5, f"shapes/{EXAMPLE}", None)).items():
+        assert not isinstance(value, np.ndarray), name
+    assert [np.asarray(Image.open(path)).shape for path in app.thumbnails("shapes")] == [(64, 64, 3)] * 3
+
+
+def test_latency_columns_flag_noise_beside_the_figure():
+    steady = latency_columns(Latency(12.0, 1.0, 5, "benchmark", time.time()))
+    assert steady["Latency (ms)"] == 12.0 and steady["IQR (ms)"] == 1.0 and not steady["Latency from"].startswith("⚠")
+    noisy = latency_columns(Latency(890.0, 796.0, 5, "benchmark", time.time()))
+    assert noisy["Latency from"].startswith("⚠ noisy (IQR 796 > ¼ of the median)")
+    single = latency_columns(Latency(36.9, 0.0, 1, "single pass", time.time()))
+    assert single["Latency from"].startswith("⚠ this click, 1 pass") and np.isnan(single["IQR (ms)"])
+
+
+def test_miou_latency_chart_has_a_legend_and_a_range_from_the_data():
+    table = pd.DataFrame({"Model": ["U-Net", "U-Net++ L4", "DeepLabV3+"], "mIoU (this image)": [0.97, 0.99, 1.0], "mIoU (card, val set)": [0.96, 0.978, 0.953],
+                          "Latency (ms)": [12.1, 35.7, 7.5], "Params (M)": [0.49, 0.57, 0.64], "Latency from": ["benchmark", "⚠ noisy", "benchmark"]})
+    figure = figures.miou_latency_figure(table, has_gt=True)
+    assert [trace.name for trace in figure.data] == ["U-Net", "U-Net++ L4", "DeepLabV3+"] and figure.layout.showlegend is not False
+    assert figure.layout.legend.yref == "container"  # under the plot, never over the points or the labels
+    low, high = figure.layout.yaxis.range
+    assert 0.85 < low < 0.953 and 1.0 < high < 1.1  # from the data: close scores stay apart, a score of 1 stays inside
+    assert list(figure.data[1].text) == ["⚠", "⚠"] and list(figure.data[0].text) == ["", ""]  # the noisy latency is marked
+    assert all(trace.cliponaxis is False for trace in figure.data)
+
+
+def test_pruning_chart_labels_each_depth_once():
+    table = pd.DataFrame({"Depth": ["L1", "L2"], "mIoU (this image)": [0.3, 0.7], "mIoU (card, val set)": [0.3, 0.72], "Latency (ms)": [15.3, 15.8], "Latency from": ["⚠ noisy", "benchmark"]})
+    figure = figures.pruning_figure(table)
+    assert list(figure.data[0].text) == ["L1 ⚠", "L2"] and figure.data[1].text is None
+    assert list(figure.data[0].textposition) == ["bottom right", "top left"]  # neighbours' labels on opposite sides
+
+
+def test_view_names_outputs():
+    view = View("status", "table")
+    assert view(table=1) == (gr.skip(), 1) and view.named(("a", "b")) == {"status": "a", "table": "b"}
+    with pytest.raises(TypeError, match="not outputs of this view: plot"):
+        view(plot=1)
+
+
+# --------------------------------------------------------------------------- the Blocks
+
+
+def test_blocks_settings_for_a_public_demo(tiny_config):
+    demo = build_demo(tiny_config(queue_max_size=7))
+    assert demo.delete_cache == (3600, 3600)
+    assert demo._queue.max_size == 7 and demo.api_open is False
+    fns = [fn for fn in demo.fns.values() if fn.fn is not None]
+    assert all(fn.queue for fn in fns)
+    assert [fn.api_name for fn in fns if fn.api_visibility != "private"] == ["compare"]
+    model_events = {fn.api_name for fn in fns if fn.concurrency_id == "models"}
+    assert model_events == {"compare", "pruning", "pruning_tab", "receptive_fields", "receptive_tab", "effective_fields", "iou_map", "losses_tab_iou", "instances", "instances_tab"}
+    # Model jobs wait for their turn in the fair scheduler (holding no thread), not in Gradio's queue.
+    assert {fn.concurrency_limit for fn in fns if fn.concurrency_id == "models"} == {None}
+    assert all(inspect.iscoroutinefunction(fn.fn) or inspect.isasyncgenfunction(fn.fn) for fn in fns if fn.concurrency_id == "models")
+    previews = [fn for fn in fns if fn.api_name == "preview"]
+    assert len(previews) == 1 and previews[0].trigger_mode == "always_last" and len(previews[0].targets) == 5  # one preview for every trigger
+    kwargs = launch_kwargs(tiny_config())
+    assert kwargs["max_file_size"] == 10 * 2**20 and kwargs["allowed_paths"] in ([str(ASSETS_DIR.resolve())], [])
+
+
+def test_api_outputs_are_named_and_optional_inputs_have_defaults(tiny_config):
+    info = build_demo(tiny_config()).get_api_info()["named_endpoints"]["/compare"]
+    assert all(p["parameter_has_default"] for p in info["parameters"]), [p["parameter_name"] for p in info["parameters"] if not p["parameter_has_default"]]
+    assert [p["parameter_name"] for p in info["parameters"]] == ["example", "image_file", "mask_file", "set_name", "models", "depth", "opacity"]
+    labels = [r["label"] for r in info["returns"]]
+    assert not [label for label in labels if label.startswith("value_")], labels
+    assert labels[:9] == ["Status", "Class colours", "Image", "Ground truth", "U-Net", "U-Net++", "U-Net 3+", "DeepLabV3+", "Comparison on this image"]
+
+
+def test_tables_and_charts_are_hidden_until_they_have_results(tiny_config):
+    config = build_demo(tiny_config()).get_config_file()
+    hidden = {c["props"].get("elem_id"): c["props"]["visible"] for c in config["components"] if c["props"].get("elem_id") in ("compare-table", "per-class-table", "compare-scatter", "pruning-table", "pruning-plot")}
+    assert hidden == dict.fromkeys(("compare-table", "per-class-table", "compare-scatter", "pruning-table", "pruning-plot"), False)
+    tabs = [c["props"]["label"] for c in config["components"] if c["type"] == "tabitem"]
+    assert tabs[:4] == ["Compare", "U-Net++ pruning", "Receptive field", "Losses and IoU"] and tabs[-1] == "Semantic vs instance"
+    assert len(tabs) == len(tab_modules())
