@@ -51,7 +51,7 @@ def final(stream):
 
 
 def read(path) -> np.ndarray:
-    """An image output (a PNG path) as an array."""
+    """An image output (a WebP path) as an array."""
     assert isinstance(path, str), path
     return np.asarray(Image.open(path).convert("RGB"))
 
@@ -113,7 +113,7 @@ def test_compare_streams_each_mask_then_everything(app):
     assert first["table"]["value"].values.tolist() == [["U-Net", "waiting…"], ["DeepLabV3+", "waiting…"]]
     assert value(after_unet["mask_unet"]) is not None and all(after_unet[f"mask_{a}"] == gr.skip() for a in ALL[1:])
     assert value(after_deeplab["mask_deeplabv3p"]) is not None and after_deeplab["mask_unet"] == gr.skip()
-    # The last update is complete (API clients): plain values, images as PNG files.
+    # The last update is complete (API clients): plain values, images as lossless WebP files.
     assert last["mask_unet"] == value(after_unet["mask_unet"]) and last["mask_unetpp"] is None
     assert "2 of 2 models ran" in last["status"] and "one forward pass each" in last["status"] and "Latency = median" in last["status"]
     assert isinstance(last["table"], pd.DataFrame) and len(last["table"]) == 2

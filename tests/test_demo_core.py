@@ -111,7 +111,7 @@ def test_examples_are_shown_even_without_models(tiny_config, tmp_path):
     app = App(tiny_config(weights_dir=tmp_path / "none"))
     out = PREVIEW.named(Controls(app).preview(EXAMPLE, None, None, None, None))
     assert "Shapes #1000, 64x64 px, with ground truth" in out["current"]
-    assert compare.SHOWN.named(compare.Compare(app).show_image(EXAMPLE, None, None, None, 0.5, f"shapes/{EXAMPLE}", None))["image"].endswith(".png")
+    assert compare.SHOWN.named(compare.Compare(app).show_image(EXAMPLE, None, None, None, 0.5, f"shapes/{EXAMPLE}", None))["image"].endswith(".webp")
 
 
 # --------------------------------------------------------------------------- CamVid examples and a second model set
@@ -293,7 +293,7 @@ def test_blocks_settings_for_a_public_demo(tiny_config):
     assert all(fn.queue for fn in fns)
     assert [fn.api_name for fn in fns if fn.api_visibility != "private"] == ["compare"]
     model_events = {fn.api_name for fn in fns if fn.concurrency_id == "models"}
-    assert model_events == {"compare", "pruning", "pruning_tab", "receptive_fields", "receptive_tab", "effective_fields", "iou_map", "losses_tab_iou", "instances", "instances_tab"}
+    assert model_events == {"compare", "pruning", "pruning_tab", "receptive_fields", "receptive_tab", "effective_fields", "iou_map", "losses_tab_iou", "instances", "instances_tab", "inside_look", "losslab_train"}
     # Model jobs wait for their turn in the fair scheduler (holding no thread), not in Gradio's queue.
     assert {fn.concurrency_limit for fn in fns if fn.concurrency_id == "models"} == {None}
     assert all(inspect.iscoroutinefunction(fn.fn) or inspect.isasyncgenfunction(fn.fn) for fn in fns if fn.concurrency_id == "models")
