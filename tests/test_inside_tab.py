@@ -4,9 +4,6 @@ shared components and a stand-in for demo.context.Shared holding only what the t
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
-import types
 from dataclasses import dataclass, field
 
 import gradio as gr
@@ -21,16 +18,8 @@ from demo.serving import on_device
 from segmodels.data import render_shapes
 from segmodels.zoo import WEIGHTS_DIR
 
-if importlib.util.find_spec("demo.errors") is None:
-    # Until the dashboard split (issue 12) adds demo/errors.py, the same two names from
-    # where they live today; delete this block once it has landed.
-    from demo.callbacks import user_errors
-    from demo.sources import InputError
-
-    sys.modules["demo.errors"] = types.SimpleNamespace(InputError=InputError, user_errors=user_errors)
-
-from demo.errors import InputError  # noqa: E402
-from demo.tabs import inside  # noqa: E402
+from demo.errors import InputError
+from demo.tabs import inside
 
 ARCHS = ["unet", "unetpp", "unet3p", "deeplabv3p"]
 
