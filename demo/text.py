@@ -44,8 +44,9 @@ image) and a *decoder* (upsample back to full resolution: *where* it is).
   to a shallower, faster network (next tab).
 * **U-Net 3+** (Huang et al., 2020): every decoder stage receives features from *all* scales
   ("full-scale skip connections"), mixing fine detail and coarse context.
-* **DeepLabV3+** (Chen et al., 2018): *dilated* (atrous) convolutions and ASPP gather context at
-  several scales without shrinking the feature map; a light decoder sharpens object borders.
+* **DeepLabV3+** (Chen et al., 2018): the encoder still downsamples (to 1/16 or 1/8), but its last
+  stage uses *dilated* (atrous) convolutions instead of a further stride, and ASPP gathers context
+  at several scales on that feature map; a light decoder adds stride-4 detail to sharpen borders.
 """
 
 PRUNING = """\
@@ -82,7 +83,13 @@ ignoring small classes. Counting the pixels of each class, $N_c$ out of $N$, the
 
 $$w_c = \frac{N - N_c}{N}$$
 
-is close to 1 for rare classes and close to 0 for dominant ones; *weighted cross-entropy*
+is close to 1 for every class that covers a small part of the image, which with more than two
+classes is *most* of them: it only lowers the one or two dominant classes a little, so it hardly
+rebalances (the button below and the **Loss lab** tab compute its spread, largest over smallest
+weight, on real masks). **Median-frequency** weights, $w_c = \mathrm{median}(f) / f_c$ with $f_c$ the
+share of class $c$ in the images that contain it, spread far more and are what the shipped CamVid
+models were trained with; they raise the rare classes' *accuracy* (recall) but also make the model
+predict them where they are not, so their IoU rises less, or falls. *Weighted cross-entropy*
 multiplies each pixel's loss by the weight of its true class.
 
 **Cross-entropy vs focal loss.** If the network gives the true class the probability $p$,

@@ -258,6 +258,8 @@ def test_class_weights_on_a_hand_made_mask(app, tmp_path):
     table = losses.class_weight_table(mask, SHAPES)
     assert table["Pixels N_c"].tolist() == [70, 20, 10, 0]
     assert table["Weight w_c"].tolist() == pytest.approx([(100 - 70) / 100, (100 - 20) / 100, (100 - 10) / 100, 1.0])
+    # One image: freq_c is the share, median over the present classes 0.2; absent classes get 0.
+    assert table["Median-frequency weight"].tolist() == pytest.approx([0.2 / 0.7, 1.0, 2.0, 0.0], abs=1e-4)
     image = np.full((10, 10, 3), 128, dtype=np.uint8)
     out = losses.WEIGHTS.named(losses.Losses(app).weights(None, save_png(tmp_path / "i.png", image), save_png(tmp_path / "m.png", mask), "shapes", None))
     assert out["table"]["value"]["Weight w_c"].tolist() == pytest.approx([0.3, 0.8, 0.9, 1.0]) and "N = 100" in out["note"]

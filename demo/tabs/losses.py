@@ -13,10 +13,10 @@ import torch
 
 from segmodels import ARCH_NAMES
 from segmodels.data import DatasetInfo
-from segmodels.losses import class_weights_inverse_share, pixel_counts
+from segmodels.losses import class_weights_inverse_share, class_weights_median_frequency, pixel_counts
 from segmodels.metrics import ERROR_FN, ERROR_FP, ERROR_TP, iou_error_map
 
-from .. import figures, text
+from .. import explanations, figures, text
 from ..context import Shared, View
 from ..core import ARCH_ORDER, App, CurrentImage, SessionCache
 from ..errors import InputError, inline_errors
@@ -66,11 +66,13 @@ def class_weight_table(mask: np.ndarray, info: DatasetInfo) -> pd.DataFrame:
     if total == 0:
         raise InputError("The mask has no labelled pixels, so there is nothing to count.")
     weights = class_weights_inverse_share(counts)
+    median_frequency = class_weights_median_frequency(counts)
     return pd.DataFrame({
         "Class": list(info.class_names),
         "Pixels N_c": [int(c) for c in counts],
         "Share of pixels": [round(int(c) / total, 4) for c in counts],
         "Weight w_c": [round(float(w), 4) for w in weights],
+        "Median-frequency weight": [round(float(w), 4) for w in median_frequency],
     })
 
 
@@ -162,6 +164,7 @@ def build(shared: Shared) -> gr.Tab:
     info = shared.app.info(set_name)
     with gr.Tab("Losses and IoU", id="losses") as losses_tab:
         gr.Markdown(text.LOSSES, latex_delimiters=text.LATEX)
+        gr.Markdown(explanations.weighted_losses(), latex_delimiters=text.LATEX)
         weights_btn = gr.Button("Count the pixels of each class", variant="primary", interactive=bool(shared.app.sets()))
         weights_note = gr.Markdown(label="Class weights note", elem_id="weights-note")
         with gr.Row():

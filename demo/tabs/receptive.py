@@ -16,7 +16,7 @@ from segmodels import ARCH_NAMES, create_model
 from segmodels.blocks import SPP
 from segmodels.receptive_field import aspp_rates, output_field_size
 
-from .. import figures, text
+from .. import explanations, figures, text
 from ..context import Shared, View
 from ..core import ARCH_ORDER, App, CurrentImage, SessionCache
 from ..engine import ModelUnavailable
@@ -189,6 +189,8 @@ def build(shared: Shared) -> gr.Tab:
     tab = Receptive(shared.app)
     with gr.Tab("Receptive field", id="receptive") as receptive_tab:
         gr.Markdown(text.RECEPTIVE_FIELD, latex_delimiters=text.LATEX)
+        with gr.Accordion("The arithmetic: 2n + 1, dilation, strides; SPP and ASPP", open=False):
+            gr.Markdown(explanations.receptive_field() + "\n" + explanations.pooling(), latex_delimiters=text.LATEX)
         charts_btn = gr.Button("Show the receptive fields of the chosen models", variant="primary", interactive=bool(shared.app.sets()))
         summary = gr.Markdown(label="Receptive field summary")
         chart = gr.Plot(label="Theoretical receptive field by layer", show_label=False)
