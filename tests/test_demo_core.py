@@ -8,6 +8,7 @@ import inspect
 import json
 import os
 import shutil
+import sys
 import time
 
 import gradio as gr
@@ -332,3 +333,16 @@ def test_readme_screenshots_exist_and_stay_small():
     assert {"docs/screenshots/desktop-compare.png", "docs/screenshots/phone-compare.png"} <= set(shown)
     assert all((root / path).is_file() for path in shown), [path for path in shown if not (root / path).is_file()]
     assert sum((root / path).stat().st_size for path in shown) < 600 * 1024
+
+
+def test_zero_gpu_is_optional(monkeypatch):
+    from demo.context import zero_gpu
+
+    def job():
+        return 1
+
+    monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
+    assert zero_gpu(job) is job
+    monkeypatch.setenv("SPACES_ZERO_GPU", "1")
+    monkeypatch.setitem(sys.modules, "spaces", None)  # no usable package: the job runs as it is
+    assert zero_gpu(job) is job
