@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass, field
 
 import gradio as gr
@@ -11,8 +13,24 @@ import gradio as gr
 from . import serving
 from .core import App
 
+log = logging.getLogger(__name__)
+
 MODELS = "models"  # the one concurrency group of every event that runs a model
 LIGHT = "light"  # cheap events: previews, redraws, curves
+
+
+def zero_gpu(fn):
+    """``fn`` as a Hugging Face ZeroGPU job (``spaces.GPU``) when ``SPACES_ZERO_GPU`` is set;
+    optional, never required: elsewhere, or without a usable ``spaces`` package, ``fn`` itself."""
+    if not os.environ.get("SPACES_ZERO_GPU"):
+        return fn
+    try:
+        import spaces  # type: ignore
+
+        return spaces.GPU(fn)
+    except Exception:  # noqa: BLE001 - absent package or no GPU runtime
+        log.warning("SPACES_ZERO_GPU is set but the 'spaces' package is unusable; running without it")
+        return fn
 
 
 class View:
@@ -68,8 +86,9 @@ class Shared:
         return [self.example_dd, self.image_file, self.mask_file, self.set_radio]
 
     def on_device(self, fn):
-        """``fn`` as a callback that waits for its client's fair turn on the device."""
-        return serving.on_device(fn, self.app.scheduler, self.app.config.trust_forwarded)
+        """``fn`` as a callback that waits for its client's fair turn on the device (and holds
+        a GPU on Hugging Face ZeroGPU)."""
+        return serving.on_device(zero_gpu(fn), self.app.scheduler, self.app.config.trust_forwarded)
 
 
-__all__ = ["LIGHT", "MODELS", "Shared", "View"]
+__all__ = ["LIGHT", "MODELS", "Shared", "View", "zero_gpu"]

@@ -25,14 +25,15 @@ def rounded(value: float | None, digits: int) -> float:
 
 
 def latency_origin(latency: Latency) -> str:
-    """Where a latency figure comes from, starting with ⚠ (and why) when it is noisy."""
+    """Where a latency figure comes from, starting with ⚠ (and why) when it is noisy; short,
+    so the table fits a desktop screen."""
     when = time.strftime("%H:%M", time.localtime(latency.measured_at))
     if latency.source != "benchmark":
-        return f"{NOISY} this click, 1 pass (benchmark pending)"
-    origin = f"benchmark, {latency.samples} passes, {when}"
+        return f"{NOISY} 1 pass, this click (benchmark pending)"
+    origin = f"benchmark ×{latency.samples}, {when}"
     if latency.noisy:
-        reason = "too few passes" if latency.samples < 3 else f"IQR {latency.iqr_ms:.0f} > ¼ of the median"
-        return f"{NOISY} noisy ({reason}); {origin}"
+        reason = f"{latency.samples} passes" if latency.samples < 3 else "IQR > ¼ median"
+        return f"{NOISY} noisy ({reason}), {origin}"
     return origin
 
 

@@ -90,7 +90,7 @@ def shrink(path: Path, factor: float) -> None:
 
     with Image.open(path) as shot:
         small = shot.convert("RGB").resize((round(shot.width * factor), round(shot.height * factor)), Image.Resampling.LANCZOS)
-    small.quantize(colors=COLOURS, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, optimize=True)
+    small.quantize(colors=COLOURS, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE).save(path, optimize=True)
 
 
 def tab_ids(page) -> list[tuple[str, str]]:

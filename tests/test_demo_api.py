@@ -81,6 +81,18 @@ def test_compare_with_defaults_and_named_outputs(server):
     assert not [r["label"] for r in returns if r["label"].startswith("value_")]
 
 
+def test_the_readme_client_example_runs(server, capsys):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Calling the dashboard from Python\n"):readme.index("## The library\n")]
+    (code,) = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    exec(compile(code.replace("http://127.0.0.1:7860/", server), "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "4 of 4 models ran" in printed and "U-Net++ L4: mIoU" in printed and "/compare" in printed
+
+
 def test_only_compare_is_exposed_and_the_queue_cannot_be_skipped(server):
     client = Client(server, verbose=False, download_files=False)
     assert list(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == ["/compare"]

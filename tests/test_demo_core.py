@@ -8,6 +8,7 @@ import inspect
 import json
 import os
 import shutil
+import sys
 import time
 
 import gradio as gr
@@ -251,9 +252,10 @@ def test_latency_columns_flag_noise_beside_the_figure():
     steady = latency_columns(Latency(12.0, 1.0, 5, "benchmark", time.time()))
     assert steady["Latency (ms)"] == 12.0 and steady["IQR (ms)"] == 1.0 and not steady["Latency from"].startswith("⚠")
     noisy = latency_columns(Latency(890.0, 796.0, 5, "benchmark", time.time()))
-    assert noisy["Latency from"].startswith("⚠ noisy (IQR 796 > ¼ of the median)")
+    assert noisy["Latency from"].startswith("⚠ noisy (IQR > ¼ median), benchmark ×5") and noisy["IQR (ms)"] == 796.0
     single = latency_columns(Latency(36.9, 0.0, 1, "single pass", time.time()))
-    assert single["Latency from"].startswith("⚠ this click, 1 pass") and np.isnan(single["IQR (ms)"])
+    assert single["Latency from"].startswith("⚠ 1 pass, this click") and np.isnan(single["IQR (ms)"])
+    assert max(len(c["Latency from"]) for c in (steady, noisy, single)) <= 45  # the table fits a desktop screen
 
 
 def test_miou_latency_chart_has_a_legend_and_a_range_from_the_data():
@@ -319,3 +321,28 @@ def test_tables_and_charts_are_hidden_until_they_have_results(tiny_config):
     tabs = [c["props"]["label"] for c in config["components"] if c["type"] == "tabitem"]
     assert tabs[:4] == ["Compare", "U-Net++ pruning", "Receptive field", "Losses and IoU"] and tabs[-1] == "Semantic vs instance"
     assert len(tabs) == len(tab_modules())
+
+
+def test_readme_screenshots_exist_and_stay_small():
+    """The README shows screenshots that scripts/screenshots.py takes; they are kept small."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    shown = re.findall(r'src="(docs/screenshots/[^"]+\.png)"', (root / "README.md").read_text(encoding="utf-8"))
+    assert {"docs/screenshots/desktop-compare.png", "docs/screenshots/phone-compare.png"} <= set(shown)
+    assert all((root / path).is_file() for path in shown), [path for path in shown if not (root / path).is_file()]
+    assert sum((root / path).stat().st_size for path in shown) < 600 * 1024
+
+
+def test_zero_gpu_is_optional(monkeypatch):
+    from demo.context import zero_gpu
+
+    def job():
+        return 1
+
+    monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
+    assert zero_gpu(job) is job
+    monkeypatch.setenv("SPACES_ZERO_GPU", "1")
+    monkeypatch.setitem(sys.modules, "spaces", None)  # no usable package: the job runs as it is
+    assert zero_gpu(job) is job

@@ -138,7 +138,7 @@ class Compare:
         lines = [f"**{current.label}** ({current.size[1]}x{current.size[0]} px): {ok} of {len(runs)} models ran on **{self.app.engine.device.type.upper()}**, one forward pass each."]
         lines += [f"- **{run.name}**: {run.error}" for run in runs if not run.ok]
         lines += [f"- {note}" for note in current.notes]
-        lines.append(f"\n*{LATENCY_NOTE}*")
+        lines.append(f"\n<small>{LATENCY_NOTE}</small>")
         has_gt = current.gt is not None
         yield VIEW(
             status="\n".join(lines), legend=figures.legend_html(current.info, present), image=picture(current.image), truth=truth,

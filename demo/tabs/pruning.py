@@ -103,7 +103,7 @@ class Pruning:
             yield stopped
             return
         truth = "" if result.image.gt is not None else " No ground truth for this image: only the cards' validation mIoU is plotted."
-        status = f"**{result.image.label}**: {ARCH_NAMES[result.arch]} pruned to depths L{result.depths[0]} to L{result.depths[-1]}, each on the same input tensor, one forward pass each.{truth}\n\n*{LATENCY_NOTE}*"
+        status = f"**{result.image.label}**: {ARCH_NAMES[result.arch]} pruned to depths L{result.depths[0]} to L{result.depths[-1]}, each on the same input tensor, one forward pass each.{truth}\n\n<small>{LATENCY_NOTE}</small>"
         yield VIEW(status=status, table=gr.update(value=result.table, visible=True), plot=gr.update(value=figures.pruning_figure(result.table), visible=True))
 
     @staticmethod
