@@ -83,8 +83,8 @@ class DemoConfig:
     rf_input_size: tuple[int, int] = (256, 256)
     queue_max_size: int = field(default_factory=lambda: _env_int("SEGMODELS_QUEUE_SIZE", 256))
     light_concurrency: int = 4
-    jobs_per_address: int = field(default_factory=lambda: _env_int("SEGMODELS_JOBS_PER_ADDRESS", 40))
-    jobs_total: int = 200
+    jobs_per_address: int = field(default_factory=lambda: _env_int("SEGMODELS_JOBS_PER_ADDRESS", 100))
+    jobs_total: int = 250
     max_wait_s: float = 600.0
     trust_forwarded: bool = field(default_factory=lambda: bool(os.environ.get("SPACE_ID")))
     result_grace_s: float = 10.0

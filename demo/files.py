@@ -26,8 +26,9 @@ from PIL import Image
 
 
 class ImageFiles:
-    """Content-named lossless WebP files (fastest method: about 14 ms and 210 KB for a
-    360x480 overlay, against PNG's 40 ms and 270 KB; pixels exact) in ``folder`` (default: a folder of this process in the system's
+    """Content-named WebP files (quality 90, fastest method: about 6 ms and 40 KB for a 360x480
+    overlay, against PNG's 40 ms and 270 KB: what 40 phones download, and what the server sends,
+    shrinks sevenfold; colours stay within a few levels) in ``folder`` (default: a folder of this process in the system's
     temporary folder); the ``keep`` most recently used are kept (Gradio copies each one into
     its own cache as soon as a callback returns it)."""
 
@@ -54,7 +55,7 @@ class ImageFiles:
         handle, staging = tempfile.mkstemp(dir=self.folder, prefix=f".{digest}.", suffix=".webp")
         try:
             with os.fdopen(handle, "wb") as stream:
-                Image.fromarray(array).save(stream, format="WEBP", lossless=True, method=0)
+                Image.fromarray(array).save(stream, format="WEBP", quality=90, method=0)
             os.replace(staging, target)
         except BaseException:
             Path(staging).unlink(missing_ok=True)

@@ -113,7 +113,7 @@ def test_compare_streams_each_mask_then_everything(app):
     assert first["table"]["value"].values.tolist() == [["U-Net", "waiting…"], ["DeepLabV3+", "waiting…"]]
     assert value(after_unet["mask_unet"]) is not None and all(after_unet[f"mask_{a}"] == gr.skip() for a in ALL[1:])
     assert value(after_deeplab["mask_deeplabv3p"]) is not None and after_deeplab["mask_unet"] == gr.skip()
-    # The last update is complete (API clients): plain values, images as lossless WebP files.
+    # The last update is complete (API clients): plain values, images as WebP files.
     assert last["mask_unet"] == value(after_unet["mask_unet"]) and last["mask_unetpp"] is None
     assert "2 of 2 models ran" in last["status"] and "one forward pass each" in last["status"] and "Latency = median" in last["status"]
     assert isinstance(last["table"], pd.DataFrame) and len(last["table"]) == 2
@@ -122,7 +122,7 @@ def test_compare_streams_each_mask_then_everything(app):
     assert isinstance(session, SessionCache) and set(session.predictions) == {PredictionKey("unet", None), PredictionKey("deeplabv3p", None)}
     # Opacity only redraws from the session: nothing runs.
     redrawn = compare.RESTYLE.named(tab.restyle(EXAMPLE, None, None, "shapes", 4, 1.0, session))
-    assert np.array_equal(read(redrawn["mask_unet"]), SHAPES.colorize(session.predictions[PredictionKey("unet", None)]))
+    assert np.abs(read(redrawn["mask_unet"]).astype(int) - SHAPES.colorize(session.predictions[PredictionKey("unet", None)])).mean() < 3  # WebP, quality 90
     assert redrawn["mask_unetpp"] == gr.skip()
 
 

@@ -229,7 +229,7 @@ def test_image_files_are_written_once_and_atomically(tmp_path):
     inode, mtime = os.stat(first).st_ino, os.stat(first).st_mtime_ns
     time.sleep(0.01)
     assert files.path(image.copy()) == first and os.stat(first).st_ino == inode and os.stat(first).st_mtime_ns == mtime  # never rewritten
-    assert np.array_equal(np.asarray(Image.open(first)), image)
+    assert np.abs(np.asarray(Image.open(first)).astype(int) - image).mean() < 16  # lossy WebP on a noise texture; another picture differs by far more
     assert files.path(image[:16]) != first  # another picture, another name
     others = [files.path(render_shapes(seed, 0, 32)[0]) for seed in (1, 2, 3)]
     assert not os.path.exists(first) and all(os.path.exists(p) for p in others)  # only the most recent are kept
