@@ -56,9 +56,9 @@ def as_gradio_error(error: BaseException) -> gr.Error:
     return gr.Error(user_message(error), duration=None, print_exception=False)
 
 
-def user_errors(fn):
-    """Turn every failure of ``fn`` into a lasting :class:`gradio.Error` with a message meant
-    for the user; works for plain and for streaming (generator) callbacks."""
+def _on_failure(fn, handle: Callable[[Exception], object]):
+    """``fn`` (a plain or streaming callback) with every exception passed to ``handle``, whose
+    return value becomes the result (for a stream: its last update); ``handle`` may raise."""
     if inspect.isgeneratorfunction(fn):
 
         @functools.wraps(fn)
@@ -66,7 +66,7 @@ def user_errors(fn):
             try:
                 yield from fn(*args, **kwargs)
             except Exception as error:  # noqa: BLE001 - every failure becomes a message
-                raise as_gradio_error(error) from None
+                yield handle(error)
 
         return streaming
 
@@ -75,9 +75,19 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except Exception as error:  # noqa: BLE001 - every failure becomes a message
-            raise as_gradio_error(error) from None
+            return handle(error)
 
     return wrapper
+
+
+def _raise_for_user(error: Exception):
+    raise as_gradio_error(error) from None
+
+
+def user_errors(fn):
+    """Turn every failure of ``fn`` into a lasting :class:`gradio.Error` with a message meant
+    for the user; works for plain and for streaming (generator) callbacks."""
+    return _on_failure(fn, _raise_for_user)
 
 
 def error_text(message: str) -> str:
@@ -88,29 +98,7 @@ def error_text(message: str) -> str:
 def inline_errors(show: Callable[[str], tuple]):
     """Decorator: every failure of the callback becomes ``show(error_text(message))``, the
     callback's outputs with the message in place (for plain and streaming callbacks)."""
-
-    def decorate(fn):
-        if inspect.isgeneratorfunction(fn):
-
-            @functools.wraps(fn)
-            def streaming(*args, **kwargs):
-                try:
-                    yield from fn(*args, **kwargs)
-                except Exception as error:  # noqa: BLE001 - every failure becomes a message
-                    yield show(error_text(user_message(error)))
-
-            return streaming
-
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            try:
-                return fn(*args, **kwargs)
-            except Exception as error:  # noqa: BLE001 - every failure becomes a message
-                return show(error_text(user_message(error)))
-
-        return wrapper
-
-    return decorate
+    return lambda fn: _on_failure(fn, lambda error: show(error_text(user_message(error))))
 
 
 __all__ = ["InputError", "as_gradio_error", "error_text", "inline_errors", "short", "user_errors", "user_message"]
