@@ -56,6 +56,11 @@ class View:
         return dict(zip(self.names, values, strict=True))
 
 
+def hidden() -> dict:
+    """A new update that empties and hides an output (Gradio consumes update dicts, so none is shared)."""
+    return gr.update(value=None, visible=False)
+
+
 @dataclass
 class Shared:
     """The shared controls and services of the dashboard, handed to each tab's ``build``."""
@@ -91,4 +96,4 @@ class Shared:
         return serving.on_device(zero_gpu(fn), self.app.scheduler, self.app.config.trust_forwarded)
 
 
-__all__ = ["LIGHT", "MODELS", "Shared", "View", "zero_gpu"]
+__all__ = ["LIGHT", "MODELS", "Shared", "View", "hidden", "zero_gpu"]

@@ -191,8 +191,9 @@ def test_a_thumbnail_tapped_right_after_the_menu_shows_the_image_the_models_ran_
         assert page.locator("#example input").first.input_value() == label
         assert label in page.locator("#current-image").inner_text()
         assert label in page.locator("#compare-status").inner_text()
-        expected = render_shapes(1002, 0, SIZE)[0].astype(np.float64).mean()
-        assert image_mean(page, "#input-image img") == pytest.approx(expected, abs=0.01)
+        means = {seed: render_shapes(seed, 0, SIZE)[0].astype(np.float64).mean() for seed in (1000, 1001, 1002)}
+        shown = image_mean(page, "#input-image img")
+        assert min(means, key=lambda seed: abs(means[seed] - shown)) == 1002 and abs(shown - means[1002]) < 1.0, (shown, means)  # WebP shifts it a little
         page.get_by_role("tab", name="Receptive field", exact=True).click()
         assert page.get_by_text(f"Click a pixel of {label}").count() >= 1
         assert not errors, errors

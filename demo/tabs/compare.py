@@ -13,7 +13,7 @@ import pandas as pd
 from segmodels import ARCH_NAMES
 
 from .. import explanations, figures, text
-from ..context import Shared, View
+from ..context import Shared, View, hidden
 from ..core import ARCH_ORDER, App, CurrentImage, PredictionKey, SessionCache
 from ..engine import ModelRun, ModelUnavailable
 from ..errors import InputError, error_text, user_errors, user_message
@@ -23,7 +23,6 @@ MASKS = tuple(f"mask_{arch}" for arch in ARCH_ORDER)
 VIEW = View("status", "legend", "image", "truth", *MASKS, "table", "scatter", "bars", "per_class", "current", "session")
 RESTYLE = View("truth", *MASKS)
 SHOWN = View("status", "legend", "image", "truth", *MASKS, "table", "scatter", "bars", "per_class")
-HIDDEN = gr.update(value=None, visible=False)
 
 
 @dataclass
@@ -114,7 +113,7 @@ class Compare:
         yield VIEW(
             status=f"**{current.label}**: running {ARCH_NAMES[archs[0]]} (1 of {len(archs)})…", legend=figures.legend_html(current.info, present),
             image=picture(current.image), truth=truth, current=current.summary(), table=gr.update(value=waiting, visible=True),
-            scatter=HIDDEN, bars=HIDDEN, per_class=HIDDEN,
+            scatter=hidden(), bars=hidden(), per_class=hidden(),
             **{f"mask_{a}": gr.update(value=None, label=f"{ARCH_NAMES[a]}: waiting…", visible=a in archs) for a in ARCH_ORDER},
         )
         stopped = VIEW(status=f"Stopped: the image changed while the models ran on **{current.label}**; its results are not shown. Press **Run the models** again.")
@@ -165,7 +164,7 @@ class Compare:
         """A new image was picked: show it (and its ground truth) and clear the results of
         another image."""
         outdated = not isinstance(session, SessionCache) or session.outdated("compare", identity)
-        cleared = {name: HIDDEN for name in (*MASKS, "table", "scatter", "bars", "per_class")} if outdated else {}
+        cleared = {name: hidden() for name in (*MASKS, "table", "scatter", "bars", "per_class")} if outdated else {}
         try:
             current = self.app.current_image(example, image_file, mask_file, set_name)
             opacity = self.app.check_opacity(opacity)

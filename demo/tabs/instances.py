@@ -13,7 +13,7 @@ from segmodels import ARCH_NAMES
 from segmodels.data import DatasetInfo
 
 from .. import figures, text
-from ..context import Shared, View
+from ..context import Shared, View, hidden
 from ..core import App, CurrentImage, SessionCache
 from ..errors import inline_errors
 
@@ -21,7 +21,6 @@ ALL_CLASSES = "all classes"
 VIEW = View("classes", "instances", "note", "session")
 CHOICES = View("model", "class_name")
 CLEARED = View("classes", "instances", "note")
-HIDDEN = gr.update(value=None, visible=False)
 
 
 @dataclass
@@ -83,7 +82,7 @@ class InstancesTab:
 
     # ------------------------------------------------------------------ presenters
 
-    @inline_errors(lambda message: VIEW(classes=HIDDEN, instances=HIDDEN, note=message))
+    @inline_errors(lambda message: VIEW(classes=hidden(), instances=hidden(), note=message))
     def show(self, example, image_file, mask_file, set_name, arch, class_name, depth, session):
         session = session if isinstance(session, SessionCache) else SessionCache()
         current = self.app.current_image(example, image_file, mask_file, set_name)
@@ -108,7 +107,7 @@ class InstancesTab:
         """A new image was picked: the results of another image go."""
         if isinstance(session, SessionCache) and not session.outdated("instances", identity):
             return CLEARED()
-        return CLEARED(classes=HIDDEN, instances=HIDDEN, note="Press the button (or open this tab again) for the new image.")
+        return CLEARED(classes=hidden(), instances=hidden(), note="Press the button (or open this tab again) for the new image.")
 
 
 def build(shared: Shared) -> gr.Tab:

@@ -17,7 +17,7 @@ from segmodels.losses import class_weights_inverse_share, class_weights_median_f
 from segmodels.metrics import ERROR_FN, ERROR_FP, ERROR_TP, iou_error_map
 
 from .. import explanations, figures, text
-from ..context import Shared, View
+from ..context import Shared, View, hidden
 from ..core import ARCH_ORDER, App, CurrentImage, SessionCache
 from ..errors import InputError, inline_errors
 
@@ -25,7 +25,6 @@ WEIGHTS = View("table", "chart", "note")
 IOU = View("map", "note", "session")
 CHOICES = View("model", "class_name")
 CLEARED = View("table", "chart", "note", "map", "iou_note")
-HIDDEN = gr.update(value=None, visible=False)
 
 
 @dataclass
@@ -108,7 +107,7 @@ class Losses:
 
     # ------------------------------------------------------------------ presenters
 
-    @inline_errors(lambda message: WEIGHTS(table=HIDDEN, chart=HIDDEN, note=message))
+    @inline_errors(lambda message: WEIGHTS(table=hidden(), chart=hidden(), note=message))
     def weights(self, example, image_file, mask_file, set_name, session):
         current = self.app.current_image(example, image_file, mask_file, set_name)
         if isinstance(session, SessionCache):
@@ -125,7 +124,7 @@ class Losses:
             gamma = 2.0
         return figures.loss_curves_figure(max(0.0, gamma) if math.isfinite(gamma) else 2.0)
 
-    @inline_errors(lambda message: IOU(map=HIDDEN, note=message))
+    @inline_errors(lambda message: IOU(map=hidden(), note=message))
     def iou(self, example, image_file, mask_file, set_name, arch, class_name, depth, session):
         session = session if isinstance(session, SessionCache) else SessionCache()
         current = self.app.current_image(example, image_file, mask_file, set_name)
@@ -153,7 +152,7 @@ class Losses:
         """A new image was picked: the results of another image go."""
         if isinstance(session, SessionCache) and not session.outdated("losses", identity):
             return CLEARED()
-        return CLEARED(table=HIDDEN, chart=HIDDEN, note="", map=HIDDEN, iou_note="")
+        return CLEARED(table=hidden(), chart=hidden(), note="", map=hidden(), iou_note="")
 
 
 def build(shared: Shared) -> gr.Tab:

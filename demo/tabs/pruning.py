@@ -12,7 +12,7 @@ import pandas as pd
 from segmodels import ARCH_NAMES
 
 from .. import figures, text
-from ..context import Shared, View
+from ..context import Shared, View, hidden
 from ..core import App, CurrentImage, SessionCache
 from ..engine import SET_LABELS, ModelRun, ModelUnavailable
 from ..errors import InputError, inline_errors
@@ -21,7 +21,6 @@ from ..scores import LATENCY_NOTE, card_miou, latency_columns, rounded
 SLOTS = 4  # mask images shown: U-Net++ with a four-level encoder prunes to L1..L4
 DEPTHS = tuple(f"depth_{i}" for i in range(SLOTS))
 VIEW = View("status", *DEPTHS, "table", "plot")
-HIDDEN = gr.update(value=None, visible=False)
 
 
 @dataclass
@@ -97,7 +96,7 @@ class Pruning:
                 name = f"{ARCH_NAMES[result.arch]} L{depth}"
                 picture = self.app.picture(figures.overlay(result.image.image, run.labels, result.image.info, opacity)) if run else None
                 slots[slot] = gr.update(value=picture, label=name if run else f"{name}: waiting…", visible=True)
-            slots |= {slot: HIDDEN for slot in DEPTHS[len(shown):]}
+            slots |= {slot: hidden() for slot in DEPTHS[len(shown):]}
             yield VIEW(status=f"**{result.image.label}**: {ARCH_NAMES[result.arch]} at L{result.depths[0]} to L{result.runs[-1].depth} done…", **slots)
         if watch is not None and watch.stale:
             yield stopped
@@ -111,7 +110,7 @@ class Pruning:
         """A new image was picked: the depths' results of another image go."""
         if isinstance(session, SessionCache) and not session.outdated("pruning", identity):
             return VIEW()
-        return VIEW(status="Press the button (or open this tab again) to run every depth on the new image.", **{slot: HIDDEN for slot in DEPTHS}, table=HIDDEN, plot=HIDDEN)
+        return VIEW(status="Press the button (or open this tab again) to run every depth on the new image.", **{slot: hidden() for slot in DEPTHS}, table=hidden(), plot=hidden())
 
 
 def build(shared: Shared) -> gr.Tab:
