@@ -224,8 +224,8 @@ def test_an_error_message_stays_readable(browser, url):
 
 
 def test_inside_the_network_and_the_loss_lab_on_a_phone(browser, url):
-    """The two views of issue 13 in a real browser on a phone: "Look inside" draws the graph
-    with its summary; the Loss lab shows its formulas and precomputed verdict and runs a live
+    """The two views of issue 13 in a real browser on a phone: "Look inside" runs and shows its
+    summary of the graph (the figure itself is checked in tests/test_inside_tab.py); the Loss lab shows its formulas and precomputed verdict and runs a live
     training whose closing note (per-class IoU) arrives; nothing overflows sideways."""
     page, errors = open_page(browser, url, PHONE)
     try:
@@ -234,7 +234,6 @@ def test_inside_the_network_and_the_loss_lab_on_a_phone(browser, url):
         summary = page.get_by_text(re.compile(r"nodes run at inference"))
         summary.wait_for(timeout=60_000)
         assert re.search(r"10 of 10 nodes run", summary.inner_text())  # U-Net, the first architecture
-        assert page.locator(".js-plotly-plot").count() >= 1
         assert horizontal_overflow(page) <= 1
         page.get_by_role("tab", name="Loss lab", exact=True).click()
         page.get_by_text("weighted focal", exact=False).first.wait_for(timeout=30_000)

@@ -19,7 +19,7 @@ import pytest
 
 from demo.config import DemoConfig
 from demo.scheduler import FairScheduler
-from demo.tabs import losslab
+from demo import losslab_charts, losslab_runs
 from demo.tabs.losslab import (
     LiveRunGate,
     LossLab,
@@ -324,7 +324,7 @@ def test_verdict_is_rendered_from_the_precomputed_numbers(precomputed) -> None:
     assert f"{false_positives_per_hit(mfb.final_iou[rare], mfb.final_recall[rare]):.1f} pixels of other classes" in text
     assert f"{precomputed.loss_share['mfb'][rare]:.2%}" in text and f"{ce.final_iou[rare]:.2f}" in text
     for loss, curves in precomputed.runs.items():
-        assert f"{losslab.SHORT_LABELS[loss]} {curves.final_iou[rare]:.2f}" in text
+        assert f"{losslab_runs.SHORT_LABELS[loss]} {curves.final_iou[rare]:.2f}" in text
 
 
 def test_verdict_follows_the_numbers_when_no_loss_helps(precomputed) -> None:
@@ -360,7 +360,7 @@ def test_camvid_section_without_and_with_a_folder(tmp_path) -> None:
     assert "unavailable" in camvid_section(tmp_path / "no-camvid", tmp_path)
     masks = [np.array([[0, 0, 0, 1], [0, 0, 2, 1]])]
     schemes = class_weight_schemes(masks, 3, class_names=("road", "car", "bike"))
-    text = losslab.camvid_markdown(schemes, ["mfb"])
+    text = losslab_charts.camvid_markdown(schemes, ["mfb"])
     assert f"a {schemes['inverse_share_spread']:.2f}x spread" in text and "trained with median-frequency weighted CE" in text
     assert "runs from 0.375 (road, 62% of the pixels) to 0.875 (bike)" in text
 
