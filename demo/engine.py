@@ -70,6 +70,10 @@ class ModelRun:
         return self.error is None
 
 
+def run_label(arch: str, depth: int | None) -> str:
+    return ARCH_NAMES.get(arch, arch) + (f" L{depth}" if depth is not None else "")
+
+
 def image_metrics(labels: np.ndarray, gt: np.ndarray, info: DatasetInfo) -> dict:
     """mIoU, per-class IoU etc. of one prediction, computed by :class:`segmodels.metrics.ConfusionMatrix`."""
     matrix = ConfusionMatrix(info.num_classes, info.ignore_index)
@@ -180,8 +184,7 @@ class Engine:
     # ------------------------------------------------------------------ running
 
     def _run_one(self, set_name: str, arch: str, x: torch.Tensor, depth: int | None, gt: np.ndarray | None, info: DatasetInfo | None) -> ModelRun:
-        label = ARCH_NAMES.get(arch, arch) + (f" L{depth}" if depth is not None else "")
-        result = ModelRun(arch, label, depth)
+        result = ModelRun(arch, run_label(arch, depth), depth)
         name = f"{set_name}/{arch}"
         size = tuple(x.shape[-2:])
         try:
@@ -204,6 +207,10 @@ class Engine:
         if gt is not None and info is not None:
             result.metrics = image_metrics(result.labels, gt, info)
         return result
+
+    def label(self, set_name: str, arch: str, depth: int | None) -> str:
+        """The name a run of ``arch`` will carry ("U-Net++ L3" for a pruned U-Net++)."""
+        return run_label(arch, self.depth_for(set_name, arch, depth) if self._loads(set_name, arch) else None)
 
     def run_models(self, set_name: str, archs: list[str], image: np.ndarray, depth: int | None = None, gt: np.ndarray | None = None, info: DatasetInfo | None = None) -> Iterator[ModelRun]:
         """Each model in ``archs`` on the same tensor (decoded once, moved to the device once),

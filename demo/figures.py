@@ -33,7 +33,7 @@ def _layout(fig: go.Figure, title: str, height: int = 420, subtitle: str | None 
     heading = dict(text=title, x=0.01, xanchor="left", yref="container", y=1, yanchor="top", pad=dict(t=10), font=dict(size=18))
     if lines:
         heading["subtitle"] = dict(text="<br>".join(lines), font=dict(size=13, color="#555"))
-    fig.update_layout(title=heading, font=FONT, height=height + 17 * len(lines), modebar=dict(orientation="v", remove=MODEBAR_REMOVED), margin=dict(l=60, r=20, t=52 + 17 * len(lines), b=50), template="plotly_white",
+    fig.update_layout(title=heading, font=FONT, height=height + 17 * len(lines), modebar=dict(orientation="v", remove=MODEBAR_REMOVED), margin=dict(l=60, r=20, t=52 + 17 * len(lines), b=50),
                       legend=dict(orientation="h", yref="container", y=0, yanchor="bottom", xanchor="left", x=0, font=dict(size=13)))
     return fig
 
@@ -66,12 +66,20 @@ def model_colour(name: str) -> str:
 
 
 def overlay(image: np.ndarray, labels: np.ndarray, info: DatasetInfo, opacity: float) -> np.ndarray:
-    """Class colours blended over the image; ignored / unknown ids leave the image as is."""
-    opacity = float(np.clip(opacity, 0.0, 1.0))
-    colours = info.colorize(labels).astype(np.float32)
-    known = ((labels >= 0) & (labels < info.num_classes))[..., None]
-    blended = image.astype(np.float32) * (1 - opacity) + colours * opacity
-    return np.where(known, blended, image).round().astype(np.uint8)
+    """Class colours blended over the image; ignored / unknown ids leave the image as is.
+    Integer blending through 256-entry tables of colour and weight (out of 256), indexed by
+    the uint8 class ids: half the time of float blending, within one level of it."""
+    alpha = round(float(np.clip(opacity, 0.0, 1.0)) * 256)
+    known = min(info.num_classes, 255)
+    colours = np.zeros((256, 3), dtype=np.uint16)
+    colours[:known] = np.asarray(info.colors, dtype=np.uint16).reshape(-1, 3)[:known]
+    weights = np.zeros(256, dtype=np.uint16)
+    weights[:known] = alpha
+    labels = np.asarray(labels)
+    if labels.dtype != np.uint8:
+        labels = np.where((labels >= 0) & (labels < known), labels, 255).astype(np.uint8)
+    weight = weights[labels][..., None]
+    return ((image.astype(np.uint16) * (256 - weight) + colours[labels] * weight + 128) >> 8).astype(np.uint8)
 
 
 def legend_html(info: DatasetInfo, present: set[int] | None = None) -> str:

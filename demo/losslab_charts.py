@@ -25,7 +25,6 @@ def _layout(fig: go.Figure, title: str, subtitle: str, height: int) -> go.Figure
         font=FONT,
         height=height,
         margin=dict(l=55, r=15, t=90, b=40),
-        template="plotly_white",
         legend=dict(orientation="h", y=-0.18),
     )
     return fig

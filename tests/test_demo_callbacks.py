@@ -110,8 +110,9 @@ def test_compare_streams_each_mask_then_everything(app):
     assert read(first["image"]).shape == read(first["truth"]).shape == (64, 64, 3)
     slots = [first[f"mask_{a}"] for a in ALL]  # stale masks are cleared at once; the two chosen slots wait, the others hide
     assert [slot["visible"] for slot in slots] == [True, False, False, True] and all(slot["value"] is None for slot in slots)
+    assert slots[0]["label"] == "U-Net" and slots[3]["label"] == "DeepLabV3+"  # named at once: each mask then comes as a plain value
     assert first["table"]["value"].values.tolist() == [["U-Net", "waiting…"], ["DeepLabV3+", "waiting…"]]
-    assert value(after_unet["mask_unet"]) is not None and all(after_unet[f"mask_{a}"] == gr.skip() for a in ALL[1:])
+    assert isinstance(after_unet["mask_unet"], str) and all(after_unet[f"mask_{a}"] == gr.skip() for a in ALL[1:])
     assert value(after_deeplab["mask_deeplabv3p"]) is not None and after_deeplab["mask_unet"] == gr.skip()
     # The last update is complete (API clients): plain values, images as WebP files.
     assert last["mask_unet"] == value(after_unet["mask_unet"]) and last["mask_unetpp"] is None

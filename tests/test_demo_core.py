@@ -270,6 +270,24 @@ def test_miou_latency_chart_has_a_legend_and_a_range_from_the_data():
     assert all(trace.cliponaxis is False for trace in figure.data)
 
 
+def test_charts_are_serialised_in_plotly_white():
+    """The dashboard's template is plotly's default (importing demo sets it), so each chart's JSON carries it."""
+    table = pd.DataFrame({"Model": ["U-Net"], "mIoU (this image)": [0.5], "mIoU (card, val set)": [0.6], "Latency (ms)": [10.0], "Params (M)": [1.0], "Latency from": ["benchmark"]})
+    layout = json.loads(figures.miou_latency_figure(table, has_gt=True).to_json())["layout"]
+    assert layout["template"]["layout"]["plot_bgcolor"] == "white"
+
+
+def test_overlay_blends_class_colours_and_leaves_unknown_ids_alone():
+    image = np.full((2, 4, 3), 100, dtype=np.uint8)
+    labels = np.array([[0, 1, 11, 255], [-1, 3, 300, 2]])
+    assert figures.overlay(image, labels, CAMVID, 0.0).tolist() == image.tolist()
+    opaque = figures.overlay(image, labels, CAMVID, 1.0)
+    assert opaque[0, 0].tolist() == list(CAMVID.colors[0]) and opaque[1, 1].tolist() == list(CAMVID.colors[3])
+    assert opaque[0, 2:].tolist() == [[100] * 3] * 2 and opaque[1, [0, 2]].tolist() == [[100] * 3] * 2  # void, ignore, negative, too large
+    half = figures.overlay(image, np.array([[0, 1, 11, 255]], dtype=np.uint8), CAMVID, 0.5)
+    assert np.abs(half[0, 1].astype(int) - (np.array(CAMVID.colors[1]) + 100) / 2).max() <= 1
+
+
 def test_pruning_chart_labels_each_depth_once():
     table = pd.DataFrame({"Depth": ["L1", "L2"], "mIoU (this image)": [0.3, 0.7], "mIoU (card, val set)": [0.3, 0.72], "Latency (ms)": [15.3, 15.8], "Latency from": ["⚠ noisy", "benchmark"]})
     figure = figures.pruning_figure(table)

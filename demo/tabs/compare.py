@@ -114,7 +114,7 @@ class Compare:
             status=f"**{current.label}**: running {ARCH_NAMES[archs[0]]} (1 of {len(archs)})…", legend=figures.legend_html(current.info, present),
             image=picture(current.image), truth=truth, current=current.summary(), table=gr.update(value=waiting, visible=True),
             scatter=hidden(), bars=hidden(), per_class=hidden(),
-            **{f"mask_{a}": gr.update(value=None, label=f"{ARCH_NAMES[a]}: waiting…", visible=a in archs) for a in ARCH_ORDER},
+            **{f"mask_{a}": gr.update(value=None, label=self.app.engine.label(current.set_name, a, depth) if a in archs else ARCH_NAMES[a], visible=a in archs) for a in ARCH_ORDER},
         )
         stopped = VIEW(status=f"Stopped: the image changed while the models ran on **{current.label}**; its results are not shown. Press **Run the models** again.")
         runs, masks = [], {}
@@ -126,7 +126,7 @@ class Compare:
             if run.ok:
                 session.remember(current, PredictionKey(run.arch, run.depth), run.labels)
                 masks[run.arch] = picture(figures.overlay(current.image, run.labels, current.info, opacity))
-            slot = gr.update(value=masks.get(run.arch), label=run.name if run.ok else f"{ARCH_NAMES[run.arch]}: unavailable (see status)")
+            slot = masks[run.arch] if run.ok else gr.update(value=None, label=f"{ARCH_NAMES[run.arch]}: unavailable (see status)")  # a value alone: no component rebuilt
             following = f"running {ARCH_NAMES[archs[len(runs)]]} ({len(runs) + 1} of {len(archs)})…" if len(runs) < len(archs) else "making the table…"
             yield VIEW(status=f"**{current.label}**: {following}", **{f"mask_{run.arch}": slot})
         result = self.result(current, runs)

@@ -221,7 +221,7 @@ def graph_figure(view: NetworkView, mode: str = "activation", selected: str | No
     rows = [node.info.row for node in view.nodes]
     fig.update_xaxes(visible=False, range=[min(n.info.column for n in view.nodes) - 0.6, max(n.info.column for n in view.nodes) + 0.6])
     fig.update_yaxes(visible=False, scaleanchor="x", constrain="domain", constraintoward="top", range=[-max(rows) - 0.7, -min(rows) + 0.5])
-    fig.update_layout(height=min(MAX_HEIGHT_PX, int(ROW_HEIGHT_PX * (max(rows) - min(rows) + 1.4))), margin=dict(l=5, r=5, t=10, b=5), template="plotly_white", hovermode="closest", dragmode="pan")
+    fig.update_layout(height=min(MAX_HEIGHT_PX, int(ROW_HEIGHT_PX * (max(rows) - min(rows) + 1.4))), margin=dict(l=5, r=5, t=10, b=5), hovermode="closest", dragmode="pan")
     return fig
 
 
