@@ -60,6 +60,8 @@ class DemoConfig:
             that sets it, as Hugging Face Spaces does; default: on Spaces).
         result_grace_s: an API (``/call``) job whose result nobody started reading this many
             seconds after it was submitted is dropped when its turn comes.
+        api_burst, api_per_second: ``/call`` API jobs per client address: at most ``api_burst`` at
+            once, then ``api_per_second`` (browsers are not limited by this).
         max_body: largest request body other than an upload (bytes).
         max_uploads: files per upload request.
         max_file_size: largest accepted upload file (bytes).
@@ -88,6 +90,8 @@ class DemoConfig:
     max_wait_s: float = 600.0
     trust_forwarded: bool = field(default_factory=lambda: bool(os.environ.get("SPACE_ID")))
     result_grace_s: float = 10.0
+    api_burst: int = 10
+    api_per_second: float = 1.0
     max_body: int = 64 * 1024
     max_uploads: int = 2
     max_file_size: int = 10 * 2**20
@@ -100,5 +104,7 @@ class DemoConfig:
             self.camvid_dir = Path(self.camvid_dir).expanduser().resolve()
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if self.api_burst < 1 or not self.api_per_second > 0:
+            raise ValueError(f"need api_burst >= 1 and api_per_second > 0, got {self.api_burst}, {self.api_per_second}")
         if self.warmup < 0 or self.repeats < 1:
             raise ValueError(f"need warmup >= 0 and repeats >= 1, got {self.warmup}, {self.repeats}")

@@ -1,12 +1,15 @@
 """What a public classroom server needs around the callbacks: fair turns on the device for
 model jobs (:func:`on_device`), request bodies and uploads bounded before Gradio reads them
-(:class:`BodyLimit`), and a closed tab's uploads deleted (:func:`delete_uploads`)."""
+(:class:`BodyLimit`), bursts of API jobs from one address refused (:class:`ApiRateLimit`), and a
+closed tab's uploads deleted (:func:`delete_uploads`)."""
 
 from __future__ import annotations
 
 import functools
 import inspect
+import json
 import logging
+import math
 import time
 import typing
 from collections import OrderedDict
@@ -22,17 +25,66 @@ log = logging.getLogger(__name__)
 _DONE = object()
 
 
+def address_of(peer: str | None, forwarded_for: str | None, trust_forwarded: bool) -> str:
+    """A client's address. Behind a trusted proxy (Hugging Face Spaces) it is the last one the
+    proxy appended to ``X-Forwarded-For``; elsewhere that header is the client's own word and
+    is ignored."""
+    if trust_forwarded and (forwarded := (forwarded_for or "").split(",")[-1].strip()):
+        return forwarded
+    return peer or "unknown"
+
+
 def client_of(request: gr.Request | None, trust_forwarded: bool) -> tuple[str, str | None]:
-    """(address, browser session) of a request. Behind a trusted proxy (Hugging Face Spaces)
-    the address is the last one the proxy appended to ``X-Forwarded-For``; elsewhere that
-    header is the client's own word and is ignored."""
+    """(address, browser session) of a request."""
     if request is None:
         return "local", None
-    address = getattr(getattr(request, "client", None), "host", None) or "unknown"
-    if trust_forwarded:
-        forwarded = (request.headers.get("x-forwarded-for") or "").split(",")[-1].strip()
-        address = forwarded or address
-    return address, getattr(request, "session_hash", None)
+    peer = getattr(getattr(request, "client", None), "host", None)
+    return address_of(peer, request.headers.get("x-forwarded-for"), trust_forwarded), getattr(request, "session_hash", None)
+
+
+class ApiRateLimit:
+    """ASGI middleware: ``POST /gradio_api/call/<name>`` (the plain HTTP API, which opens a new
+    Gradio session per job) at most ``burst`` at once per client address, then ``per_second``.
+    Gradio builds every new session's configuration on its event loop (about 20 ms for this
+    dashboard), so a burst of sixty unread API jobs from one address held up everyone's light
+    events for seconds; beyond the limit a job is refused with 429 before Gradio sees it.
+    Browsers (``queue/join``, one session per tab) are not limited here: a class behind one
+    address clicks Run together."""
+
+    PREFIX = "/gradio_api/call/"
+
+    def __init__(self, app, burst: int = 10, per_second: float = 1.0, trust_forwarded: bool = False, remembered: int = 10_000):
+        if burst < 1 or per_second <= 0:
+            raise ValueError(f"need burst >= 1 and per_second > 0, got {burst}, {per_second}")
+        self.app = app
+        self.burst = burst
+        self.per_second = per_second
+        self.trust_forwarded = trust_forwarded
+        self.remembered = remembered
+        self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # address -> (tokens, when)
+
+    def allow(self, address: str) -> bool:
+        now = time.monotonic()
+        tokens, then = self.buckets.pop(address, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - then) * self.per_second)
+        allowed = tokens >= 1.0
+        self.buckets[address] = (tokens - 1.0 if allowed else tokens, now)
+        while len(self.buckets) > self.remembered:
+            self.buckets.popitem(last=False)
+        return allowed
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("method") != "POST" or not scope.get("path", "").startswith(self.PREFIX):
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        forwarded = headers.get(b"x-forwarded-for", b"").decode("latin-1")
+        if self.allow(address_of((scope.get("client") or (None,))[0], forwarded, self.trust_forwarded)):
+            return await self.app(scope, receive, send)
+        message = f"too many API calls from your address: at most {self.burst} at once, then {self.per_second:g} a second"
+        body = json.dumps({"error": message}).encode()
+        retry = str(max(1, math.ceil(1 / self.per_second))).encode()
+        await send({"type": "http.response.start", "status": 429, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"retry-after", retry)]})
+        await send({"type": "http.response.body", "body": body})
 
 
 class ResultReaders:
@@ -202,4 +254,4 @@ def delete_uploads(paths: set[str], upload_dir: Path) -> int:
     return deleted
 
 
-__all__ = ["BodyLimit", "ResultReaders", "client_of", "delete_uploads", "on_device"]
+__all__ = ["ApiRateLimit", "BodyLimit", "ResultReaders", "address_of", "client_of", "delete_uploads", "on_device"]

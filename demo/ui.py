@@ -30,7 +30,8 @@ def launch_kwargs(config: DemoConfig) -> dict:
     assets = ASSETS_DIR.resolve()
     upload_limit = config.max_uploads * config.max_file_size + 2**20
     return {
-        "app_kwargs": {"middleware": [Middleware(serving.BodyLimit, max_body=config.max_body, max_upload=upload_limit), Middleware(serving.ResultReaders, grace_s=config.result_grace_s)]},
+        "app_kwargs": {"middleware": [Middleware(serving.ApiRateLimit, burst=config.api_burst, per_second=config.api_per_second, trust_forwarded=config.trust_forwarded),
+                                      Middleware(serving.BodyLimit, max_body=config.max_body, max_upload=upload_limit), Middleware(serving.ResultReaders, grace_s=config.result_grace_s)]},
         "max_threads": 64,
         "max_file_size": config.max_file_size,
         "allowed_paths": [str(assets)] if assets.is_dir() else [],

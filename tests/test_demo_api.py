@@ -134,7 +134,8 @@ def test_a_greedy_address_cannot_take_the_server(tiny_zoo):
     """A client at 127.0.0.2 floods /call/compare without reading a result while a student at
     127.0.0.1 previews an image and presses Run: the student's events succeed and their Run is
     served right after the job that was running, not after the flood; the flood beyond the
-    per-address bound is refused with a message; oversized bodies are refused before Gradio."""
+    per-address bound is refused with a message, and beyond the API burst with 429 before
+    Gradio opens a session for it; oversized bodies are refused before Gradio."""
     from demo import DemoConfig
 
     config = DemoConfig(weights_dir=tiny_zoo, camvid_dir=None, device="cpu", torch_threads=1, warm_up=False, num_shapes_examples=2, shapes_size=64, jobs_per_address=5)
@@ -154,7 +155,9 @@ def test_a_greedy_address_cannot_take_the_server(tiny_zoo):
         greedy = httpx.Client(base_url=url, transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=10)
         client = Client(url, verbose=False, download_files=False)
         flood = [greedy.post("/gradio_api/call/compare", json={"data": ["shapes-1001", None, None, "shapes", ["unet"], 4, 0.5, None]}) for _ in range(12)]
-        assert all(r.status_code == 200 for r in flood)
+        assert [r.status_code for r in flood] == [200] * config.api_burst + [429] * (12 - config.api_burst)
+        assert "too many API calls from your address" in flood[-1].text and flood[-1].headers["retry-after"] == "1"
+        flood = flood[:config.api_burst]
         started = time.perf_counter()
         result = client.predict(**compare_args(models=["unet"]))
         assert "1 of 1 models ran" in result[0] and time.perf_counter() - started < 15.0

@@ -1,12 +1,15 @@
-"""demo.scheduler.FairScheduler: round robin over addresses, one waiting job per tab, bounds."""
+"""demo.scheduler.FairScheduler: round robin over addresses, one waiting job per tab, bounds;
+and the API rate limit per address (demo.serving.ApiRateLimit)."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
 from demo.scheduler import FairScheduler, Refused, Superseded
+from demo.serving import ApiRateLimit, address_of
 
 
 async def job(scheduler: FairScheduler, address: str, session: str | None, log: list, name: str, hold: float = 0.01):
@@ -138,3 +141,19 @@ def test_a_job_nobody_waits_for_is_dropped_when_its_turn_comes():
 
     results, log = run(scenario())
     assert results == ["ran", "dropped", "ran"] and log == ["blocker", "read"]
+
+
+def test_api_rate_limit_allows_a_burst_per_address_then_refills():
+    limit = ApiRateLimit(app=None, burst=3, per_second=20.0)
+    assert [limit.allow("10.0.0.1") for _ in range(4)] == [True, True, True, False]
+    assert limit.allow("10.0.0.2")  # another address has its own burst
+    time.sleep(0.06)  # 20 a second: at least one more
+    assert limit.allow("10.0.0.1")
+    with pytest.raises(ValueError, match="burst >= 1"):
+        ApiRateLimit(app=None, burst=0)
+
+
+def test_the_forwarded_address_counts_only_behind_a_trusted_proxy():
+    assert address_of("10.0.0.9", "1.2.3.4, 5.6.7.8", trust_forwarded=True) == "5.6.7.8"  # the proxy's own entry, last
+    assert address_of("10.0.0.9", "5.6.7.8", trust_forwarded=False) == "10.0.0.9"
+    assert address_of(None, None, trust_forwarded=True) == "unknown"
