@@ -1,13 +1,14 @@
 """Which inference preparation wins on this machine: the shipped CamVid models at 360x480,
-batch 1, timed side by side in interleaved rounds (every candidate once per round, the
+batch 1 (and batch 2), timed side by side in interleaved rounds (every candidate once per round, the
 order shuffled), so machine noise hits all of them alike.
 
     python scripts/inference_speed.py [--threads 2] [--rounds 15] [--size 360x480]
-        [--candidates eager folded folded_cl compiled onnxruntime] [--smp] [--json OUT]
+        [--candidates eager folded folded_cl folded_cl_batch2 compiled onnxruntime] [--smp] [--json OUT]
 
 Candidates: ``eager`` (the trained model as loaded), ``folded`` (batch norms folded,
 :func:`segmodels.inference.prepare_for_inference`), ``folded_cl`` (folded + channels_last),
-``compiled`` (``torch.compile`` of the folded model), ``onnxruntime`` (the folded model
+``folded_cl_batch2`` (two images stacked into one pass, as batching two students' requests
+would do; its figure is per image), ``compiled`` (``torch.compile`` of the folded model), ``onnxruntime`` (the folded model
 exported with ``torch.onnx.export`` and run by ONNX Runtime, if installed). ``--smp`` adds
 segmentation_models_pytorch's U-Net, U-Net++ and DeepLabV3+ on the same encoder
 (``tu-efficientnet_lite0``, smp's default decoders, untrained: latency does not depend on the
@@ -35,6 +36,7 @@ from segmodels.benchmark import smp_models, summarize_timings  # noqa: E402
 from segmodels.inference import prepare_for_inference  # noqa: E402
 
 NAMES = ["camvid/unet", "camvid/unetpp", "camvid/unet3p", "camvid/deeplabv3p"]
+IMAGES_PER_PASS = {"folded_cl_batch2": 2}
 
 
 def smp_equivalent(arch: str, num_classes: int):
@@ -76,6 +78,9 @@ def candidates(name: str, wanted: list[str], size: tuple[int, int], threads: int
     if "folded_cl" in wanted:
         folded_cl = prepare_for_inference(raw, channels_last=True)
         runners["folded_cl"] = lambda x, m=folded_cl: m(x.contiguous(memory_format=torch.channels_last)).argmax(1)
+    if "folded_cl_batch2" in wanted:
+        folded_cl = prepare_for_inference(raw, channels_last=True)
+        runners["folded_cl_batch2"] = lambda x, m=folded_cl: m(torch.cat([x, x]).contiguous(memory_format=torch.channels_last)).argmax(1)
     if "compiled" in wanted:
         compiled = torch.compile(folded)
         runners["compiled"] = lambda x, m=compiled: m(x).argmax(1)
@@ -97,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--size", default="360x480")
     parser.add_argument("--models", nargs="*", default=NAMES)
-    parser.add_argument("--candidates", nargs="*", default=["eager", "folded", "folded_cl", "compiled", "onnxruntime"])
+    parser.add_argument("--candidates", nargs="*", default=["eager", "folded", "folded_cl", "folded_cl_batch2", "compiled", "onnxruntime"])
     parser.add_argument("--smp", action="store_true")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
@@ -117,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
                 for key in order:
                     started = time.perf_counter()
                     runners[key](x)
-                    timings[key].append((time.perf_counter() - started) * 1000)
+                    timings[key].append((time.perf_counter() - started) * 1000 / IMAGES_PER_PASS.get(key, 1))
         rows = {key: summarize_timings(values) for key, values in timings.items()}
         report["models"][name] = rows
         eager = rows.get("eager", {}).get("median_ms")
