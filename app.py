@@ -3,7 +3,7 @@
     python app.py [--camvid DIR] [--weights DIR] [--port N] [--host H] [--device auto|cpu|cuda]
 
 Environment: ``PORT`` / ``GRADIO_SERVER_PORT`` and ``GRADIO_SERVER_NAME`` (Spaces sets
-them), ``SEGMODELS_CAMVID``, ``SEGMODELS_WEIGHTS``, ``SEGMODELS_DEVICE``, ``SEGMODELS_UPLOAD_DIR`` (default: a
+them), ``SEGMODELS_CAMVID``, ``SEGMODELS_WEIGHTS``, ``SEGMODELS_DEVICE``, ``SEGMODELS_BACKEND`` (auto, torch or onnxruntime), ``SEGMODELS_UPLOAD_DIR`` (default: a
 folder per port in the system's temporary folder, emptied at every start)."""
 
 from __future__ import annotations

@@ -40,6 +40,9 @@ class DemoConfig:
             env ``SEGMODELS_CAMVID`` or ``python app.py --camvid DIR``.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``; env ``SEGMODELS_DEVICE``.
         torch_threads: CPU threads for PyTorch (None: PyTorch's default); env ``SEGMODELS_THREADS``.
+        backend: what runs the models: ``auto`` (ONNX Runtime on the CPU when installed, once a
+            model's latency was benchmarked at an image size; else PyTorch), ``torch`` or
+            ``onnxruntime`` (:mod:`segmodels.inference`); env ``SEGMODELS_BACKEND``.
             Use 1 on a machine whose cores are busy with other work.
         max_side: uploads are downscaled so their longest side is at most this.
         warmup, repeats: untimed and timed forward passes behind each latency benchmark
@@ -72,6 +75,7 @@ class DemoConfig:
     camvid_dir: Path | None = field(default_factory=lambda: _env_path("SEGMODELS_CAMVID"))
     device: str = field(default_factory=lambda: os.environ.get("SEGMODELS_DEVICE", "auto"))
     torch_threads: int | None = field(default_factory=lambda: _env_int("SEGMODELS_THREADS", 0) or None)
+    backend: str = field(default_factory=lambda: os.environ.get("SEGMODELS_BACKEND", "auto"))
     max_side: int = 512
     warmup: int = field(default_factory=lambda: _env_int("SEGMODELS_WARMUP", 1))
     repeats: int = field(default_factory=lambda: _env_int("SEGMODELS_REPEATS", 5))

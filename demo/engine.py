@@ -61,6 +61,7 @@ class ModelRun:
     labels: np.ndarray | None = None  # H x W uint8 predicted class ids
     error: str | None = None
     latency: Latency | None = None
+    backend: str | None = None  # what ran the forward pass: "torch" or "onnxruntime"
     params: int | None = None
     flops: int | None = None
     metrics: dict | None = None  # ConfusionMatrix.compute() on this image when there is ground truth
@@ -86,7 +87,7 @@ class Engine:
 
     def __init__(self, config: DemoConfig):
         self.config = config
-        self.predictor = Predictor(config.weights_dir, device=config.device, threads=config.torch_threads)
+        self.predictor = Predictor(config.weights_dir, device=config.device, threads=config.torch_threads, backend=config.backend)
         self._rf: dict[tuple, list[LayerField]] = {}
         self._failures: dict[str, tuple[tuple, str]] = {}
         self.benchmarker = IdleBenchmarker(self.predictor, config.idle_seconds, config.latency_max_age_s, config.warmup, config.repeats)
@@ -191,6 +192,7 @@ class Engine:
             self.model(set_name, arch)
             prediction = self.predictor.predict(name, x, depth)
             result.labels = prediction.labels
+            result.backend = prediction.backend
             result.latency = self.predictor.latency(name, size, depth) or single_pass_latency(prediction)
             result.params = self.predictor.parameters(name, depth)
             result.flops = self.predictor.flops(name, size, depth)

@@ -9,7 +9,8 @@ Candidates: ``eager`` (the trained model as loaded), ``folded`` (batch norms fol
 :func:`segmodels.inference.prepare_for_inference`), ``folded_cl`` (folded + channels_last),
 ``folded_cl_batch2`` (two images stacked into one pass, as batching two students' requests
 would do; its figure is per image), ``compiled`` (``torch.compile`` of the folded model), ``onnxruntime`` (the folded model
-exported with ``torch.onnx.export`` and run by ONNX Runtime, if installed). ``--smp`` adds
+in ONNX Runtime as the Predictor's onnxruntime backend runs it,
+:func:`segmodels.inference.onnxruntime_session`, if installed). ``--smp`` adds
 segmentation_models_pytorch's U-Net, U-Net++ and DeepLabV3+ on the same encoder
 (``tu-efficientnet_lite0``, smp's default decoders, untrained: latency does not depend on the
 weights).
@@ -21,9 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from segmodels import zoo  # noqa: E402
 from segmodels.benchmark import smp_models, summarize_timings  # noqa: E402
-from segmodels.inference import prepare_for_inference  # noqa: E402
+from segmodels.inference import onnxruntime_session, prepare_for_inference  # noqa: E402
 
 NAMES = ["camvid/unet", "camvid/unetpp", "camvid/unet3p", "camvid/deeplabv3p"]
 IMAGES_PER_PASS = {"folded_cl_batch2": 2}
@@ -51,19 +50,6 @@ def pad_to(x: torch.Tensor, divisor: int) -> torch.Tensor:
     segmodels models pad the same way inside)."""
     height, width = x.shape[-2:]
     return torch.nn.functional.pad(x, (0, -width % divisor, 0, -height % divisor))
-
-
-def onnx_runner(model: torch.nn.Module, size: tuple[int, int], threads: int):
-    import onnxruntime
-
-    path = Path(tempfile.mkdtemp()) / "model.onnx"
-    example = torch.rand(1, 3, *size)
-    torch.onnx.export(model, (example,), str(path), input_names=["image"], output_names=["logits"], dynamo=False, opset_version=17)
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return lambda x: session.run(None, {"image": x.numpy()})[0].argmax(1)
 
 
 def candidates(name: str, wanted: list[str], size: tuple[int, int], threads: int, with_smp: bool) -> dict:
@@ -86,7 +72,8 @@ def candidates(name: str, wanted: list[str], size: tuple[int, int], threads: int
         runners["compiled"] = lambda x, m=compiled: m(x).argmax(1)
     if "onnxruntime" in wanted:
         try:
-            runners["onnxruntime"] = onnx_runner(folded, size, threads)
+            session = onnxruntime_session(folded, size, None, threads)
+            runners["onnxruntime"] = lambda x, s=session: s.run(None, {"image": x.numpy()})[0]
         except Exception as error:  # noqa: BLE001 - optional extra: report and go on
             print(f"{name}: onnxruntime unavailable ({type(error).__name__}: {error})")
     if with_smp:

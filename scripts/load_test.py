@@ -2,7 +2,7 @@
 
 A benchmark, not a test: it prints tables of measured figures and may take minutes.
 
-    python scripts/load_test.py students [-n 40] [--set camvid --camvid DIR] [--json OUT]
+    python scripts/load_test.py students [-n 40] [--settle S] [--set camvid --camvid DIR] [--json OUT]
     python scripts/load_test.py greedy   [--flood 65] [--flood-via call|join|both]
     python scripts/load_test.py bigbody  [--items 500000] [--string-mb 50]
     python scripts/load_test.py soak     [-n 4] [--minutes 10]
@@ -12,7 +12,8 @@ A benchmark, not a test: it prints tables of measured figures and may take minut
   Run on Compare (example, set, models, depth, opacity as given). Per-student wait from submit
   to the final result (p50 / p95 / max, split into queued and running), errors grouped by
   message, server RSS before / peak / after. One Run on the fresh server comes first (the "first
-  Run" figure; ``--warmup 0`` skips it).
+  Run" figure; ``--warmup 0`` skips it); ``--settle S`` lets the class come S seconds later, as
+  on a server that was up before the lesson (its idle-time benchmarks done).
 * ``greedy``: a greedy client posts ``--flood`` Compare jobs to ``POST /gradio_api/call/compare``
   (and/or ``queue/join`` with a new session hash each) and never reads them, while one normal
   browser changes the example (the image preview), moves the focal-loss slider and then presses
@@ -180,6 +181,9 @@ async def scenario_students(target: Target, args: argparse.Namespace) -> tuple[d
                 first.append(await target.run_compare(session, args.timeout))
         report["warmup"] = [result_record(r) for r in first]
         lines.append("Run(s) before the class (on a server this script started, the first is the cold figure): " + ", ".join(f"{r.seconds:.1f} s" + ("" if r.ok else f" ({shorten(r.error, 80)})") for r in first))
+    if args.settle:
+        await asyncio.sleep(args.settle)
+        lines.append(f"the class came {args.settle:g} s later (the server's idle-time benchmarks done meanwhile)")
 
     sampler = RssSampler(target.pid, args.rss_interval).start()
     target.log.mark()
@@ -549,6 +553,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     students = sub.add_parser("students", parents=[common], help="N students press Run at once")
     students.add_argument("-n", "--students", type=bounded(int, 1, 500, "--students"), default=40)
     students.add_argument("--jitter", type=bounded(float, 0, 60, "--jitter"), default=0.5, help="each student starts after up to this many seconds")
+    students.add_argument("--settle", type=bounded(float, 0, 600, "--settle"), default=0.0,
+                          help="seconds between those Runs and the class, for the server's idle-time work (latency benchmarks, ONNX Runtime sessions); default 0")
     students.add_argument("--warmup", type=bounded(int, 0, 10, "--warmup"), default=1, help="Runs before the class arrives (default 1: the first-Run figure)")
     students.add_argument("--no-page-load", dest="page_load", action="store_false", help="skip the events a page fires when it opens")
     greedy = sub.add_parser("greedy", parents=[common], help="a greedy client floods Compare while a normal one works")

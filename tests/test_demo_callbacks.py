@@ -116,7 +116,7 @@ def test_compare_streams_each_mask_then_everything(app):
     assert value(after_deeplab["mask_deeplabv3p"]) is not None and after_deeplab["mask_unet"] == gr.skip()
     # The last update is complete (API clients): plain values, images as WebP files.
     assert last["mask_unet"] == value(after_unet["mask_unet"]) and last["mask_unetpp"] is None
-    assert "2 of 2 models ran" in last["status"] and "one forward pass each" in last["status"] and "Latency = median" in last["status"]
+    assert "2 of 2 models ran" in last["status"] and "(PyTorch), one forward pass each" in last["status"]  # nothing benchmarked yet: no ONNX session and "Latency = median" in last["status"]
     assert isinstance(last["table"], pd.DataFrame) and len(last["table"]) == 2
     assert len(last["scatter"]["value"].data) == 2 and len(last["bars"]["value"].data) == 2  # one trace per model in each
     session = last["session"]

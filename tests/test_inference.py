@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from segmodels import create_model, zoo
-from segmodels.inference import Predictor, fold_batchnorm, prepare_for_inference
+from segmodels.inference import Predictor, fold_batchnorm, onnxruntime_available, prepare_for_inference
 
 
 def trained_like(model: nn.Module) -> nn.Module:
@@ -139,3 +139,30 @@ def test_idle_benchmarker_waits_for_quiet(tiny_config):
     while predictor.latency("shapes/unet", (32, 32)) is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert predictor.latency("shapes/unet", (32, 32)) is not None and benchmarker.pending() == 0
+
+
+@pytest.mark.skipif(not onnxruntime_available(), reason="onnxruntime and onnx are not installed")
+def test_onnxruntime_runs_a_key_once_its_benchmark_built_the_session(own_zoo):
+    """Until a key is benchmarked PyTorch runs it; then ONNX Runtime does, with the same
+    labels, and the latency figure is kept apart per backend."""
+    image = np.random.default_rng(1).integers(0, 255, (40, 56, 3), dtype=np.uint8)
+    reference = Predictor(own_zoo, device="cpu", backend="torch")
+    predictor = Predictor(own_zoo, device="cpu", backend="onnxruntime")
+    x = predictor.to_tensor(image)
+    for name, depth in (("shapes/unetpp", 2), ("shapes/deeplabv3p", None)):
+        before = predictor.predict(name, x, depth)
+        assert before.backend == "torch" and predictor.latency(name, (40, 56), depth) is None
+        measured = predictor.measure_latency(name, (40, 56), depth, warmup=0, repeats=2)
+        after = predictor.predict(name, x, depth)
+        assert after.backend == "onnxruntime" and after.labels.dtype == np.uint8 and after.labels.shape == (40, 56)
+        assert predictor.latency(name, (40, 56), depth) == measured
+        expected = reference.predict(name, reference.to_tensor(image), depth).labels
+        assert (after.labels == expected).mean() > 0.999 and (before.labels == expected).mean() > 0.999
+    assert predictor.predict("shapes/unetpp", x, 3).backend == "torch"  # another depth: another key, not built yet
+    assert predictor.model("shapes/deeplabv3p").training is False  # exporting left the shared model in eval mode
+
+
+def test_backend_must_be_known():
+    with pytest.raises(ValueError, match="backend must be one of auto, torch, onnxruntime"):
+        Predictor(device="cpu", backend="tensorrt")
+    assert Predictor(device="cpu", backend="torch").backend == "torch"

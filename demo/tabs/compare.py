@@ -19,6 +19,7 @@ from ..engine import ModelRun, ModelUnavailable
 from ..errors import InputError, error_text, user_errors, user_message
 from ..scores import LATENCY_NOTE, card_miou, card_per_class, latency_columns, rounded
 
+RUNTIME_NAMES = {"torch": "PyTorch", "onnxruntime": "ONNX Runtime"}
 MASKS = tuple(f"mask_{arch}" for arch in ARCH_ORDER)
 VIEW = View("status", "legend", "image", "truth", *MASKS, "table", "scatter", "bars", "per_class", "current", "session")
 RESTYLE = View("truth", *MASKS)
@@ -134,7 +135,8 @@ class Compare:
             yield stopped
             return
         ok = sum(run.ok for run in runs)
-        lines = [f"**{current.label}** ({current.size[1]}x{current.size[0]} px): {ok} of {len(runs)} models ran on **{self.app.engine.device.type.upper()}**, one forward pass each."]
+        runtimes = " and ".join(sorted({RUNTIME_NAMES[run.backend] for run in runs if run.ok}))
+        lines = [f"**{current.label}** ({current.size[1]}x{current.size[0]} px): {ok} of {len(runs)} models ran on **{self.app.engine.device.type.upper()}** ({runtimes}), one forward pass each."]
         lines += [f"- **{run.name}**: {run.error}" for run in runs if not run.ok]
         lines += [f"- {note}" for note in current.notes]
         lines.append(f"\n<small>{LATENCY_NOTE}</small>")
