@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -202,8 +202,8 @@ class Engine:
         except Exception as error:  # noqa: BLE001
             if is_out_of_memory(error):
                 raise
-            log.exception("%s failed", label)
-            result.error = f"{label} failed on this image ({type(error).__name__}: {error})"
+            log.exception("%s failed", result.name)
+            result.error = f"{result.name} failed on this image ({type(error).__name__}: {error})"
             return result
         self.benchmarker.request(name, size, depth)
         if gt is not None and info is not None:

@@ -364,3 +364,17 @@ def test_zero_gpu_is_optional(monkeypatch):
     monkeypatch.setenv("SPACES_ZERO_GPU", "1")
     monkeypatch.setitem(sys.modules, "spaces", None)  # no usable package: the job runs as it is
     assert zero_gpu(job) is job
+
+
+def test_a_model_failing_on_an_image_is_reported_and_the_others_still_run(app, monkeypatch):
+    predict = app.engine.predictor.predict
+
+    def failing(name, x, depth=None):
+        if name.endswith("/unet"):
+            raise RuntimeError("boom")
+        return predict(name, x, depth)
+
+    monkeypatch.setattr(app.engine.predictor, "predict", failing)
+    current = app.current_image(EXAMPLE, None, None, "shapes")
+    runs = list(app.engine.run_models("shapes", ["unet", "deeplabv3p"], current.image, 4, current.gt, current.info))
+    assert runs[0].error == "U-Net failed on this image (RuntimeError: boom)" and runs[1].ok
