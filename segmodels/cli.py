@@ -145,12 +145,12 @@ def run_zoo(args: argparse.Namespace) -> int:
     if not rows:
         print("no shipped models")
         return 0
-    print("| model | val mIoU | params (M) | GFLOPs | latency (ms) | bench | epochs | training |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| model | val mIoU | mean class acc. | params (M) | GFLOPs | latency (ms) | bench | epochs | training |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         bench = f"{r['bench_input']} {r['bench_device']}" if r["bench_input"] else "-"
         training = f"{r['train_minutes']:.0f} min on {r['train_device']}" if r["train_device"] else "-"
-        print(f"| {r['model']} | {_fixed(r['val_miou'], 4)} | {_fixed(r['params_m'], 2)} | {_fixed(r['gflops'], 2)} | {_fixed(r['median_ms'], 1)} "
+        print(f"| {r['model']} | {_fixed(r['val_miou'], 4)} | {_fixed(r['val_mean_class_accuracy'], 4)} | {_fixed(r['params_m'], 2)} | {_fixed(r['gflops'], 2)} | {_fixed(r['median_ms'], 1)} "
               f"| {bench} | {r['epochs'] or '-'} | {training} |")
     return 0
 

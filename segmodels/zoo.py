@@ -92,18 +92,25 @@ def load_model(name: str, device: torch.device | str = "cpu", weights_dir: Path 
 
 def summary(weights_dir: Path = WEIGHTS_DIR) -> list[dict]:
     """One row per shipped model, from its card: the ``evaluate`` and ``bench`` results
-    recorded at export (U-Net++ gives one row per pruning depth), and how it was trained."""
+    recorded at export (U-Net++ gives one row per pruning depth; mean class accuracy where
+    the card has it for that depth), and how it was trained."""
     rows = []
     for name in list_models(weights_dir):
         card = load_card(name, weights_dir)
         evaluation = card.get("evaluation", {})
         timings = {row.get("depth"): row for row in card.get("benchmark", [])}
-        for entry in card.get("pruning") or [{}]:
+        pruning = card.get("pruning") or [{}]
+        deepest = max((entry.get("depth") or 0 for entry in pruning), default=0)
+        for entry in pruning:
             depth = entry.get("depth")
             timing = timings.get(depth, {})
+            class_accuracy = entry.get("val_mean_class_accuracy")
+            if class_accuracy is None and (depth or 0) == deepest:  # the evaluation ran the full model
+                class_accuracy = evaluation.get("mean_class_accuracy", card.get("val_mean_class_accuracy"))
             rows.append({
                 "model": f"{name} L{depth}" if depth else name,
                 "val_miou": entry.get("val_miou", evaluation.get("miou", card.get("val_miou"))),
+                "val_mean_class_accuracy": class_accuracy,
                 "params_m": timing.get("params_m"),
                 "gflops": timing.get("gflops"),
                 "median_ms": timing.get("median_ms"),

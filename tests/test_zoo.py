@@ -149,6 +149,7 @@ def test_zoo_summary_and_command_report_the_recorded_numbers(weights_dir, capsys
     card_path = weights_dir / "toy" / "unetpp.json"
     card = json.loads(card_path.read_text())
     card["pruning"] = [{"depth": d, "val_miou": 0.1 * d} for d in (1, 2, 3, 4)]
+    card["evaluation"] = {"miou": 0.4, "mean_class_accuracy": 0.7}  # evaluate runs the full model: L4
     card["benchmark"] = [{"depth": d, "params_m": d, "gflops": 2.0 * d, "median_ms": 10.0 * d, "input": "64x64", "device": "cpu"} for d in (1, 2, 3, 4)]
     card_path.write_text(json.dumps(card))
     rows = zoo.summary(weights_dir)
@@ -158,4 +159,5 @@ def test_zoo_summary_and_command_report_the_recorded_numbers(weights_dir, capsys
     assert rows[3]["val_miou"] == pytest.approx(0.3)
     assert main(["zoo", "--weights", str(weights_dir)]) == 0
     table = capsys.readouterr().out
-    assert "| toy/unetpp L4 | 0.4000 | 4.00 | 8.00 | 40.0 | 64x64 cpu |" in table
+    assert "| toy/unetpp L4 | 0.4000 | 0.7000 | 4.00 | 8.00 | 40.0 | 64x64 cpu |" in table
+    assert "| toy/unetpp L1 | 0.1000 | - | 1.00 |" in table  # no class accuracy recorded for a pruned depth
