@@ -69,6 +69,11 @@ class DemoConfig:
         max_uploads: files per upload request.
         max_file_size: largest accepted upload file (bytes).
         state_ttl_s: seconds a browser session's results are kept.
+        max_sessions: browser sessions whose state the server keeps (Gradio's
+            ``state_session_capacity``; the least recently used beyond it are forgotten). Gradio
+            keeps a closed tab's session, about 2 MB here, until it is evicted, so this bounds
+            the memory that page loads add (``scripts/load_test.py soak``); env
+            ``SEGMODELS_MAX_SESSIONS``.
     """
 
     weights_dir: Path = field(default_factory=lambda: _env_path("SEGMODELS_WEIGHTS") or zoo.WEIGHTS_DIR)
@@ -100,6 +105,7 @@ class DemoConfig:
     max_uploads: int = 2
     max_file_size: int = 10 * 2**20
     state_ttl_s: int = 3600
+    max_sessions: int = field(default_factory=lambda: _env_int("SEGMODELS_MAX_SESSIONS", 150))
     title: str = "Semantic segmentation: U-Net, U-Net++, U-Net 3+ and DeepLabV3+"
 
     def __post_init__(self) -> None:
@@ -108,6 +114,8 @@ class DemoConfig:
             self.camvid_dir = Path(self.camvid_dir).expanduser().resolve()
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if self.max_sessions < 1:
+            raise ValueError(f"max_sessions must be at least 1, got {self.max_sessions}")
         if self.api_burst < 1 or not self.api_per_second > 0:
             raise ValueError(f"need api_burst >= 1 and api_per_second > 0, got {self.api_burst}, {self.api_per_second}")
         if self.warmup < 0 or self.repeats < 1:

@@ -41,7 +41,7 @@ def launch_kwargs(config: DemoConfig) -> dict:
         "ssr_mode": False,
         "mcp_server": False,
         "run_history": False,
-        "state_session_capacity": 1000,
+        "state_session_capacity": config.max_sessions,
         "theme": gr.themes.Soft(text_size="lg"),
         "css": CSS,
     }
