@@ -6,7 +6,7 @@
 # Usage: scripts/train_camvid_fair.sh CAMVID_DIR LOSS   (LOSS: python scripts/loss_table.py runs/loss --best)
 #   OUT=runs/camvid-fair  run folders (OUT=runs/gpu evaluates and exports what scripts/train_zoo_gpu.py trained)
 #   STOP_AFTER=N          end each run after N more epochs; run the script again to continue
-# Cost (CPU seconds per step of 16 crops, one thread): scripts/FAIR_ZOO.md.
+# Cost (CPU seconds per step of 16 crops, one thread): the README, "A fair CamVid comparison".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:?usage: $0 CAMVID_DIR LOSS}
@@ -46,7 +46,7 @@ lane() {  # runs one after another, each given as "name arch seed"
   done
 }
 
-# Lanes balanced by measured cost (scripts/FAIR_ZOO.md): U-Net 3+ and U-Net against the other three.
+# Lanes balanced by measured cost (the README, "A fair CamVid comparison"): U-Net 3+ and U-Net against the other three.
 lane "unet3p unet3p 0" "unet unet 0" > "$OUT/lane-1.log" 2>&1 &
 first=$!
 lane "unetpp unetpp 0" "deeplabv3p deeplabv3p 0" "unet-seed1 unet 1" > "$OUT/lane-2.log" 2>&1 &
