@@ -70,10 +70,11 @@ class DemoConfig:
         max_file_size: largest accepted upload file (bytes).
         state_ttl_s: seconds a browser session's results are kept.
         max_sessions: browser sessions whose state the server keeps (Gradio's
-            ``state_session_capacity``; the least recently used beyond it are forgotten). Gradio
-            keeps a closed tab's session, about 2 MB here, until it is evicted, so this bounds
-            the memory that page loads add (``scripts/load_test.py soak``); env
-            ``SEGMODELS_MAX_SESSIONS``.
+            ``state_session_capacity``; the least recently used beyond it are forgotten: a
+            class of forty with reloads fits). Gradio keeps a closed tab's session, about 1.5
+            MiB here, until it is evicted, so this bounds the memory page loads add: a soak
+            with 20 was flat after 20 page loads (``scripts/load_test.py soak --env
+            SEGMODELS_MAX_SESSIONS=20``); env ``SEGMODELS_MAX_SESSIONS``.
     """
 
     weights_dir: Path = field(default_factory=lambda: _env_path("SEGMODELS_WEIGHTS") or zoo.WEIGHTS_DIR)
@@ -105,7 +106,7 @@ class DemoConfig:
     max_uploads: int = 2
     max_file_size: int = 10 * 2**20
     state_ttl_s: int = 3600
-    max_sessions: int = field(default_factory=lambda: _env_int("SEGMODELS_MAX_SESSIONS", 150))
+    max_sessions: int = field(default_factory=lambda: _env_int("SEGMODELS_MAX_SESSIONS", 100))
     title: str = "Semantic segmentation: U-Net, U-Net++, U-Net 3+ and DeepLabV3+"
 
     def __post_init__(self) -> None:

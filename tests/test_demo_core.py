@@ -321,7 +321,7 @@ def test_blocks_settings_for_a_public_demo(tiny_config):
     assert len(previews) == 1 and previews[0].trigger_mode == "always_last" and len(previews[0].targets) == 5  # one preview for every trigger
     kwargs = launch_kwargs(tiny_config())
     assert kwargs["max_file_size"] == 10 * 2**20 and kwargs["allowed_paths"] in ([str(ASSETS_DIR.resolve())], [])
-    assert kwargs["state_session_capacity"] == 150  # closed tabs' sessions are kept until evicted: this bounds their memory
+    assert kwargs["state_session_capacity"] == 100  # closed tabs' sessions are kept until evicted: this bounds their memory
 
 
 def test_api_outputs_are_named_and_optional_inputs_have_defaults(tiny_config):
