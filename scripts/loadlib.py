@@ -28,9 +28,10 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 from urllib.parse import urlsplit
 
 import httpx
@@ -571,24 +572,14 @@ async def _read_browser_stream(http: httpx.AsyncClient, base: str, session_hash:
                     return
 
 
-async def browser_event(http: httpx.AsyncClient, base: str, endpoint: Endpoint, data: list[Any], session_hash: str, timeout: float) -> EventResult:
-    """Submit ``endpoint`` as a browser does and read its messages until it completes, fails, is
-    refused or ``timeout`` seconds pass (then the stream is closed, which tells the server that
-    the page went away). One event at a time per ``session_hash``: a second reader of the same
-    session's stream would take the first one's messages."""
+@asynccontextmanager
+async def _bounded(result: EventResult, timeout: float) -> AsyncIterator[float]:
+    """Run the block (given its start time) for at most ``timeout`` seconds; a timeout or an
+    HTTP failure becomes ``result``'s error, and ``result`` gets its duration."""
     t0 = time.monotonic()
-    result = EventResult(ok=False, seconds=0.0)
     try:
         async with asyncio.timeout(timeout):
-            body = {"data": data, "fn_index": endpoint.fn_index, "session_hash": session_hash, "trigger_id": endpoint.trigger_id, "event_data": None}
-            joined = await http.post(f"{base}{API}/queue/join", json=body)
-            result.http_status = joined.status_code
-            if joined.status_code != 200:
-                result.refused = joined.status_code == 503
-                result.error = response_detail(joined) if result.refused else f"queue/join answered HTTP {joined.status_code}: {response_detail(joined)}"
-            else:
-                result.event_id = joined.json()["event_id"]
-                await _read_browser_stream(http, base, session_hash, result.event_id, t0, result)
+            yield t0
     except TimeoutError:
         result.error, result.timed_out = f"no result after {timeout:.0f} s", True
     except httpx.HTTPError as error:
@@ -596,6 +587,24 @@ async def browser_event(http: httpx.AsyncClient, base: str, endpoint: Endpoint, 
     result.seconds = time.monotonic() - t0
     if result.error is not None:
         result.error_length, result.ok = len(result.error), False
+
+
+async def browser_event(http: httpx.AsyncClient, base: str, endpoint: Endpoint, data: list[Any], session_hash: str, timeout: float) -> EventResult:
+    """Submit ``endpoint`` as a browser does and read its messages until it completes, fails, is
+    refused or ``timeout`` seconds pass (then the stream is closed, which tells the server that
+    the page went away). One event at a time per ``session_hash``: a second reader of the same
+    session's stream would take the first one's messages."""
+    result = EventResult(ok=False, seconds=0.0)
+    async with _bounded(result, timeout) as t0:
+        body = {"data": data, "fn_index": endpoint.fn_index, "session_hash": session_hash, "trigger_id": endpoint.trigger_id, "event_data": None}
+        joined = await http.post(f"{base}{API}/queue/join", json=body)
+        result.http_status = joined.status_code
+        if joined.status_code != 200:
+            result.refused = joined.status_code == 503
+            result.error = response_detail(joined) if result.refused else f"queue/join answered HTTP {joined.status_code}: {response_detail(joined)}"
+        else:
+            result.event_id = joined.json()["event_id"]
+            await _read_browser_stream(http, base, session_hash, result.event_id, t0, result)
     return result
 
 
@@ -622,41 +631,32 @@ async def call_submit(http: httpx.AsyncClient, base: str, api_name: str, data: l
 async def call_event(http: httpx.AsyncClient, base: str, api_name: str, data: list[Any], timeout: float) -> EventResult:
     """``POST /call/<api_name>`` then read ``GET /call/<api_name>/<event_id>`` until the result,
     an error or ``timeout`` seconds (the public API, as ``gradio_client`` or ``curl`` use it)."""
-    t0 = time.monotonic()
     result = EventResult(ok=False, seconds=0.0)
-    try:
-        async with asyncio.timeout(timeout):
-            submitted = await call_submit(http, base, api_name, data)
-            result.http_status, result.event_id, result.refused, result.error = submitted.http_status, submitted.event_id, submitted.refused, submitted.error
-            if submitted.ok:
-                async with http.stream("GET", f"{base}{API}/call/{api_name}/{submitted.event_id}") as response:
-                    parser = SSEParser()
-                    async for chunk in response.aiter_text():
-                        for event in parser.feed(chunk):
-                            if event.event == "generating" and result.first_output_after is None:
-                                result.first_output_after = time.monotonic() - t0
-                            elif event.event in ("complete", "error"):
-                                try:
-                                    payload = json_loads(event.data)
-                                except ValueError:
-                                    result.error = f"unreadable {event.event} message: {shorten(event.data, 120)}"
-                                    break
-                                if event.event == "complete":
-                                    result.ok, result.output = True, payload
-                                else:
-                                    result.error = error_text(payload)
+    async with _bounded(result, timeout) as t0:
+        submitted = await call_submit(http, base, api_name, data)
+        result.http_status, result.event_id, result.refused, result.error = submitted.http_status, submitted.event_id, submitted.refused, submitted.error
+        if submitted.ok:
+            async with http.stream("GET", f"{base}{API}/call/{api_name}/{submitted.event_id}") as response:
+                parser = SSEParser()
+                async for chunk in response.aiter_text():
+                    for event in parser.feed(chunk):
+                        if event.event == "generating" and result.first_output_after is None:
+                            result.first_output_after = time.monotonic() - t0
+                        elif event.event in ("complete", "error"):
+                            try:
+                                payload = json_loads(event.data)
+                            except ValueError:
+                                result.error = f"unreadable {event.event} message: {shorten(event.data, 120)}"
                                 break
-                        if result.ok or result.error:
+                            if event.event == "complete":
+                                result.ok, result.output = True, payload
+                            else:
+                                result.error = error_text(payload)
                             break
-                    else:
-                        result.error = result.error or "the stream closed before the result"
-    except TimeoutError:
-        result.error, result.timed_out = f"no result after {timeout:.0f} s", True
-    except httpx.HTTPError as error:
-        result.error = f"{type(error).__name__}: {error}"
-    result.seconds = time.monotonic() - t0
-    if result.error is not None:
-        result.error_length, result.ok = len(result.error), False
+                    if result.ok or result.error:
+                        break
+                else:
+                    result.error = result.error or "the stream closed before the result"
     return result
 
 

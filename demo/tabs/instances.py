@@ -84,11 +84,9 @@ class InstancesTab:
 
     @inline_errors(lambda message: VIEW(classes=hidden(), instances=hidden(), note=message))
     def show(self, example, image_file, mask_file, set_name, arch, class_name, depth, session):
-        session = session if isinstance(session, SessionCache) else SessionCache()
-        current = self.app.current_image(example, image_file, mask_file, set_name)
-        watch = session.watch(current, "instances")
-        result = self.instances(current, arch, class_name, depth, session)
-        if watch.stale:
+        session, current, result = self.app.on_current_image("instances", example, image_file, mask_file, set_name, session,
+                                                             lambda current, session: self.instances(current, arch, class_name, depth, session))
+        if result is None:
             return VIEW(note=session.stale_note(current))
         classes = figures.overlay(result.image.image, result.labels, result.image.info, 0.85)
         return VIEW(classes=gr.update(value=self.app.picture(classes), visible=True), instances=gr.update(value=self.app.picture(figures.instance_colours(result.instances)), visible=True),

@@ -126,11 +126,9 @@ class Losses:
 
     @inline_errors(lambda message: IOU(map=hidden(), note=message))
     def iou(self, example, image_file, mask_file, set_name, arch, class_name, depth, session):
-        session = session if isinstance(session, SessionCache) else SessionCache()
-        current = self.app.current_image(example, image_file, mask_file, set_name)
-        watch = session.watch(current, "losses")
-        result = self.iou_map(current, arch, class_name, depth, session)
-        if watch.stale:
+        session, current, result = self.app.on_current_image("losses", example, image_file, mask_file, set_name, session,
+                                                             lambda current, session: self.iou_map(current, arch, class_name, depth, session))
+        if result is None:
             return IOU(note=session.stale_note(current))
         if math.isnan(result.iou):
             formula = f"**{class_name}** is neither in the ground truth nor in the prediction: its IoU is undefined and it does not count towards mIoU."
