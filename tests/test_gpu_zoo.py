@@ -118,7 +118,8 @@ def test_device_calls_fit_the_run_tool():
     calls = gpu.device_calls(manifest, "packed", "ohem", 8)
     assert all(len(call["command"]) <= 2000 and len(call["carry"]) <= 8 and call["travel_mib"] < 64 for call in calls)
     assert [call["carry"][1] for call in calls] == ["packed/camvid-1of3.tar", "packed/camvid-2of3.tar", "packed/camvid-3of3.tar"]
-    assert calls[0]["command"].endswith("check --packed /tmp/packed") and calls[1]["command"].endswith("--parts-only")
+    assert "check --packed /tmp/packed && python3 scripts/device_latency.py" in calls[0]["command"] and calls[1]["command"].endswith("--parts-only")
+    assert [call["timeout_s"] for call in calls[:2]] == [150, 120]
     assert "train --packed /tmp/packed --loss ohem --second-seed 1 --budget-minutes 8" in calls[-1]["command"]
     assert calls[-1]["timeout_s"] == 540
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -166,3 +168,16 @@ def test_backend_must_be_known():
     with pytest.raises(ValueError, match="backend must be one of auto, torch, onnxruntime"):
         Predictor(device="cpu", backend="tensorrt")
     assert Predictor(device="cpu", backend="torch").backend == "torch"
+
+
+def test_device_latency_script_times_a_click_with_and_without_the_apps_options(own_zoo, capsys):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import device_latency
+
+    report = device_latency.main(["--device", "cpu", "--weights", str(own_zoo), "--set", "shapes", "--size", "32x48", "--rounds", "2"])
+    assert set(report["ms"]) == {"as the app runs them", "fp32, NCHW"}
+    assert report["options"]["fp32, NCHW"] == {"amp": False, "channels_last": False} and report["options"]["as the app runs them"]["channels_last"]
+    for rows in report["ms"].values():
+        assert set(rows) == {"shapes/unet", "shapes/unetpp", "shapes/unet3p", "shapes/deeplabv3p", "one click"}
+        assert rows["one click"]["median_ms"] >= max(row["median_ms"] for name, row in rows.items() if name != "one click")
+    assert "x fp32 NCHW" in capsys.readouterr().out
