@@ -40,10 +40,10 @@ class DemoConfig:
             env ``SEGMODELS_CAMVID`` or ``python app.py --camvid DIR``.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``; env ``SEGMODELS_DEVICE``.
         torch_threads: CPU threads for PyTorch (None: PyTorch's default); env ``SEGMODELS_THREADS``.
+            Use 1 on a machine whose cores are busy with other work.
         backend: what runs the models: ``auto`` (ONNX Runtime on the CPU when installed, once a
             model's latency was benchmarked at an image size; else PyTorch), ``torch`` or
             ``onnxruntime`` (:mod:`segmodels.inference`); env ``SEGMODELS_BACKEND``.
-            Use 1 on a machine whose cores are busy with other work.
         max_side: uploads are downscaled so their longest side is at most this.
         warmup, repeats: untimed and timed forward passes behind each latency benchmark
             (measured once per model, depth, input size, device and threads, while idle).

@@ -23,6 +23,14 @@ from .scheduler import FairScheduler, Refused, Superseded
 log = logging.getLogger(__name__)
 
 _DONE = object()
+CALL_PREFIX = "/gradio_api/call/"  # the plain HTTP API: POST <prefix><name>, then GET <prefix><name>/<event id>
+
+
+async def refuse(send, status: int, message: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    """Answer an ASGI request with ``status`` and ``{"error": message}``, before the app sees it."""
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def address_of(peer: str | None, forwarded_for: str | None, trust_forwarded: bool) -> str:
@@ -51,8 +59,6 @@ class ApiRateLimit:
     Browsers (``queue/join``, one session per tab) are not limited here: a class behind one
     address clicks Run together."""
 
-    PREFIX = "/gradio_api/call/"
-
     def __init__(self, app, burst: int = 10, per_second: float = 1.0, trust_forwarded: bool = False, remembered: int = 10_000):
         if burst < 1 or per_second <= 0:
             raise ValueError(f"need burst >= 1 and per_second > 0, got {burst}, {per_second}")
@@ -74,17 +80,14 @@ class ApiRateLimit:
         return allowed
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope.get("method") != "POST" or not scope.get("path", "").startswith(self.PREFIX):
+        if scope["type"] != "http" or scope.get("method") != "POST" or not scope.get("path", "").startswith(CALL_PREFIX):
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
         forwarded = headers.get(b"x-forwarded-for", b"").decode("latin-1")
         if self.allow(address_of((scope.get("client") or (None,))[0], forwarded, self.trust_forwarded)):
             return await self.app(scope, receive, send)
-        message = f"too many API calls from your address: at most {self.burst} at once, then {self.per_second:g} a second"
-        body = json.dumps({"error": message}).encode()
         retry = str(max(1, math.ceil(1 / self.per_second))).encode()
-        await send({"type": "http.response.start", "status": 429, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"retry-after", retry)]})
-        await send({"type": "http.response.body", "body": body})
+        await refuse(send, 429, f"too many API calls from your address: at most {self.burst} at once, then {self.per_second:g} a second", ((b"retry-after", retry),))
 
 
 class ResultReaders:
@@ -93,8 +96,6 @@ class ResultReaders:
     reads ``GET /gradio_api/call/<name>/<event id>``; a job whose result nobody started to read
     within ``grace_s``, or whose reader went away, is no longer wanted. The middleware puts
     itself in the app's state, where :func:`on_device` finds it through the request."""
-
-    PREFIX = "/gradio_api/call/"
 
     def __init__(self, app, grace_s: float = 10.0, remembered: int = 10_000):
         self.app = app
@@ -107,7 +108,7 @@ class ResultReaders:
         if "app" in scope:
             scope["app"].state.result_readers = self
         path = scope.get("path", "")
-        parts = path[len(self.PREFIX):].split("/") if scope["type"] == "http" and path.startswith(self.PREFIX) else []
+        parts = path[len(CALL_PREFIX):].split("/") if scope["type"] == "http" and path.startswith(CALL_PREFIX) else []
         if scope.get("method") != "GET" or len(parts) != 2:
             return await self.app(scope, receive, send)
         event_id = parts[1]
@@ -133,7 +134,7 @@ def _still_wanted(request: gr.Request | None, session: str | None):
     http_request = getattr(request, "request", None)
     path = getattr(getattr(http_request, "url", None), "path", "")
     readers = getattr(getattr(getattr(http_request, "app", None), "state", None), "result_readers", None)
-    if readers is None or session is None or not str(path).startswith(ResultReaders.PREFIX):
+    if readers is None or session is None or not str(path).startswith(CALL_PREFIX):
         return None
     submitted = time.monotonic()
     return lambda: readers.still_wanted(session, submitted)
@@ -202,9 +203,10 @@ class BodyLimit:
         if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
         limit = self.max_upload if scope.get("path", "").endswith(self.upload_path) else self.max_body
+        too_large = f"request body too large: at most {limit} bytes"
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            return await self._refuse(send, limit)
+            return await refuse(send, 413, too_large)
         received = 0
         responded = False
 
@@ -227,13 +229,7 @@ class BodyLimit:
             await self.app(scope, counting_receive, tracking_send)
         except _TooLarge:
             if not responded:
-                await self._refuse(send, limit)
-
-    @staticmethod
-    async def _refuse(send, limit: int) -> None:
-        body = f'{{"error": "request body too large: at most {limit} bytes"}}'.encode()
-        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+                await refuse(send, 413, too_large)
 
 
 class _TooLarge(Exception):

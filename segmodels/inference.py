@@ -315,7 +315,7 @@ class Predictor:
         """The ONNX Runtime session of this key (built first when ``build``), or None: PyTorch runs it."""
         if self.backend != "onnxruntime":
             return None
-        key = (name, depth, tuple(int(s) for s in size))
+        key = self._session_key(name, size, depth)
         with self.lock:
             if key not in self._sessions and build:
                 try:
@@ -328,10 +328,15 @@ class Predictor:
                 self._sessions.move_to_end(key)
             return self._sessions.get(key)
 
-    def _labels(self, model: SegmentationModel, x: torch.Tensor, depth: int | None, session) -> torch.Tensor | np.ndarray:
+    @staticmethod
+    def _session_key(name: str, size: tuple[int, int], depth: int | None) -> tuple:
+        return (name, depth, tuple(int(s) for s in size))
+
+    def _labels(self, model: SegmentationModel, x: torch.Tensor, depth: int | None, session) -> np.ndarray:
+        """H x W uint8 class ids of one pass, by ``session`` when there is one, else PyTorch."""
         if session is not None:
             return session.run(None, {"image": x.contiguous().cpu().numpy()})[0][0]
-        return self._forward(model, x, depth)
+        return self._forward(model, x, depth).to(torch.uint8).cpu().numpy()
 
     def predict(self, name: str, x: torch.Tensor, depth: int | None = None) -> Prediction:
         """Class ids of one forward pass on the prepared tensor ``x``, how long it took and
@@ -342,7 +347,6 @@ class Predictor:
             session = self._session(name, x.shape[-2:], depth)
             started = time.perf_counter()
             labels = self._labels(model, x, depth, session)
-            labels = labels if isinstance(labels, np.ndarray) else labels.to(torch.uint8).cpu().numpy()
             return Prediction(labels, (time.perf_counter() - started) * 1000, "torch" if session is None else "onnxruntime")
 
     @staticmethod
@@ -354,8 +358,9 @@ class Predictor:
     # ------------------------------------------------------------------ latency
 
     def latency_key(self, name: str, size: tuple[int, int], depth: int | None = None) -> tuple:
-        backend = "torch" if self._sessions.get((name, depth, tuple(int(s) for s in size))) is None else "onnxruntime"
-        return (name, depth, tuple(int(s) for s in size), str(self.device), torch.get_num_threads(), self.channels_last, self.amp, backend)
+        key = self._session_key(name, size, depth)
+        backend = "torch" if self._sessions.get(key) is None else "onnxruntime"
+        return (*key, str(self.device), torch.get_num_threads(), self.channels_last, self.amp, backend)
 
     def latency(self, name: str, size: tuple[int, int], depth: int | None = None) -> Latency | None:
         """The cached benchmark for this key, or None when it was never measured."""
@@ -375,9 +380,7 @@ class Predictor:
 
         def one_pass():
             with self.lock:
-                labels = self._labels(model, x, depth, session)
-                if isinstance(labels, torch.Tensor):
-                    labels.cpu()
+                self._labels(model, x, depth, session)
 
         timings = time_forward(one_pass, self.device, warmup, repeats)
         summary = summarize_timings(timings)
