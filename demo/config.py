@@ -71,9 +71,9 @@ class DemoConfig:
         state_ttl_s: seconds a browser session's results are kept.
         max_sessions: browser sessions whose state the server keeps (Gradio's
             ``state_session_capacity``; the least recently used beyond it are forgotten: a
-            class of forty with reloads fits). Gradio keeps a closed tab's session, about 1.5
-            MiB here, until it is evicted, so this bounds the memory page loads add: a soak
-            with 20 was flat after 20 page loads (``scripts/load_test.py soak --env
+            class of forty with reloads fits). Gradio keeps a closed tab's session, 1.5-2 MiB
+            here, until it is evicted, so this bounds the memory page loads add: a soak with
+            20 was flat after 20 page loads (``scripts/load_test.py soak --env
             SEGMODELS_MAX_SESSIONS=20``); env ``SEGMODELS_MAX_SESSIONS``.
     """
 

@@ -68,7 +68,7 @@ def model_colour(name: str) -> str:
 def overlay(image: np.ndarray, labels: np.ndarray, info: DatasetInfo, opacity: float) -> np.ndarray:
     """Class colours blended over the image; ignored / unknown ids leave the image as is.
     Integer blending through 256-entry tables of colour and weight (out of 256), indexed by
-    the uint8 class ids: half the time of float blending, within one level of it."""
+    the uint8 class ids: faster than float blending, within one level of it."""
     alpha = round(float(np.clip(opacity, 0.0, 1.0)) * 256)
     known = min(info.num_classes, 255)
     colours = np.zeros((256, 3), dtype=np.uint16)

@@ -53,9 +53,8 @@ def client_of(request: gr.Request | None, trust_forwarded: bool) -> tuple[str, s
 class ApiRateLimit:
     """ASGI middleware: ``POST /gradio_api/call/<name>`` (the plain HTTP API, which opens a new
     Gradio session per job) at most ``burst`` at once per client address, then ``per_second``.
-    Gradio builds every new session's configuration on its event loop (about 20 ms for this
-    dashboard), so a burst of sixty unread API jobs from one address held up everyone's light
-    events for seconds; beyond the limit a job is refused with 429 before Gradio sees it.
+    Gradio builds every new session's configuration on its event loop, so a burst of sixty
+    unread API jobs from one address held up everyone's light events for seconds; beyond the limit a job is refused with 429 before Gradio sees it.
     Browsers (``queue/join``, one session per tab) are not limited here: a class behind one
     address clicks Run together."""
 

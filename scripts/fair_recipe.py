@@ -23,6 +23,7 @@ U-Net 3+ spends its budget at full resolution (80 GFLOPs at 360x480 against U-Ne
 which is part of what the comparison shows.
 
 Usage: python scripts/fair_recipe.py sizes                       (params and GFLOPs table)
+       OMP_NUM_THREADS=1 python scripts/fair_recipe.py step-cost   (CPU seconds of a training step)
        python scripts/fair_recipe.py train-args ARCH --loss LOSS --data DIR --out DIR [--seed N]
                                                                    (segmodels train arguments, one a line)
 """
@@ -32,7 +33,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
+
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from segmodels import ARCH_NAMES, create_model  # noqa: E402
@@ -105,10 +109,34 @@ def sizes_table() -> str:
     return "\n".join(lines)
 
 
+def step_seconds(arch: str, steps: int = 2, batch_size: int = RECIPE["batch_size"], crop_size: tuple[int, int] = RECIPE["crop_size"]) -> float:
+    """CPU seconds of one training step of the recipe (forward over every head, backward,
+    AdamW) on random crops, mean of ``steps`` after one warm-up step, in this process's threads.
+    The void-ignoring cross-entropy stands in for the chosen loss (the weights cost nothing)."""
+    model = create_model(arch, CAMVID.num_classes, encoder=ENCODER, pretrained=False, **DECODER_OPTIONS[arch]).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=RECIPE["lr"], weight_decay=RECIPE["weight_decay"])
+    criterion = torch.nn.CrossEntropyLoss(ignore_index=CAMVID.ignore_index)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(batch_size, 3, *crop_size, generator=generator)
+    masks = torch.randint(0, CAMVID.num_classes, (batch_size, *crop_size), generator=generator)
+    spent = []
+    for _ in range(steps + 1):
+        started = time.process_time()
+        outputs = model(images, return_all=True)
+        loss = sum(criterion(out, masks) for out in outputs) / len(outputs)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        spent.append(time.process_time() - started)
+    return sum(spent[1:]) / steps
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("sizes", help="Markdown table of params and GFLOPs at 360x480")
+    cost = commands.add_parser("step-cost", help="CPU seconds of one training step of each architecture (run with OMP_NUM_THREADS=1)")
+    cost.add_argument("--steps", type=int, default=2)
     arguments = commands.add_parser("train-args", help="print the segmodels train arguments of one run, one a line")
     arguments.add_argument("arch", choices=ARCHS)
     arguments.add_argument("--loss", required=True, choices=LOSS_NAMES)
@@ -118,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "sizes":
         print(sizes_table())
+    elif args.command == "step-cost":
+        for arch in ARCHS:
+            print(f"{ARCH_NAMES[arch]}: {step_seconds(arch, args.steps):.1f} CPU s a step of {RECIPE['batch_size']} crops of {RECIPE['crop_size'][0]}x{RECIPE['crop_size'][1]}", flush=True)
     else:
         print("\n".join(train_arguments(train_config(args.arch, args.loss, args.data, args.out, args.seed))))
     return 0

@@ -72,7 +72,9 @@ def candidates(name: str, wanted: list[str], size: tuple[int, int], threads: int
         runners["compiled"] = lambda x, m=compiled: m(x).argmax(1)
     if "onnxruntime" in wanted:
         try:
+            started = time.perf_counter()
             session = onnxruntime_session(folded, size, None, threads)
+            print(f"{name}: ONNX Runtime session exported and built in {time.perf_counter() - started:.2f} s")
             runners["onnxruntime"] = lambda x, s=session: s.run(None, {"image": x.numpy()})[0]
         except Exception as error:  # noqa: BLE001 - optional extra: report and go on
             print(f"{name}: onnxruntime unavailable ({type(error).__name__}: {error})")

@@ -17,8 +17,8 @@ Running a prepared model (``backend``):
 * **PyTorch**, always available, on any device.
 * **ONNX Runtime** on the CPU, when ``onnxruntime`` and ``onnx`` are installed: the model, its
   pruning depth and the argmax are exported with ``torch.onnx.export`` for one input size
-  (about 0.4 s a model) into an in-memory ``InferenceSession``. On the 2-core CPU, alone, it
-  took 0.89-0.96x PyTorch's time for the four CamVid models (314 against 354 ms and 324
+  (0.4-0.55 s a model, printed by ``scripts/inference_speed.py``) into an in-memory
+  ``InferenceSession``. On the 2-core CPU, alone, it took 0.89-0.96x PyTorch's time for the four CamVid models (314 against 354 ms and 324
   against 338 ms at 360x480, 2 threads, two runs of ``scripts/inference_speed.py``). In a
   server it gains more: a session holds Python's GIL once per pass, PyTorch once per layer,
   so the web server's thread and the forward pass stop waiting for each other (40 students'

@@ -37,3 +37,8 @@ def test_unknown_architecture_or_loss_is_refused():
         fair_recipe.train_config("segnet", "ce", "/data", "runs/x")
     with pytest.raises(ValueError, match="valid names"):
         fair_recipe.train_config("unet", "dice", "/data", "runs/x")
+
+
+def test_step_cost_times_a_training_step_of_the_recipe():
+    seconds = fair_recipe.step_seconds("unet", steps=1, batch_size=2, crop_size=(32, 48))
+    assert 0 < seconds < 60
