@@ -80,13 +80,15 @@ def efficientnet_lite0_imagenet(pretrained: bool = True, **timm_options) -> nn.M
 class EfficientNetLite0Encoder(Encoder):
     """Five features at strides 2, 4, 8, 16, 32 with 16, 24, 40, 112, 320 channels, read
     with timm's ``forward_intermediates`` (which stops after the deepest feature asked for).
-    The classifier head is pruned away (``prune_intermediate_layers``). ``output_stride``
-    16 or 8 dilates the last stages instead of striding (timm)."""
+    The head (``conv_head``, ``bn2``, classifier) is pruned away by
+    ``prune_intermediate_layers``; ``prune_norm`` makes older timm (1.0.29, met on a lent GPU)
+    drop ``conv_head`` and ``bn2`` too, so every timm version builds the same state dict.
+    ``output_stride`` 16 or 8 dilates the last stages instead of striding (timm)."""
 
     def __init__(self, pretrained: bool = True, output_stride: int | None = None):
         body = efficientnet_lite0_imagenet(pretrained, output_stride=output_stride or 32)
         levels = list(range(len(body.feature_info)))
-        body.prune_intermediate_layers(levels, prune_head=True)
+        body.prune_intermediate_layers(levels, prune_norm=True, prune_head=True)
         super().__init__([info["num_chs"] for info in body.feature_info], [info["reduction"] for info in body.feature_info])
         self.body = body
 
