@@ -1,11 +1,13 @@
-"""The numbers of a results table: mIoU on the image, the model card's validation mIoU,
-latency with its spread and where it comes from, parameters and FLOPs."""
+"""The numbers of a results table: mIoU on the image, the model card's validation mIoU and
+its gap to the best one against the run-to-run noise, latency with its spread and where it
+comes from, parameters and FLOPs."""
 
 from __future__ import annotations
 
 import math
 import time
 
+from segmodels import ARCH_NAMES, zoo
 from segmodels.data import DatasetInfo
 from segmodels.inference import Latency
 
@@ -72,4 +74,40 @@ def card_per_class(engine: Engine, set_name: str, arch: str, info: DatasetInfo) 
     return [rounded(values.get(name), 4) for name in info.class_names]
 
 
-__all__ = ["LATENCY_NOTE", "NOISY", "card_miou", "card_per_class", "latency_columns", "latency_origin", "rounded"]
+def seed_noise(engine: Engine, set_name: str) -> float | None:
+    """The set's run-to-run noise in val mIoU (spread over seeds of one recipe), if recorded."""
+    noise = zoo.seed_noise(set_name, engine.weights_dir)
+    return noise["spread"] if noise else None
+
+
+def noise_note(engine: Engine, set_name: str) -> str | None:
+    """One sentence on the set's run-to-run noise, for the results' status."""
+    noise = zoo.seed_noise(set_name, engine.weights_dir)
+    if noise is None:
+        return None
+    arch = noise["model"].split("/")[-1]
+    seeds = " and ".join(str(seed) for seed in noise["seeds"])
+    scores = " and ".join(f"{miou:.4f}" for miou in noise["val_miou"])
+    return (f"Run-to-run noise: {ARCH_NAMES.get(arch, arch)} trained twice with the same recipe (seeds {seeds}) scored {scores} val mIoU. "
+            f"A gap in *mIoU (card, val set)* of **{noise['spread']:.4f}** or less says nothing about the architectures.")
+
+
+def gaps_to_best(mious: list[float], noise: float | None) -> list[str]:
+    """Each validation mIoU against the best shown: ``best``, or the gap, marked as within
+    the run-to-run noise where it is no larger than ``noise``."""
+    known = [value for value in mious if not math.isnan(value)]
+    if not known:
+        return ["-"] * len(mious)
+    best = max(known)
+    gaps = []
+    for value in mious:
+        if math.isnan(value):
+            gaps.append("-")
+        elif value == best:
+            gaps.append("best")
+        else:
+            gaps.append(f"−{best - value:.4f}" + (" (within noise)" if noise is not None and best - value <= noise else ""))
+    return gaps
+
+
+__all__ = ["LATENCY_NOTE", "NOISY", "card_miou", "card_per_class", "gaps_to_best", "latency_columns", "latency_origin", "noise_note", "rounded", "seed_noise"]

@@ -20,11 +20,14 @@ done
 "$PY" scripts/fair_recipe.py train-args unet --loss "$LOSS" --data "$DATA" --out "$OUT" > /dev/null
 mkdir -p "$OUT"
 
-finish() {  # run-folder arch: evaluate, benchmark and export a finished seed-0 model
-  local run=$1 arch=$2
+finish() {  # run-folder arch: evaluate, benchmark and export a finished seed-0 model (with its finished other seeds' spread)
+  local run=$1 arch=$2 seed_runs=()
+  for card in "$run"-seed*/card.json; do
+    [ -f "$card" ] && seed_runs+=(--seed-run "$(dirname "$card")")
+  done
   [ -f "$run/eval.json" ] || "$PY" -m segmodels evaluate --model "$run/best.pt" --dataset camvid --data "$DATA" --split val --device cpu --json "$run/eval.json"
   [ -f "$run/bench.json" ] || "$PY" -m segmodels bench --models "$run/best.pt" --size 360x480 --device cpu --json "$run/bench.json"
-  "$PY" -m segmodels export --run "$run" --name "camvid/$arch" --evaluation "$run/eval.json" --benchmark "$run/bench.json"
+  "$PY" -m segmodels export --run "$run" --name "camvid/$arch" --evaluation "$run/eval.json" --benchmark "$run/bench.json" "${seed_runs[@]}"
 }
 
 train_one() {  # name arch seed
@@ -54,4 +57,7 @@ second=$!
 status=0
 wait "$first" || { status=1; echo "lane 1 failed: see $OUT/lane-1.log" >&2; }
 wait "$second" || { status=1; echo "lane 2 failed: see $OUT/lane-2.log" >&2; }
+if [ "$status" = 0 ] && [ -f "$OUT/unet-seed1/card.json" ]; then
+  finish "$OUT/unet" unet  # again, now that the seed-1 run has finished too
+fi
 exit "$status"

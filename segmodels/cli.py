@@ -131,7 +131,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     extra = {key: json.loads(Path(path).read_text()) for key, path in (("evaluation", args.evaluation), ("benchmark", args.benchmark)) if path}
-    path = zoo.export_model(args.run, args.name, extra=extra)
+    path = zoo.export_model(args.run, args.name, extra=extra, seed_run_dirs=args.seed_run)
     print(f"exported {args.run}/best.pt to {path}")
     return 0
 
@@ -149,9 +149,15 @@ def run_zoo(args: argparse.Namespace) -> int:
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         bench = f"{r['bench_input']} {r['bench_device']}" if r["bench_input"] else "-"
-        training = f"{r['train_minutes']:.0f} min on {r['train_device']}" if r["train_device"] else "-"
+        duration = f"{r['train_minutes']:.0f} min" if r["train_minutes"] >= 10 else f"{r['train_minutes'] * 60:.0f} s"
+        training = f"{duration} on {r['train_device']}" if r["train_device"] else "-"
         print(f"| {r['model']} | {_fixed(r['val_miou'], 4)} | {_fixed(r['val_mean_class_accuracy'], 4)} | {_fixed(r['params_m'], 2)} | {_fixed(r['gflops'], 2)} | {_fixed(r['median_ms'], 1)} "
               f"| {bench} | {r['epochs'] or '-'} | {training} |")
+    for set_name in sorted({row["model"].split("/")[0] for row in rows}):
+        noise = zoo.seed_noise(set_name, Path(args.weights)) if args.weights else zoo.seed_noise(set_name)
+        if noise:
+            runs = ", ".join(f"seed {seed} {miou:.4f}" for seed, miou in zip(noise["seeds"], noise["val_miou"]))
+            print(f"\n{set_name} run-to-run noise: {noise['model']} trained with the same recipe, val mIoU {runs}: spread {noise['spread']:.4f}")
     return 0
 
 
@@ -195,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     export_parser.add_argument("--name", required=True, help="zoo name such as camvid/unet")
     export_parser.add_argument("--evaluation", help="evaluate --json report to put in the card")
     export_parser.add_argument("--benchmark", help="bench --json rows to put in the card")
+    export_parser.add_argument("--seed-run", action="append", default=[], type=Path,
+                               help="a run of the same recipe with another seed (repeatable): the card records the seeds' val mIoU spread")
     export_parser.set_defaults(func=run_export)
 
     zoo_parser = commands.add_parser("zoo", help="table of the shipped models from their cards (evaluate and bench results)")

@@ -220,9 +220,11 @@ class Predictor:
         weights_dir: the zoo (``<set>/<arch>.pt`` + ``.json``).
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
         threads: torch intra-op threads (None: leave torch's setting).
-        channels_last: store weights and inputs in channels_last (default: yes; it won on the
-            2-core CPU and on CUDA, see scripts/inference_speed.py).
-        amp: autocast (bfloat16, or float16 where bfloat16 is unsupported) on CUDA.
+        channels_last: store weights and inputs in channels_last (default: on the CPU, where it
+            won on 2 cores, see scripts/inference_speed.py; not on CUDA, see ``amp``).
+        amp: autocast to bfloat16 (float16 where bfloat16 is unsupported). Default: off. On an
+            H200 these batch-1 models are launch-bound, and autocast with channels_last made a
+            click 1.31x slower than fp32 NCHW (scripts/device_latency.py).
         backend: ``torch``, ``onnxruntime`` (CPU only; see the module docstring) or ``auto``
             (ONNX Runtime on the CPU when it is installed, else PyTorch).
 
@@ -245,9 +247,8 @@ class Predictor:
         self.threads = threads
         if threads:
             torch.set_num_threads(threads)
-        on_cuda = self.device.type == "cuda"
-        self.channels_last = True if channels_last is None else channels_last
-        self.amp = on_cuda if amp is None else amp
+        self.channels_last = self.device.type == "cpu" if channels_last is None else channels_last
+        self.amp = bool(amp)
         self.lock = threading.RLock()
         self._models: dict[str, LoadedModel] = {}
         self._latency: OrderedDict[tuple, Latency] = OrderedDict()

@@ -128,17 +128,53 @@ def clear_cache() -> None:
         _cache.clear()
 
 
-def export_model(run_dir: str | Path, name: str, weights_dir: Path = WEIGHTS_DIR, extra: dict | None = None) -> Path:
+SEED_FREE_KEYS = ("seed", "output_dir")
+
+
+def seed_variance(card: dict, seed_run_dirs: list[Path]) -> dict:
+    """The card's run and the same recipe trained with other seeds (each folder's
+    ``card.json``): their seeds, val mIoUs and spread (largest minus smallest), the run-to-run
+    noise of the recipe. A run whose training configuration differs in anything but the seed
+    and output folder is refused."""
+    recipe = {key: value for key, value in card["training"].items() if key not in SEED_FREE_KEYS}
+    seeds, mious = [card["training"]["seed"]], [card["val_miou"]]
+    for run_dir in seed_run_dirs:
+        other = json.loads((Path(run_dir) / "card.json").read_text())
+        differing = sorted(key for key in recipe.keys() | other["training"].keys() if key not in SEED_FREE_KEYS and other["training"].get(key) != recipe.get(key))
+        if differing:
+            raise ValueError(f"{run_dir} was not trained with the same recipe: {', '.join(differing)} differ")
+        if other["training"]["seed"] in seeds:
+            raise ValueError(f"{run_dir} repeats seed {other['training']['seed']}")
+        seeds.append(other["training"]["seed"])
+        mious.append(other["val_miou"])
+    return {"seeds": seeds, "val_miou": mious, "spread": max(mious) - min(mious)}
+
+
+def seed_noise(set_name: str, weights_dir: Path = WEIGHTS_DIR) -> dict | None:
+    """The run-to-run noise recorded for a model set: the ``seed_variance`` of the first of its
+    cards that has one, with that model's name (``None`` without one)."""
+    for name in list_models(weights_dir):
+        if name.startswith(f"{set_name}/"):
+            variance = load_card(name, weights_dir).get("seed_variance")
+            if variance:
+                return {"model": name, **variance}
+    return None
+
+
+def export_model(run_dir: str | Path, name: str, weights_dir: Path = WEIGHTS_DIR, extra: dict | None = None, seed_run_dirs: list[Path] = ()) -> Path:
     """Copy a run's ``best.pt`` into the zoo as an fp16 state dict with its card (plus
-    ``extra`` entries such as evaluation and benchmark results) and the file's SHA-256."""
+    ``extra`` entries such as evaluation and benchmark results, the seed variance against
+    ``seed_run_dirs`` when given) and the file's SHA-256."""
     run_dir = Path(run_dir)
+    card = json.loads((run_dir / "card.json").read_text())
+    card.update(extra or {})
+    if seed_run_dirs:
+        card["seed_variance"] = seed_variance(card, list(seed_run_dirs))
     weights_path, card_path = _paths(name, weights_dir)
     weights_path.parent.mkdir(parents=True, exist_ok=True)
     best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
     half = {k: (v.half() if v.is_floating_point() else v) for k, v in best["model"].items()}
     torch.save(half, weights_path)
-    card = json.loads((run_dir / "card.json").read_text())
-    card.update(extra or {})
     card["weights_file"] = weights_path.name
     card["weights_dtype"] = "float16"
     card["sha256"] = sha256_of(weights_path)

@@ -3,6 +3,7 @@ and the presenters' Gradio updates."""
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import time
@@ -76,12 +77,24 @@ def test_compare_tables_one_row_per_model(app):
     result = compare.Compare(app).compare(EXAMPLE, None, None, "shapes", ALL, 4)
     table, per_class = result.table, result.per_class
     assert list(table["Model"]) == list(per_class["Model"]) == ["U-Net", "U-Net++ L4", "U-Net 3+", "DeepLabV3+"]
-    assert set(table.columns) == {"Model", "Status", "Params (M)", "GFLOPs", "Latency (ms)", "IQR (ms)", "Latency from", "mIoU (this image)", "mIoU (card, val set)"}
+    assert set(table.columns) == {"Model", "Status", "Params (M)", "GFLOPs", "Latency (ms)", "IQR (ms)", "Latency from", "mIoU (this image)", "mIoU (card, val set)", "Val gap to best"}
     assert set(per_class.columns) == {"Model"} | {f"IoU {name}" for name in SHAPES.class_names}  # the wide part, in a table of its own
     assert (table["Status"] == "ok").all()
     assert (table["Params (M)"] > 0).all() and (table["GFLOPs"] > 0).all() and (table["Latency (ms)"] > 0).all()
     assert list(table["mIoU (card, val set)"]) == [0.61, pytest.approx(0.64), 0.63, 0.66]  # U-Net++ L4 from the card's pruning list
+    assert list(table["Val gap to best"]) == ["−0.0500", "−0.0200", "−0.0300", "best"]  # no seed variance recorded: no noise verdict
     assert result.image.key == EXAMPLE and result.image.label == "Shapes #1000"
+
+
+def test_compare_marks_gaps_within_the_recorded_seed_noise(tiny_config, own_zoo):
+    card_path = own_zoo / "shapes" / "unet.json"
+    card = json.loads(card_path.read_text())
+    card["seed_variance"] = {"seeds": [0, 1], "val_miou": [0.61, 0.635], "spread": 0.025}
+    card_path.write_text(json.dumps(card))
+    tab = compare.Compare(App(tiny_config(weights_dir=own_zoo)))
+    assert list(tab.compare(EXAMPLE, None, None, "shapes", ALL, 4).table["Val gap to best"]) == ["−0.0500", "−0.0200 (within noise)", "−0.0300", "best"]
+    status = compare.VIEW.named(final(tab.stream(EXAMPLE, None, None, "shapes", ALL, 4, 0.8, None)))["status"]
+    assert "U-Net trained twice with the same recipe (seeds 0 and 1) scored 0.6100 and 0.6350 val mIoU" in status and "**0.0250** or less" in status
 
 
 def test_compare_miou_equals_segmodels_metrics(app, tiny_zoo):

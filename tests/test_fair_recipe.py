@@ -42,3 +42,24 @@ def test_unknown_architecture_or_loss_is_refused():
 def test_step_cost_times_a_training_step_of_the_recipe():
     seconds = fair_recipe.step_seconds("unet", steps=1, batch_size=2, crop_size=(32, 48))
     assert 0 < seconds < 60
+
+
+def test_shipped_camvid_models_were_trained_with_the_recipe():
+    """The shipped CamVid set is the fair set: every card's training configuration is the
+    recipe's for its architecture (where it ran aside), all 80 epochs ran, and U-Net records
+    its second seed."""
+    import json
+    from dataclasses import asdict
+
+    from segmodels import zoo
+
+    where_it_ran = ("data_root", "output_dir", "device", "workers")
+
+    cards = {name.split("/")[1]: zoo.load_card(name) for name in zoo.list_models() if name.startswith("camvid/")}
+    assert set(cards) == set(fair_recipe.ARCHS)
+    for arch, card in cards.items():
+        expected = json.loads(json.dumps(asdict(fair_recipe.train_config(arch, "mfb", "", ""))))
+        assert {key: value for key, value in card["training"].items() if key not in where_it_ran} == {key: value for key, value in expected.items() if key not in where_it_ran}, arch
+        assert card["epochs"] == 80 and not card["gpu_plan"]["stopped_by_time_budget"], arch
+        assert card["evaluation"]["miou"] >= 0.68, arch
+    assert cards["unet"]["seed_variance"]["seeds"] == [0, 1]

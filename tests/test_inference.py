@@ -170,14 +170,15 @@ def test_backend_must_be_known():
     assert Predictor(device="cpu", backend="torch").backend == "torch"
 
 
-def test_device_latency_script_times_a_click_with_and_without_the_apps_options(own_zoo, capsys):
+def test_device_latency_script_times_a_click_for_each_option_set(own_zoo, capsys):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
     import device_latency
 
     report = device_latency.main(["--device", "cpu", "--weights", str(own_zoo), "--set", "shapes", "--size", "32x48", "--rounds", "2"])
-    assert set(report["ms"]) == {"as the app runs them", "fp32, NCHW"}
-    assert report["options"]["fp32, NCHW"] == {"amp": False, "channels_last": False} and report["options"]["as the app runs them"]["channels_last"]
+    assert set(report["ms"]) == {"fp32, NCHW", "fp32, channels_last", "bf16 autocast, NCHW", "bf16 autocast, channels_last"}
+    assert report["options"]["bf16 autocast, NCHW"] == {"amp": True, "channels_last": False}
+    assert report["app"] == "fp32, channels_last"  # the Predictor's CPU default
     for rows in report["ms"].values():
         assert set(rows) == {"shapes/unet", "shapes/unetpp", "shapes/unet3p", "shapes/deeplabv3p", "one click"}
         assert rows["one click"]["median_ms"] >= max(row["median_ms"] for name, row in rows.items() if name != "one click")
-    assert "x fp32 NCHW" in capsys.readouterr().out
+    assert "fp32, channels_last (app)" in capsys.readouterr().out

@@ -10,15 +10,16 @@ from segmodels.models import create_model
 
 # Output fingerprints of every shipped model (U-Net++ at each pruning depth) on
 # shipped_model_input(), recorded at commit db183c4, before the encoder/decoder/heads redesign;
-# shapes/unetpp re-recorded when it was retrained as the paper-exact U-Net++ (transposed convs).
+# shapes/unetpp re-recorded when it was retrained as the paper-exact U-Net++ (transposed convs),
+# the CamVid models when the fair set (one recipe, scripts/train_zoo_gpu.py) replaced them.
 SHIPPED_OUTPUTS = {
-    "camvid/deeplabv3p": {"class_sums": [-17471.239, 9102.892, 6596.957, -31312.799, -23578.948, 11433.228, 15011.56, -23178.659, -8231.445, -22887.303, -13095.552], "projection": -1018.021},
-    "camvid/unet": {"class_sums": [-10433.367, -3690.317, 1336.65, -25964.379, -23685.265, 31456.664, -8482.614, -11719.497, -21797.814, -20407.883, -22709.289], "projection": -195.276},
-    "camvid/unet3p": {"class_sums": [-10094.541, 13190.388, 2593.05, -23048.426, -13000.846, 22213.257, -9216.642, -18298.251, -33776.261, -31329.252, -22954.485], "projection": 45.241},
-    "camvid/unetpp@1": {"class_sums": [-21587.092, -3101.171, 1722.151, -18792.004, -19994.71, 19982.254, 5658.112, -5256.878, -2384.895, -10072.551, -13753.924], "projection": -484.674},
-    "camvid/unetpp@2": {"class_sums": [-9588.188, -7539.307, 767.728, -18393.491, -14123.885, 19313.488, -25.424, -17008.822, -10682.346, -13595.279, -14855.996], "projection": -549.024},
-    "camvid/unetpp@3": {"class_sums": [-6813.149, -5991.512, 3018.799, -15303.991, -18955.376, 19273.082, -3305.237, -9433.344, -20639.078, -12875.358, -9510.929], "projection": -182.583},
-    "camvid/unetpp@4": {"class_sums": [-12671.057, -4118.806, -2052.839, -8566.734, -11188.54, 21276.045, -7065.569, -11481.689, -17499.927, -17533.901, -22070.321], "projection": -20.201},
+    "camvid/deeplabv3p": {"class_sums": [-19668.372, 16008.928, 124.447, -18871.78, -38947.614, 13719.441, 4205.145, -23772.801, -5144.413, -23758.497, -30425.148], "projection": 24.999},
+    "camvid/unet": {"class_sums": [-12424.404, -11772.673, 865.595, -17758.885, -12243.233, 33511.554, -2598.549, -8006.825, -14079.88, -21600.01, -22843.537], "projection": -329.5},
+    "camvid/unet3p": {"class_sums": [-20738.428, 1.375, -5079.535, -12059.217, -22814.332, 31776.71, -8368.948, -13245.354, -40811.964, -39345.984, -31502.032], "projection": 622.222},
+    "camvid/unetpp@1": {"class_sums": [-19392.711, 746.32, -2673.601, -28881.144, -20053.581, 18320.703, 1220.317, -4988.07, -4278.052, -18515.115, -13069.482], "projection": -680.292},
+    "camvid/unetpp@2": {"class_sums": [-13388.71, -1666.033, -3084.825, -30283.406, -17269.042, 28221.947, -2541.651, -8621.089, -19428.989, -19695.966, -27656.312], "projection": -322.108},
+    "camvid/unetpp@3": {"class_sums": [-10253.381, -3057.336, -11251.475, -28348.946, -18438.315, 35723.887, -14138.895, -7186.871, -21197.657, -21292.691, -22890.023], "projection": -22.014},
+    "camvid/unetpp@4": {"class_sums": [-3196.766, -877.745, -4886.702, -24336.383, -15329.781, 40923.03, -12105.262, -10462.77, -15569.898, -32908.171, -14239.885], "projection": -37.121},
     "shapes/deeplabv3p": {"class_sums": [-2530.2, -18176.647, -11764.765, -2719.884], "projection": 202.612},
     "shapes/unet": {"class_sums": [-22663.168, -20737.815, -11959.725, 14843.285], "projection": 251.254},
     "shapes/unet3p": {"class_sums": [-9559.213, -25499.561, -23431.498, 16071.335], "projection": 548.154},
@@ -122,14 +123,12 @@ def test_shipped_models_predict_what_they_predicted_before_the_redesign():
     assert recorded == set(SHIPPED_OUTPUTS)
 
 
-def test_shipped_unetpp_cards_name_their_upsampling():
-    """Shapes U-Net++ is the paper-exact design; CamVid's is the earlier bilinear variant until
-    the fair zoo replaces it, and its card says so."""
-    expected = {"shapes/unetpp": "transposed", "camvid/unetpp": "bilinear"}
+def test_shipped_unetpp_models_are_the_paper_exact_design():
+    """Both shipped U-Net++ models upsample with 2x2 transposed convolutions, as the paper."""
     for name in zoo.list_models():
         if zoo.load_card(name)["arch"] == "unetpp":
-            assert zoo.load_card(name)["options"].get("upsampling", "transposed") == expected[name], name
-            assert zoo.load_model(name).decoder.upsampling == expected[name]
+            assert zoo.load_card(name)["options"].get("upsampling", "transposed") == "transposed", name
+            assert zoo.load_model(name).decoder.upsampling == "transposed", name
 
 
 def test_shipped_assets_fit_the_budget_and_record_their_evidence():
@@ -164,3 +163,28 @@ def test_zoo_summary_and_command_report_the_recorded_numbers(weights_dir, capsys
     table = capsys.readouterr().out
     assert "| toy/unetpp L4 | 0.4000 | 0.7000 | 4.00 | 8.00 | 40.0 | 64x64 cpu |" in table
     assert "| toy/unetpp L1 | 0.1000 | - | 1.00 |" in table  # no class accuracy recorded for a pruned depth
+
+
+def test_export_records_the_seed_spread_of_the_same_recipe(tmp_path, capsys):
+    from segmodels.cli import main
+
+    recipe = {"arch": "unet", "lr": 0.001, "epochs": 80}
+    runs = {"unet": (0, 0.70, {}), "unet-seed1": (1, 0.7125, {}), "unet-lr": (2, 0.60, {"lr": 0.01}), "unet-again": (0, 0.69, {})}
+    for name, (seed, miou, change) in runs.items():
+        make_run(tmp_path / name, "unet", seed)
+        card = json.loads((tmp_path / name / "card.json").read_text())
+        card |= {"val_miou": miou, "training": {**recipe, **change, "seed": seed, "output_dir": name}}
+        (tmp_path / name / "card.json").write_text(json.dumps(card))
+    target = tmp_path / "weights"
+    with pytest.raises(ValueError, match="not trained with the same recipe: lr differ"):
+        zoo.export_model(tmp_path / "unet", "toy/unet", weights_dir=target, seed_run_dirs=[tmp_path / "unet-lr"])
+    with pytest.raises(ValueError, match="repeats seed 0"):
+        zoo.export_model(tmp_path / "unet", "toy/unet", weights_dir=target, seed_run_dirs=[tmp_path / "unet-again"])
+    assert not target.exists() and zoo.seed_noise("toy", target) is None  # a refused export writes nothing
+    zoo.export_model(tmp_path / "unet", "toy/unet", weights_dir=target, seed_run_dirs=[tmp_path / "unet-seed1"])
+    noise = zoo.seed_noise("toy", target)
+    assert noise["model"] == "toy/unet" and noise["seeds"] == [0, 1] and noise["val_miou"] == [0.70, 0.7125]
+    assert noise["spread"] == pytest.approx(0.0125)
+    assert zoo.seed_noise("other", target) is None
+    assert main(["zoo", "--weights", str(target)]) == 0
+    assert "toy run-to-run noise: toy/unet trained with the same recipe, val mIoU seed 0 0.7000, seed 1 0.7125: spread 0.0125" in capsys.readouterr().out

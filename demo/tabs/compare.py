@@ -17,7 +17,7 @@ from ..context import Shared, View, hidden
 from ..core import ARCH_ORDER, App, CurrentImage, PredictionKey, SessionCache
 from ..engine import ModelRun, ModelUnavailable
 from ..errors import InputError, error_text, user_errors, user_message
-from ..scores import LATENCY_NOTE, card_miou, card_per_class, latency_columns, rounded
+from ..scores import LATENCY_NOTE, card_miou, card_per_class, gaps_to_best, latency_columns, noise_note, rounded, seed_noise
 
 RUNTIME_NAMES = {"torch": "PyTorch", "onnxruntime": "ONNX Runtime"}
 MASKS = tuple(f"mask_{arch}" for arch in ARCH_ORDER)
@@ -76,8 +76,10 @@ class Compare:
             else:
                 values = card_per_class(engine, current.set_name, run.arch, info) if run.ok else [None] * info.num_classes
             per_class.append({"Model": run.name, **{f"IoU {name}": rounded(v, 4) for name, v in zip(info.class_names, values)}})
+        table = pd.DataFrame(rows)
+        table.insert(table.columns.get_loc("mIoU (card, val set)") + 1, "Val gap to best", gaps_to_best(table["mIoU (card, val set)"].tolist(), seed_noise(engine, current.set_name)))
         source = "this image" if current.gt is not None else "validation set, from the model cards"
-        return CompareResult(current, runs, pd.DataFrame(rows), pd.DataFrame(per_class), source)
+        return CompareResult(current, runs, table, pd.DataFrame(per_class), source)
 
     def compare(self, example, image_file, mask_file, set_name, models, depth) -> CompareResult:
         """Every chosen model on the image, one forward pass each (tests and scripts)."""
@@ -139,6 +141,9 @@ class Compare:
         lines = [f"**{current.label}** ({current.size[1]}x{current.size[0]} px): {ok} of {len(runs)} models ran on **{self.app.engine.device.type.upper()}** ({runtimes}), one forward pass each."]
         lines += [f"- **{run.name}**: {run.error}" for run in runs if not run.ok]
         lines += [f"- {note}" for note in current.notes]
+        noise = noise_note(self.app.engine, current.set_name)
+        if noise:
+            lines.append(f"\n<small>{noise}</small>")
         lines.append(f"\n<small>{LATENCY_NOTE}</small>")
         has_gt = current.gt is not None
         yield VIEW(
