@@ -12,6 +12,7 @@ classes raises the first and lowers the second, so the gap between the two colum
 
 Usage: python scripts/loss_table.py runs/loss          (the table)
        python scripts/loss_table.py runs/loss --best   (the name of the winning finished loss)
+       python scripts/loss_table.py runs/gpu --by run  (rows named by run folder: runs of one loss)
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ LOSS_DESCRIPTIONS = {
 class LossRun:
     """What the table shows of one run."""
 
+    run: str
     loss: str
     finished: bool
     epochs_done: int
@@ -88,7 +90,7 @@ def read_run(run_dir: Path) -> LossRun | None:
         best = max(validated, key=lambda record: record["val_miou"], default=None)
     loss = card["training"]["loss"] if card is not None else run_dir.name
     epochs_done = max((record["epoch"] for record in history), default=card["epochs"] if card else 0)
-    return LossRun(loss, card is not None, epochs_done, planned_epochs(run_dir, card), best)
+    return LossRun(run_dir.name, loss, card is not None, epochs_done, planned_epochs(run_dir, card), best)
 
 
 def read_runs(runs_dir: Path) -> list[LossRun]:
@@ -103,14 +105,15 @@ def _number(value: float | None) -> str:
     return "-" if value is None or value != value else f"{value:.3f}"
 
 
-def markdown_table(runs: list[LossRun]) -> str:
-    """The README table; the best finished loss in bold."""
+def markdown_table(runs: list[LossRun], by: str = "loss") -> str:
+    """The README table, one row per run named by its loss (or by its folder, ``by="run"``);
+    the best finished run in bold."""
     rare_index = [CAMVID.class_names.index(name) for name in RARE_CLASSES]
-    header = ["loss", "val mIoU", "mean class acc.", *(f"{name} IoU" for name in RARE_CLASSES), "best epoch", "epochs"]
+    header = [by, "val mIoU", "mean class acc.", *(f"{name} IoU" for name in RARE_CLASSES), "best epoch", "epochs"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     winner = next((run for run in runs if run.finished and run.best is not None), None)
     for run in runs:
-        name = f"{run.loss}: {LOSS_DESCRIPTIONS.get(run.loss, run.loss)}"
+        name = f"{run.loss}: {LOSS_DESCRIPTIONS.get(run.loss, run.loss)}" if by == "loss" else run.run
         if run is winner:
             name = f"**{name}**"
         best = run.best or {}
@@ -127,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs_dir", type=Path, help="folder with one training run per loss, e.g. runs/loss")
     parser.add_argument("--best", action="store_true", help="print only the name of the finished loss with the best val mIoU")
+    parser.add_argument("--by", choices=("loss", "run"), default="loss", help="name each row by its loss (default) or by its run folder")
     args = parser.parse_args(argv)
     runs = read_runs(args.runs_dir)
     if args.best:
@@ -137,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not runs:
         raise SystemExit(f"no runs in {args.runs_dir}")
-    print(markdown_table(runs))
+    print(markdown_table(runs, args.by))
     return 0
 
 

@@ -62,6 +62,14 @@ def test_table_ranks_finished_runs_and_marks_the_unfinished(runs, capsys):
     assert rows[2][-1] == "3 of 6 (unfinished)"
 
 
+def test_rows_can_be_named_by_run_folder(runs, capsys):
+    (runs / "ce").rename(runs / "unet-seed1")
+    assert loss_table.main([str(runs), "--by", "run"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("| run | val mIoU |")
+    assert [line.split("|")[1].strip() for line in lines[2:]] == ["**mfb**", "unet-seed1", "ohem"]
+
+
 def test_best_names_the_finished_winner_even_when_an_unfinished_run_scores_higher(runs, capsys):
     loss_table.main([str(runs), "--best"])
     assert capsys.readouterr().out.strip() == "mfb"
