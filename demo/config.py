@@ -69,6 +69,9 @@ class DemoConfig:
         max_uploads: files per upload request.
         max_file_size: largest accepted upload file (bytes).
         state_ttl_s: seconds a browser session's results are kept.
+        shared_predictions_mb: memory for masks already computed on an image, shared by every
+            session, so a class running the teacher's example runs each model on it once
+            (least recently used dropped first; 0 turns it off); env ``SEGMODELS_SHARED_PREDICTIONS_MB``.
         max_sessions: browser sessions whose state the server keeps (Gradio's
             ``state_session_capacity``; the least recently used beyond it are forgotten: a
             class of forty with reloads fits). Gradio keeps a closed tab's session, 1.5-2 MiB
@@ -107,6 +110,7 @@ class DemoConfig:
     max_file_size: int = 10 * 2**20
     state_ttl_s: int = 3600
     max_sessions: int = field(default_factory=lambda: _env_int("SEGMODELS_MAX_SESSIONS", 100))
+    shared_predictions_mb: int = field(default_factory=lambda: _env_int("SEGMODELS_SHARED_PREDICTIONS_MB", 64))
     title: str = "Semantic segmentation: U-Net, U-Net++, U-Net 3+ and DeepLabV3+"
 
     def __post_init__(self) -> None:
@@ -115,6 +119,8 @@ class DemoConfig:
             self.camvid_dir = Path(self.camvid_dir).expanduser().resolve()
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if self.shared_predictions_mb < 0:
+            raise ValueError(f"shared_predictions_mb must be at least 0, got {self.shared_predictions_mb}")
         if self.max_sessions < 1:
             raise ValueError(f"max_sessions must be at least 1, got {self.max_sessions}")
         if self.api_burst < 1 or not self.api_per_second > 0:

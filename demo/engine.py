@@ -5,14 +5,17 @@ The predictor does the generic work (loading once per device, batch-norm folding
 forward pass per prediction, cached latency benchmarks). This module decides what a
 classroom server needs: which model set a name belongs to, turning every failure into a
 message, running one model after another so each result can be streamed as soon as it is
-ready, and measuring latency only while the server is idle (:class:`IdleBenchmarker`), so a
-click costs one forward pass per model."""
+ready, measuring latency only while the server is idle (:class:`IdleBenchmarker`), so a
+click costs one forward pass per model, and sharing the masks of an image every session
+asks for (:class:`SharedPredictions`), so a class on the teacher's example costs one."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -62,6 +65,7 @@ class ModelRun:
     error: str | None = None
     latency: Latency | None = None
     backend: str | None = None  # what ran the forward pass: "torch" or "onnxruntime"
+    reused: bool = False  # the mask was computed for an earlier request on the same image
     params: int | None = None
     flops: int | None = None
     metrics: dict | None = None  # ConfusionMatrix.compute() on this image when there is ground truth
@@ -82,6 +86,57 @@ def image_metrics(labels: np.ndarray, gt: np.ndarray, info: DatasetInfo) -> dict
     return matrix.compute()
 
 
+def image_digest(image: np.ndarray) -> str:
+    """A key for an image's content: its shape and a BLAKE2b hash of its pixels."""
+    return f"{image.shape}:{hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16).hexdigest()}"
+
+
+@dataclass(frozen=True)
+class SharedPrediction:
+    labels: np.ndarray  # read-only: every session that asks for it gets this array
+    backend: str
+    latency: Latency  # the one pass that computed it, for a figure while no benchmark exists
+
+
+class SharedPredictions:
+    """Masks already computed, shared by every session: a class that runs the teacher's
+    example asks for the same image forty times, and each model runs on it once. Keyed by the
+    image's content, the model's files and the pruning depth; the least recently used are
+    dropped beyond ``max_bytes`` (0 keeps nothing)."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple, SharedPrediction] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> SharedPrediction | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+            return entry
+
+    def put(self, key: tuple, entry: SharedPrediction) -> None:
+        if entry.labels.nbytes > self.max_bytes:
+            return
+        entry.labels.flags.writeable = False
+        with self._lock:
+            previous = self._entries.pop(key, None)
+            self._bytes += entry.labels.nbytes - (previous.labels.nbytes if previous else 0)
+            self._entries[key] = entry
+            while self._bytes > self.max_bytes:
+                _, dropped = self._entries.popitem(last=False)
+                self._bytes -= dropped.labels.nbytes
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 class Engine:
     """Loads, caches and runs the shipped models of one weights directory."""
 
@@ -90,6 +145,7 @@ class Engine:
         self.predictor = Predictor(config.weights_dir, device=config.device, threads=config.torch_threads, backend=config.backend)
         self._rf: dict[tuple, list[LayerField]] = {}
         self._failures: dict[str, tuple[tuple, str]] = {}
+        self.shared = SharedPredictions(config.shared_predictions_mb * 2**20)
         self.benchmarker = IdleBenchmarker(self.predictor, config.idle_seconds, config.latency_max_age_s, config.warmup, config.repeats)
 
     # ------------------------------------------------------------------ what is shipped
@@ -184,16 +240,28 @@ class Engine:
 
     # ------------------------------------------------------------------ running
 
-    def _run_one(self, set_name: str, arch: str, x: torch.Tensor, depth: int | None, gt: np.ndarray | None, info: DatasetInfo | None) -> ModelRun:
+    def _predict(self, name: str, x: torch.Tensor, depth: int | None, digest: str) -> tuple[SharedPrediction, bool]:
+        """The model's mask on ``x``, from :class:`SharedPredictions` when this image was run
+        before (and whether it was)."""
+        key = (digest, name, depth, zoo.file_stamp(name, self.weights_dir))
+        shared = self.shared.get(key)
+        if shared is not None:
+            return shared, True
+        prediction = self.predictor.predict(name, x, depth)
+        shared = SharedPrediction(prediction.labels, prediction.backend, single_pass_latency(prediction))
+        self.shared.put(key, shared)
+        return shared, False
+
+    def _run_one(self, set_name: str, arch: str, x: torch.Tensor, depth: int | None, gt: np.ndarray | None, info: DatasetInfo | None, digest: str) -> ModelRun:
         result = ModelRun(arch, run_label(arch, depth), depth)
         name = f"{set_name}/{arch}"
         size = tuple(x.shape[-2:])
         try:
             self.model(set_name, arch)
-            prediction = self.predictor.predict(name, x, depth)
+            prediction, result.reused = self._predict(name, x, depth, digest)
             result.labels = prediction.labels
             result.backend = prediction.backend
-            result.latency = self.predictor.latency(name, size, depth) or single_pass_latency(prediction)
+            result.latency = self.predictor.latency(name, size, depth) or prediction.latency
             result.params = self.predictor.parameters(name, depth)
             result.flops = self.predictor.flops(name, size, depth)
         except ModelUnavailable as error:
@@ -218,11 +286,11 @@ class Engine:
         """Each model in ``archs`` on the same tensor (decoded once, moved to the device once),
         one forward pass each, yielded as soon as it is done."""
         with self.benchmarker.busy():
-            x = self.predictor.to_tensor(image)
+            x, digest = self.predictor.to_tensor(image), image_digest(image)
             for arch in archs:
                 with self.guard():
                     run_depth = self.depth_for(set_name, arch, depth) if self._loads(set_name, arch) else None
-                    run = self._run_one(set_name, arch, x, run_depth, gt, info)
+                    run = self._run_one(set_name, arch, x, run_depth, gt, info, digest)
                 yield run
 
     def _loads(self, set_name: str, arch: str) -> bool:
@@ -236,10 +304,10 @@ class Engine:
         """A prunable model at every pruning depth on the same tensor, shallowest first."""
         with self.benchmarker.busy():
             depths = self.pruning_depths(set_name, arch)
-            x = self.predictor.to_tensor(image)
+            x, digest = self.predictor.to_tensor(image), image_digest(image)
             for depth in depths:
                 with self.guard():
-                    run = self._run_one(set_name, arch, x, depth, gt, info)
+                    run = self._run_one(set_name, arch, x, depth, gt, info, digest)
                 yield run
 
     def receptive_field(self, set_name: str, arch: str, depth: int | None = None) -> list[LayerField]:

@@ -31,7 +31,7 @@ def latency_origin(latency: Latency) -> str:
     so the table fits a desktop screen."""
     when = time.strftime("%H:%M", time.localtime(latency.measured_at))
     if latency.source != "benchmark":
-        return f"{NOISY} 1 pass, this click (benchmark pending)"
+        return f"{NOISY} 1 pass, {when} (benchmark pending)"
     origin = f"benchmark ×{latency.samples}, {when}"
     if latency.noisy:
         reason = f"{latency.samples} passes" if latency.samples < 3 else "IQR > ¼ median"

@@ -2,7 +2,7 @@
 
 A benchmark, not a test: it prints tables of measured figures and may take minutes.
 
-    python scripts/load_test.py students [-n 40] [--settle S] [--set camvid --camvid DIR] [--json OUT]
+    python scripts/load_test.py students [-n 40] [--settle S] [--images same|examples|uploads] [--set camvid --camvid DIR] [--json OUT]
     python scripts/load_test.py greedy   [--flood 65] [--flood-via call|join|both]
     python scripts/load_test.py bigbody  [--items 500000] [--string-mb 50]
     python scripts/load_test.py soak     [-n 4] [--minutes 10]
@@ -13,7 +13,11 @@ A benchmark, not a test: it prints tables of measured figures and may take minut
   to the final result (p50 / p95 / max, split into queued and running), errors grouped by
   message, server RSS before / peak / after. One Run on the fresh server comes first (the "first
   Run" figure; ``--warmup 0`` skips it); ``--settle S`` lets the class come S seconds later, as
-  on a server that was up before the lesson (its idle-time benchmarks done).
+  on a server that was up before the lesson (its idle-time benchmarks done). ``--images``: every
+  student runs the same example (``same``, a class following the teacher), student i the
+  set's i-th example (``examples``), or each uploads a CamVid val frame none of the others has
+  and that is not an example (``uploads``, as students with their own photos; the upload comes
+  before the click and is not timed), so no two students' masks can be shared.
 * ``greedy``: a greedy client posts ``--flood`` Compare jobs to ``POST /gradio_api/call/compare``
   (and/or ``queue/join`` with a new session hash each) and never reads them, while one normal
   browser changes the example (the image preview), moves the focal-loss slider and then presses
@@ -100,9 +104,10 @@ class Target:
     via: str
     fetch_files: bool
 
-    async def run_compare(self, session: BrowserSession | None, timeout: float, example: str | None = None) -> EventResult:
-        """One Compare: through ``session`` (the browser protocol) or, with ``--via call``, the public API."""
-        overrides = {**self.overrides, "example": example or self.overrides["example"]}
+    async def run_compare(self, session: BrowserSession | None, timeout: float, example: str | None = None, image_file: dict | None = None) -> EventResult:
+        """One Compare: through ``session`` (the browser protocol) or, with ``--via call``, the
+        public API; on ``image_file`` (an :func:`upload`) when given, else on the example."""
+        overrides = {**self.overrides, "example": example or self.overrides["example"], **({"image_file": image_file} if image_file else {})}
         if self.via == "call" or session is None:
             result = await call_event(self.http, self.base, self.compare.api_name, self.compare.api_data(overrides), timeout)
         else:
@@ -113,6 +118,25 @@ class Target:
                 result.ok, result.error = False, errors[0]
         result.output = None
         return result
+
+
+async def upload(http: httpx.AsyncClient, base: str, path: Path) -> dict:
+    """``path`` uploaded as a browser does; the file value an event then takes."""
+    response = await http.post(f"{base}{API}/upload", files={"files": (path.name, path.read_bytes(), "image/png")})
+    if response.status_code != 200:
+        raise RuntimeError(f"upload of {path.name} refused: {response_detail(response)}")
+    return {"path": response.json()[0], "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
+
+
+def frames_to_upload(args: argparse.Namespace, examples: list[str]) -> list[Path]:
+    """CamVid val frames that are not among the app's examples, for ``--images uploads``."""
+    camvid = args.camvid or (Path(os.environ["SEGMODELS_CAMVID"]) if os.environ.get("SEGMODELS_CAMVID") else None)
+    if args.set != "camvid" or camvid is None:
+        raise ValueError("--images uploads needs --set camvid and a CamVid folder (--camvid DIR or $SEGMODELS_CAMVID)")
+    frames = [path for path in sorted((camvid / "val").glob("*.png")) if f"camvid-{path.stem}" not in examples]
+    if not frames:
+        raise ValueError(f"{camvid / 'val'} holds no frame that is not an example")
+    return frames
 
 
 # ----------------------------------------------------------------------------- reporting helpers
@@ -172,8 +196,11 @@ def split_times(results: list[EventResult]) -> list[tuple[str, list[float]]]:
 async def scenario_students(target: Target, args: argparse.Namespace) -> tuple[dict, str]:
     rng = random.Random(args.seed)
     lines = [f"students: {args.students} at once (jitter {args.jitter} s), set {target.overrides['set_name']}, example {target.overrides['example']}, "
-             f"models {','.join(target.overrides['models'])}, depth {target.overrides['depth']}, via {target.via}"]
-    report: dict[str, Any] = {"students": args.students}
+             f"models {','.join(target.overrides['models'])}, depth {target.overrides['depth']}, via {target.via}, images {args.images}"]
+    report: dict[str, Any] = {"students": args.students, "images": args.images}
+    frames = frames_to_upload(args, target.examples) if args.images == "uploads" else []
+    if 0 < len(frames) < args.students:
+        lines.append(f"only {len(frames)} frames to upload: some students share one")
     if args.warmup:
         first = []
         for _ in range(args.warmup):
@@ -199,7 +226,9 @@ async def scenario_students(target: Target, args: argparse.Namespace) -> tuple[d
             if args.page_load:
                 for endpoint in target.app.load_endpoints():
                     page_load.append(await session.run(endpoint, None, args.timeout))
-            return await target.run_compare(session, args.timeout)
+            image_file = await upload(target.http, target.base, frames[index % len(frames)]) if frames else None
+            example = target.examples[index % len(target.examples)] if args.images == "examples" else None
+            return await target.run_compare(session, args.timeout, example, image_file)
 
     t0 = time.monotonic()
     tasks = [asyncio.create_task(student(i)) for i in range(args.students)]
@@ -557,6 +586,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                           help="seconds between those Runs and the class, for the server's idle-time work (latency benchmarks, ONNX Runtime sessions); default 0")
     students.add_argument("--warmup", type=bounded(int, 0, 10, "--warmup"), default=1, help="Runs before the class arrives (default 1: the first-Run figure)")
     students.add_argument("--no-page-load", dest="page_load", action="store_false", help="skip the events a page fires when it opens")
+    students.add_argument("--images", choices=["same", "examples", "uploads"], default="same",
+                          help="same: every student the same example (default); examples: student i the i-th example; uploads: each a CamVid val frame of its own")
     greedy = sub.add_parser("greedy", parents=[common], help="a greedy client floods Compare while a normal one works")
     greedy.add_argument("--flood", type=bounded(int, 1, 1000, "--flood"), default=65)
     greedy.add_argument("--flood-via", choices=["call", "join", "both"], default="call")

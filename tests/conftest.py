@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,14 @@ def tiny_zoo(tmp_path_factory) -> Path:
     """A weights directory with shapes/{unet,unetpp,unet3p,deeplabv3p}."""
     root = tmp_path_factory.mktemp("tiny_zoo")
     return build_tiny_zoo(root / "weights", root / "runs")
+
+
+@pytest.fixture
+def own_zoo(tiny_zoo, tmp_path) -> Path:
+    """A private copy of the tiny zoo (its own cache entries; safe to damage)."""
+    target = tmp_path / "weights"
+    shutil.copytree(tiny_zoo, target)
+    return target
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from types import SimpleNamespace
 
@@ -35,14 +34,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning / g
 @pytest.fixture
 def app(tiny_config) -> App:
     return App(tiny_config())
-
-
-@pytest.fixture
-def own_zoo(tiny_zoo, tmp_path):
-    """A private copy of the tiny zoo (its own cache entries; safe to damage)."""
-    target = tmp_path / "weights"
-    shutil.copytree(tiny_zoo, target)
-    return target
 
 
 def final(stream):

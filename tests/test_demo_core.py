@@ -254,7 +254,7 @@ def test_latency_columns_flag_noise_beside_the_figure():
     noisy = latency_columns(Latency(890.0, 796.0, 5, "benchmark", time.time()))
     assert noisy["Latency from"].startswith("⚠ noisy (IQR > ¼ median), benchmark ×5") and noisy["IQR (ms)"] == 796.0
     single = latency_columns(Latency(36.9, 0.0, 1, "single pass", time.time()))
-    assert single["Latency from"].startswith("⚠ 1 pass, this click") and np.isnan(single["IQR (ms)"])
+    assert single["Latency from"].startswith("⚠ 1 pass, ") and "(benchmark pending)" in single["Latency from"] and np.isnan(single["IQR (ms)"])
     assert max(len(c["Latency from"]) for c in (steady, noisy, single)) <= 45  # the table fits a desktop screen
 
 
@@ -379,3 +379,47 @@ def test_a_model_failing_on_an_image_is_reported_and_the_others_still_run(app, m
     current = app.current_image(EXAMPLE, None, None, "shapes")
     runs = list(app.engine.run_models("shapes", ["unet", "deeplabv3p"], current.image, 4, current.gt, current.info))
     assert runs[0].error == "U-Net failed on this image (RuntimeError: boom)" and runs[1].ok
+
+
+def test_an_image_asked_for_again_reuses_its_masks_across_sessions(tiny_config, own_zoo, monkeypatch):
+    app = App(tiny_config(weights_dir=own_zoo))
+    passes = []
+    predict = app.engine.predictor.predict
+    monkeypatch.setattr(app.engine.predictor, "predict", lambda name, x, depth=None: passes.append(name) or predict(name, x, depth))
+    tab = compare.Compare(app)
+    first = compare.VIEW.named(final(tab.stream(EXAMPLE, None, None, "shapes", ["unet", "unetpp"], 4, 0.5, None)))
+    assert len(passes) == 2 and "already run" not in first["status"]
+    second = compare.VIEW.named(final(tab.stream(EXAMPLE, None, None, "shapes", ["unet", "unetpp"], 4, 0.5, None)))  # another session
+    assert len(passes) == 2 and "U-Net, U-Net++ L4 had already run on this same image for an earlier request, so their masks were shared" in second["status"]
+    assert second["table"]["mIoU (this image)"].tolist() == first["table"]["mIoU (this image)"].tolist()
+    reused = list(app.engine.run_models("shapes", ["unet"], app.current_image(EXAMPLE, None, None, "shapes").image, 4))[0]
+    assert reused.reused and not reused.labels.flags.writeable  # one array for every session: nobody may draw on it
+    tab.compare("shapes-1001", None, None, "shapes", ["unet"], 4)  # another image runs
+    tab.compare(EXAMPLE, None, None, "shapes", ["unetpp"], 2)  # another depth runs
+    assert passes[2:] == ["shapes/unet", "shapes/unetpp"]
+    weights = own_zoo / "shapes" / "unet.pt"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # the weight file was replaced
+    tab.compare(EXAMPLE, None, None, "shapes", ["unet"], 4)
+    assert passes[4:] == ["shapes/unet"]
+
+
+def test_shared_masks_stay_within_their_memory_and_can_be_turned_off(tiny_config):
+    from demo.engine import SharedPrediction, SharedPredictions
+
+    def entry(side):
+        return SharedPrediction(np.zeros((side, side), np.uint8), "torch", Latency(1.0, 0.0, 1, "single pass", time.time()))
+
+    shared = SharedPredictions(max_bytes=250)
+    for key in "abc":
+        shared.put((key,), entry(10))  # 100 bytes each
+    assert shared.get(("a",)) is None and shared.get(("b",)) is not None and shared.bytes == 200 and len(shared) == 2
+    shared.put(("d",), entry(10))  # "b" was used last, so "c" goes
+    assert shared.get(("c",)) is None and shared.get(("b",)) is not None
+    shared.put(("huge",), entry(20))  # larger than all of it: not kept
+    assert shared.get(("huge",)) is None and shared.bytes == 200
+    off = App(tiny_config(shared_predictions_mb=0))
+    image = off.current_image(EXAMPLE, None, None, "shapes").image
+    for _ in range(2):
+        assert not list(off.engine.run_models("shapes", ["unet"], image, 4))[0].reused
+    with pytest.raises(ValueError, match="shared_predictions_mb must be at least 0"):
+        tiny_config(shared_predictions_mb=-1)

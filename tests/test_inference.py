@@ -72,13 +72,6 @@ def test_fold_needs_eval_mode_and_skips_a_norm_not_after_a_conv():
         assert torch.allclose(model(x), expected, atol=1e-5)
 
 
-@pytest.fixture
-def own_zoo(tiny_zoo, tmp_path):
-    target = tmp_path / "weights"
-    shutil.copytree(tiny_zoo, target)
-    return target
-
-
 def test_predictor_one_pass_and_the_trained_model_size(own_zoo):
     predictor = Predictor(own_zoo, device="cpu")
     image = np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8)

@@ -155,3 +155,18 @@ def test_rss_of_this_process_tree():
     rss = loadlib.process_tree_rss_mb(os.getpid())
     assert rss is not None and 10 < rss < 100_000
     assert loadlib.process_tree_rss_mb(2**22 + 12345) is None
+
+
+def test_uploaded_frames_are_camvid_val_frames_that_are_not_examples(tmp_path, monkeypatch):
+    sys.path.insert(0, str(SCRIPTS))
+    load_test = _load("load_test")
+    (tmp_path / "val").mkdir()
+    for stem in ("a", "b", "c"):
+        (tmp_path / "val" / f"{stem}.png").write_bytes(b"")
+    args = load_test.parse_args(["students", "--images", "uploads", "--camvid", str(tmp_path)])
+    assert [path.name for path in load_test.frames_to_upload(args, ["camvid-b"])] == ["a.png", "c.png"]
+    with pytest.raises(ValueError, match="holds no frame that is not an example"):
+        load_test.frames_to_upload(args, ["camvid-a", "camvid-b", "camvid-c"])
+    monkeypatch.delenv("SEGMODELS_CAMVID", raising=False)
+    with pytest.raises(ValueError, match="needs --set camvid and a CamVid folder"):
+        load_test.frames_to_upload(load_test.parse_args(["students", "--images", "uploads", "--set", "shapes"]), [])
