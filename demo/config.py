@@ -41,9 +41,10 @@ class DemoConfig:
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``; env ``SEGMODELS_DEVICE``.
         torch_threads: CPU threads for PyTorch (None: PyTorch's default); env ``SEGMODELS_THREADS``.
             Use 1 on a machine whose cores are busy with other work.
-        backend: what runs the models: ``auto`` (ONNX Runtime on the CPU when installed, once a
-            model's latency was benchmarked at an image size; else PyTorch), ``torch`` or
-            ``onnxruntime`` (:mod:`segmodels.inference`); env ``SEGMODELS_BACKEND``.
+        backend: what runs the models: ``auto`` (once a model's latency was benchmarked at an
+            image size, the fastest of PyTorch, PyTorch in bfloat16 and ONNX Runtime measured
+            on this machine; PyTorch before), or ``torch``, ``torch-bf16`` or ``onnxruntime``
+            for every model (:mod:`segmodels.inference`); env ``SEGMODELS_BACKEND``.
         max_side: uploads are downscaled so their longest side is at most this.
         warmup, repeats: untimed and timed forward passes behind each latency benchmark
             (measured once per model, depth, input size, device and threads, while idle).

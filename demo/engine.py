@@ -64,7 +64,7 @@ class ModelRun:
     labels: np.ndarray | None = None  # H x W uint8 predicted class ids
     error: str | None = None
     latency: Latency | None = None
-    backend: str | None = None  # what ran the forward pass: "torch" or "onnxruntime"
+    backend: str | None = None  # the runtime of the forward pass: "torch", "torch-bf16" or "onnxruntime"
     reused: bool = False  # the mask was computed for an earlier request on the same image
     params: int | None = None
     flops: int | None = None

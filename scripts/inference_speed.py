@@ -3,11 +3,12 @@ batch 1 (and batch 2), timed side by side in interleaved rounds (every candidate
 order shuffled), so machine noise hits all of them alike.
 
     python scripts/inference_speed.py [--threads 2] [--rounds 15] [--size 360x480]
-        [--candidates eager folded folded_cl folded_cl_batch2 compiled onnxruntime] [--smp] [--json OUT]
+        [--candidates eager folded folded_cl folded_cl_bf16 folded_cl_batch2 compiled onnxruntime] [--smp] [--json OUT]
 
 Candidates: ``eager`` (the trained model as loaded), ``folded`` (batch norms folded,
 :func:`segmodels.inference.prepare_for_inference`), ``folded_cl`` (folded + channels_last),
-``folded_cl_batch2`` (two images stacked into one pass, as batching two students' requests
+``folded_cl_bf16`` (the same under bfloat16 autocast, as the Predictor's ``torch-bf16`` runtime
+runs it), ``folded_cl_batch2`` (two images stacked into one pass, as batching two students' requests
 would do; its figure is per image), ``compiled`` (``torch.compile`` of the folded model), ``onnxruntime`` (the folded model
 in ONNX Runtime as the Predictor's onnxruntime backend runs it,
 :func:`segmodels.inference.onnxruntime_session`, if installed). ``--smp`` adds
@@ -64,6 +65,13 @@ def candidates(name: str, wanted: list[str], size: tuple[int, int], threads: int
     if "folded_cl" in wanted:
         folded_cl = prepare_for_inference(raw, channels_last=True)
         runners["folded_cl"] = lambda x, m=folded_cl: m(x.contiguous(memory_format=torch.channels_last)).argmax(1)
+    if "folded_cl_bf16" in wanted:
+        folded_cl = prepare_for_inference(raw, channels_last=True)
+
+        def bf16(x, m=folded_cl):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return m(x.contiguous(memory_format=torch.channels_last)).argmax(1)
+        runners["folded_cl_bf16"] = bf16
     if "folded_cl_batch2" in wanted:
         folded_cl = prepare_for_inference(raw, channels_last=True)
         runners["folded_cl_batch2"] = lambda x, m=folded_cl: m(torch.cat([x, x]).contiguous(memory_format=torch.channels_last)).argmax(1)
@@ -91,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--size", default="360x480")
     parser.add_argument("--models", nargs="*", default=NAMES)
-    parser.add_argument("--candidates", nargs="*", default=["eager", "folded", "folded_cl", "folded_cl_batch2", "compiled", "onnxruntime"])
+    parser.add_argument("--candidates", nargs="*", default=["eager", "folded", "folded_cl", "folded_cl_bf16", "folded_cl_batch2", "compiled", "onnxruntime"])
     parser.add_argument("--smp", action="store_true")
     parser.add_argument("--json")
     args = parser.parse_args(argv)

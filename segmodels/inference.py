@@ -12,24 +12,31 @@ Preparing a model for inference (:func:`prepare_for_inference`):
 * **channels_last** memory format, where it measurably wins (``scripts/inference_speed.py``
   measures it on the machine at hand).
 
-Running a prepared model (``backend``):
+Running a prepared model (a *runtime*, chosen per model, depth and input size):
 
-* **PyTorch**, always available, on any device.
-* **ONNX Runtime** on the CPU, when ``onnxruntime`` and ``onnx`` are installed: the model, its
-  pruning depth and the argmax are exported with ``torch.onnx.export`` for one input size
-  (0.4-0.55 s a model, printed by ``scripts/inference_speed.py``) into an in-memory
-  ``InferenceSession``. On the 2-core CPU, alone, it took 0.89-0.96x PyTorch's time for the four CamVid models (314 against 354 ms and 324
-  against 338 ms at 360x480, 2 threads, two runs of ``scripts/inference_speed.py``). In a
-  server it gains more: a session holds Python's GIL once per pass, PyTorch once per layer,
-  so the web server's thread and the forward pass stop waiting for each other (40 students'
-  p95 wait 19-21 s against 24-25 s, ``scripts/load_test.py students --settle 40``). A session
-  is built by :meth:`Predictor.measure_latency`, which an app calls while idle; until then,
-  and for a size never benchmarked, a prediction runs in PyTorch. Sessions use no memory
-  arena (the arena's extra speed cost about twice the memory) and their idle threads do not
-  spin, so nothing else in the process loses its cores.
+* ``torch``: **PyTorch** in float32, always available, on any device.
+* ``torch-bf16``: **PyTorch under bfloat16 autocast**, on the CPU. Where the processor has
+  bfloat16 matrix units (this project's Xeon has AMX) it took 295 ms against 739 ms in
+  float32 for the four CamVid models (360x480, 2 threads, ``scripts/inference_speed.py``);
+  where it has none it is slower than float32, and is then never chosen (below). On the CamVid
+  val split its masks agree with float32's on 99.6-99.8 % of the pixels and move val mIoU by
+  at most 0.003, less than the 0.0052 between two training seeds.
+* ``onnxruntime``: **ONNX Runtime** on the CPU, when ``onnxruntime`` and ``onnx`` are
+  installed: the model, its pruning depth and the argmax are exported with
+  ``torch.onnx.export`` for one input size (0.45-0.9 s a model, printed by
+  ``scripts/inference_speed.py``) into an in-memory ``InferenceSession`` with no memory arena
+  (the arena's extra speed cost about twice the memory) and no spinning idle threads, so nothing
+  else in the process loses its cores. A session holds Python's GIL once per pass, PyTorch once
+  per layer, so a web server's thread and the forward pass wait less for each other.
+
+``backend="auto"`` times every runtime the device offers, side by side, when a key is
+benchmarked (:meth:`Predictor.measure_latency`, which an app calls while idle) and runs the
+key with the fastest from then on; until then, and for a size never benchmarked, PyTorch in
+float32 runs it. A fixed backend runs every key with that runtime (``onnxruntime`` once the
+key's session is built, PyTorch before).
 
 Latency does not depend on an image's content, only on the model, its pruning depth, the
-input size, the device, the backend and the number of threads. :meth:`Predictor.measure_latency` times
+input size, the device, the runtime and the number of threads. :meth:`Predictor.measure_latency` times
 warm-up plus repeated passes once per such key and caches the median and interquartile
 range; a request then needs one forward pass, not eight."""
 
@@ -44,6 +51,7 @@ import time
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +66,9 @@ from .models import SegmentationModel
 log = logging.getLogger(__name__)
 
 FOLD_TOLERANCE = 1e-3  # largest |folded - original| logit difference, relative to the logits' range
-BACKENDS = ("auto", "torch", "onnxruntime")
+BACKENDS = ("auto", "torch", "torch-bf16", "onnxruntime")
+CPU_ONLY = ("torch-bf16", "onnxruntime")
+LOSING_FACTOR = 3.0  # a runtime this many times slower than the best in its first timed pass is not timed further
 MAX_SESSIONS = 16  # ONNX Runtime sessions kept (about 30-90 MB each for the CamVid models at 360x480)
 
 
@@ -143,6 +153,13 @@ def onnxruntime_available() -> bool:
     return all(importlib.util.find_spec(package) is not None for package in ("onnxruntime", "onnx"))
 
 
+def device_runtimes(device: torch.device) -> tuple[str, ...]:
+    """The runtimes ``backend="auto"`` times on ``device``."""
+    if device.type != "cpu":
+        return ("torch",)
+    return ("torch", "torch-bf16") + (("onnxruntime",) if onnxruntime_available() else ())
+
+
 class _LabelsAt(nn.Module):
     """A model at one pruning depth, ending in its argmax: what an exported session returns."""
 
@@ -199,7 +216,7 @@ class Prediction:
 
     labels: np.ndarray  # H x W uint8 class ids
     forward_ms: float  # wall time of this forward pass (argmax included)
-    backend: str = "torch"  # what ran it: "torch" or "onnxruntime"
+    backend: str = "torch"  # the runtime that ran it: "torch", "torch-bf16" or "onnxruntime"
 
 
 @dataclass
@@ -225,8 +242,9 @@ class Predictor:
         amp: autocast to bfloat16 (float16 where bfloat16 is unsupported). Default: off. On an
             H200 these batch-1 models are launch-bound, and autocast with channels_last made a
             click 1.31x slower than fp32 NCHW (scripts/device_latency.py).
-        backend: ``torch``, ``onnxruntime`` (CPU only; see the module docstring) or ``auto``
-            (ONNX Runtime on the CPU when it is installed, else PyTorch).
+        backend: ``auto`` (the fastest runtime measured for each key), or one runtime for all:
+            ``torch``, ``torch-bf16`` or ``onnxruntime`` (the last two on the CPU only); see
+            the module docstring.
 
     Example:
         >>> predictor = Predictor()
@@ -241,9 +259,12 @@ class Predictor:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         self.weights_dir = Path(weights_dir)
         self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
-        if backend == "onnxruntime" and (self.device.type != "cpu" or not onnxruntime_available()):
-            raise ValueError("the onnxruntime backend needs device cpu and the onnxruntime and onnx packages")
-        self.backend = "onnxruntime" if backend == "onnxruntime" or (backend == "auto" and self.device.type == "cpu" and onnxruntime_available()) else "torch"
+        if backend in CPU_ONLY and self.device.type != "cpu":
+            raise ValueError(f"the {backend} backend needs device cpu")
+        if backend == "onnxruntime" and not onnxruntime_available():
+            raise ValueError("the onnxruntime backend needs the onnxruntime and onnx packages")
+        self.backend = backend
+        self.runtimes = device_runtimes(self.device) if backend == "auto" else (backend,)
         self.threads = threads
         if threads:
             torch.set_num_threads(threads)
@@ -254,6 +275,7 @@ class Predictor:
         self._latency: OrderedDict[tuple, Latency] = OrderedDict()
         self._flops: OrderedDict[tuple, int] = OrderedDict()
         self._sessions: OrderedDict[tuple, object] = OrderedDict()  # (name, depth, size) -> ONNX Runtime session, or None where export failed
+        self._chosen: OrderedDict[tuple, str] = OrderedDict()  # (name, depth, size) -> the runtime its benchmark chose
 
     # ------------------------------------------------------------------ models
 
@@ -274,7 +296,7 @@ class Predictor:
             return loaded
 
     def _forget(self, name: str) -> None:
-        for cache in (self._latency, self._flops, self._sessions):
+        for cache in (self._latency, self._flops, self._sessions, self._chosen):
             for key in [k for k in cache if k[0] == name]:
                 del cache[key]
 
@@ -307,14 +329,23 @@ class Predictor:
     def _options(depth: int | None) -> dict:
         return {} if depth is None else {"depth": depth}
 
-    def _forward(self, model: SegmentationModel, x: torch.Tensor, depth: int | None) -> torch.Tensor:
-        dtype = torch.bfloat16 if self.device.type != "cuda" or torch.cuda.is_bf16_supported() else torch.float16
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=self.amp):
+    def _forward(self, model: SegmentationModel, x: torch.Tensor, depth: int | None, runtime: str) -> torch.Tensor:
+        bf16 = runtime == "torch-bf16"
+        dtype = torch.bfloat16 if bf16 or self.device.type != "cuda" or torch.cuda.is_bf16_supported() else torch.float16
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=self.amp or bf16):
             return model(x, **self._options(depth)).argmax(1)[0]
 
+    def runtime(self, name: str, size: tuple[int, int], depth: int | None = None) -> str:
+        """What runs this key now: the runtime its benchmark chose, else the fixed backend's
+        (PyTorch until an ONNX Runtime session is built)."""
+        chosen = self._chosen.get(self._session_key(name, size, depth))
+        if chosen is not None:
+            return chosen
+        return self.backend if self.backend in ("torch", "torch-bf16") else "torch"
+
     def _session(self, name: str, size: tuple[int, int], depth: int | None, build: bool = False):
-        """The ONNX Runtime session of this key (built first when ``build``), or None: PyTorch runs it."""
-        if self.backend != "onnxruntime":
+        """The ONNX Runtime session of this key (built first when ``build``), or None."""
+        if "onnxruntime" not in self.runtimes:
             return None
         key = self._session_key(name, size, depth)
         with self.lock:
@@ -333,11 +364,11 @@ class Predictor:
     def _session_key(name: str, size: tuple[int, int], depth: int | None) -> tuple:
         return (name, depth, tuple(int(s) for s in size))
 
-    def _labels(self, model: SegmentationModel, x: torch.Tensor, depth: int | None, session) -> np.ndarray:
-        """H x W uint8 class ids of one pass, by ``session`` when there is one, else PyTorch."""
-        if session is not None:
+    def _labels(self, model: SegmentationModel, x: torch.Tensor, depth: int | None, runtime: str, session) -> np.ndarray:
+        """H x W uint8 class ids of one pass with ``runtime`` (``session`` for ONNX Runtime)."""
+        if runtime == "onnxruntime":
             return session.run(None, {"image": x.contiguous().cpu().numpy()})[0][0]
-        return self._forward(model, x, depth).to(torch.uint8).cpu().numpy()
+        return self._forward(model, x, depth, runtime).to(torch.uint8).cpu().numpy()
 
     def predict(self, name: str, x: torch.Tensor, depth: int | None = None) -> Prediction:
         """Class ids of one forward pass on the prepared tensor ``x``, how long it took and
@@ -345,10 +376,11 @@ class Predictor:
         with self.lock:
             model = self.model(name)
             self._check_depth(name, model, depth)
-            session = self._session(name, x.shape[-2:], depth)
+            runtime = self.runtime(name, x.shape[-2:], depth)
+            session = self._session(name, x.shape[-2:], depth) if runtime == "onnxruntime" else None
             started = time.perf_counter()
-            labels = self._labels(model, x, depth, session)
-            return Prediction(labels, (time.perf_counter() - started) * 1000, "torch" if session is None else "onnxruntime")
+            labels = self._labels(model, x, depth, runtime, session)
+            return Prediction(labels, (time.perf_counter() - started) * 1000, runtime)
 
     @staticmethod
     def _check_depth(name: str, model: SegmentationModel, depth: int | None) -> None:
@@ -360,33 +392,53 @@ class Predictor:
 
     def latency_key(self, name: str, size: tuple[int, int], depth: int | None = None) -> tuple:
         key = self._session_key(name, size, depth)
-        backend = "torch" if self._sessions.get(key) is None else "onnxruntime"
-        return (*key, str(self.device), torch.get_num_threads(), self.channels_last, self.amp, backend)
+        return (*key, str(self.device), torch.get_num_threads(), self.channels_last, self.amp, self.runtime(name, size, depth))
 
     def latency(self, name: str, size: tuple[int, int], depth: int | None = None) -> Latency | None:
         """The cached benchmark for this key, or None when it was never measured."""
         return self._latency.get(self.latency_key(name, size, depth))
 
-    def measure_latency(self, name: str, size: tuple[int, int], depth: int | None = None, warmup: int = 1, repeats: int = 5) -> Latency:
-        """Time ``repeats`` passes after ``warmup`` on a random image of ``size`` and cache
-        the result; holds :attr:`lock` for one pass at a time, so a waiting job gets the
-        device between passes. With the ONNX Runtime backend the key's session is built
-        first, and it is what is timed (and what predictions at this key run from now on)."""
+    def time_runtimes(self, name: str, size: tuple[int, int], depth: int | None = None, warmup: int = 1, repeats: int = 5) -> dict[str, list[float]]:
+        """Milliseconds of ``repeats`` passes of every runtime of :attr:`runtimes` on a random
+        image of ``size``, in interleaved rounds after ``warmup`` passes each; holds
+        :attr:`lock` for one pass at a time, so a waiting job gets the device between passes.
+        An ONNX Runtime session is built first (left out where the export fails). A runtime
+        whose first timed pass is over :data:`LOSING_FACTOR` times the best one's is left out of
+        the rounds (bfloat16 on a processor without bfloat16 units would hold the device for
+        seconds a pass)."""
         model = self.model(name)
         self._check_depth(name, model, depth)
         session = self._session(name, size, depth, build=True)
+        runtimes = [runtime for runtime in self.runtimes if runtime != "onnxruntime" or session is not None]
         x = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0)).to(self.device)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
 
-        def one_pass():
+        def one_pass(runtime: str):
             with self.lock:
-                self._labels(model, x, depth, session)
+                self._labels(model, x, depth, runtime, session)
 
-        timings = time_forward(one_pass, self.device, warmup, repeats)
-        summary = summarize_timings(timings)
-        result = Latency(summary["median_ms"], summary["iqr_ms"], len(timings), "benchmark", time.time())
+        timings = {runtime: time_forward(partial(one_pass, runtime), self.device, warmup, 1) for runtime in runtimes}
+        best = min(values[0] for values in timings.values())
+        timings = {runtime: values for runtime, values in timings.items() if values[0] <= LOSING_FACTOR * best}
+        for _ in range(repeats - 1):
+            for runtime in timings:
+                timings[runtime] += time_forward(partial(one_pass, runtime), self.device, 0, 1)
+        return timings
+
+    def measure_latency(self, name: str, size: tuple[int, int], depth: int | None = None, warmup: int = 1, repeats: int = 5) -> Latency:
+        """Benchmark the key (:meth:`time_runtimes`), run it from now on with the runtime of
+        the lowest median, and cache that runtime's latency. A session that lost is dropped."""
+        timings = self.time_runtimes(name, size, depth, warmup, repeats)
+        summaries = {runtime: summarize_timings(values) for runtime, values in timings.items()}
+        fastest = min(summaries, key=lambda runtime: summaries[runtime]["median_ms"])
+        result = Latency(summaries[fastest]["median_ms"], summaries[fastest]["iqr_ms"], len(timings[fastest]), "benchmark", time.time())
+        key = self._session_key(name, size, depth)
         with self.lock:
+            self._chosen[key] = fastest
+            _trim(self._chosen)
+            if fastest != "onnxruntime":
+                self._sessions.pop(key, None)
             self._latency[self.latency_key(name, size, depth)] = result
             _trim(self._latency)
         return result
@@ -402,4 +454,4 @@ def _trim(cache: OrderedDict, limit: int = 512) -> None:
         cache.popitem(last=False)
 
 
-__all__ = ["Latency", "Prediction", "Predictor", "fold_batchnorm", "onnxruntime_available", "onnxruntime_session", "prepare_for_inference", "single_pass_latency"]
+__all__ = ["Latency", "Prediction", "Predictor", "device_runtimes", "fold_batchnorm", "onnxruntime_available", "onnxruntime_session", "prepare_for_inference", "single_pass_latency"]

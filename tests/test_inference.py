@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from segmodels import create_model, zoo
-from segmodels.inference import Predictor, fold_batchnorm, onnxruntime_available, prepare_for_inference
+from segmodels.inference import Predictor, device_runtimes, fold_batchnorm, onnxruntime_available, prepare_for_inference
 
 
 def trained_like(model: nn.Module) -> nn.Module:
@@ -157,10 +157,45 @@ def test_onnxruntime_runs_a_key_once_its_benchmark_built_the_session(own_zoo):
     assert predictor.model("shapes/deeplabv3p").training is False  # exporting left the shared model in eval mode
 
 
-def test_backend_must_be_known():
-    with pytest.raises(ValueError, match="backend must be one of auto, torch, onnxruntime"):
+def test_backend_must_be_known_and_fit_the_device():
+    with pytest.raises(ValueError, match="backend must be one of auto, torch, torch-bf16, onnxruntime"):
         Predictor(device="cpu", backend="tensorrt")
-    assert Predictor(device="cpu", backend="torch").backend == "torch"
+    with pytest.raises(ValueError, match="the torch-bf16 backend needs device cpu"):
+        Predictor(device="cuda", backend="torch-bf16")
+    assert Predictor(device="cpu", backend="torch").runtimes == ("torch",)
+    assert Predictor(device="cpu").runtimes[:2] == ("torch", "torch-bf16")
+    assert device_runtimes(torch.device("cuda")) == ("torch",)
+
+
+def test_auto_runs_each_key_with_the_runtime_its_benchmark_found_fastest(own_zoo, monkeypatch):
+    predictor = Predictor(own_zoo, device="cpu", backend="auto")
+    x = predictor.to_tensor(np.random.default_rng(2).integers(0, 255, (40, 56, 3), dtype=np.uint8))
+    name = "shapes/unet"
+    assert predictor.predict(name, x).backend == "torch"  # not benchmarked yet: float32
+    medians = {"torch": 9.0, "torch-bf16": 3.0, "onnxruntime": 6.0}
+    monkeypatch.setattr(predictor, "time_runtimes", lambda *args, **kwargs: {runtime: [medians[runtime]] * 5 for runtime in predictor.runtimes})
+    assert predictor.measure_latency(name, (40, 56)).median_ms == 3.0
+    bf16 = predictor.predict(name, x)
+    assert bf16.backend == predictor.runtime(name, (40, 56)) == "torch-bf16"
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = predictor.model(name)(x).argmax(1)[0].to(torch.uint8).numpy()
+    assert np.array_equal(bf16.labels, expected)
+    assert predictor.predict(name, predictor.to_tensor(np.zeros((24, 32, 3), np.uint8))).backend == "torch"  # another size: another key
+    medians["torch-bf16"] = 12.0
+    assert predictor.measure_latency(name, (40, 56)).median_ms == min(medians[runtime] for runtime in predictor.runtimes)
+    assert predictor.runtime(name, (40, 56)) == ("onnxruntime" if "onnxruntime" in predictor.runtimes else "torch")
+
+
+def test_a_runtime_far_slower_in_its_first_pass_is_not_timed_further(own_zoo, monkeypatch):
+    from segmodels import inference
+
+    predictor = Predictor(own_zoo, device="cpu", backend="auto")
+    passes = {"torch": 10.0, "torch-bf16": 31.0, "onnxruntime": 10.0}
+    monkeypatch.setattr(inference, "time_forward", lambda run, device, warmup, repeats: [passes[run.args[0]]] * repeats)
+    timings = predictor.time_runtimes("shapes/unet", (32, 32), warmup=0, repeats=4)
+    assert "torch-bf16" not in timings and all(len(values) == 4 for values in timings.values())
+    passes["torch-bf16"] = 29.0
+    assert "torch-bf16" in predictor.time_runtimes("shapes/unet", (32, 32), warmup=0, repeats=4)
 
 
 def test_device_latency_script_times_a_click_for_each_option_set(own_zoo, capsys):

@@ -19,7 +19,7 @@ from ..engine import ModelRun, ModelUnavailable
 from ..errors import InputError, error_text, user_errors, user_message
 from ..scores import LATENCY_NOTE, card_miou, card_per_class, gaps_to_best, latency_columns, noise_note, rounded, seed_noise
 
-RUNTIME_NAMES = {"torch": "PyTorch", "onnxruntime": "ONNX Runtime"}
+RUNTIME_NAMES = {"torch": "PyTorch", "torch-bf16": "PyTorch in bfloat16", "onnxruntime": "ONNX Runtime"}
 MASKS = tuple(f"mask_{arch}" for arch in ARCH_ORDER)
 VIEW = View("status", "legend", "image", "truth", *MASKS, "table", "scatter", "bars", "per_class", "current", "session")
 RESTYLE = View("truth", *MASKS)
