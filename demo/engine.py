@@ -26,7 +26,7 @@ import torch
 
 from segmodels import ARCH_NAMES, ARCHITECTURES, zoo
 from segmodels.data import DatasetInfo
-from segmodels.inference import Latency, Predictor, single_pass_latency
+from segmodels.inference import BenchmarkInterrupted, Latency, Predictor, single_pass_latency
 from segmodels.metrics import ConfusionMatrix
 from segmodels.receptive_field import LayerField, effective_receptive_field, theoretical_receptive_field
 
@@ -364,8 +364,9 @@ class Engine:
 class IdleBenchmarker:
     """Measures latency benchmarks in a background thread, only while no request is running
     and none ran for ``idle_seconds``; a figure older than ``max_age_s`` is measured again.
-    Requests hold :meth:`busy`; the benchmark takes the predictor's lock one pass at a time,
-    so a request waits for at most one forward pass."""
+    Requests hold :meth:`busy`; the benchmark takes the predictor's lock one pass at a time
+    and stops (to be measured again when idle) as soon as a request is running, so a request
+    waits for at most one forward pass."""
 
     def __init__(self, predictor: Predictor, idle_seconds: float = 2.0, max_age_s: float = 1800.0, warmup: int = 1, repeats: int = 5, max_pending: int = 256):
         self.predictor = predictor
@@ -390,6 +391,9 @@ class IdleBenchmarker:
                 self._active -= 1
                 self._last_request = time.monotonic()
                 self._condition.notify_all()
+
+    def _requested(self) -> bool:
+        return self._active > 0
 
     def request(self, name: str, size: tuple[int, int], depth: int | None) -> None:
         """Ask for a benchmark of this key unless a fresh one is cached."""
@@ -423,7 +427,9 @@ class IdleBenchmarker:
         while True:
             name, size, depth = self._wait_for_idle()
             try:
-                self.predictor.measure_latency(name, size, depth, self.warmup, self.repeats)
+                self.predictor.measure_latency(name, size, depth, self.warmup, self.repeats, interrupted=self._requested)
+            except BenchmarkInterrupted:
+                self.request(name, size, depth)
             except Exception as error:  # noqa: BLE001 - a broken model is reported by requests, not here
                 log.warning("latency benchmark of %s failed: %s", name, error)
 

@@ -50,6 +50,7 @@ import threading
 import time
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -189,6 +190,10 @@ def onnxruntime_session(model: SegmentationModel, size: tuple[int, int], depth: 
     options.enable_cpu_mem_arena = False
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return onnxruntime.InferenceSession(exported.getvalue(), options, providers=["CPUExecutionProvider"])
+
+
+class BenchmarkInterrupted(RuntimeError):
+    """A latency benchmark stopped because ``interrupted()`` said so; nothing was cached."""
 
 
 @dataclass(frozen=True)
@@ -398,14 +403,17 @@ class Predictor:
         """The cached benchmark for this key, or None when it was never measured."""
         return self._latency.get(self.latency_key(name, size, depth))
 
-    def time_runtimes(self, name: str, size: tuple[int, int], depth: int | None = None, warmup: int = 1, repeats: int = 5) -> dict[str, list[float]]:
+    def time_runtimes(self, name: str, size: tuple[int, int], depth: int | None = None, warmup: int = 1, repeats: int = 5,
+                      interrupted: Callable[[], bool] | None = None) -> dict[str, list[float]]:
         """Milliseconds of ``repeats`` passes of every runtime of :attr:`runtimes` on a random
         image of ``size``, in interleaved rounds after ``warmup`` passes each; holds
         :attr:`lock` for one pass at a time, so a waiting job gets the device between passes.
         An ONNX Runtime session is built first (left out where the export fails). A runtime
         whose first timed pass is over :data:`LOSING_FACTOR` times the best one's is left out of
         the rounds (bfloat16 on a processor without bfloat16 units would hold the device for
-        seconds a pass)."""
+        seconds a pass). Before every pass ``interrupted()`` is asked; when it is true,
+        :class:`BenchmarkInterrupted` is raised and nothing is cached (an app asks whether a
+        request is waiting, so a benchmark never delays one by more than one pass)."""
         model = self.model(name)
         self._check_depth(name, model, depth)
         session = self._session(name, size, depth, build=True)
@@ -415,6 +423,8 @@ class Predictor:
             x = x.contiguous(memory_format=torch.channels_last)
 
         def one_pass(runtime: str):
+            if interrupted is not None and interrupted():
+                raise BenchmarkInterrupted(f"{name} (depth {depth}, {size}): a request came first")
             with self.lock:
                 self._labels(model, x, depth, runtime, session)
 
@@ -426,10 +436,11 @@ class Predictor:
                 timings[runtime] += time_forward(partial(one_pass, runtime), self.device, 0, 1)
         return timings
 
-    def measure_latency(self, name: str, size: tuple[int, int], depth: int | None = None, warmup: int = 1, repeats: int = 5) -> Latency:
+    def measure_latency(self, name: str, size: tuple[int, int], depth: int | None = None, warmup: int = 1, repeats: int = 5,
+                        interrupted: Callable[[], bool] | None = None) -> Latency:
         """Benchmark the key (:meth:`time_runtimes`), run it from now on with the runtime of
         the lowest median, and cache that runtime's latency. A session that lost is dropped."""
-        timings = self.time_runtimes(name, size, depth, warmup, repeats)
+        timings = self.time_runtimes(name, size, depth, warmup, repeats, interrupted)
         summaries = {runtime: summarize_timings(values) for runtime, values in timings.items()}
         fastest = min(summaries, key=lambda runtime: summaries[runtime]["median_ms"])
         result = Latency(summaries[fastest]["median_ms"], summaries[fastest]["iqr_ms"], len(timings[fastest]), "benchmark", time.time())
@@ -454,4 +465,4 @@ def _trim(cache: OrderedDict, limit: int = 512) -> None:
         cache.popitem(last=False)
 
 
-__all__ = ["Latency", "Prediction", "Predictor", "device_runtimes", "fold_batchnorm", "onnxruntime_available", "onnxruntime_session", "prepare_for_inference", "single_pass_latency"]
+__all__ = ["BenchmarkInterrupted", "Latency", "Prediction", "Predictor", "device_runtimes", "fold_batchnorm", "onnxruntime_available", "onnxruntime_session", "prepare_for_inference", "single_pass_latency"]

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from segmodels import create_model, zoo
-from segmodels.inference import Predictor, device_runtimes, fold_batchnorm, onnxruntime_available, prepare_for_inference
+from segmodels.inference import BenchmarkInterrupted, Predictor, device_runtimes, fold_batchnorm, onnxruntime_available, prepare_for_inference
 
 
 def trained_like(model: nn.Module) -> nn.Module:
@@ -134,6 +134,32 @@ def test_idle_benchmarker_waits_for_quiet(tiny_config):
     while predictor.latency("shapes/unet", (32, 32)) is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert predictor.latency("shapes/unet", (32, 32)) is not None and benchmarker.pending() == 0
+
+
+def test_a_request_interrupts_a_benchmark_which_runs_again_when_idle(tiny_config, monkeypatch):
+    from demo.engine import IdleBenchmarker
+
+    predictor = Predictor(tiny_config().weights_dir, device="cpu", backend="torch")
+    with pytest.raises(BenchmarkInterrupted):
+        predictor.measure_latency("shapes/unet", (32, 32), warmup=0, repeats=3, interrupted=lambda: True)
+    assert predictor.latency("shapes/unet", (32, 32)) is None
+    passes = []
+    labels = predictor._labels
+    monkeypatch.setattr(predictor, "_labels", lambda *args: passes.append(time.monotonic()) or time.sleep(0.05) or labels(*args))
+    benchmarker = IdleBenchmarker(predictor, idle_seconds=0.05, warmup=0, repeats=40)
+    benchmarker.request("shapes/unet", (32, 32), None)
+    benchmarker.start()
+    deadline = time.monotonic() + 10
+    while not passes and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with benchmarker.busy():
+        entered = time.monotonic()
+        time.sleep(0.5)
+        assert len([t for t in passes if t > entered]) <= 1  # at most the pass under way
+        assert predictor.latency("shapes/unet", (32, 32)) is None and benchmarker.pending() == 1  # asked for again
+    while predictor.latency("shapes/unet", (32, 32)) is None and time.monotonic() < deadline + 10:
+        time.sleep(0.05)
+    assert predictor.latency("shapes/unet", (32, 32)).samples == 40
 
 
 @pytest.mark.skipif(not onnxruntime_available(), reason="onnxruntime and onnx are not installed")
