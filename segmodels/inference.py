@@ -16,8 +16,9 @@ Running a prepared model (a *runtime*, chosen per model, depth and input size):
 
 * ``torch``: **PyTorch** in float32, always available, on any device.
 * ``torch-bf16``: **PyTorch under bfloat16 autocast**, on the CPU. Where the processor has
-  bfloat16 matrix units (this project's Xeon has AMX) it took 295 ms against 739 ms in
-  float32 for the four CamVid models (360x480, 2 threads, ``scripts/inference_speed.py``);
+  bfloat16 matrix units (this project's Xeon has AMX) it took 295-321 ms against 739-778 ms
+  in float32 for the four CamVid models (360x480, 2 threads, two runs of
+  ``scripts/inference_speed.py``);
   where it has none it is slower than float32, and is then never chosen (below). On the CamVid
   val split its masks agree with float32's on 99.6-99.8 % of the pixels and move val mIoU by
   at most 0.003, less than the 0.0052 between two training seeds.

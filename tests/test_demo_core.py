@@ -25,7 +25,7 @@ from demo.controls import PICKED, PREVIEW, SET_CHANGED, Controls
 from demo.core import App, PredictionKey, SessionCache
 from demo.files import ImageFiles
 from demo.scores import latency_columns
-from demo.tabs import compare, instances, tab_modules
+from demo.tabs import compare, instances, pruning, tab_modules
 from segmodels import zoo
 from segmodels.data import CAMVID, render_shapes
 from segmodels.inference import Latency
@@ -390,17 +390,27 @@ def test_an_image_asked_for_again_reuses_its_masks_across_sessions(tiny_config, 
     first = compare.VIEW.named(final(tab.stream(EXAMPLE, None, None, "shapes", ["unet", "unetpp"], 4, 0.5, None)))
     assert len(passes) == 2 and "already run" not in first["status"]
     second = compare.VIEW.named(final(tab.stream(EXAMPLE, None, None, "shapes", ["unet", "unetpp"], 4, 0.5, None)))  # another session
-    assert len(passes) == 2 and "U-Net, U-Net++ L4 had already run on this same image for an earlier request, so their masks were shared" in second["status"]
+    assert len(passes) == 2 and "2 of 2 models: their masks were computed on **CPU** (PyTorch) for an earlier request on this same image and shared" in second["status"]
+    third = compare.VIEW.named(final(tab.stream(EXAMPLE, None, None, "shapes", ["unet", "deeplabv3p"], 4, 0.5, None)))
+    assert len(passes) == 3 and "one forward pass each; U-Net had already run on this same image for an earlier request, so its mask was shared." in third["status"]
     assert second["table"]["mIoU (this image)"].tolist() == first["table"]["mIoU (this image)"].tolist()
     reused = list(app.engine.run_models("shapes", ["unet"], app.current_image(EXAMPLE, None, None, "shapes").image, 4))[0]
     assert reused.reused and not reused.labels.flags.writeable  # one array for every session: nobody may draw on it
     tab.compare("shapes-1001", None, None, "shapes", ["unet"], 4)  # another image runs
     tab.compare(EXAMPLE, None, None, "shapes", ["unetpp"], 2)  # another depth runs
-    assert passes[2:] == ["shapes/unet", "shapes/unetpp"]
+    assert passes[3:] == ["shapes/unet", "shapes/unetpp"]
     weights = own_zoo / "shapes" / "unet.pt"
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # the weight file was replaced
     tab.compare(EXAMPLE, None, None, "shapes", ["unet"], 4)
-    assert passes[4:] == ["shapes/unet"]
+    assert passes[5:] == ["shapes/unet"]
+
+
+def test_the_pruning_tab_says_when_every_depth_was_shared(app):
+    tab = pruning.Pruning(app)
+    first = pruning.VIEW.named(final(tab.stream(EXAMPLE, None, None, "shapes", 0.5, None)))["status"]
+    again = pruning.VIEW.named(final(tab.stream(EXAMPLE, None, None, "shapes", 0.5, None)))["status"]
+    assert "one forward pass each." in first and "shared" not in first.split("<small>")[0]
+    assert "their masks were computed for an earlier request on this same image and shared, so no forward pass ran now." in again
 
 
 def test_shared_masks_stay_within_their_memory_and_can_be_turned_off(tiny_config):

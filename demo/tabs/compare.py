@@ -138,10 +138,14 @@ class Compare:
             return
         ok = sum(run.ok for run in runs)
         runtimes = " and ".join(sorted({RUNTIME_NAMES[run.backend] for run in runs if run.ok}))
-        lines = [f"**{current.label}** ({current.size[1]}x{current.size[0]} px): {ok} of {len(runs)} models ran on **{self.app.engine.device.type.upper()}** ({runtimes}), one forward pass each."]
+        device = self.app.engine.device.type.upper()
         reused = [run.name for run in runs if run.ok and run.reused]
-        if reused:
-            lines[0] = lines[0][:-1] + f"; {', '.join(reused)} had already run on this same image for an earlier request, so {'its mask was' if len(reused) == 1 else 'their masks were'} shared and took no pass now."
+        if reused and len(reused) == ok:
+            first = f"{ok} of {len(runs)} models: their masks were computed on **{device}** ({runtimes}) for an earlier request on this same image and shared, so no forward pass ran now."
+        else:
+            first = f"{ok} of {len(runs)} models ran on **{device}** ({runtimes}), one forward pass each"
+            first += f"; {', '.join(reused)} had already run on this same image for an earlier request, so {'its mask was' if len(reused) == 1 else 'their masks were'} shared." if reused else "."
+        lines = [f"**{current.label}** ({current.size[1]}x{current.size[0]} px): {first}"]
         lines += [f"- **{run.name}**: {run.error}" for run in runs if not run.ok]
         lines += [f"- {note}" for note in current.notes]
         noise = noise_note(self.app.engine, current.set_name)

@@ -103,9 +103,12 @@ class Pruning:
             return
         truth = "" if result.image.gt is not None else " No ground truth for this image: only the cards' validation mIoU is plotted."
         reused = [f"L{run.depth}" for run in result.runs if run.ok and run.reused]
-        shared = f" {', '.join(reused)} had already run on this same image for an earlier request and {'was' if len(reused) == 1 else 'were'} shared, not run again." if reused else ""
-        status = (f"**{result.image.label}**: {ARCH_NAMES[result.arch]} pruned to depths L{result.depths[0]} to L{result.depths[-1]}, each on the same input tensor, "
-                  f"one forward pass each.{shared}{truth}\n\n<small>{LATENCY_NOTE}</small>")
+        if reused and len(reused) == sum(run.ok for run in result.runs):
+            passes = "their masks were computed for an earlier request on this same image and shared, so no forward pass ran now."
+        else:
+            passes = "one forward pass each" + (f"; {', '.join(reused)} had already run on this same image for an earlier request and {'was' if len(reused) == 1 else 'were'} shared." if reused else ".")
+        status = (f"**{result.image.label}**: {ARCH_NAMES[result.arch]} pruned to depths L{result.depths[0]} to L{result.depths[-1]}, each on the same input tensor: "
+                  f"{passes}{truth}\n\n<small>{LATENCY_NOTE}</small>")
         yield VIEW(status=status, table=gr.update(value=result.table, visible=True), plot=gr.update(value=figures.pruning_figure(result.table), visible=True))
 
     @staticmethod
