@@ -390,7 +390,7 @@ def test_an_image_asked_for_again_reuses_its_masks_across_sessions(tiny_config, 
     first = compare.VIEW.named(final(tab.stream(EXAMPLE, None, None, "shapes", ["unet", "unetpp"], 4, 0.5, None)))
     assert len(passes) == 2 and "already run" not in first["status"]
     second = compare.VIEW.named(final(tab.stream(EXAMPLE, None, None, "shapes", ["unet", "unetpp"], 4, 0.5, None)))  # another session
-    assert len(passes) == 2 and "2 of 2 models: their masks were computed on **CPU** (PyTorch) for an earlier request on this same image and shared" in second["status"]
+    assert len(passes) == 2 and "2 of 2 models ran on **CPU** (PyTorch) for an earlier request on this same image; their masks were shared, so no forward pass ran now." in second["status"]
     third = compare.VIEW.named(final(tab.stream(EXAMPLE, None, None, "shapes", ["unet", "deeplabv3p"], 4, 0.5, None)))
     assert len(passes) == 3 and "one forward pass each; U-Net had already run on this same image for an earlier request, so its mask was shared." in third["status"]
     assert second["table"]["mIoU (this image)"].tolist() == first["table"]["mIoU (this image)"].tolist()

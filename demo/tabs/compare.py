@@ -141,7 +141,7 @@ class Compare:
         device = self.app.engine.device.type.upper()
         reused = [run.name for run in runs if run.ok and run.reused]
         if reused and len(reused) == ok:
-            first = f"{ok} of {len(runs)} models: their masks were computed on **{device}** ({runtimes}) for an earlier request on this same image and shared, so no forward pass ran now."
+            first = f"{ok} of {len(runs)} models ran on **{device}** ({runtimes}) for an earlier request on this same image; their masks were shared, so no forward pass ran now."
         else:
             first = f"{ok} of {len(runs)} models ran on **{device}** ({runtimes}), one forward pass each"
             first += f"; {', '.join(reused)} had already run on this same image for an earlier request, so {'its mask was' if len(reused) == 1 else 'their masks were'} shared." if reused else "."
