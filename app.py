@@ -71,9 +71,12 @@ def main(argv: list[str] | None = None) -> None:
     from demo import DemoConfig, build_demo, launch_kwargs
 
     overrides = {key: value for key, value in (("camvid_dir", args.camvid), ("weights_dir", args.weights), ("device", args.device)) if value is not None}
-    config = DemoConfig(**overrides)
+    try:
+        config = DemoConfig(**overrides)
+        demo = build_demo(config)
+    except ValueError as error:  # a setting out of range: say which, without a traceback
+        raise SystemExit(f"app.py: {error}") from None
     host = args.host or os.environ.get("GRADIO_SERVER_NAME") or ("0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")
-    demo = build_demo(config)
     demo.launch(server_name=host, server_port=port, **launch_kwargs(config))
 
 

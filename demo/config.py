@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from segmodels import zoo
+from segmodels.inference import BACKENDS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ASSETS_DIR = REPO_ROOT / "assets"
@@ -120,6 +121,8 @@ class DemoConfig:
             self.camvid_dir = Path(self.camvid_dir).expanduser().resolve()
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend (SEGMODELS_BACKEND) must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.shared_predictions_mb < 0:
             raise ValueError(f"shared_predictions_mb must be at least 0, got {self.shared_predictions_mb}")
         if self.max_sessions < 1:

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -257,3 +260,11 @@ def test_a_closed_tab_deletes_its_uploads(tmp_path):
     outside.write_bytes(b"x")
     assert delete_uploads({str(mine), str(outside), str(root / "missing.png")}, root) == 1
     assert not mine.exists() and not mine.parent.exists() and outside.exists()
+
+
+def test_a_bad_setting_stops_the_app_with_a_message_not_a_traceback(tmp_path):
+    env = {**os.environ, "SEGMODELS_BACKEND": "tensorrt", "SEGMODELS_UPLOAD_DIR": str(tmp_path / "uploads")}
+    done = subprocess.run([sys.executable, "app.py", "--port", "7999"], cwd=Path(__file__).resolve().parent.parent, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "app.py: backend (SEGMODELS_BACKEND) must be one of auto, torch, torch-bf16, onnxruntime, got 'tensorrt'" in done.stderr
+    assert "Traceback" not in done.stderr
