@@ -363,7 +363,8 @@ class Engine:
 
 class IdleBenchmarker:
     """Measures latency benchmarks in a background thread, only while no request is running
-    and none ran for ``idle_seconds``; a figure older than ``max_age_s`` is measured again.
+    and none ran for ``idle_seconds``; a figure older than ``max_age_s``, or a noisy one (it
+    also chose the key's runtime), is measured again when a request asks for its key.
     Requests hold :meth:`busy`; the benchmark takes the predictor's lock one pass at a time
     and stops (to be measured again when idle) as soon as a request is running, so a request
     waits for at most one forward pass."""
@@ -396,9 +397,9 @@ class IdleBenchmarker:
         return self._active > 0
 
     def request(self, name: str, size: tuple[int, int], depth: int | None) -> None:
-        """Ask for a benchmark of this key unless a fresh one is cached."""
+        """Ask for a benchmark of this key unless a fresh, steady one is cached."""
         cached = self.predictor.latency(name, size, depth)
-        if cached is not None and time.time() - cached.measured_at < self.max_age_s:
+        if cached is not None and not cached.noisy and time.time() - cached.measured_at < self.max_age_s:
             return
         key = self.predictor.latency_key(name, size, depth)
         with self._condition:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from segmodels import create_model, zoo
-from segmodels.inference import BenchmarkInterrupted, Predictor, device_runtimes, fold_batchnorm, onnxruntime_available, prepare_for_inference
+from segmodels.inference import BenchmarkInterrupted, Latency, Predictor, device_runtimes, fold_batchnorm, onnxruntime_available, prepare_for_inference
 
 
 def trained_like(model: nn.Module) -> nn.Module:
@@ -134,6 +134,20 @@ def test_idle_benchmarker_waits_for_quiet(tiny_config):
     while predictor.latency("shapes/unet", (32, 32)) is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert predictor.latency("shapes/unet", (32, 32)) is not None and benchmarker.pending() == 0
+
+
+def test_a_noisy_or_old_benchmark_is_asked_for_again(tiny_config):
+    from demo.engine import IdleBenchmarker
+
+    predictor = Predictor(tiny_config().weights_dir, device="cpu", backend="torch")
+    benchmarker = IdleBenchmarker(predictor, max_age_s=60)
+    key = predictor.latency_key("shapes/unet", (32, 32))
+    for latency, asked in ((Latency(10.0, 1.0, 5, "benchmark", time.time()), False), (Latency(10.0, 6.0, 5, "benchmark", time.time()), True),
+                           (Latency(10.0, 1.0, 5, "benchmark", time.time() - 120), True)):
+        predictor._latency[key] = latency
+        benchmarker.request("shapes/unet", (32, 32), None)
+        assert (benchmarker.pending() == 1) is asked, latency
+        benchmarker._pending.clear()
 
 
 def test_a_request_interrupts_a_benchmark_which_runs_again_when_idle(tiny_config, monkeypatch):
