@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import time
 
-from segmodels import ARCH_NAMES, zoo
+from segmodels import ARCH_NAMES
 from segmodels.data import DatasetInfo
 from segmodels.inference import Latency
 
@@ -74,15 +74,9 @@ def card_per_class(engine: Engine, set_name: str, arch: str, info: DatasetInfo) 
     return [rounded(values.get(name), 4) for name in info.class_names]
 
 
-def seed_noise(engine: Engine, set_name: str) -> float | None:
-    """The set's run-to-run noise in val mIoU (spread over seeds of one recipe), if recorded."""
-    noise = zoo.seed_noise(set_name, engine.weights_dir)
-    return noise["spread"] if noise else None
-
-
-def noise_note(engine: Engine, set_name: str) -> str | None:
-    """One sentence on the set's run-to-run noise, for the results' status."""
-    noise = zoo.seed_noise(set_name, engine.weights_dir)
+def noise_note(noise: dict | None) -> str | None:
+    """One sentence on a set's run-to-run noise (:func:`segmodels.zoo.seed_noise`), for the
+    results' status."""
     if noise is None:
         return None
     arch = noise["model"].split("/")[-1]
@@ -110,4 +104,4 @@ def gaps_to_best(mious: list[float], noise: float | None) -> list[str]:
     return gaps
 
 
-__all__ = ["LATENCY_NOTE", "NOISY", "card_miou", "card_per_class", "gaps_to_best", "latency_columns", "latency_origin", "noise_note", "rounded", "seed_noise"]
+__all__ = ["LATENCY_NOTE", "NOISY", "card_miou", "card_per_class", "gaps_to_best", "latency_columns", "latency_origin", "noise_note", "rounded"]

@@ -152,10 +152,14 @@ def seed_variance(card: dict, seed_run_dirs: list[Path]) -> dict:
 
 def seed_noise(set_name: str, weights_dir: Path = WEIGHTS_DIR) -> dict | None:
     """The run-to-run noise recorded for a model set: the ``seed_variance`` of the first of its
-    cards that has one, with that model's name (``None`` without one)."""
+    readable cards that has one, with that model's name (``None`` without one). An unreadable
+    card is passed over: it is reported where its model is used."""
     for name in list_models(weights_dir):
         if name.startswith(f"{set_name}/"):
-            variance = load_card(name, weights_dir).get("seed_variance")
+            try:
+                variance = load_card(name, weights_dir).get("seed_variance")
+            except (WeightsError, OSError, ValueError):
+                continue
             if variance:
                 return {"model": name, **variance}
     return None

@@ -88,6 +88,13 @@ def test_compare_marks_gaps_within_the_recorded_seed_noise(tiny_config, own_zoo)
     assert "U-Net trained twice with the same recipe (seeds 0 and 1) scored 0.6100 and 0.6350 val mIoU" in status and "**0.0250** or less" in status
 
 
+def test_an_unreadable_card_leaves_the_other_models_and_the_noise_alone(tiny_config, own_zoo):
+    (own_zoo / "shapes" / "unet3p.json").write_text("{not json")
+    result = compare.Compare(App(tiny_config(weights_dir=own_zoo))).compare(EXAMPLE, None, None, "shapes", ["unet", "unet3p"], 4)
+    assert [run.ok for run in result.runs] == [True, False] and "model card could not be loaded" in result.runs[1].error
+    assert result.noise is None and list(result.table["Val gap to best"]) == ["best", "-"]
+
+
 def test_compare_miou_equals_segmodels_metrics(app, tiny_zoo):
     image, gt, _ = example_image_and_mask()
     result = compare.Compare(app).compare(EXAMPLE, None, None, "shapes", ALL, 2)

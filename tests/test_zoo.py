@@ -188,3 +188,5 @@ def test_export_records_the_seed_spread_of_the_same_recipe(tmp_path, capsys):
     assert zoo.seed_noise("other", target) is None
     assert main(["zoo", "--weights", str(target)]) == 0
     assert "toy run-to-run noise: toy/unet trained with the same recipe, val mIoU seed 0 0.7000, seed 1 0.7125: spread 0.0125" in capsys.readouterr().out
+    (target / "toy" / "aaa.json").write_text("{not json")  # listed first, unreadable: passed over
+    assert zoo.seed_noise("toy", target)["model"] == "toy/unet"

@@ -10,14 +10,14 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from segmodels import ARCH_NAMES
+from segmodels import ARCH_NAMES, zoo
 
 from .. import explanations, figures, text
 from ..context import Shared, View, hidden
 from ..core import ARCH_ORDER, App, CurrentImage, PredictionKey, SessionCache
 from ..engine import ModelRun, ModelUnavailable
 from ..errors import InputError, error_text, user_errors, user_message
-from ..scores import LATENCY_NOTE, card_miou, card_per_class, gaps_to_best, latency_columns, noise_note, rounded, seed_noise
+from ..scores import LATENCY_NOTE, card_miou, card_per_class, gaps_to_best, latency_columns, noise_note, rounded
 
 RUNTIME_NAMES = {"torch": "PyTorch", "torch-bf16": "PyTorch in bfloat16", "onnxruntime": "ONNX Runtime"}
 MASKS = tuple(f"mask_{arch}" for arch in ARCH_ORDER)
@@ -29,13 +29,15 @@ SHOWN = View("status", "legend", "image", "truth", *MASKS, "table", "scatter", "
 @dataclass
 class CompareResult:
     """The chosen models on one image: their runs, the comparison table and per-class IoU
-    (on the image when it has ground truth, else from the model cards)."""
+    (on the image when it has ground truth, else from the model cards), and the set's
+    run-to-run noise (:func:`segmodels.zoo.seed_noise`) the table's gaps are judged by."""
 
     image: CurrentImage
     runs: list[ModelRun]
     table: pd.DataFrame
     per_class: pd.DataFrame
     per_class_source: str
+    noise: dict | None
 
 
 class Compare:
@@ -76,10 +78,11 @@ class Compare:
             else:
                 values = card_per_class(engine, current.set_name, run.arch, info) if run.ok else [None] * info.num_classes
             per_class.append({"Model": run.name, **{f"IoU {name}": rounded(v, 4) for name, v in zip(info.class_names, values)}})
+        noise = zoo.seed_noise(current.set_name, engine.weights_dir)
         table = pd.DataFrame(rows)
-        table.insert(table.columns.get_loc("mIoU (card, val set)") + 1, "Val gap to best", gaps_to_best(table["mIoU (card, val set)"].tolist(), seed_noise(engine, current.set_name)))
+        table.insert(table.columns.get_loc("mIoU (card, val set)") + 1, "Val gap to best", gaps_to_best(table["mIoU (card, val set)"].tolist(), noise["spread"] if noise else None))
         source = "this image" if current.gt is not None else "validation set, from the model cards"
-        return CompareResult(current, runs, table, pd.DataFrame(per_class), source)
+        return CompareResult(current, runs, table, pd.DataFrame(per_class), source, noise)
 
     def compare(self, example, image_file, mask_file, set_name, models, depth) -> CompareResult:
         """Every chosen model on the image, one forward pass each (tests and scripts)."""
@@ -148,7 +151,7 @@ class Compare:
         lines = [f"**{current.label}** ({current.size[1]}x{current.size[0]} px): {first}"]
         lines += [f"- **{run.name}**: {run.error}" for run in runs if not run.ok]
         lines += [f"- {note}" for note in current.notes]
-        noise = noise_note(self.app.engine, current.set_name)
+        noise = noise_note(result.noise)
         if noise:
             lines.append(f"\n<small>{noise}</small>")
         lines.append(f"\n<small>{LATENCY_NOTE}</small>")
