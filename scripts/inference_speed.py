@@ -62,18 +62,16 @@ def candidates(name: str, wanted: list[str], size: tuple[int, int], threads: int
     folded = prepare_for_inference(raw)
     if "folded" in wanted:
         runners["folded"] = lambda x, m=folded: m(x).argmax(1)
+    folded_cl = prepare_for_inference(raw, channels_last=True)
     if "folded_cl" in wanted:
-        folded_cl = prepare_for_inference(raw, channels_last=True)
         runners["folded_cl"] = lambda x, m=folded_cl: m(x.contiguous(memory_format=torch.channels_last)).argmax(1)
     if "folded_cl_bf16" in wanted:
-        folded_cl = prepare_for_inference(raw, channels_last=True)
 
         def bf16(x, m=folded_cl):
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 return m(x.contiguous(memory_format=torch.channels_last)).argmax(1)
         runners["folded_cl_bf16"] = bf16
     if "folded_cl_batch2" in wanted:
-        folded_cl = prepare_for_inference(raw, channels_last=True)
         runners["folded_cl_batch2"] = lambda x, m=folded_cl: m(torch.cat([x, x]).contiguous(memory_format=torch.channels_last)).argmax(1)
     if "compiled" in wanted:
         compiled = torch.compile(folded)

@@ -141,7 +141,8 @@ def _fixed(value: float | None, digits: int) -> str:
 
 
 def run_zoo(args: argparse.Namespace) -> int:
-    rows = zoo.summary(Path(args.weights)) if args.weights else zoo.summary()
+    weights_dir = Path(args.weights) if args.weights else zoo.WEIGHTS_DIR
+    rows = zoo.summary(weights_dir)
     if not rows:
         print("no shipped models")
         return 0
@@ -154,7 +155,7 @@ def run_zoo(args: argparse.Namespace) -> int:
         print(f"| {r['model']} | {_fixed(r['val_miou'], 4)} | {_fixed(r['val_mean_class_accuracy'], 4)} | {_fixed(r['params_m'], 2)} | {_fixed(r['gflops'], 2)} | {_fixed(r['median_ms'], 1)} "
               f"| {bench} | {r['epochs'] or '-'} | {training} |")
     for set_name in sorted({row["model"].split("/")[0] for row in rows}):
-        noise = zoo.seed_noise(set_name, Path(args.weights)) if args.weights else zoo.seed_noise(set_name)
+        noise = zoo.seed_noise(set_name, weights_dir)
         if noise:
             runs = ", ".join(f"seed {seed} {miou:.4f}" for seed, miou in zip(noise["seeds"], noise["val_miou"]))
             print(f"\n{set_name} run-to-run noise: {noise['model']} trained with the same recipe, val mIoU {runs}: spread {noise['spread']:.4f}")
