@@ -21,7 +21,8 @@ Running a prepared model (a *runtime*, chosen per model, depth and input size):
   ``scripts/inference_speed.py``);
   where it has none it is slower than float32, and is then never chosen (below). On the CamVid
   val split its masks agree with float32's on 99.6-99.8 % of the pixels and move val mIoU by
-  at most 0.003, less than the 0.0052 between two training seeds.
+  at most 0.003, less than the 0.0052 between two training seeds
+  (``scripts/runtime_agreement.py``).
 * ``onnxruntime``: **ONNX Runtime** on the CPU, when ``onnxruntime`` and ``onnx`` are
   installed: the model, its pruning depth and the argmax are exported with
   ``torch.onnx.export`` for one input size (0.45-0.9 s a model, printed by
