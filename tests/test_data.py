@@ -251,12 +251,12 @@ def test_build_dataset_shapes() -> None:
 def test_camvid_real_dataset() -> None:
     train = build_dataset("camvid", CAMVID_ROOT, "train")
     val = CamVidDataset(CAMVID_ROOT, "val")
-    assert (len(train), len(val)) == (367, 101)
+    test = CamVidDataset(CAMVID_ROOT, "test")
+    assert (len(train), len(val), len(test)) == (367, 101, 233)
+    assert splits_present(CAMVID_ROOT) == ["test", "train", "val"]
     assert train.info == CAMVID
-    for ds, i in ((train, 0), (val, 50)):
+    for ds, i in ((train, 0), (val, 50), (test, 200)):
         x, y = ds[i]
         assert x.shape == (3, 360, 480) and x.dtype == torch.float32
         assert y.shape == (360, 480) and y.dtype == torch.int64
         assert 0 <= y.min() and y.max() <= 11
-    with pytest.raises(FileNotFoundError, match="test"):
-        CamVidDataset(CAMVID_ROOT, "test")
