@@ -129,6 +129,23 @@ def run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_test_card(args: argparse.Namespace) -> int:
+    from .testset import TestAlreadyRecorded, record_test
+
+    weights_dir = Path(args.weights) if args.weights else zoo.WEIGHTS_DIR
+    for name in args.models:
+        try:
+            card = record_test(name, args.data_root, weights_dir, device=args.device or _default_device(), again=args.again, show_progress=True)
+        except (TestAlreadyRecorded, zoo.WeightsError, FileNotFoundError, ValueError) as error:
+            raise SystemExit(f"{name}: {error}") from None
+        for result in card.test.results:
+            at = "" if result.depth is None else f" L{result.depth}"
+            interval = result.miou_interval
+            print(f"{name}{at}: test mIoU {result.miou:.4f} (95% interval {interval.low:.4f}-{interval.high:.4f}), "
+                  f"mean class acc. {result.mean_class_accuracy:.4f}, pixel acc. {result.pixel_accuracy:.4f}, {result.num_images} images")
+    return 0
+
+
 def run_export(args: argparse.Namespace) -> int:
     extra = {key: json.loads(Path(path).read_text()) for key, path in (("evaluation", args.evaluation), ("benchmark", args.benchmark)) if path}
     path = zoo.export_model(args.run, args.name, extra=extra, seed_run_dirs=args.seed_run)
@@ -205,6 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
     export_parser.add_argument("--seed-run", action="append", default=[], type=Path,
                                help="a run of the same recipe with another seed (repeatable): the card records the seeds' val mIoU spread")
     export_parser.set_defaults(func=run_export)
+
+    test_parser = commands.add_parser("test-card", help="evaluate shipped models once on their test split; write the figures and bootstrap intervals into their cards")
+    test_parser.add_argument("models", nargs="+", help="shipped names such as camvid/unet")
+    test_parser.add_argument("--data", dest="data_root", required=True, help="dataset root holding the test split")
+    test_parser.add_argument("--weights", help="zoo folder (default: assets/weights)")
+    test_parser.add_argument("--device")
+    test_parser.add_argument("--again", action="store_true", help="evaluate although the card already holds a test record of these weights (to reproduce it)")
+    test_parser.set_defaults(func=run_test_card)
 
     zoo_parser = commands.add_parser("zoo", help="table of the shipped models from their cards (evaluate and bench results)")
     zoo_parser.add_argument("--weights", help="zoo folder (default: assets/weights)")

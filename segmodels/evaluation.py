@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .blocks import upsample_to
-from .metrics import ConfusionMatrix
+from .metrics import ConfusionMatrix, confusion_matrix
 
 
 def autocast_for(device: torch.device, enabled: bool = True):
@@ -51,6 +52,33 @@ def evaluate(
     if sampler is not None:
         matrix.all_reduce()
     return matrix
+
+
+@torch.inference_mode()
+def evaluate_per_image(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    num_classes: int,
+    ignore_index: int | None,
+    device: torch.device | str = "cpu",
+    show_progress: bool = False,
+    **forward_options,
+) -> np.ndarray:
+    """One ``K x K`` confusion matrix per image of ``dataset`` (``N x K x K`` int64, in the
+    dataset's order), as :func:`evaluate` computes them; their sum is its matrix. What a
+    bootstrap over images (``segmodels.bootstrap``) resamples."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    matrices = np.zeros((len(dataset), num_classes, num_classes), dtype=np.int64)
+    loader = DataLoader(dataset, batch_size=1, shuffle=False)
+    for index, (image, mask) in enumerate(tqdm(loader, desc="evaluate", disable=not show_progress, leave=False)):
+        image, mask = image.to(device), mask.to(device)
+        with autocast_for(device):
+            logits = model(image, **forward_options)
+        matrices[index] = confusion_matrix(upsample_to(logits.float(), mask.shape[-2:]), mask, num_classes, ignore_index).cpu().numpy()
+    model.train(was_training)
+    return matrices
 
 
 def evaluation_report(matrix: ConfusionMatrix, class_names: list[str] | tuple[str, ...], split: str, num_images: int) -> dict:

@@ -79,6 +79,14 @@ class ConfusionMatrix:
         self.device = None if device is None else torch.device(device)
         self._matrix = torch.zeros(num_classes, num_classes, dtype=torch.long, device=self.device)
 
+    @classmethod
+    def from_counts(cls, counts: Tensor | np.ndarray, ignore_index: int | None = None) -> ConfusionMatrix:
+        """A matrix holding ``counts`` (``K x K``, rows ground truth), e.g. a sum of per-image matrices."""
+        counts = torch.as_tensor(np.asarray(counts), dtype=torch.long)
+        matrix = cls(counts.shape[0], ignore_index=ignore_index)
+        matrix._matrix = counts.clone()
+        return matrix
+
     @property
     def matrix(self) -> Tensor:
         return self._matrix

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from .cards import model_from_spec, sha256_of
+from .modelcard import ModelCard
 from .models import SegmentationModel
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "assets" / "weights"
@@ -38,12 +39,28 @@ def _paths(name: str, weights_dir: Path) -> tuple[Path, Path]:
     return weights_dir / set_name / f"{arch}.pt", weights_dir / set_name / f"{arch}.json"
 
 
+def card_path(name: str, weights_dir: Path = WEIGHTS_DIR) -> Path:
+    return _paths(name, weights_dir)[1]
+
+
 def load_card(name: str, weights_dir: Path = WEIGHTS_DIR) -> dict:
-    """The model card of a shipped model."""
-    _, card_path = _paths(name, weights_dir)
-    if not card_path.is_file():
+    """The model card of a shipped model as its JSON dict (:func:`read_card` types it)."""
+    path = card_path(name, weights_dir)
+    if not path.is_file():
         raise WeightsError(f"no shipped model {name!r}; shipped: {', '.join(list_models(weights_dir)) or 'none'}")
-    return json.loads(card_path.read_text())
+    return json.loads(path.read_text())
+
+
+def read_card(name: str, weights_dir: Path = WEIGHTS_DIR) -> ModelCard:
+    """The typed model card of a shipped model."""
+    try:
+        return ModelCard.from_dict(load_card(name, weights_dir))
+    except (KeyError, TypeError, ValueError) as error:
+        raise WeightsError(f"the model card of {name} is unreadable: {type(error).__name__}: {error}") from error
+
+
+def write_card(name: str, card: ModelCard, weights_dir: Path = WEIGHTS_DIR) -> None:
+    card.write(card_path(name, weights_dir))
 
 
 def load_state_dict_checked(weights_path: Path, expected_sha256: str) -> dict:

@@ -12,7 +12,7 @@ from .shapes import ShapesDataset, render_shapes
 from .transforms import PairTransform, eval_transform, to_tv_pair, train_transform
 
 DATASET_KINDS = ("camvid", "folder", "shapes")
-SHAPES_SPLITS = {"train": {"seed": 0, "num_images": 4000}, "val": {"seed": 1, "num_images": 100}}
+SHAPES_SPLITS = {"train": {"seed": 0, "num_images": 4000}, "val": {"seed": 1, "num_images": 100}, "test": {"seed": 2, "num_images": 100}}
 
 
 def build_dataset(
@@ -26,7 +26,7 @@ def build_dataset(
 
     ``folder`` reads ``<root>/<split>`` when that folder exists, else ``root`` itself for
     split 'train'. ``shapes`` needs no root: 'train' is seed 0 with 4000 images, 'val'
-    seed 1 with 100, size 128; ``num_images``, ``size`` and ``seed`` override these.
+    seed 1 with 100, 'test' seed 2 with 100, size 128; ``num_images``, ``size`` and ``seed`` override these.
     """
     if kind == "shapes":
         if split not in SHAPES_SPLITS:

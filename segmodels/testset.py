@@ -1,0 +1,102 @@
+"""The held-out test evaluation of a shipped model, written into its card once.
+
+Protocol (CamVid's README): recipes, epochs and checkpoints are chosen on val (or train);
+test is evaluated once per finished model and reported, never used to choose. So
+:func:`record_test` refuses to evaluate a model whose card already holds a test record for
+the same weight file (``again=True`` re-runs it, for a check that must reproduce the figures).
+
+For each depth the model runs at (every U-Net++ pruning depth; one pass otherwise) it keeps
+the per-image confusion matrices in ``<arch>.test.npz`` beside the card, and writes to the
+card the dataset metrics (one matrix summed over the split) with percentile bootstrap
+intervals over the images (``segmodels.bootstrap``). The dashboard compares models with a
+paired bootstrap over those same per-image matrices.
+"""
+
+from __future__ import annotations
+
+import io
+import shlex
+from pathlib import Path
+
+import numpy as np
+
+from . import zoo
+from .bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, bootstrap
+from .cards import sha256_of
+from .data import build_dataset, eval_transform
+from .evaluation import evaluate_per_image
+from .metrics import ConfusionMatrix
+from .modelcard import Evaluation, ModelCard, TestRecord
+
+TEST_SPLIT = "test"
+
+
+class TestAlreadyRecorded(RuntimeError):
+    """The card already holds a test evaluation of these weights."""
+
+
+def per_image_key(depth: int | None) -> str:
+    return "full" if depth is None else f"depth{depth}"
+
+
+def summarise(per_image: np.ndarray, class_names: tuple[str, ...], depth: int | None, source: str,
+              resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED) -> Evaluation:
+    """The :class:`Evaluation` of ``N x K x K`` per-image matrices: metrics of their sum and
+    bootstrap intervals of the mIoU and of each class's IoU."""
+    metrics = ConfusionMatrix.from_counts(per_image.sum(0)).compute()
+    intervals = bootstrap(per_image, resamples, seed)
+    return Evaluation(
+        split=TEST_SPLIT, num_images=int(per_image.shape[0]), miou=metrics["miou"], pixel_accuracy=metrics["pixel_accuracy"],
+        mean_class_accuracy=metrics["mean_class_accuracy"], per_class_iou=dict(zip(class_names, metrics["per_class_iou"])),
+        confusion_matrix=metrics["confusion_matrix"], depth=depth, miou_interval=intervals.miou,
+        per_class_interval=dict(zip(class_names, intervals.per_class_iou)), source=source,
+    )
+
+
+def read_per_image(name: str, depth: int | None = None, weights_dir: Path = zoo.WEIGHTS_DIR) -> np.ndarray:
+    """The per-image test confusion matrices of a shipped model at ``depth`` (checked
+    against the SHA-256 in its card)."""
+    card = zoo.read_card(name, weights_dir)
+    if card.test is None:
+        raise zoo.WeightsError(f"{name} has no test evaluation; run python -m segmodels test-card {name} --data DIR")
+    path = zoo.card_path(name, weights_dir).parent / card.test.per_image_file
+    if not path.is_file() or sha256_of(path) != card.test.per_image_sha256:
+        raise zoo.WeightsError(f"{path} is missing or does not match its card's SHA-256")
+    with np.load(path) as arrays:
+        key = per_image_key(depth)
+        if key not in arrays:
+            key = per_image_key(max((r.depth for r in card.test.results if r.depth is not None), default=None)) if depth is None else key
+        if key not in arrays:
+            raise zoo.WeightsError(f"{name} has no test evaluation at depth {depth}")
+        return arrays[key]
+
+
+def record_test(name: str, data_root: str | Path, weights_dir: Path = zoo.WEIGHTS_DIR, device: str = "cpu",
+                again: bool = False, show_progress: bool = False, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED) -> ModelCard:
+    """Evaluate a shipped model on its dataset's test split at every depth, write the
+    per-image matrices beside the card and the :class:`TestRecord` into it; returns the card."""
+    card = zoo.read_card(name, weights_dir)
+    if card.test is not None and card.test.weights_sha256 == card.sha256 and not again:
+        raise TestAlreadyRecorded(f"{name} was already evaluated on test with these weights (test is evaluated once per finished model); pass --again to reproduce it")
+    dataset = build_dataset(card.dataset.name, data_root, split=TEST_SPLIT, transform=eval_transform())
+    model = zoo.read_model(name, weights_dir).to(device)
+    depths = tuple(model.pruning_depths) or (None,)
+    arrays, results = {}, []
+    for depth in depths:
+        options = {} if depth is None else {"depth": depth}
+        per_image = evaluate_per_image(model, dataset, card.num_classes, card.dataset.ignore_index, device, show_progress=show_progress, **options)
+        arrays[per_image_key(depth)] = per_image
+        results.append(summarise(per_image, card.dataset.class_names, depth, name, resamples, seed))
+    image_sizes = {tuple(dataset[i][1].shape) for i in (0, len(dataset) - 1)}
+    per_image_path = zoo.card_path(name, weights_dir).with_suffix(".test.npz")
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    per_image_path.write_bytes(buffer.getvalue())
+    record = TestRecord(
+        results=tuple(results), per_image_file=per_image_path.name, per_image_sha256=sha256_of(per_image_path),
+        weights_sha256=card.sha256, input_size=max(image_sizes), resamples=resamples, seed=seed,
+        command=shlex.join(["python", "-m", "segmodels", "test-card", name, "--data", "DIR"]),
+    )
+    updated = ModelCard.from_dict(card.to_dict() | {"test": record.to_dict()})
+    zoo.write_card(name, updated, weights_dir)
+    return updated
