@@ -163,19 +163,21 @@ def run_zoo(args: argparse.Namespace) -> int:
     if not rows:
         print("no shipped models")
         return 0
-    print("| model | val mIoU | mean class acc. | params (M) | GFLOPs | latency (ms) | bench | epochs | training |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| model | val mIoU | val mean class acc. | test mIoU (95% interval) | test mean class acc. | params (M) | GFLOPs | latency (ms) | bench | epochs | training |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         bench = f"{r['bench_input']} {r['bench_device']}" if r["bench_input"] else "-"
         duration = f"{r['train_minutes']:.0f} min" if r["train_minutes"] >= 10 else f"{r['train_minutes'] * 60:.0f} s"
         training = f"{duration} on {r['train_device']}" if r["train_device"] else "-"
-        print(f"| {r['model']} | {_fixed(r['val_miou'], 4)} | {_fixed(r['val_mean_class_accuracy'], 4)} | {_fixed(r['params_m'], 2)} | {_fixed(r['gflops'], 2)} | {_fixed(r['median_ms'], 1)} "
-              f"| {bench} | {r['epochs'] or '-'} | {training} |")
+        test = _fixed(r["test_miou"], 4) + (f" ({r['test_interval'][0]:.4f}-{r['test_interval'][1]:.4f})" if r["test_interval"] else "")
+        print(f"| {r['model']} | {_fixed(r['val_miou'], 4)} | {_fixed(r['val_mean_class_accuracy'], 4)} | {test} | {_fixed(r['test_mean_class_accuracy'], 4)} "
+              f"| {_fixed(r['params_m'], 2)} | {_fixed(r['gflops'], 2)} | {_fixed(r['median_ms'], 1)} | {bench} | {r['epochs'] or '-'} | {training} |")
     for set_name in sorted({row["model"].split("/")[0] for row in rows}):
         noise = zoo.seed_noise(set_name, weights_dir)
         if noise:
             runs = ", ".join(f"seed {seed} {miou:.4f}" for seed, miou in zip(noise["seeds"], noise["val_miou"]))
-            print(f"\n{set_name} run-to-run noise: {noise['model']} trained with the same recipe, val mIoU {runs}: spread {noise['spread']:.4f}")
+            print(f"\n{set_name} run-to-run noise: {noise['model']} trained with the same recipe, val mIoU {runs}: spread {noise['spread']:.4f} "
+                  "(each seed at its best validation: not used for verdicts)")
     return 0
 
 

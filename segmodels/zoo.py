@@ -51,12 +51,29 @@ def load_card(name: str, weights_dir: Path = WEIGHTS_DIR) -> dict:
     return json.loads(path.read_text())
 
 
+_card_cache: dict[Path, tuple[tuple, ModelCard]] = {}
+
+
 def read_card(name: str, weights_dir: Path = WEIGHTS_DIR) -> ModelCard:
-    """The typed model card of a shipped model."""
+    """The typed model card of a shipped model; the file is parsed again only when it changes."""
+    path = card_path(name, weights_dir)
     try:
-        return ModelCard.from_dict(load_card(name, weights_dir))
+        stat = path.stat()
+    except OSError:
+        stat = None
+    stamp = None if stat is None else (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    with _lock:
+        cached = _card_cache.get(path)
+    if cached is not None and stamp is not None and cached[0] == stamp:
+        return cached[1]
+    try:
+        card = ModelCard.from_dict(load_card(name, weights_dir))
     except (KeyError, TypeError, ValueError) as error:
         raise WeightsError(f"the model card of {name} is unreadable: {type(error).__name__}: {error}") from error
+    if stamp is not None:
+        with _lock:
+            _card_cache[path] = (stamp, card)
+    return card
 
 
 def write_card(name: str, card: ModelCard, weights_dir: Path = WEIGHTS_DIR) -> None:
@@ -87,10 +104,10 @@ def file_stamp(name: str, weights_dir: Path = WEIGHTS_DIR) -> tuple:
 
 def read_model(name: str, weights_dir: Path = WEIGHTS_DIR) -> SegmentationModel:
     """A new copy of a shipped model, in eval mode on the CPU (not cached)."""
-    card = load_card(name, weights_dir)
+    card = read_card(name, weights_dir)
     weights_path, _ = _paths(name, weights_dir)
-    state = load_state_dict_checked(weights_path, card["sha256"])
-    model = model_from_spec(card, pretrained=False)
+    state = load_state_dict_checked(weights_path, card.sha256)
+    model = model_from_spec(card.spec, pretrained=False)
     model.load_state_dict(state)
     return model.eval()
 
@@ -108,34 +125,35 @@ def load_model(name: str, device: torch.device | str = "cpu", weights_dir: Path 
 
 
 def summary(weights_dir: Path = WEIGHTS_DIR) -> list[dict]:
-    """One row per shipped model, from its card: the ``evaluate`` and ``bench`` results
-    recorded at export (U-Net++ gives one row per pruning depth; mean class accuracy where
-    the card has it for that depth), and how it was trained."""
+    """One row per shipped model (U-Net++: per pruning depth), from its card: validation
+    and test figures (``evaluate``, ``test-card``), the ``bench`` result recorded at export,
+    and how it was trained."""
     rows = []
     for name in list_models(weights_dir):
-        card = load_card(name, weights_dir)
-        evaluation = card.get("evaluation", {})
-        timings = {row.get("depth"): row for row in card.get("benchmark", [])}
-        pruning = card.get("pruning") or [{}]
-        deepest = max((entry.get("depth") or 0 for entry in pruning), default=0)
-        for entry in pruning:
-            depth = entry.get("depth")
-            timing = timings.get(depth, {})
-            class_accuracy = entry.get("val_mean_class_accuracy")
-            if class_accuracy is None and (depth or 0) == deepest:  # the evaluation ran the full model
-                class_accuracy = evaluation.get("mean_class_accuracy", card.get("val_mean_class_accuracy"))
+        card = read_card(name, weights_dir)
+        timings = {row.depth: row for row in card.benchmark}
+        depths = [entry.depth for entry in card.pruning] or [None]
+        deepest = max((d for d in depths if d is not None), default=None)
+        for depth in depths:
+            timing = timings.get(depth)
+            test = card.test_result(depth)
+            entry = next((e for e in card.pruning if e.depth == depth), None)
+            class_accuracy = card.val.mean_class_accuracy if card.val is not None and depth == deepest else (entry.val_mean_class_accuracy if entry else None)
             rows.append({
                 "model": f"{name} L{depth}" if depth else name,
-                "val_miou": entry.get("val_miou", evaluation.get("miou", card.get("val_miou"))),
+                "val_miou": card.val_miou(depth),
                 "val_mean_class_accuracy": class_accuracy,
-                "params_m": timing.get("params_m"),
-                "gflops": timing.get("gflops"),
-                "median_ms": timing.get("median_ms"),
-                "bench_input": timing.get("input"),
-                "bench_device": timing.get("device"),
-                "epochs": card.get("epochs"),
-                "train_minutes": card.get("train_seconds", 0) / 60,
-                "train_device": card.get("train_device"),
+                "test_miou": test.miou if test else None,
+                "test_interval": (test.miou_interval.low, test.miou_interval.high) if test and test.miou_interval else None,
+                "test_mean_class_accuracy": test.mean_class_accuracy if test else None,
+                "params_m": timing.params_m if timing else None,
+                "gflops": timing.gflops if timing else None,
+                "median_ms": timing.median_ms if timing else None,
+                "bench_input": timing.input if timing else None,
+                "bench_device": timing.device if timing else None,
+                "epochs": card.epochs,
+                "train_minutes": (card.train_seconds or 0) / 60,
+                "train_device": card.train_device,
             })
     return rows
 
@@ -143,6 +161,7 @@ def summary(weights_dir: Path = WEIGHTS_DIR) -> list[dict]:
 def clear_cache() -> None:
     with _lock:
         _cache.clear()
+        _card_cache.clear()
 
 
 SEED_FREE_KEYS = ("seed", "output_dir")
@@ -174,7 +193,7 @@ def seed_noise(set_name: str, weights_dir: Path = WEIGHTS_DIR) -> dict | None:
     for name in list_models(weights_dir):
         if name.startswith(f"{set_name}/"):
             try:
-                variance = load_card(name, weights_dir).get("seed_variance")
+                variance = read_card(name, weights_dir).seed_variance
             except (WeightsError, OSError, ValueError):
                 continue
             if variance:

@@ -151,7 +151,8 @@ def test_zoo_summary_and_command_report_the_recorded_numbers(weights_dir, capsys
     card_path = weights_dir / "toy" / "unetpp.json"
     card = json.loads(card_path.read_text())
     card["pruning"] = [{"depth": d, "val_miou": 0.1 * d} for d in (1, 2, 3, 4)]
-    card["evaluation"] = {"miou": 0.4, "mean_class_accuracy": 0.7}  # evaluate runs the full model: L4
+    card["evaluation"] = {"split": "val", "num_images": 3, "miou": 0.4, "pixel_accuracy": 0.9, "mean_class_accuracy": 0.7,  # evaluate runs the full model: L4
+                          "per_class_iou": {}, "confusion_matrix": []}
     card["benchmark"] = [{"depth": d, "params_m": d, "gflops": 2.0 * d, "median_ms": 10.0 * d, "input": "64x64", "device": "cpu"} for d in (1, 2, 3, 4)]
     card_path.write_text(json.dumps(card))
     rows = zoo.summary(weights_dir)
@@ -161,8 +162,8 @@ def test_zoo_summary_and_command_report_the_recorded_numbers(weights_dir, capsys
     assert rows[3]["val_miou"] == pytest.approx(0.3)
     assert main(["zoo", "--weights", str(weights_dir)]) == 0
     table = capsys.readouterr().out
-    assert "| toy/unetpp L4 | 0.4000 | 0.7000 | 4.00 | 8.00 | 40.0 | 64x64 cpu |" in table
-    assert "| toy/unetpp L1 | 0.1000 | - | 1.00 |" in table  # no class accuracy recorded for a pruned depth
+    assert "| toy/unetpp L4 | 0.4000 | 0.7000 | - | - | 4.00 | 8.00 | 40.0 | 64x64 cpu |" in table
+    assert "| toy/unetpp L1 | 0.1000 | - | - | - | 1.00 |" in table  # no class accuracy recorded for a pruned depth, no test record
 
 
 def test_export_records_the_seed_spread_of_the_same_recipe(tmp_path, capsys):
@@ -187,6 +188,6 @@ def test_export_records_the_seed_spread_of_the_same_recipe(tmp_path, capsys):
     assert noise["spread"] == pytest.approx(0.0125)
     assert zoo.seed_noise("other", target) is None
     assert main(["zoo", "--weights", str(target)]) == 0
-    assert "toy run-to-run noise: toy/unet trained with the same recipe, val mIoU seed 0 0.7000, seed 1 0.7125: spread 0.0125" in capsys.readouterr().out
+    assert "toy run-to-run noise: toy/unet trained with the same recipe, val mIoU seed 0 0.7000, seed 1 0.7125: spread 0.0125 (each seed at its best validation: not used for verdicts)" in capsys.readouterr().out
     (target / "toy" / "aaa.json").write_text("{not json")  # listed first, unreadable: passed over
     assert zoo.seed_noise("toy", target)["model"] == "toy/unet"
