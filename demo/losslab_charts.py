@@ -1,5 +1,6 @@
 """The Loss lab's figures, tables and texts, all rendered from the runs' numbers (the
-precomputed curves, :func:`segmodels.losslab.lab_class_weights`, CamVid's weight schemes)."""
+precomputed curves, :func:`segmodels.losslab.lab_class_weights`, CamVid's weight schemes),
+and the Losses tab's chart of the two weighting schemes on one mask."""
 
 from __future__ import annotations
 
@@ -79,6 +80,28 @@ def precomputed_figure(precomputed: Precomputed) -> go.Figure:
     seeds = "one seed" if len(precomputed.seeds) == 1 else f"{len(precomputed.seeds)} seeds"
     fig = _layout(fig, f"The {name}s under all five losses", f"precomputed: the live run's model and settings,<br>{seeds}, {precomputed.max_steps} steps each", 600)
     fig.update_layout(margin=dict(t=110))
+    return fig
+
+
+def class_weights_figure(table: pd.DataFrame) -> go.Figure:
+    """The pixel share and both weights of every class of a mask that has it, on one log
+    axis, with each scheme's spread (largest over smallest weight) in the subtitle. ``table``
+    has the columns of :func:`demo.tabs.losses.class_weight_table`."""
+    present = table[table["Pixels N_c"] > 0]
+    schemes = (("Weight w_c", "(N − N_c)/N", "#d62728", "circle"), ("Median-frequency weight", "median frequency", "#2ca02c", "diamond"))
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=present["Class"], y=present["Share of pixels"], name="share of pixels N_c / N", marker_color="#9ecae1"))
+    spreads = []
+    for column, name, colour, symbol in schemes:
+        weights = present[column]
+        low, high = weights.idxmin(), weights.idxmax()
+        spreads.append(f"{name} {weights[low]:.3g} ({present['Class'][low]}) to {weights[high]:.3g} ({present['Class'][high]}), {weights[high] / weights[low]:.1f}x")
+        fig.add_trace(go.Scatter(x=present["Class"], y=weights, name=f"w_c, {name}", mode="lines+markers", marker=dict(size=10, color=colour, symbol=symbol), line=dict(width=2, color=colour)))
+    fig.update_yaxes(type="log", title="share of pixels / class weight (log)")
+    absent = len(table) - len(present)
+    subtitle = "<br>".join(spreads) + (f"<br>{absent} class{'es' if absent > 1 else ''} absent from this mask (no weight)" if absent else "")
+    fig = _layout(fig, "Pixel shares and both weighting schemes", subtitle, 440 + 20 * bool(absent))
+    fig.update_layout(margin=dict(t=110 + 18 * bool(absent)))
     return fig
 
 

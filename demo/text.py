@@ -85,14 +85,16 @@ ignoring small classes. Counting the pixels of each class, $N_c$ out of $N$, the
 
 $$w_c = \frac{N - N_c}{N}$$
 
-is close to 1 for every class that covers a small part of the image, which with more than two
-classes is *most* of them: it only lowers the one or two dominant classes a little, so it hardly
-rebalances (the button below and the **Loss lab** tab compute its spread, largest over smallest
-weight, on real masks). **Median-frequency** weights, $w_c = \mathrm{median}(f) / f_c$ with $f_c$ the
-share of class $c$ in the images that contain it, spread far more and are what the shipped CamVid
-models were trained with; they raise the rare classes' *accuracy* (recall) but also make the model
-predict them where they are not, so their IoU rises less, or falls. *Weighted cross-entropy*
-multiplies each pixel's loss by the weight of its true class.
+is one minus the class's share of the pixels: close to 1 for every class that covers a small part
+of the image, which with more than two classes is *most* of them, and clearly lower only for a
+dominant class, so it hardly rebalances (the button below draws it on the current mask, with its
+spread, largest over smallest weight; the **Loss lab** tab does it on whole training sets).
+**Median-frequency** weights, $w_c = \mathrm{median}(f) / f_c$ with $f_c$ the share of class $c$ in
+the images that contain it (Eigen & Fergus 2015), spread far more, which is why the chart uses a
+log axis; they are what the shipped CamVid models were trained with. They raise the rare classes'
+*accuracy* (recall): the model predicts them more often. Their IoU rises less than their recall,
+because the extra predictions include false positives, and the classes whose pixels they take may
+lose IoU. *Weighted cross-entropy* multiplies each pixel's loss by the weight of its true class.
 
 **Cross-entropy vs focal loss.** If the network gives the true class the probability $p$,
 
@@ -102,7 +104,10 @@ $$\mathrm{FL}(p) = -(1 - p)^{\gamma} \log p$$
 
 Focal loss (Lin et al., 2017) multiplies cross-entropy by $(1 - p)^{\gamma}$: for easy, already
 well-classified pixels ($p$ near 1) that factor is tiny, so training concentrates on the hard
-pixels. $\gamma = 0$ is plain cross-entropy; move the slider to see the curve change.
+pixels. $\gamma = 0$ is plain cross-entropy; move the slider to see the curve change. The paper
+also weights each class by $\alpha_t$ and found $\gamma = 2$ with $\alpha = 0.25$ for the rare
+foreground best: once $\gamma$ has down-weighted the easy background, the rare class needs *less*
+weight, not more.
 
 **IoU map.** Pick a class and a model: green pixels are **TP**, red **FP**, blue **FN**; grey pixels
 are true negatives (or unlabelled). IoU = TP / (TP + FP + FN).

@@ -450,3 +450,19 @@ def test_tab_builds_with_its_events(tmp_path) -> None:
     assert "Unknown loss 'dice'" in status and all(isinstance(update, type(gr.skip())) for update in rest)
     weights_df, weights_md, camvid_md = events["losslab_weights"].fn()
     assert "triangle (rare)" in list(weights_df["class"]) and "Spread" in weights_md and "CamVid folder" in camvid_md
+
+
+def test_losses_tab_chart_shows_both_schemes_on_a_log_axis() -> None:
+    """The Losses tab's chart: share and both weights of the classes present, their spreads."""
+    from demo.tabs.losses import class_weight_table
+
+    mask = np.array([[0] * 7 + [1] * 2 + [2]])
+    table = class_weight_table(mask, SHAPES)
+    figure = losslab_charts.class_weights_figure(table)
+    assert figure.layout.yaxis.type == "log"
+    assert [trace.name for trace in figure.data] == ["share of pixels N_c / N", "w_c, (N − N_c)/N", "w_c, median frequency"]
+    assert list(figure.data[0].x) == ["background", "circle", "triangle"]
+    assert list(figure.data[1].y) == pytest.approx([0.3, 0.8, 0.9], abs=1e-4) and list(figure.data[2].y) == pytest.approx([2 / 7, 1.0, 2.0], abs=1e-4)
+    subtitle = figure.layout.title.subtitle.text
+    assert "(N − N_c)/N 0.3 (background) to 0.9 (triangle), 3.0x" in subtitle and "median frequency 0.286 (background) to 2 (triangle), 7.0x" in subtitle
+    assert "1 class absent from this mask" in subtitle
