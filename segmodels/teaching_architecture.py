@@ -85,8 +85,9 @@ class ModelFacts:
     ``decoder_channels``; U-Net 3+: ``cat_channels``, ``levels`` and ``fused_channels``;
     DeepLabV3+: ``aspp_channels`` and ``low_level_channels``); ``upsampling`` the decoder's
     upsampling mode where it has one; ``logit_upsampling`` the factor the main head's logits
-    are upsampled by to the (padded) input; ``dilated_convs`` (name, kernel, dilation) of
-    every spatial convolution of the encoder with a dilation above 1, in order."""
+    are upsampled by to the (padded) input; ``encoder_convs`` (name, kernel, dilation) of
+    every spatial (k > 1) convolution of the encoder, in order; ``decoder_depthwise_convs``
+    the number of depthwise convolutions (one filter per channel) in the decoder."""
 
     arch: str
     encoder: str
@@ -97,8 +98,19 @@ class ModelFacts:
     widths: dict[str, Any]
     upsampling: str | None
     logit_upsampling: int
-    dilated_convs: tuple[tuple[str, int, int], ...]
+    encoder_convs: tuple[tuple[str, int, int], ...]
+    decoder_depthwise_convs: int
     card: dict | None = None
+
+    @property
+    def dilated_convs(self) -> tuple[tuple[str, int, int], ...]:
+        """The encoder's spatial convolutions with a dilation above 1, in order."""
+        return tuple(conv for conv in self.encoder_convs if conv[2] > 1)
+
+    def before_dilated(self) -> tuple[str, int, int] | None:
+        """The encoder's last spatial convolution before its first dilated one."""
+        first = next((i for i, conv in enumerate(self.encoder_convs) if conv[2] > 1), None)
+        return self.encoder_convs[first - 1] if first else None
 
     @property
     def encoder_display(self) -> str:
@@ -161,9 +173,8 @@ def model_facts(model: SegmentationModel, arch: str, encoder: str, card: dict | 
     if not isinstance(model, SegmentationModel):
         raise ValueError(f"model must be a segmodels SegmentationModel, got {type(model).__name__}")
     main = next(iter(model.decoder.out_channels))
-    dilated = tuple(
-        (name, m.kernel_size[0], m.dilation[0]) for name, m in model.encoder.named_modules() if isinstance(m, nn.Conv2d) and m.kernel_size[0] > 1 and m.dilation[0] > 1
-    )
+    spatial = tuple((name, m.kernel_size[0], m.dilation[0]) for name, m in model.encoder.named_modules() if isinstance(m, nn.Conv2d) and m.kernel_size[0] > 1)
+    depthwise = sum(1 for m in model.decoder.modules() if isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels)
     return ModelFacts(
         arch=arch,
         encoder=encoder,
@@ -174,7 +185,8 @@ def model_facts(model: SegmentationModel, arch: str, encoder: str, card: dict | 
         widths=_widths(arch, model),
         upsampling=_upsampling(model.decoder),
         logit_upsampling=_logit_upsampling(model),
-        dilated_convs=dilated,
+        encoder_convs=spatial,
+        decoder_depthwise_convs=depthwise,
         card=card,
     )
 
