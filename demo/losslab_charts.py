@@ -97,7 +97,7 @@ def class_weights_figure(table: pd.DataFrame) -> go.Figure:
         low, high = weights.idxmin(), weights.idxmax()
         spreads.append(f"{name} {weights[low]:.3g} ({present['Class'][low]}) to {weights[high]:.3g} ({present['Class'][high]}), {weights[high] / weights[low]:.1f}x")
         fig.add_trace(go.Scatter(x=present["Class"], y=weights, name=f"w_c, {name}", mode="lines+markers", marker=dict(size=10, color=colour, symbol=symbol), line=dict(width=2, color=colour)))
-    fig.update_yaxes(type="log", title="share of pixels / class weight (log)")
+    fig.update_yaxes(type="log", dtick=1, title="share or weight (log scale)")
     absent = len(table) - len(present)
     subtitle = "<br>".join(spreads) + (f"<br>{absent} class{'es' if absent > 1 else ''} absent from this mask (no weight)" if absent else "")
     fig = _layout(fig, "Pixel shares and both weighting schemes", subtitle, 440 + 20 * bool(absent))
@@ -153,18 +153,19 @@ def miou_ranking(precomputed: Precomputed, last: int = LAST_EVALUATIONS) -> list
 
 
 def _focal_caveats(precomputed: Precomputed) -> str:
-    """Why the lab's focal runs are no fair trial of focal loss (Lin et al. 2017, Sec. 3-4)."""
+    """Why the lab's focal runs are no fair trial of focal loss (Lin et al. 2017, Sec. 3-4), as
+    a nested list."""
     gamma = precomputed.runs["focal"].gamma
-    return (
-        f"  This is not a fair trial of focal loss: (1) every loss here gets the same Adam learning rate and {precomputed.max_steps} steps, "
-        f"while (1 − p_t)^γ shrinks each pixel's loss, and its gradient, as the pixel gets easier (at p_t = 0.5 by {1 / (1 - 0.5) ** gamma:g}x for γ = {gamma:g}), "
-        "so a learning rate or schedule tuned for it may differ (Lin et al. train RetinaNet with SGD for 90k iterations); "
-        "(2) the paper pairs γ = 2 with α = 0.25 for the rare foreground class and 0.75 for the background: it weights the rare class *down*, "
-        "because γ already down-weights the easy background examples, so the rare class needs less emphasis (here every class weighs 1 in focal, (N − N_c)/N in weighted focal); "
-        "(3) the paper initialises the classifier's bias to b = −log((1 − π)/π) with π = 0.01, so every example starts as background "
-        "and the many background examples do not produce a large, destabilising loss in the first iterations; here the head starts at PyTorch's default. "
-        "It also sums the loss over all anchors and divides by the number of foreground ones; here it is averaged over all pixels."
-    )
+    return "\n".join((
+        "  This is not a fair trial of focal loss:",
+        f"  - every loss here gets the same Adam learning rate and {precomputed.max_steps} steps, while (1 − p_t)^γ shrinks each pixel's loss, and its gradient, "
+        f"as the pixel gets easier (at p_t = 0.5 by {1 / (1 - 0.5) ** gamma:g}x for γ = {gamma:g}): a schedule tuned for it may differ (Lin et al. train RetinaNet with SGD for 90k iterations);",
+        "  - the paper pairs γ = 2 with α = 0.25 for the rare foreground class and 0.75 for the background: it weights the rare class *down*, "
+        "because γ already down-weights the easy background examples (here every class weighs 1 in focal, (N − N_c)/N in weighted focal);",
+        "  - the paper initialises the classifier's bias to b = −log((1 − π)/π) with π = 0.01, so every example starts as background and the many background "
+        "examples do not produce a large, destabilising loss in the first iterations; here the head starts at PyTorch's default;",
+        "  - it sums the loss over all anchors and divides by the number of foreground ones; here it is averaged over all pixels.",
+    ))
 
 
 def rare_class_verdict(precomputed: Precomputed, min_gain: float = 0.01, last: int = LAST_EVALUATIONS) -> str:
