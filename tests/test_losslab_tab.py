@@ -228,9 +228,12 @@ def test_live_run_streams_and_ends_within_its_budget(precomputed) -> None:
     assert last.remember is last.current and last.current.source == "live" and last.current.stop_reason == "time budget"
     assert last.current.gamma == 1.5 and last.previous is previous
     assert "Finished weighted focal" in last.status and "2 of 3 live runs left" in last.status
-    averaged = ", ".join(f"{name} {iou:.2f}" for name, iou in zip(SHAPES.class_names, last_five(last.current, "iou")))
-    assert f"Per-class IoU averaged over the last 5 evaluations: {averaged};" in last.status
-    assert f"triangle IoU {last_five(precomputed.runs['wfocal'], 'iou')[RARE_CLASS]:.2f}" in last.status
+    window = min(5, len(last.current.step) - 1)  # a busy machine may allow fewer evaluations
+    averaged = np.nanmean(np.array(last.current.per_class_iou[-window:], dtype=float), axis=0)
+    reference = np.nanmean(np.array(precomputed.runs["wfocal"].per_class_iou[-window:], dtype=float), axis=0)
+    named = ", ".join(f"{name} {iou:.2f}" for name, iou in zip(SHAPES.class_names, averaged))
+    assert f"Per-class IoU averaged over the last {window} evaluation{'s' if window > 1 else ''}: {named};" in last.status
+    assert f"triangle IoU {reference[RARE_CLASS]:.2f}" in last.status
     assert f"the {QUICK.time_budget_s:g} s budget ran out first" in last.status
     assert busy.entered == 1 and busy.open == 0
     assert lab.gate.try_start("another tab").granted, "the gate is free after the run"
