@@ -342,11 +342,3 @@ def loss_curves_figure(gamma: float) -> go.Figure:
     fig.update_layout(legend=dict(orientation="v", yref="paper", yanchor="top", y=0.98, xanchor="right", x=0.99, bgcolor="rgba(255,255,255,0.85)"))  # inside, where the curves are low
     return fig
 
-
-def class_weights_figure(table: pd.DataFrame) -> go.Figure:
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
-    fig.add_trace(go.Bar(x=table["Class"], y=table["Share of pixels"], name="share of pixels N_c / N", marker_color="#1f77b4"), secondary_y=False)
-    fig.add_trace(go.Scatter(x=table["Class"], y=table["Weight w_c"], name="weight w_c = (N - N_c) / N", mode="lines+markers", marker=dict(size=11, color="#d62728"), line=dict(width=3, color="#d62728")), secondary_y=True)
-    fig.update_yaxes(title="share of pixels", range=[0, 1.05], secondary_y=False)
-    fig.update_yaxes(title="class weight", range=[0, 1.05], secondary_y=True)
-    return _layout(fig, "Class pixel shares and weights", subtitle="rare classes get weights near 1, dominant ones near 0")

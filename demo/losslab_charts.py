@@ -1,5 +1,6 @@
 """The Loss lab's figures, tables and texts, all rendered from the runs' numbers (the
-precomputed curves, :func:`segmodels.losslab.lab_class_weights`, CamVid's weight schemes)."""
+precomputed curves, :func:`segmodels.losslab.lab_class_weights`, CamVid's weight schemes),
+and the Losses tab's chart of the two weighting schemes on one mask."""
 
 from __future__ import annotations
 
@@ -76,23 +77,61 @@ def precomputed_figure(precomputed: Precomputed) -> go.Figure:
             fig.add_trace(go.Scatter(x=curves.step, y=curves.class_series(values, rare), name=SHORT_LABELS[loss] + (f" γ={curves.gamma:g}" if curves.gamma is not None else ""), legendgroup=loss, showlegend=row == 1, mode="lines", line=dict(width=3, color=LOSS_COLOURS[loss])), row=row, col=1)
     fig.update_yaxes(range=[0, 1.02])
     fig.update_xaxes(title="training step", row=2, col=1)
-    fig = _layout(fig, f"The {name}s under all five losses", f"precomputed: the live run's model and settings,<br>{precomputed.max_steps} steps each", 600)
+    seeds = "one seed" if len(precomputed.seeds) == 1 else f"{len(precomputed.seeds)} seeds"
+    fig = _layout(fig, f"The {name}s under all five losses", f"precomputed: the live run's model and settings,<br>{seeds}, {precomputed.max_steps} steps each", 600)
     fig.update_layout(margin=dict(t=110))
+    return fig
+
+
+def class_weights_figure(table: pd.DataFrame) -> go.Figure:
+    """The pixel share and both weights of every class of a mask that has it, on one log
+    axis, with each scheme's spread (largest over smallest weight) in the subtitle. ``table``
+    has the columns of :func:`demo.tabs.losses.class_weight_table`."""
+    present = table[table["Pixels N_c"] > 0]
+    schemes = (("Weight w_c", "(N − N_c)/N", "#d62728", "circle"), ("Median-frequency weight", "median frequency", "#2ca02c", "diamond"))
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=present["Class"], y=present["Share of pixels"], name="share of pixels N_c / N", marker_color="#9ecae1"))
+    spreads = []
+    for column, name, colour, symbol in schemes:
+        weights = present[column]
+        low, high = weights.idxmin(), weights.idxmax()
+        spreads.append(f"{name} {weights[low]:.3g} ({present['Class'][low]}) to {weights[high]:.3g} ({present['Class'][high]}), {weights[high] / weights[low]:.1f}x")
+        fig.add_trace(go.Scatter(x=present["Class"], y=weights, name=f"w_c, {name}", mode="lines+markers", marker=dict(size=10, color=colour, symbol=symbol), line=dict(width=2, color=colour)))
+    fig.update_yaxes(type="log", dtick=1, title="share or weight (log scale)")
+    absent = len(table) - len(present)
+    subtitle = "<br>".join(spreads) + (f"<br>{absent} class{'es' if absent > 1 else ''} absent from this mask (no weight)" if absent else "")
+    fig = _layout(fig, "Pixel shares and both weighting schemes", subtitle, 440 + 20 * bool(absent))
+    fig.update_layout(margin=dict(t=110 + 18 * bool(absent)))
     return fig
 
 
 # ---------------------------------------------------------------------------- text
 
 
-def final_table(precomputed: Precomputed) -> pd.DataFrame:
-    """The per-class IoU, the rare class's recall and the mIoU each precomputed run reached."""
+LAST_EVALUATIONS = 5  # every verdict and the final table average this many evaluations, not one snapshot
+
+
+def run_description(precomputed: Precomputed, last: int = LAST_EVALUATIONS) -> str:
+    """"one seed (seed 0), 600 steps; the mean of the last 5 evaluations (steps 500-600)", from the data."""
+    seeds = precomputed.seeds
+    seed_text = f"one seed (seed {seeds[0]})" if len(seeds) == 1 else f"{len(seeds)} seeds"
+    steps = next(iter(precomputed.runs.values())).step
+    window = steps[-min(last, len(steps) - 1):]
+    return f"{seed_text}, {precomputed.max_steps} steps; the mean of the last {len(window)} evaluations (steps {window[0]}-{window[-1]})"
+
+
+def final_table(precomputed: Precomputed, last: int = LAST_EVALUATIONS) -> pd.DataFrame:
+    """Per precomputed run, averaged over its last ``last`` evaluations: the per-class IoU,
+    the rare class's recall, the mIoU and the mIoU's standard deviation over those evaluations."""
     names, rare = precomputed.class_names, precomputed.rare_class
     rows = []
     for loss, curves in precomputed.runs.items():
         row = {"loss": SHORT_LABELS[loss] + (f" (γ = {curves.gamma:g})" if curves.gamma is not None else "")}
-        row.update({f"{name} IoU": round(value, 2) for name, value in zip(names, curves.final_iou)})
-        row[f"{names[rare]} recall"] = round(curves.final_recall[rare], 2)
-        row["mIoU"] = round(curves.miou[-1], 2)
+        row.update({f"{name} IoU": round(value, 2) for name, value in zip(names, curves.mean_of_last("iou", last))})
+        row[f"{names[rare]} recall"] = round(curves.mean_of_last("recall", last)[rare], 2)
+        miou, swing = curves.miou_of_last(last)
+        row["mIoU"] = round(miou, 2)
+        row["mIoU sd"] = round(swing, 2)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -107,48 +146,85 @@ def false_positives_per_hit(iou: float, recall: float) -> float:
     return 1.0 / iou - 1.0 / recall
 
 
-def rare_class_verdict(precomputed: Precomputed, min_gain: float = 0.01) -> str:
-    """What each loss did to the rare class in the precomputed runs, and which losses raised its
-    IoU above plain cross-entropy's (by at least ``min_gain``), at what cost."""
+def miou_ranking(precomputed: Precomputed, last: int = LAST_EVALUATIONS) -> list[tuple[str, float, float]]:
+    """(loss, mean mIoU, its standard deviation) over the last ``last`` evaluations, best first."""
+    ranked = [(loss, *curves.miou_of_last(last)) for loss, curves in precomputed.runs.items()]
+    return sorted(ranked, key=lambda item: -item[1])
+
+
+def _focal_caveats(precomputed: Precomputed) -> str:
+    """Why the lab's focal runs are no fair trial of focal loss (Lin et al. 2017, Sec. 3-4), as
+    a nested list."""
+    gamma = precomputed.runs["focal"].gamma
+    return "\n".join((
+        "  This is not a fair trial of focal loss:",
+        f"  - every loss here gets the same Adam learning rate and {precomputed.max_steps} steps, while (1 − p_t)^γ shrinks each pixel's loss, and its gradient, "
+        f"as the pixel gets easier (at p_t = 0.5 by {1 / (1 - 0.5) ** gamma:g}x for γ = {gamma:g}): a schedule tuned for it may differ (Lin et al. train RetinaNet with SGD for 90k iterations);",
+        "  - the paper pairs γ = 2 with α = 0.25 for the rare foreground class and 0.75 for the background: it weights the rare class *down*, "
+        "because γ already down-weights the easy background examples (here every class weighs 1 in focal, (N − N_c)/N in weighted focal);",
+        "  - the paper initialises the classifier's bias to b = −log((1 − π)/π) with π = 0.01, so every example starts as background and the many background "
+        "examples do not produce a large, destabilising loss in the first iterations; here the head starts at PyTorch's default;",
+        "  - it sums the loss over all anchors and divides by the number of foreground ones; here it is averaged over all pixels.",
+    ))
+
+
+def rare_class_verdict(precomputed: Precomputed, min_gain: float = 0.01, last: int = LAST_EVALUATIONS) -> str:
+    """What each loss did to the rare class in the precomputed runs, judged on the mean of
+    their last ``last`` evaluations (one evaluation of these curves swings too much): which
+    losses raised the rare class's IoU above plain cross-entropy's by at least ``min_gain``,
+    at what cost, and whether the runs' mIoU differ by more than their swing."""
     names, rare = precomputed.class_names, precomputed.rare_class
     rare_name = names[rare]
     runs = precomputed.runs
-    baseline = runs["ce"]
+    iou = {loss: curves.mean_of_last("iou", last) for loss, curves in runs.items()}
+    recall = {loss: curves.mean_of_last("recall", last) for loss, curves in runs.items()}
     share = precomputed.loss_share
     dominant = max(range(len(names)), key=precomputed.pixel_share.__getitem__)
-    reached = "; ".join(f"{SHORT_LABELS[loss]} {curves.final_iou[rare]:.2f}" for loss, curves in runs.items())
+    reached = "; ".join(f"{SHORT_LABELS[loss]} {iou[loss][rare]:.2f}" for loss in runs)
     lines = [
-        f"### What each loss did to the {rare_name}s (precomputed, {precomputed.max_steps} steps)",
-        f"{rare_name.capitalize()} IoU reached: {reached}.",
+        f"### What each loss did to the {rare_name}s",
+        f"Precomputed: {run_description(precomputed, last)}, so that no verdict rests on one evaluation of these noisy curves. "
+        f"{rare_name.capitalize()} IoU: {reached}.",
         "",
         f"- **Cross-entropy** weighs every pixel alike: the {rare_name}s hold {precomputed.pixel_share[rare]:.2%} of the pixels and so {share['ce'][rare]:.2%} of the loss. "
-        f"Ignoring them costs almost nothing, and the model learns to: {rare_name} IoU {baseline.final_iou[rare]:.2f}, recall {baseline.final_recall[rare]:.2f}.",
+        f"Ignoring them costs almost nothing, and the model learns to: {rare_name} IoU {iou['ce'][rare]:.2f}, recall {recall['ce'][rare]:.2f}.",
         f"- **(N − N_c)/N weights** are close to 1 for every class but the dominant one ({names[dominant]}: {precomputed.class_weights['wce'][dominant]:.3f}, "
         f"the {rare_name}: {precomputed.class_weights['wce'][rare]:.3f}; a {precomputed.weight_spread['wce']:.1f}x spread): "
         f"they shrink the {names[dominant]}'s part, so the {rare_name}s' share of the loss only grows to {share['wce'][rare]:.2%}.",
         f"- **Median-frequency weights** give the {rare_name} {precomputed.class_weights['mfb'][rare]:.2f} (a {precomputed.weight_spread['mfb']:.1f}x spread): its share of the loss grows to {share['mfb'][rare]:.2%}.",
         f"- **Focal loss** does not know which class is rare: it scales every pixel by (1 − p_t)^γ, moving the loss to whichever pixels are still wrong. "
-        f"While all pixels are equally wrong the {rare_name}s hold {share['focal'][rare]:.2%} of it, as with cross-entropy.",
+        f"While all pixels are equally wrong the {rare_name}s hold {share['focal'][rare]:.2%} of it, as with cross-entropy.\n" + _focal_caveats(precomputed),
         f"- **Weighted focal** adds the (N − N_c)/N weights ({share['wfocal'][rare]:.2%} of the loss at the start) to that.",
         "",
     ]
-    raisers = [loss for loss, curves in runs.items() if loss != "ce" and curves.final_iou[rare] >= baseline.final_iou[rare] + min_gain]
+    baseline = iou["ce"][rare]
+    raisers = [loss for loss in runs if loss != "ce" and iou[loss][rare] >= baseline + min_gain]
     if not raisers:
-        lines.append(f"**On this set no loss raises the {rare_name}'s IoU above cross-entropy's {baseline.final_iou[rare]:.2f}.**")
-        return "\n".join(lines)
-    which = " and ".join(LOSS_LABELS[loss] for loss in raisers)
-    lines.append(f"**On this set {'only ' if len(raisers) == 1 else ''}{which} raise{'s' if len(raisers) == 1 else ''} the {rare_name}'s IoU above cross-entropy's {baseline.final_iou[rare]:.2f}.**")
-    for loss in raisers:
-        curves = runs[loss]
-        iou, recall = curves.final_iou[rare], curves.final_recall[rare]
-        others = [c for c in range(len(names)) if c != rare]
-        worse = ", ".join(f"{names[c]} {baseline.final_iou[c]:.2f} → {curves.final_iou[c]:.2f}" for c in others if curves.final_iou[c] < baseline.final_iou[c])
-        lines.append(
-            f"{_sentence_start(LOSS_LABELS[loss])} finds {recall:.0%} of the {rare_name} pixels (recall {recall:.2f}), yet its IoU is only {iou:.2f}: "
-            f"for every {rare_name} pixel it finds, it marks {false_positives_per_hit(iou, recall):.1f} pixels of other classes as {rare_name}. "
-            f"Recall (a class's accuracy) counts only the pixels it misses; IoU counts the false alarms too. "
-            + (f"The other classes pay for it: {worse} (mIoU {baseline.miou[-1]:.2f} → {curves.miou[-1]:.2f})." if worse else "")
-        )
+        lines.append(f"**On this set no loss raises the {rare_name}'s IoU above cross-entropy's {baseline:.2f}.**")
+    else:
+        which = " and ".join(LOSS_LABELS[loss] for loss in raisers)
+        lines.append(f"**On this set {'only ' if len(raisers) == 1 else ''}{which} raise{'s' if len(raisers) == 1 else ''} the {rare_name}'s IoU above cross-entropy's {baseline:.2f}.**")
+        for loss in raisers:
+            window = runs[loss].window(last)
+            steady = min(runs[loss].class_series("iou", rare)[window]) > max(runs["ce"].class_series("iou", rare)[window])
+            others = [c for c in range(len(names)) if c != rare]
+            worse = ", ".join(f"{names[c]} {iou['ce'][c]:.2f} → {iou[loss][c]:.2f}" for c in others if iou[loss][c] < iou["ce"][c])
+            lines.append(
+                f"{_sentence_start(LOSS_LABELS[loss])} finds {recall[loss][rare]:.0%} of the {rare_name} pixels (recall {recall[loss][rare]:.2f}), yet its IoU is only {iou[loss][rare]:.2f}"
+                + (f", above cross-entropy's at each of those evaluations" if steady else ", above cross-entropy's on average but not at every evaluation")
+                + f": for every {rare_name} pixel it finds, it marks {false_positives_per_hit(iou[loss][rare], recall[loss][rare]):.1f} pixels of other classes as {rare_name}. "
+                "Recall (a class's accuracy) counts only the pixels it misses; IoU counts the false alarms too. "
+                + (f"The other classes pay for it: {worse}." if worse else "")
+            )
+    ranking = miou_ranking(precomputed, last)
+    order = ", ".join(f"{SHORT_LABELS[loss]} {mean:.2f} ± {sd:.2f}" for loss, mean, sd in ranking)
+    separated = [(a, b) for a, b in zip(ranking, ranking[1:]) if a[1] - b[1] > max(a[2], b[2])]
+    if separated:
+        apart = "; ".join(f"{SHORT_LABELS[a[0]]} above {SHORT_LABELS[b[0]]}" for a, b in separated)
+        judged = f"Only these neighbours differ by more than either one's swing: {apart}; the others do not, so one seed does not rank them."
+    else:
+        judged = "No two neighbours differ by more than either one's swing, so one seed does not rank the losses by mIoU."
+    lines += ["", f"**mIoU** (mean ± standard deviation over the same evaluations): {order}. {judged}"]
     return "\n".join(lines)
 
 
@@ -190,8 +266,10 @@ def camvid_markdown(schemes: dict[str, Any], card_losses: list[str]) -> str:
         "### The same weights on CamVid's training masks\n\n"
         f"With {len(names)} classes, (N − N_c)/N hardly rebalances: it runs from {inverse[low]:.3f} ({names[low]}, {share[low]:.0%} of the pixels) to {inverse[high]:.3f} ({names[high]}), "
         f"a {schemes['inverse_share_spread']:.2f}x spread. Median-frequency weights spread {schemes['median_frequency_spread']:.0f}x.{trained}\n\n"
-        "Weighting the rare classes up raises their accuracy (recall): the model predicts them more often. Their IoU rises less or even falls, "
-        "because those extra predictions include false positives that IoU counts and accuracy does not.\n\n" + "\n".join(rows)
+        "Weighting the rare classes up raises their accuracy (recall): the model predicts them more often. Their IoU rises less than their recall, "
+        "because those extra predictions include false positives that IoU counts and accuracy does not, and the classes whose pixels they take "
+        "lose IoU (in the project's short CamVid loss experiment, README \"How the loss was chosen\", the rare classes and the mIoU gained while some large classes lost, Building most).\n\n"
+        + "\n".join(rows)
     )
 
 

@@ -7,11 +7,14 @@ import json
 import math
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from segmodels.data.info import SHAPES
 from segmodels.losslab import LAB_LOSSES, LOSS_LABELS, MAX_GAMMA, RARE_CLASS, LabRecord
@@ -109,6 +112,25 @@ class LabCurves:
     def final_recall(self) -> tuple[float, ...]:
         return self.per_class_recall[-1]
 
+    def window(self, last: int) -> slice:
+        """The last ``last`` evaluations after step 0 (fewer when the run has fewer)."""
+        if isinstance(last, bool) or not isinstance(last, int) or last < 1:
+            raise ValueError(f"last must be a positive number of evaluations, got {last!r}")
+        return slice(max(1, len(self.step) - last), len(self.step))
+
+    def mean_of_last(self, values: str, last: int) -> tuple[float, ...]:
+        """Each class's IoU (``values='iou'``) or recall (``'recall'``) averaged over the last
+        ``last`` evaluations (NaN where a class is absent from all of them)."""
+        table = np.array(self.per_class_iou if values == "iou" else self.per_class_recall, dtype=float)[self.window(last)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a class absent from every evaluation stays NaN
+            return tuple(float(v) for v in np.nanmean(table, axis=0))
+
+    def miou_of_last(self, last: int) -> tuple[float, float]:
+        """(mean, standard deviation) of the mIoU over the last ``last`` evaluations."""
+        values = np.array(self.miou, dtype=float)[self.window(last)]
+        return float(values.mean()), float(values.std())
+
     def class_series(self, values: str, class_index: int) -> list[float]:
         """One class's IoU (``values='iou'``) or recall (``'recall'``) over the steps."""
         table = self.per_class_iou if values == "iou" else self.per_class_recall
@@ -152,12 +174,15 @@ class LabCurves:
 
 @dataclass(frozen=True)
 class Precomputed:
-    """The shipped runs of all five losses (``scripts/precompute_losslab.py``)."""
+    """The shipped runs of all five losses (``scripts/precompute_losslab.py``): one run per
+    loss, all with the training seeds ``seeds``, evaluated every ``eval_every`` steps."""
 
     runs: dict[str, LabCurves]
     class_names: tuple[str, ...]
     rare_class: int
     max_steps: int
+    eval_every: int
+    seeds: tuple[int, ...]
     pixel_share: tuple[float, ...]
     class_weights: dict[str, tuple[float, ...]]
     loss_share: dict[str, tuple[float, ...]]
@@ -178,6 +203,8 @@ def load_precomputed(path: Path = CURVES_PATH) -> Precomputed:
         class_names=tuple(data["class_names"]),
         rare_class=int(data["rare_class"]),
         max_steps=int(data["settings"]["max_steps"]),
+        eval_every=int(data["settings"]["eval_every"]),
+        seeds=(int(data["settings"]["seed"]),),
         pixel_share=tuple(data["train_pixel_share"]),
         class_weights={loss: tuple(runs[loss]["class_weights"]) for loss in LAB_LOSSES},
         loss_share={loss: tuple(runs[loss]["class_loss_share"]) for loss in LAB_LOSSES},

@@ -47,16 +47,19 @@ image) and a *decoder* (upsample back to full resolution: *where* it is).
 * **U-Net 3+** (Huang et al., 2020): every decoder stage receives features from *all* scales
   ("full-scale skip connections"), mixing fine detail and coarse context.
 * **DeepLabV3+** (Chen et al., 2018): the encoder still downsamples (to 1/16 or 1/8), but its last
-  stage uses *dilated* (atrous) convolutions instead of a further stride, and ASPP gathers context
-  at several scales on that feature map; a light decoder adds stride-4 detail to sharpen borders.
+  stage (at 1/16; its last two at 1/8) uses *dilated* (atrous) convolutions instead of a further
+  stride, and ASPP gathers context at several scales on that feature map; a light decoder adds
+  stride-4 detail to sharpen borders.
 """
 
 PRUNING = """\
 **U-Net++ pruning.** U-Net++ is trained with a segmentation head on each of its nested outputs
 X(0,1) ... X(0,4) (*deep supervision*). So at test time we may stop at depth **L1, L2, L3 or L4** and
 simply not compute the deeper part of the network. Shallower networks have fewer parameters and
-run faster, but see less context, so they are usually less accurate: the trade-off of Fig. 8 of the
-U-Net++ paper, reproduced live on this image. *Params* counts only the layers that depth uses.
+run faster, but see less context, so they are usually less accurate: the trade-off of Fig. 3 of the
+first U-Net++ paper (Zhou et al., DLMIA 2018), reproduced live on this image. Taking one depth's
+output is the paper's *fast mode*; its *accurate mode* averages all the outputs (not offered here).
+*Params* counts only the layers that depth uses.
 """
 
 RECEPTIVE_FIELD = """\
@@ -64,8 +67,11 @@ RECEPTIVE_FIELD = """\
 can influence it. Each 3x3 convolution widens it by 2 pixels x the current stride; every
 downsampling doubles the stride, so deep layers "see" far.
 * The **chart** shows the *theoretical* receptive field after every convolution and pooling layer,
-  in the order they run (decoder layers fed by skip connections restart small). Stars: layers that
-  see the whole image (global pooling).
+  in the order they run. Layers that read only shallow features restart small (U-Net++'s nested
+  nodes, U-Net 3+'s squeezes of shallow encoder features, DeepLabV3+'s low-level projection);
+  U-Net's decoder layers all receive the deepest feature, so its curve keeps rising. Stars: layers
+  that see the whole image (global pooling). The sizes are *about* right for any one pixel (see
+  the arithmetic below).
 * **Click on the image** to compute the *effective* receptive field of that output pixel
   (Luo et al., 2016): how strongly each input pixel changes the pixel's prediction (the gradient).
   Bright = strong influence. The square is the theoretical receptive field: the effective one is
@@ -73,10 +79,13 @@ downsampling doubles the stride, so deep layers "see" far.
 
 **Dilation (atrous convolution).** A 3x3 kernel at *rate r* places its 9 taps *r* pixels apart: it
 covers (2r + 1) x (2r + 1) pixels with the same 9 weights, so the receptive field grows without
-downsampling. **ASPP** (atrous spatial pyramid pooling, DeepLabV3) runs a 1x1 conv, three 3x3 convs at
-rates 6, 12 and 18, and a global image average *in parallel* on the same feature map and concatenates
-them: context at several scales at once. **SPP** (spatial pyramid pooling, He et al. 2014) max-pools
-a feature map of any size into fixed 1x1, 2x2 and 4x4 grids of bins, giving a fixed-length summary.
+downsampling, though not for free: the map it runs on was not downsampled either (the arithmetic
+below measures the cost). **ASPP** (atrous spatial pyramid pooling, from DeepLab v2; the form here is
+DeepLabV3's) runs a 1x1 conv, three 3x3 convs at rates 6, 12 and 18, and a global image average
+*in parallel* on the same feature map and concatenates them: context at several scales at once.
+**SPP** (spatial pyramid pooling, He et al. 2014) max-pools a feature map of any size into fixed
+1x1, 2x2 and 4x4 grids of bins, giving a fixed-length summary; **PSPNet** pools at 1x1, 2x2, 3x3 and
+6x6, upsamples and concatenates the result back onto the map.
 """
 
 LOSSES = r"""
@@ -85,14 +94,16 @@ ignoring small classes. Counting the pixels of each class, $N_c$ out of $N$, the
 
 $$w_c = \frac{N - N_c}{N}$$
 
-is close to 1 for every class that covers a small part of the image, which with more than two
-classes is *most* of them: it only lowers the one or two dominant classes a little, so it hardly
-rebalances (the button below and the **Loss lab** tab compute its spread, largest over smallest
-weight, on real masks). **Median-frequency** weights, $w_c = \mathrm{median}(f) / f_c$ with $f_c$ the
-share of class $c$ in the images that contain it, spread far more and are what the shipped CamVid
-models were trained with; they raise the rare classes' *accuracy* (recall) but also make the model
-predict them where they are not, so their IoU rises less, or falls. *Weighted cross-entropy*
-multiplies each pixel's loss by the weight of its true class.
+is one minus the class's share of the pixels: close to 1 for every class that covers a small part
+of the image, which with more than two classes is *most* of them, and clearly lower only for a
+dominant class, so it hardly rebalances (the button below draws it on the current mask, with its
+spread, largest over smallest weight; the **Loss lab** tab does it on whole training sets).
+**Median-frequency** weights, $w_c = \mathrm{median}(f) / f_c$ with $f_c$ the share of class $c$ in
+the images that contain it (Eigen & Fergus 2015), spread far more, which is why the chart uses a
+log axis; they are what the shipped CamVid models were trained with. They raise the rare classes'
+*accuracy* (recall): the model predicts them more often. Their IoU rises less than their recall,
+because the extra predictions include false positives, and the classes whose pixels they take may
+lose IoU. *Weighted cross-entropy* multiplies each pixel's loss by the weight of its true class.
 
 **Cross-entropy vs focal loss.** If the network gives the true class the probability $p$,
 
@@ -102,7 +113,10 @@ $$\mathrm{FL}(p) = -(1 - p)^{\gamma} \log p$$
 
 Focal loss (Lin et al., 2017) multiplies cross-entropy by $(1 - p)^{\gamma}$: for easy, already
 well-classified pixels ($p$ near 1) that factor is tiny, so training concentrates on the hard
-pixels. $\gamma = 0$ is plain cross-entropy; move the slider to see the curve change.
+pixels. $\gamma = 0$ is plain cross-entropy; move the slider to see the curve change. The paper
+also weights each class by $\alpha_t$ and found $\gamma = 2$ with $\alpha = 0.25$ for the rare
+foreground best: once $\gamma$ has down-weighted the easy background, the rare class needs *less*
+weight, not more.
 
 **IoU map.** Pick a class and a model: green pixels are **TP**, red **FP**, blue **FN**; grey pixels
 are true negatives (or unlabelled). IoU = TP / (TP + FP + FN).

@@ -80,7 +80,8 @@ def dataset_pixel_counts(masks: Iterable[Any], num_classes: int, ignore_index: i
 
 
 def class_weights_inverse_share(counts: Tensor | np.ndarray | list[int]) -> Tensor:
-    """``w_c = (N - N_c) / N``: rare classes get weights near 1, dominant ones near 0."""
+    """``w_c = (N - N_c) / N``, one minus the class's pixel share: with more than two classes
+    most weights are close to 1 and only a dominant class falls clearly below it."""
     counts = torch.as_tensor(counts, dtype=torch.float64)
     total = counts.sum()
     if total <= 0:

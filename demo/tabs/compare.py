@@ -215,7 +215,7 @@ def build(shared: Shared) -> gr.Tab:
         with gr.Accordion("What am I looking at?", open=False):
             gr.Markdown(text.COMPARE, latex_delimiters=text.LATEX)
         with gr.Accordion("Inside the architectures, and mIoU of an image vs of a dataset", open=False):
-            gr.Markdown("\n".join((explanations.unet_padding(), explanations.unet3p_skips(), explanations.deeplab_pipeline(), explanations.miou_image_vs_dataset())), latex_delimiters=text.LATEX)
+            gr.Markdown(explanations.architectures(shared.app.config.weights_dir), latex_delimiters=text.LATEX)
 
     components = dict(status=status, legend=legend, image=image, truth=truth, **masks, table=table, scatter=scatter, bars=bars, per_class=per_class, current=shared.current_md, session=shared.session)
     run_btn.click(tab.queue_note, [*shared.image_inputs, shared.models_cb, shared.depth_sl, shared.opacity_sl], status, show_progress="hidden", api_name="compare_queue", **shared.light).then(

@@ -1,4 +1,4 @@
-"""Losses and IoU: class weights w_c = (N - N_c) / N counted on the current mask,
+"""Losses and IoU: class weights w_c = (N - N_c) / N and median-frequency weights counted on the current mask,
 cross-entropy against focal loss, and the TP / FP / FN map behind one class's IoU."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from .. import explanations, figures, text
 from ..context import Shared, View, hidden
 from ..core import ARCH_ORDER, App, CurrentImage, SessionCache
 from ..errors import InputError, inline_errors
+from ..losslab_charts import class_weights_figure
 
 WEIGHTS = View("table", "chart", "note")
 IOU = View("map", "note", "session")
@@ -114,7 +115,7 @@ class Losses:
             session.mark("losses", current)
         result = self.class_weights(current, session)
         note = f"Counted on {result.origin} of **{result.image.label}**: N = {result.total} labelled pixels."
-        return WEIGHTS(table=gr.update(value=result.table, visible=True), chart=gr.update(value=figures.class_weights_figure(result.table), visible=True), note=note)
+        return WEIGHTS(table=gr.update(value=result.table, visible=True), chart=gr.update(value=class_weights_figure(result.table), visible=True), note=note)
 
     @staticmethod
     def curves(gamma):

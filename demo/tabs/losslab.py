@@ -55,7 +55,7 @@ import pandas as pd
 
 from segmodels.losslab import LAB_LOSSES, LOSS_LABELS, LabRecord, LabSettings, lab_class_weights, run_loss_lab
 
-from ..losslab_charts import camvid_section, false_positives_per_hit, final_table, iou_figure, lab_weights_note, lab_weights_table, loss_figure, precomputed_figure, rare_class_verdict
+from ..losslab_charts import LAST_EVALUATIONS, camvid_section, false_positives_per_hit, final_table, iou_figure, lab_weights_note, lab_weights_table, loss_figure, precomputed_figure, rare_class_verdict, run_description
 from ..losslab_runs import Admission, FOCAL_LOSSES, FORMULAS, GAMMA_SLIDER_MAX, LATEX, LabCurves, LabView, LiveRunGate, Precomputed, RUNS_PER_WINDOW, STOP_REASONS, class_values_text, minutes_text, budget_line, check_lab_request, load_precomputed
 from ..scheduler import FairScheduler, Refused
 from ..serving import client_of
@@ -174,13 +174,17 @@ class LossLab:
         if not curves.step:
             return LabView(status=f"**The live run could not start:** {reason}. " + budget_line(runs_left, self.gate.runs_per_window, self.gate.window_s), previous=previous)
         reference = self.precomputed.runs[curves.loss]
-        iou = curves.final_iou
-        miou = curves.miou[-1]
+        last = min(LAST_EVALUATIONS, len(curves.step) - 1, len(reference.step) - 1)
+        averaged = f"averaged over the last {last} evaluation{'s' if last > 1 else ''}" if last else "at step 0"
+        iou = curves.mean_of_last("iou", last) if last else curves.final_iou
+        recall = curves.mean_of_last("recall", last) if last else curves.final_recall
+        reference_iou = reference.mean_of_last("iou", last)[rare] if last else reference.final_iou[rare]
         return LabView(
             status=(
                 f"**Finished {curves.label}** after {curves.step[-1]} steps in {curves.seconds[-1]:.0f} s ({reason}).\n\n"
-                f"Per-class IoU reached: {class_values_text(names, iou)} (mIoU {miou:.2f}); {names[rare]} recall {curves.final_recall[rare]:.2f}. "
-                f"The precomputed run of the same loss reached {names[rare]} IoU {reference.final_iou[rare]:.2f} after {reference.step[-1]} steps.\n\n"
+                f"Per-class IoU {averaged}: {class_values_text(names, iou)}; {names[rare]} recall {recall[rare]:.2f}. "
+                f"The precomputed run of the same loss ({reference.step[-1]} steps), {averaged}: {names[rare]} IoU {reference_iou:.2f}. "
+                "One evaluation of these curves swings too much to judge on.\n\n"
                 + budget_line(runs_left, self.gate.runs_per_window, self.gate.window_s)
             ),
             current=curves,
@@ -233,7 +237,7 @@ def build(shared) -> gr.Tab:
         with gr.Row():
             gr.Plot(precomputed_figure(precomputed), show_label=False, min_width=320)
             with gr.Column(min_width=320):
-                gr.DataFrame(final_table(precomputed), label=f"What each loss reached after {precomputed.max_steps} steps (precomputed)", interactive=False)
+                gr.DataFrame(final_table(precomputed), label=f"What each loss reached (precomputed: {run_description(precomputed)})", interactive=False)
                 gr.Markdown(rare_class_verdict(precomputed))
         with gr.Accordion("The formulas and the weights", open=True):
             gr.Markdown(FORMULAS, latex_delimiters=LATEX)

@@ -1,5 +1,6 @@
 """Receptive field: the theoretical receptive field of every layer of the chosen models, the
-effective receptive field of a clicked pixel (Luo et al. 2016), dilation and SPP / ASPP."""
+effective receptive field of a clicked pixel (Luo et al. 2016), dilation and what it costs,
+SPP, PSPNet's pyramid pooling and ASPP."""
 
 from __future__ import annotations
 
@@ -127,7 +128,7 @@ class Receptive:
                 continue
             overlays[arch] = figures.erf_overlay(current.image, erf, (row, col), theoretical)
             share = float((erf > 0.01).mean())
-            lines.append(f"- **{ARCH_NAMES[arch]}**: {share:.1%} of the image has a gradient above 1% of the peak; theoretical field {'whole image' if math.isinf(theoretical) else f'{theoretical:.0f} px'}.")
+            lines.append(f"- **{ARCH_NAMES[arch]}**: {share:.1%} of the image has a gradient above 1% of the peak; theoretical field {'whole image' if math.isinf(theoretical) else f'about {theoretical:.0f} px'}.")
         if not overlays:
             raise ModelUnavailable("No model could compute a receptive field. " + " ".join(lines[1:]))
         aspp = self.aspp(current.set_name)
@@ -146,7 +147,7 @@ class Receptive:
         summary = ["| Model | layers | largest theoretical receptive field |", "|---|---|---|"]
         for name, frame in traces.items():
             largest = float(frame["Receptive field (px)"].max())
-            summary.append(f"| {name} | {len(frame)} | {'whole image (global pooling)' if math.isinf(largest) else f'{largest:.0f} px'} |")
+            summary.append(f"| {name} | {len(frame)} | {'whole image (global pooling)' if math.isinf(largest) else f'about {largest:.0f} px'} |")
         summary.append(f"\nDeepLabV3+ ASPP rates {', '.join(map(str, aspp.rates))} at output stride {aspp.output_stride} ({aspp.origin}); SPP bins {', '.join(f'{b}x{b}' for b in SPP().bins)}.")
         display = table.copy()
         for column in ("Receptive field (px)", "Jump (px)"):
@@ -189,8 +190,8 @@ def build(shared: Shared) -> gr.Tab:
     tab = Receptive(shared.app)
     with gr.Tab("Receptive field", id="receptive") as receptive_tab:
         gr.Markdown(text.RECEPTIVE_FIELD, latex_delimiters=text.LATEX)
-        with gr.Accordion("The arithmetic: 2n + 1, dilation, strides; SPP and ASPP", open=False):
-            gr.Markdown(explanations.receptive_field() + "\n" + explanations.pooling(), latex_delimiters=text.LATEX)
+        with gr.Accordion("The arithmetic: 2n + 1, dilation, strides; SPP, PSPNet and ASPP; what dilation costs", open=False):
+            gr.Markdown(explanations.context(shared.app.config.weights_dir), latex_delimiters=text.LATEX)
         charts_btn = gr.Button("Show the receptive fields of the chosen models", variant="primary", interactive=bool(shared.app.sets()))
         summary = gr.Markdown(label="Receptive field summary")
         chart = gr.Plot(label="Theoretical receptive field by layer", show_label=False)
