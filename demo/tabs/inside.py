@@ -254,7 +254,6 @@ def node_markdown(view: NetworkView, name: str) -> str:
         rows.append(f"| Channels | {channels} |")
         rows.append(f"| FLOPs on this image | {_count(node.feature.flops)} (a multiply-add counts 2) |")
     rows.append(f"| Parameters | {info.parameters:,} |")
-    rows += [f"| Depthwise separable | {_separable_saving(conv)} |" for conv in info.separable]
     rows.append(f"| Modules | {', '.join(f'`{name}`' for name in info.modules)} |")
     field = info.receptive_field
     if math.isinf(field):
@@ -275,6 +274,8 @@ def node_markdown(view: NetworkView, name: str) -> str:
         rows.append(f"| Runs at L{view.depth} | {state} |")
     elif not node.runs:
         rows.append("| Runs at inference | no: only in training (deep supervision) |")
+    for conv in info.separable:
+        rows += ["", f"**Depthwise separable:** {_separable_saving(conv)}."]
     incoming = view.incoming(name)
     if incoming:
         rows += ["", f"**{len(incoming)} incoming link{'s' if len(incoming) > 1 else ''}:**"]

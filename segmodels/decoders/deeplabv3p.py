@@ -12,6 +12,7 @@ from .base import Decoder
 from .base import DecoderGraph, GraphEdge, GraphNode, encoder_node
 
 ASPP_RATES = {16: (6, 12, 18), 8: (12, 24, 36)}
+LABEL_SPACING = 1.3  # columns between the nodes of the low-level row, whose labels sit side by side
 
 
 class DeepLabV3PlusDecoder(Decoder):
@@ -89,7 +90,7 @@ class DeepLabV3PlusDecoder(Decoder):
                 label, detail = f"Refine dw+pw #{k + 1}", f"separable conv: depthwise 3x3, then {_pointwise(conv)}"
             else:
                 label, detail = f"Refine 3x3 #{k + 1}", f"3x3 conv; {_as_separable(conv[0])}"
-            nodes.append(GraphNode(f"refine.{k}", label, "refine", row, deepest + 4 + k, (f"refine.{k}",), detail))
+            nodes.append(GraphNode(f"refine.{k}", label, "refine", row, deepest + 3 + LABEL_SPACING * (k + 1), (f"refine.{k}",), detail))
         edges += [GraphEdge("aspp.project", "refine.0", "bilinear upsampling to stride 4, concatenation"), GraphEdge("low_level_project", "refine.0", "concatenation")]
         edges += [GraphEdge(f"refine.{k - 1}", f"refine.{k}") for k in range(1, len(self.refine))]
         return DecoderGraph(tuple(nodes), tuple(edges), {"main": f"refine.{len(self.refine) - 1}"})
