@@ -50,7 +50,7 @@ class AtrousConv(ConvBNReLU):
 def separable_cost_ratio(out_channels: int, kernel_size: int = 3) -> float:
     """Weights (and multiply-adds) of a depthwise separable k x k convolution over those of
     the dense one with the same input and output channels (MobileNets, Howard et al. 2017,
-    Eq. 5): (k^2 C_in + C_in C_out) / (k^2 C_in C_out) = 1/C_out + 1/k^2."""
+    Sec. 3.1, from Eqs. 2 and 5): (k^2 C_in + C_in C_out) / (k^2 C_in C_out) = 1/C_out + 1/k^2."""
     return 1 / out_channels + 1 / kernel_size**2
 
 
@@ -62,13 +62,14 @@ class SeparableConv(nn.Sequential):
 
         (k^2 C_in + C_in C_out) / (k^2 C_in C_out) = 1/C_out + 1/k^2
 
-    of the weights and of the multiply-adds (MobileNets, Eq. 5); :attr:`cost_ratio`.
+    of the weights and of the multiply-adds (MobileNets, Sec. 3.1, from Eqs. 2 and 5); :attr:`cost_ratio`.
 
     Layer order as in the authors' implementation (tensorflow/models,
     ``research/deeplab/core/utils.py``, ``split_separable_conv2d``: "applies activation
     function between depthwise and pointwise conv2d", inside an arg scope that adds batch norm
     and ReLU to every conv): depthwise conv, batch norm, ReLU, pointwise conv, batch norm,
-    ReLU. Each convolution has its own batch norm, so both fold for inference."""
+    ReLU. Each convolution has its own batch norm, so both fold for inference
+    (segmentation_models_pytorch's ``SeparableConv2d`` has neither between the two)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, dilation: int = 1):
         padding = dilation * (kernel_size - 1) // 2

@@ -68,7 +68,7 @@ class SeparableConvInfo:
         weights: weights of its two convolutions, k^2 C_in + C_in C_out.
         dense_weights: weights of the dense convolution, k^2 C_in C_out.
         cost_ratio: 1/C_out + 1/k^2, the share of the dense convolution's weights and
-            multiply-adds it needs (MobileNets, Howard et al. 2017, Eq. 5).
+            multiply-adds it needs (MobileNets, Howard et al. 2017, Sec. 3.1, from Eqs. 2 and 5).
     """
 
     module: str

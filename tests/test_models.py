@@ -312,7 +312,7 @@ class TestDeepLabV3PlusSeparable(ArchitectureTester):
 
     @pytest.mark.parametrize("in_channels, out_channels, rate", [(7, 5, 1), (16, 176, 6)])
     def test_separable_conv_costs_one_over_c_out_plus_one_over_k_squared(self, in_channels, out_channels, rate):
-        """Weights and FLOPs of the two convolutions against a dense 3x3 conv (MobileNets, Eq. 5)."""
+        """Weights and FLOPs of the two convolutions against a dense 3x3 conv (MobileNets, Sec. 3.1, from Eqs. 2 and 5)."""
         separable = AtrousSeparableConv(in_channels, out_channels, rate).eval()
         dense = AtrousConv(in_channels, out_channels, rate).eval()
         weights = separable.depthwise.weight.numel() + separable.pointwise.weight.numel()

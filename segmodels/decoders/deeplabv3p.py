@@ -21,10 +21,11 @@ class DeepLabV3PlusDecoder(Decoder):
     with the ASPP output upsampled 4x (bilinear), and refined by two 3x3 convs of
     ``aspp_channels`` (256). One output, ``main``, at stride 4.
 
-    With ``separable`` (the default, as published: Sec. 3.2, "we apply the depthwise separable
-    convolution to both ASPP and decoder modules") ASPP's three atrous convs and the two refining
-    3x3 convs are depthwise separable (:class:`~segmodels.blocks.SeparableConv`); without it
-    they are dense 3x3 convs, as in DeepLabV3's ASPP.
+    With ``separable`` (the default, as published: the abstract "apply the depthwise separable
+    convolution to both Atrous Spatial Pyramid Pooling and decoder modules"; atrous separable
+    convolution in Sec. 3.1, Fig. 3) ASPP's three atrous convs and the two refining 3x3 convs
+    are depthwise separable (:class:`~segmodels.blocks.SeparableConv`); without it they are
+    dense 3x3 convs, as in DeepLabV3's ASPP.
 
     Args:
         encoder_channels: width of each encoder feature, shallow to deep.
