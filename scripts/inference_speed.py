@@ -6,23 +6,26 @@ order shuffled), so machine noise hits all of them alike.
         [--candidates eager folded folded_cl folded_cl_bf16 folded_cl_batch2 compiled onnxruntime] [--smp] [--json OUT]
 
 Candidates: ``eager`` (the trained model as loaded), ``folded`` (batch norms folded,
-:func:`segmodels.inference.prepare_for_inference`), ``folded_cl`` (folded + channels_last),
-``folded_cl_bf16`` (the same under bfloat16 autocast, as the Predictor's ``torch-bf16`` runtime
-runs it), ``folded_cl_batch2`` (two images stacked into one pass, as batching two students' requests
-would do; its figure is per image), ``compiled`` (``torch.compile`` of the folded model), ``onnxruntime`` (the folded model
-in ONNX Runtime as the Predictor's onnxruntime backend runs it,
-:func:`segmodels.inference.onnxruntime_session`, if installed). ``--smp`` adds
-segmentation_models_pytorch's U-Net, U-Net++ and DeepLabV3+ on the same encoder
-(``tu-efficientnet_lite0``, smp's default decoders, untrained: latency does not depend on the
-weights).
-Prints, per model, the median and IQR (ms) of every candidate and its ratio to ``eager``
-(and to smp's equivalent)."""
+:func:`segmodels.inference.prepare_for_inference`), ``folded_cl`` (folded + channels_last, run as
+the Predictor's ``torch`` runtime runs it), ``folded_cl_bf16`` (the same under bfloat16 autocast,
+the Predictor's ``torch-bf16`` runtime), ``folded_cl_batch2`` (two images stacked into one pass, as
+batching two students' requests would do; its figure is per image), ``compiled``
+(``torch.compile`` of the folded model), ``onnxruntime`` (the folded channels_last model in ONNX
+Runtime as the Predictor's onnxruntime runtime runs it, if installed). ``folded_cl``,
+``folded_cl_bf16`` and ``onnxruntime`` are the Predictor's own preparation and runtimes
+(:func:`segmodels.inference.prepare_for_inference`, :func:`segmodels.peers.runtime_runners`).
+
+``--smp`` adds segmentation_models_pytorch's U-Net, U-Net++ and DeepLabV3+ on the same encoder
+(``tu-efficientnet_lite0``, untrained: latency does not depend on the weights), smp's defaults
+(``smp``) and the decoder width that matches our model's parameters (``smp matched``), each
+prepared and run exactly like ours (:mod:`segmodels.peers`) for those three candidates, in the
+same rounds. Prints, per model, parameters and GFLOPs of each side, the median and IQR (ms) of
+every candidate, its ratio to ``eager``, and ours over smp's on the same runtime."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
 from pathlib import Path
@@ -32,63 +35,60 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from segmodels import zoo  # noqa: E402
-from segmodels.benchmark import smp_models, summarize_timings  # noqa: E402
-from segmodels.inference import onnxruntime_session, prepare_for_inference  # noqa: E402
+from segmodels.benchmark import summarize_timings, time_interleaved  # noqa: E402
+from segmodels.cards import count_parameters  # noqa: E402
+from segmodels.inference import onnxruntime_available, prepare_for_inference  # noqa: E402
+from segmodels.peers import SMP_CLASSES, build_smp, matched_width, runtime_runners, sizes  # noqa: E402
 
 NAMES = ["camvid/unet", "camvid/unetpp", "camvid/unet3p", "camvid/deeplabv3p"]
 IMAGES_PER_PASS = {"folded_cl_batch2": 2}
+PREDICTOR_RUNTIMES = {"folded_cl": "torch", "folded_cl_bf16": "torch-bf16", "onnxruntime": "onnxruntime"}  # candidate -> Predictor runtime
+PEERS = ("smp", "smp matched")
 
 
-def smp_equivalent(arch: str, num_classes: int):
-    """segmentation_models_pytorch's default model of the same architecture on the same
-    encoder (``segmodels.benchmark.smp_models``), or None when smp has none (U-Net 3+)."""
-    built = dict(zip(("unet", "unetpp", "deeplabv3p"), (model for _, model in smp_models(num_classes, "efficientnet_lite0"))))
-    return built.get(arch)
+def runtimes_wanted(wanted: list[str], name: str) -> dict[str, str]:
+    """{Predictor runtime: candidate} of the wanted candidates that are Predictor runtimes."""
+    chosen = {runtime: candidate for candidate, runtime in PREDICTOR_RUNTIMES.items() if candidate in wanted}
+    if "onnxruntime" in chosen and not onnxruntime_available():
+        print(f"{name}: onnxruntime unavailable (pip install -r requirements-dev.txt)")
+        del chosen["onnxruntime"]
+    return chosen
 
 
-def pad_to(x: torch.Tensor, divisor: int) -> torch.Tensor:
-    """Zero-pad right and bottom to a multiple of ``divisor`` (smp refuses other sizes; the
-    segmodels models pad the same way inside)."""
-    height, width = x.shape[-2:]
-    return torch.nn.functional.pad(x, (0, -width % divisor, 0, -height % divisor))
+def predictor_candidates(model: torch.nn.Module, wanted: list[str], size: tuple[int, int], threads: int, name: str, prefix: str = "") -> dict:
+    """``folded_cl``, ``folded_cl_bf16`` and ``onnxruntime`` of ``model`` (those wanted), as the Predictor prepares and runs it."""
+    chosen = runtimes_wanted(wanted, name)
+    prepared = prepare_for_inference(model, channels_last=True)
+    started = time.perf_counter()
+    runners = runtime_runners(prepared, list(chosen), size, threads)
+    if "onnxruntime" in chosen:
+        print(f"{name}{' ' + prefix.strip() if prefix else ''}: ONNX Runtime session exported and built in {time.perf_counter() - started:.2f} s")
+    return {f"{prefix}{chosen[runtime]}": run for runtime, run in runners.items()}
 
 
-def candidates(name: str, wanted: list[str], size: tuple[int, int], threads: int, with_smp: bool) -> dict:
-    raw = zoo.read_model(name)
-    card = zoo.load_card(name)
+def candidates(name: str, raw: torch.nn.Module, wanted: list[str], size: tuple[int, int], threads: int) -> dict:
     runners = {}
     if "eager" in wanted:
         runners["eager"] = lambda x, m=raw: m(x).argmax(1)
     folded = prepare_for_inference(raw)
     if "folded" in wanted:
         runners["folded"] = lambda x, m=folded: m(x).argmax(1)
-    folded_cl = prepare_for_inference(raw, channels_last=True)
-    if "folded_cl" in wanted:
-        runners["folded_cl"] = lambda x, m=folded_cl: m(x.contiguous(memory_format=torch.channels_last)).argmax(1)
-    if "folded_cl_bf16" in wanted:
-
-        def bf16(x, m=folded_cl):
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                return m(x.contiguous(memory_format=torch.channels_last)).argmax(1)
-        runners["folded_cl_bf16"] = bf16
     if "folded_cl_batch2" in wanted:
+        folded_cl = prepare_for_inference(raw, channels_last=True)
         runners["folded_cl_batch2"] = lambda x, m=folded_cl: m(torch.cat([x, x]).contiguous(memory_format=torch.channels_last)).argmax(1)
     if "compiled" in wanted:
         compiled = torch.compile(folded)
         runners["compiled"] = lambda x, m=compiled: m(x).argmax(1)
-    if "onnxruntime" in wanted:
-        try:
-            started = time.perf_counter()
-            session = onnxruntime_session(folded, size, None, threads)
-            print(f"{name}: ONNX Runtime session exported and built in {time.perf_counter() - started:.2f} s")
-            runners["onnxruntime"] = lambda x, s=session: s.run(None, {"image": x.numpy()})[0]
-        except Exception as error:  # noqa: BLE001 - optional extra: report and go on
-            print(f"{name}: onnxruntime unavailable ({type(error).__name__}: {error})")
-    if with_smp:
-        equivalent = smp_equivalent(card["arch"], raw.num_classes)
-        if equivalent is not None:
-            runners["smp"] = lambda x, m=equivalent.eval(): m(pad_to(x, 32)).argmax(1)
-    return runners
+    return runners | predictor_candidates(raw, wanted, size, threads, name)
+
+
+def smp_peers(arch: str, raw: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """smp's default model of ``arch`` and the one whose decoder width matches ``raw``'s
+    parameters (:func:`segmodels.peers.matched_width`); none for U-Net 3+."""
+    if arch not in SMP_CLASSES:
+        return {}
+    width = matched_width(arch, raw.num_classes, "efficientnet_lite0", count_parameters(raw))
+    return {"smp": build_smp(arch, raw.num_classes, "efficientnet_lite0"), "smp matched": build_smp(arch, raw.num_classes, "efficientnet_lite0", width)}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -106,31 +106,27 @@ def main(argv: list[str] | None = None) -> dict:
     x = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0))
     report = {"threads": args.threads, "size": args.size, "rounds": args.rounds, "torch": torch.__version__, "models": {}}
     for name in args.models:
-        runners = candidates(name, args.candidates, size, args.threads, args.smp)
+        raw = zoo.read_model(name)
+        runners = candidates(name, raw, args.candidates, size, args.threads)
+        described = {"segmodels": sizes(raw, size)}
+        if args.smp:
+            for peer, model in smp_peers(zoo.load_card(name)["arch"], raw).items():
+                described[peer] = sizes(model, size) | {"decoder_width": model.width}
+                runners |= predictor_candidates(model, args.candidates, size, args.threads, name, prefix=f"{peer} ")
         with torch.inference_mode():
-            for run in runners.values():  # warm-up (and compilation)
-                run(x), run(x)
-            timings = {key: [] for key in runners}
-            order = list(runners)
-            for _ in range(args.rounds):
-                random.shuffle(order)
-                for key in order:
-                    started = time.perf_counter()
-                    runners[key](x)
-                    timings[key].append((time.perf_counter() - started) * 1000 / IMAGES_PER_PASS.get(key, 1))
-        rows = {key: summarize_timings(values) for key, values in timings.items()}
-        report["models"][name] = rows
-        eager = rows.get("eager", {}).get("median_ms")
-        smp_ms = rows.get("smp", {}).get("median_ms")
+            timings = time_interleaved({key: (lambda run=run: run(x)) for key, run in runners.items()}, args.rounds)
+        rows = {key: summarize_timings([ms / IMAGES_PER_PASS.get(key, 1) for ms in values]) for key, values in timings.items()}
+        report["models"][name] = {"sizes": described, "timings": rows}
         print(f"\n{name} ({args.size}, {args.threads} threads, {args.rounds} interleaved rounds)")
+        for side, size_row in described.items():
+            width = f", decoder width {size_row['decoder_width']}" if "decoder_width" in size_row else ""
+            print(f"  {side:12s} {size_row['params_m']:.2f} M parameters, {size_row['gflops']:.2f} GFLOPs{width}")
+        eager = rows.get("eager", {}).get("median_ms")
         for key, row in rows.items():
-            ratios = []
-            if eager:
-                ratios.append(f"{row['median_ms'] / eager:.2f}x eager")
-            if smp_ms and key != "smp":
-                ratios.append(f"{row['median_ms'] / smp_ms:.2f}x smp")
-            print(f"  {key:12s} median {row['median_ms']:8.1f} ms  IQR {row['iqr_ms']:6.1f}  {'  '.join(ratios)}")
-    totals = {key: sum(rows[key]["median_ms"] for rows in report["models"].values() if key in rows) for key in args.candidates}
+            ratios = [f"{row['median_ms'] / eager:.2f}x eager"] if eager and not key.startswith(PEERS) else []
+            ratios += [f"ours {rows[key]['median_ms'] / rows[f'{peer} {key}']['median_ms']:.2f}x {peer}" for peer in PEERS if f"{peer} {key}" in rows]
+            print(f"  {key:30s} median {row['median_ms']:8.1f} ms  IQR {row['iqr_ms']:6.1f}  {'  '.join(ratios)}")
+    totals = {key: sum(model["timings"][key]["median_ms"] for model in report["models"].values() if key in model["timings"]) for key in args.candidates}
     report["total_median_ms"] = totals
     print("\ntotal of the medians: " + ", ".join(f"{k} {v:.0f} ms" for k, v in totals.items()))
     if args.json:

@@ -4,9 +4,10 @@ runs (CUDA events with synchronisation on GPU)."""
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 import torch
 from torch import nn
@@ -32,6 +33,25 @@ def time_forward(run: Callable[[], object], device: torch.device, warmup: int = 
             started = time.perf_counter()
             run()
             timings.append((time.perf_counter() - started) * 1000)
+    return timings
+
+
+def time_interleaved(runners: dict[Hashable, Callable[[], object]], rounds: int, warmup: int = 2, seed: int = 0) -> dict[Hashable, list[float]]:
+    """Milliseconds of ``rounds`` calls of every runner after ``warmup`` untimed calls each:
+    one call of each per round, in a new random order every round, so that noise from the rest
+    of the machine falls on all of them alike (CPU wall time)."""
+    for run in runners.values():
+        for _ in range(warmup):
+            run()
+    order = list(runners)
+    shuffle = random.Random(seed).shuffle
+    timings: dict[Hashable, list[float]] = {key: [] for key in order}
+    for _ in range(rounds):
+        shuffle(order)
+        for key in order:
+            started = time.perf_counter()
+            runners[key]()
+            timings[key].append((time.perf_counter() - started) * 1000)
     return timings
 
 
@@ -94,26 +114,6 @@ def model_rows(model: nn.Module, name: str) -> list[tuple[str, nn.Module, dict]]
     return [(name, model, {})]
 
 
-def smp_models(num_classes: int, encoder: str) -> list[tuple[str, nn.Module]]:
-    """The equivalent segmentation_models_pytorch models, when that package is installed."""
-    try:
-        import segmentation_models_pytorch as smp
-    except ImportError:
-        return []
-    if encoder == "plain":
-        print("segmentation_models_pytorch has no 'plain' encoder; use --encoder efficientnet_lite0 or a resnet to compare")
-        return []
-    smp_encoder = "tu-efficientnet_lite0" if encoder == "efficientnet_lite0" else encoder
-    classes = {"unet": smp.Unet, "unetpp": smp.UnetPlusPlus, "deeplabv3p": smp.DeepLabV3Plus}
-    built = []
-    for arch, cls in classes.items():
-        try:
-            built.append((f"smp {ARCH_NAMES[arch]} ({smp_encoder})", cls(encoder_name=smp_encoder, encoder_weights=None, classes=num_classes)))
-        except (KeyError, ValueError, RuntimeError) as error:
-            print(f"smp {arch} with {smp_encoder} unavailable: {error}")
-    return built
-
-
 def benchmark_architectures(
     archs: list[str],
     num_classes: int,
@@ -121,13 +121,12 @@ def benchmark_architectures(
     input_size: tuple[int, int],
     device: str = "cpu",
     base_channels: int = 64,
-    with_smp: bool = False,
+    options: dict[str, dict] | None = None,
     **timing,
 ) -> list[dict]:
-    """Rows for each architecture (untrained weights: latency does not depend on them)."""
-    models = [(ARCH_NAMES[a], create_model(a, num_classes, encoder=encoder, pretrained=False, base_channels=base_channels)) for a in archs]
-    if with_smp:
-        models += smp_models(num_classes, encoder)
+    """Rows for each architecture (untrained weights: latency does not depend on them), built
+    with ``options[arch]``. ``segmodels.peers.compare_with_smp`` adds segmentation_models_pytorch."""
+    models = [(ARCH_NAMES[a], create_model(a, num_classes, encoder=encoder, pretrained=False, base_channels=base_channels, **(options or {}).get(a, {}))) for a in archs]
     rows = []
     for name, model in models:
         for row_name, row_model, options in model_rows(model, name):

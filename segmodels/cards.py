@@ -10,17 +10,26 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .models import SegmentationModel, create_model
+from .models import ARCHITECTURES, SegmentationModel, create_model
+
+# Options whose default changed after cards were written, with the value those cards meant:
+# DeepLabV3+ became depthwise separable; a card without the option holds dense weights.
+LEGACY_OPTIONS = {"deeplabv3p": {"separable": False}}
 
 
 def model_spec(arch: str, encoder: str, num_classes: int, base_channels: int = 64, options: dict | None = None) -> dict:
-    """The arguments of :func:`create_model` as a JSON-friendly dict."""
-    return {"arch": arch, "encoder": encoder, "num_classes": num_classes, "base_channels": base_channels, "options": dict(options or {})}
+    """The arguments of :func:`create_model` as a JSON-friendly dict; an option of
+    :data:`LEGACY_OPTIONS` is written out with its current default, so that the spec
+    rebuilds the same model."""
+    written = {option: ARCHITECTURES.entry(arch).default(option) for option in LEGACY_OPTIONS.get(arch, {})} | dict(options or {})
+    return {"arch": arch, "encoder": encoder, "num_classes": num_classes, "base_channels": base_channels, "options": written}
 
 
 def model_from_spec(spec: dict, pretrained: bool = False) -> SegmentationModel:
-    """Rebuild a model from :func:`model_spec` (encoder weights come from the checkpoint)."""
-    return create_model(spec["arch"], spec["num_classes"], encoder=spec["encoder"], pretrained=pretrained, base_channels=spec["base_channels"], **spec["options"])
+    """Rebuild a model from :func:`model_spec` (encoder weights come from the checkpoint);
+    a spec without an option of :data:`LEGACY_OPTIONS` gets the value it was written with."""
+    options = LEGACY_OPTIONS.get(spec["arch"], {}) | spec["options"]
+    return create_model(spec["arch"], spec["num_classes"], encoder=spec["encoder"], pretrained=pretrained, base_channels=spec["base_channels"], **options)
 
 
 def count_parameters(model: nn.Module, **forward_options) -> int:

@@ -12,7 +12,8 @@ import torch
 from . import zoo
 from .benchmark import benchmark_architectures, benchmark_model, format_rows, model_rows
 from .cards import count_parameters, model_from_spec
-from .inference import prepare_for_inference
+from .inference import device_runtimes, onnxruntime_available, prepare_for_inference
+from .peers import compare_with_smp, format_comparison
 from .data import build_dataset, eval_transform
 from .encoders import ENCODERS
 from .evaluation import evaluate, evaluation_report, format_report, write_report
@@ -110,6 +111,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_bench(args: argparse.Namespace) -> int:
     device = args.device or _default_device()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.smp:
+        return run_smp_comparison(args, device)
     timing = {"warmup": args.warmup, "repeats": args.repeats, "amp": args.amp, "channels_last": args.channels_last}
     rows = []
     if args.models:
@@ -121,11 +126,40 @@ def run_bench(args: argparse.Namespace) -> int:
                 rows.append(row | {"params_m": count_parameters(model, **options) / 1e6, "fold_bn": args.fold_bn})
     else:
         archs = args.arch or list(ARCH_NAMES)
-        rows = benchmark_architectures(archs, args.num_classes, args.encoder, args.size, device, args.base_channels, with_smp=args.smp, **timing)
+        rows = benchmark_architectures(archs, args.num_classes, args.encoder, args.size, device, args.base_channels, _arch_options(args.options), **timing)
     print(format_rows(rows))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+    _write_rows(rows, args.json)
+    return 0
+
+
+def _arch_options(options: dict) -> dict[str, dict]:
+    if not isinstance(options, dict) or not all(arch in ARCHITECTURES and isinstance(value, dict) for arch, value in options.items()):
+        raise SystemExit(f'--options maps architectures to their options, e.g. \'{{"deeplabv3p": {{"aspp_channels": 176}}}}\'; got {json.dumps(options)[:80]}')
+    return options
+
+
+def _write_rows(rows: list[dict], path: str | None) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(rows, indent=2))
+
+
+def run_smp_comparison(args: argparse.Namespace, device: str) -> int:
+    """``bench --smp``: ours and segmentation_models_pytorch's, prepared and run alike (segmodels.peers)."""
+    given = [flag for flag, value in (("--models", args.models), ("--amp", args.amp), ("--channels-last", args.channels_last), ("--fold-bn", args.fold_bn)) if value]
+    if given:
+        raise SystemExit(f"bench --smp prepares both sides as segmodels.inference.Predictor does (batch norms folded, channels_last) on untrained architectures; leave out {', '.join(given)}")
+    if torch.device(device).type != "cpu":
+        raise SystemExit("bench --smp times the CPU runtimes of segmodels.inference.Predictor; use --device cpu")
+    runtimes = args.runtimes or list(device_runtimes(torch.device("cpu")))
+    if "onnxruntime" in runtimes and not onnxruntime_available():
+        raise SystemExit("bench --smp: the onnxruntime runtime needs the onnxruntime and onnx packages (requirements-dev.txt)")
+    try:
+        rows = compare_with_smp(args.arch or list(ARCH_NAMES), args.num_classes, args.encoder, args.size, runtimes, args.rounds, args.base_channels, _arch_options(args.options))
+    except ValueError as error:
+        raise SystemExit(f"bench --smp: {error}") from None
+    print(format_comparison(rows))
+    _write_rows(rows, args.json)
     return 0
 
 
@@ -211,7 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench_parser.add_argument("--amp", action="store_true", help="bf16/fp16 autocast")
     bench_parser.add_argument("--channels-last", action="store_true")
     bench_parser.add_argument("--fold-bn", action="store_true", help="fold batch norms into the convolutions first, as segmodels.inference.Predictor runs models (with --models)")
-    bench_parser.add_argument("--smp", action="store_true", help="also time segmentation_models_pytorch equivalents when installed")
+    bench_parser.add_argument("--options", type=json.loads, default={}, help='options per architecture as JSON, e.g. \'{"deeplabv3p": {"aspp_channels": 176}}\'')
+    bench_parser.add_argument("--threads", type=int, help="torch (and ONNX Runtime) threads; default: torch's")
+    bench_parser.add_argument("--smp", action="store_true",
+                              help="compare with segmentation_models_pytorch (its defaults and a parameter-matched width), both sides prepared and run as "
+                                   "segmodels.inference.Predictor does, on every CPU runtime, in interleaved rounds")
+    bench_parser.add_argument("--runtimes", nargs="*", choices=["torch", "torch-bf16", "onnxruntime"], help="with --smp (default: all the CPU offers)")
+    bench_parser.add_argument("--rounds", type=int, default=10, help="with --smp: interleaved rounds")
     bench_parser.add_argument("--device")
     bench_parser.add_argument("--json", help="write the rows here")
     bench_parser.set_defaults(func=run_bench)

@@ -128,10 +128,11 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor, **forward_options) -
     return len(pairs)
 
 
-def prepare_for_inference(model: SegmentationModel, channels_last: bool = False, example_size: tuple[int, int] = (64, 64)) -> SegmentationModel:
-    """An eval-mode copy of ``model`` with its batch norms folded (kept unfolded if the
-    outputs would change by more than :data:`FOLD_TOLERANCE`) and, optionally, its weights in
-    channels_last. The original is left as it is."""
+def prepare_for_inference(model: nn.Module, channels_last: bool = False, example_size: tuple[int, int] = (64, 64)) -> nn.Module:
+    """An eval-mode copy of ``model`` (a :class:`SegmentationModel`, or any model of B x 3 x H
+    x W images such as a :mod:`segmodels.peers` one) with its batch norms folded (kept
+    unfolded if the outputs would change by more than :data:`FOLD_TOLERANCE`) and, optionally,
+    its weights in channels_last. The original is left as it is."""
     model = model.eval()
     device = next(model.parameters()).device
     example = torch.rand(1, 3, *example_size, generator=torch.Generator().manual_seed(0)).to(device)
@@ -192,6 +193,18 @@ def onnxruntime_session(model: SegmentationModel, size: tuple[int, int], depth: 
     options.enable_cpu_mem_arena = False
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return onnxruntime.InferenceSession(exported.getvalue(), options, providers=["CPUExecutionProvider"])
+
+
+def run_prepared(model: nn.Module, x: torch.Tensor, depth: int | None, runtime: str, session=None, amp: bool = False) -> np.ndarray:
+    """H x W uint8 class ids of one pass of a prepared model on the 1 x 3 x H x W ``x`` with
+    ``runtime`` (``session``, from :func:`onnxruntime_session`, for ``onnxruntime``): what
+    :meth:`Predictor.predict` runs and times. ``amp`` autocasts the ``torch`` runtime too."""
+    if runtime == "onnxruntime":
+        return session.run(None, {"image": x.contiguous().cpu().numpy()})[0][0]
+    bf16 = runtime == "torch-bf16"
+    dtype = torch.bfloat16 if bf16 or x.device.type != "cuda" or torch.cuda.is_bf16_supported() else torch.float16
+    with torch.inference_mode(), torch.autocast(x.device.type, dtype=dtype, enabled=amp or bf16):
+        return model(x, **({} if depth is None else {"depth": depth})).argmax(1)[0].to(torch.uint8).cpu().numpy()
 
 
 class BenchmarkInterrupted(RuntimeError):
@@ -336,12 +349,6 @@ class Predictor:
     def _options(depth: int | None) -> dict:
         return {} if depth is None else {"depth": depth}
 
-    def _forward(self, model: SegmentationModel, x: torch.Tensor, depth: int | None, runtime: str) -> torch.Tensor:
-        bf16 = runtime == "torch-bf16"
-        dtype = torch.bfloat16 if bf16 or self.device.type != "cuda" or torch.cuda.is_bf16_supported() else torch.float16
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=self.amp or bf16):
-            return model(x, **self._options(depth)).argmax(1)[0]
-
     def runtime(self, name: str, size: tuple[int, int], depth: int | None = None) -> str:
         """What runs this key now: the runtime its benchmark chose, else the fixed backend's
         (PyTorch until an ONNX Runtime session is built)."""
@@ -372,10 +379,7 @@ class Predictor:
         return (name, depth, tuple(int(s) for s in size))
 
     def _labels(self, model: SegmentationModel, x: torch.Tensor, depth: int | None, runtime: str, session) -> np.ndarray:
-        """H x W uint8 class ids of one pass with ``runtime`` (``session`` for ONNX Runtime)."""
-        if runtime == "onnxruntime":
-            return session.run(None, {"image": x.contiguous().cpu().numpy()})[0][0]
-        return self._forward(model, x, depth, runtime).to(torch.uint8).cpu().numpy()
+        return run_prepared(model, x, depth, runtime, session, self.amp)
 
     def predict(self, name: str, x: torch.Tensor, depth: int | None = None) -> Prediction:
         """Class ids of one forward pass on the prepared tensor ``x``, how long it took and
@@ -467,4 +471,4 @@ def _trim(cache: OrderedDict, limit: int = 512) -> None:
         cache.popitem(last=False)
 
 
-__all__ = ["BenchmarkInterrupted", "Latency", "Prediction", "Predictor", "device_runtimes", "fold_batchnorm", "onnxruntime_available", "onnxruntime_session", "prepare_for_inference", "single_pass_latency"]
+__all__ = ["BenchmarkInterrupted", "Latency", "Prediction", "Predictor", "device_runtimes", "fold_batchnorm", "onnxruntime_available", "onnxruntime_session", "prepare_for_inference", "run_prepared", "single_pass_latency"]

@@ -11,7 +11,8 @@ The graph is read from the model, not typed per architecture:
   from its own modules (widths, ASPP rates, upsampling);
 - every head (:attr:`SegmentationModel.heads`) is a node on the decoder output it reads.
 
-Per node: its parameters (every parameter of the model belongs to exactly one node), its
+Per node: its parameters (every parameter of the model belongs to exactly one node), what its
+depthwise separable convolutions save against dense ones (:class:`SeparableConvInfo`), its
 theoretical receptive field r (the input window one output pixel can see; for a layer with
 kernel k, dilation d and input jump J, r' = r + d (k - 1) J, :mod:`segmodels.receptive_field`),
 and, from one forward pass with hooks under ``torch.inference_mode``, its output shape, its
@@ -41,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .blocks import SeparableConv
 from .decoders.base import GraphEdge, encoder_node
 from .models import SegmentationModel
 from .receptive_field import Field, theoretical_receptive_field
@@ -54,6 +56,40 @@ HEAD_OFFSET = 0.8  # a head is drawn this many rows above the node it reads
 
 
 @dataclass(frozen=True)
+class SeparableConvInfo:
+    """A depthwise separable convolution of a node (:class:`segmodels.blocks.SeparableConv`:
+    depthwise k x k, then pointwise 1x1) and the dense k x k convolution from C_in to C_out
+    channels it replaces.
+
+    Attributes:
+        module: full module path.
+        kernel_size, dilation: of the depthwise convolution.
+        in_channels, out_channels: C_in and C_out.
+        weights: weights of its two convolutions, k^2 C_in + C_in C_out.
+        dense_weights: weights of the dense convolution, k^2 C_in C_out.
+        cost_ratio: 1/C_out + 1/k^2, the share of the dense convolution's weights and
+            multiply-adds it needs (MobileNets, Howard et al. 2017, Sec. 3.1, from Eqs. 2 and 5).
+    """
+
+    module: str
+    kernel_size: int
+    dilation: int
+    in_channels: int
+    out_channels: int
+    weights: int
+    dense_weights: int
+    cost_ratio: float
+
+    @classmethod
+    def of(cls, name: str, conv: SeparableConv) -> SeparableConvInfo:
+        depthwise, pointwise = conv.depthwise, conv.pointwise
+        kernel = depthwise.kernel_size[0]
+        weights = depthwise.weight.numel() + pointwise.weight.numel()
+        dense = kernel * kernel * depthwise.in_channels * pointwise.out_channels
+        return cls(name, kernel, depthwise.dilation[0], depthwise.in_channels, pointwise.out_channels, weights, dense, conv.cost_ratio)
+
+
+@dataclass(frozen=True)
 class NodeInfo:
     """What a node is, independent of the image.
 
@@ -64,6 +100,7 @@ class NodeInfo:
         parameters: parameters of those modules.
         receptive_field: theoretical receptive field of one output pixel, in input pixels
             (``inf``: the whole image, after global pooling).
+        separable: its depthwise separable convolutions.
     """
 
     name: str
@@ -75,6 +112,7 @@ class NodeInfo:
     modules: tuple[str, ...]
     parameters: int
     receptive_field: float
+    separable: tuple[SeparableConvInfo, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -294,7 +332,11 @@ def _build_graph(model: SegmentationModel) -> NetworkGraph:
         NodeInfo(encoder_node(i), f"X({i},0)", "encoder", i, i, f"encoder feature at stride {reductions[i]}", _outermost(stages[i], owner), parameters.get(encoder_node(i), 0), fields[encoder_node(i)].size)
         for i in range(num_features)
     ]
-    nodes += [NodeInfo(n.name, n.label, n.kind, n.row, n.column, n.detail, groups[n.name], parameters.get(n.name, 0), fields[n.name].size) for n in declared.nodes]
+    separable: dict[str, tuple[SeparableConvInfo, ...]] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, SeparableConv):
+            separable[owner[name]] = separable.get(owner[name], ()) + (SeparableConvInfo.of(name, module),)
+    nodes += [NodeInfo(n.name, n.label, n.kind, n.row, n.column, n.detail, groups[n.name], parameters.get(n.name, 0), fields[n.name].size, separable.get(n.name, ())) for n in declared.nodes]
     labels = {node.name: node.label for node in nodes}
     positions = {node.name: (node.row, node.column) for node in nodes}
     depths = tuple(model.pruning_depths)
@@ -483,4 +525,4 @@ def look_inside(model: SegmentationModel, image: np.ndarray | torch.Tensor, dept
     return NetworkView(graph.architecture, view_depth, (height, width), nodes, graph.edges, graph.pruning_depths, graph.running, time.perf_counter() - started)
 
 
-__all__ = ["FeatureMap", "NetworkGraph", "NetworkView", "Node", "NodeInfo", "look_inside", "network_graph", "principal_components", "summarise", "thumbnail_size"]
+__all__ = ["FeatureMap", "NetworkGraph", "NetworkView", "Node", "NodeInfo", "SeparableConvInfo", "look_inside", "network_graph", "principal_components", "summarise", "thumbnail_size"]

@@ -24,7 +24,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-from .blocks import AtrousConv
+from .blocks import ATROUS_CONVS
 
 
 @dataclass(frozen=True)
@@ -214,7 +214,7 @@ def effective_receptive_field(model: nn.Module, image: torch.Tensor, pixel: tupl
 
 def aspp_rates(model: nn.Module) -> list[int]:
     """The dilation rates of the ASPP branches of a DeepLabV3+ model, read from its layers."""
-    return [m.rate for m in model.modules() if isinstance(m, AtrousConv)]
+    return [m.rate for m in model.modules() if isinstance(m, ATROUS_CONVS)]
 
 
 def dilated_kernel_taps(rate: int, kernel: int = 3) -> list[tuple[int, int]]:

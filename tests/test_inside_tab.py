@@ -161,6 +161,10 @@ def test_node_details(tiny_tab):
     assert "the whole image" in pooled
     figure, node_md, picture = call(events["inside_node"], deeplab, "aspp.branches.1", "pca")
     assert "rate 6" in node_md
+    assert "**Depthwise separable:** depthwise 3x3, rate 6 on each of" in node_md and "`1/C_out + 1/k²` = 1/8 + 1/9 = **0.236**" in node_md
+    refine = inside.node_markdown(deeplab.view, "refine.1")
+    assert "- Refine dw+pw #1\n" in refine + "\n"  # a link with no operation ends at its source's name
+    assert "5 depthwise separable convs" in inside.summary_markdown(deeplab)
     assert picture.shape[1] >= 300
     chosen = [shape for shape in figure.layout.shapes if shape.line.color == "#e6007e"]
     assert len(chosen) == 1

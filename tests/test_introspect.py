@@ -83,12 +83,13 @@ def test_unet3p_decoder_nodes_have_five_incoming_links():
     assert [n.info.name for n in view.nodes if n.info.kind == "head" and n.runs] == ["head.x_de1"]  # side heads only train
 
 
+@pytest.mark.parametrize("separable, suffix", [(True, " dw+pw"), (False, "")])
 @pytest.mark.parametrize("output_stride, rates", [(16, (6, 12, 18)), (8, (12, 24, 36))])
-def test_deeplab_shows_its_aspp_rates_and_the_48_channel_low_level_path(output_stride, rates):
-    model = tiny("deeplabv3p", output_stride=output_stride, low_level_channels=48)
+def test_deeplab_shows_its_aspp_rates_and_the_48_channel_low_level_path(output_stride, rates, separable, suffix):
+    model = tiny("deeplabv3p", output_stride=output_stride, low_level_channels=48, separable=separable)
     view = look_inside(model, image())
     labels = [n.info.label for n in view.nodes if n.info.kind == "aspp"]
-    assert labels == ["ASPP 1x1"] + [f"ASPP rate {r}" for r in aspp_rates(model)]
+    assert labels == ["ASPP 1x1"] + [f"ASPP rate {r}{suffix}" for r in aspp_rates(model)]
     assert tuple(aspp_rates(model)) == rates
     assert names(view, "pooling") == {"aspp.branches.4"}
     low = view.node("low_level_project")
@@ -96,6 +97,22 @@ def test_deeplab_shows_its_aspp_rates_and_the_48_channel_low_level_path(output_s
     assert [e.source for e in view.incoming("low_level_project")] == ["x2_0"]  # the stride-4 feature of the plain encoder
     assert {e.source for e in view.incoming("refine.0")} == {"aspp.project", "low_level_project"}
     assert {e.source for e in view.incoming("aspp.project")} == {f"aspp.branches.{k}" for k in range(5)}
+
+
+def test_separable_layers_show_what_they_save_against_dense_ones():
+    separable = look_inside(tiny("deeplabv3p", aspp_channels=12), image())
+    branch = separable.node("aspp.branches.2").info
+    assert "depthwise 3x3, rate 12" in branch.detail and "pointwise 1x1 from 64 to 12 channels" in branch.detail
+    (conv,) = branch.separable
+    assert (conv.module, conv.kernel_size, conv.dilation, conv.in_channels, conv.out_channels) == ("decoder.aspp.branches.2", 3, 12, 64, 12)
+    assert conv.weights == 9 * 64 + 64 * 12 and conv.dense_weights == 9 * 64 * 12
+    assert conv.cost_ratio == pytest.approx(conv.weights / conv.dense_weights) == pytest.approx(1 / 12 + 1 / 9)
+    (refine,) = separable.node("refine.0").info.separable
+    assert refine.in_channels == 12 + 4 and refine.out_channels == 12
+    assert [n.info.name for n in separable.nodes if n.info.separable] == ["aspp.branches.1", "aspp.branches.2", "aspp.branches.3", "refine.0", "refine.1"]
+    dense = look_inside(tiny("deeplabv3p", aspp_channels=12, separable=False), image())
+    assert not any(n.info.separable for n in dense.nodes)
+    assert f"1/12 + 1/9 = {1 / 12 + 1 / 9:.3f}" in dense.node("refine.1").info.detail  # what separable=True would cost
 
 
 @pytest.mark.parametrize("arch", list(TINY))

@@ -13,8 +13,9 @@ from conftest import assert_fingerprint, output_fingerprint
 from torch import nn
 
 import segmodels
-from segmodels.blocks import ASPP, SPP, AtrousConv
+from segmodels.blocks import ASPP, SPP, AtrousConv, AtrousSeparableConv, SeparableConv, separable_cost_ratio
 from segmodels.cards import count_flops, count_parameters
+from segmodels.decoders import DeepLabV3PlusDecoder
 from segmodels.encoders import create_encoder
 from segmodels.models import DeepLabV3Plus, UNet, UNetPlusPlus
 
@@ -230,8 +231,10 @@ class TestUNet3Plus(ArchitectureTester):
 
 
 class TestDeepLabV3Plus(ArchitectureTester):
+    """The dense form (``separable=False``), which the shipped weights were trained with."""
+
     arch, display_name = "deeplabv3p", "DeepLabV3+"
-    tiny_options = {"aspp_channels": 8, "low_level_channels": 4}
+    tiny_options = {"aspp_channels": 8, "low_level_channels": 4, "separable": False}
     golden = {"class_sums": [-161.505, 420.624, 1407.778], "projection": 38.139}
 
     @pytest.mark.parametrize("stride, rates", [(16, (6, 12, 18)), (8, (12, 24, 36))])
@@ -260,6 +263,68 @@ class TestDeepLabV3Plus(ArchitectureTester):
         compiled = torch.compile(model, fullgraph=True)
         with torch.no_grad():
             torch.testing.assert_close(compiled(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+class TestDeepLabV3PlusSeparable(ArchitectureTester):
+    """The default, as published (DeepLabV3+ Sec. 3.2): atrous separable convs in ASPP and
+    depthwise separable convs in the decoder."""
+
+    arch, display_name = "deeplabv3p", "DeepLabV3+"
+    tiny_options = {"aspp_channels": 8, "low_level_channels": 4}
+    golden = {"class_sums": [537.943, 1326.554, -312.009], "projection": 24.003}
+
+    def test_separable_is_the_default_in_aspp_and_both_refining_convs(self):
+        decoder = self.tiny_model().decoder
+        atrous = [branch for branch in decoder.aspp.branches if isinstance(branch, AtrousSeparableConv)]
+        assert [branch.rate for branch in atrous] == [6, 12, 18]
+        assert [branch.depthwise.dilation for branch in atrous] == [(6, 6), (12, 12), (18, 18)]
+        for conv in (*atrous, *decoder.refine):
+            assert isinstance(conv, SeparableConv)
+            assert conv.depthwise.groups == conv.depthwise.in_channels == conv.depthwise.out_channels == conv.pointwise.in_channels
+            assert conv.depthwise.kernel_size == (3, 3) and conv.pointwise.kernel_size == (1, 1)
+        dense_3x3 = [m for m in decoder.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3) and m.groups == 1]
+        assert dense_3x3 == []
+
+    def test_paper_sizes_parameter_count(self):
+        """ASPP and decoder at the paper's sizes (Sec. 3.1-3.2): a 2048-channel deepest feature
+        at output stride 16, ASPP width 256, the 256-channel stride-4 feature projected to 48,
+        two refining convs of 256. Convolutions have no bias (batch norm follows: 2 parameters
+        per channel), except image pooling's 1x1 conv, which has a bias and no batch norm."""
+        aspp_1x1 = 2048 * 256 + 2 * 256
+        atrous_separable = (3 * 3 * 2048 + 2 * 2048) + (2048 * 256 + 2 * 256)  # depthwise + BN, pointwise + BN
+        image_pooling = 2048 * 256 + 256
+        aspp_projection = 5 * 256 * 256 + 2 * 256
+        low_level = 256 * 48 + 2 * 48
+        refine_1 = (3 * 3 * 304 + 2 * 304) + (304 * 256 + 2 * 256)  # 304 = 256 + 48 after concatenation
+        refine_2 = (3 * 3 * 256 + 2 * 256) + (256 * 256 + 2 * 256)
+        by_hand = aspp_1x1 + 3 * atrous_separable + image_pooling + aspp_projection + low_level + refine_1 + refine_2
+        decoder = DeepLabV3PlusDecoder(encoder_channels=(64, 256, 512, 1024, 2048), encoder_reductions=(2, 4, 8, 16, 16))
+        assert n_params(decoder) == by_hand
+        dense = DeepLabV3PlusDecoder((64, 256, 512, 1024, 2048), (2, 4, 8, 16, 16), separable=False)
+        assert n_params(dense) - n_params(decoder) == 3 * (9 * 2048 * 256 - 9 * 2048 - 2048 * 256 - 2 * 2048) + (9 * 304 * 256 - 9 * 304 - 304 * 256 - 2 * 304) + (9 * 256 * 256 - 9 * 256 - 256 * 256 - 2 * 256)
+
+    def test_camvid_sized_model_is_smaller_and_cheaper_than_the_dense_one(self):
+        sizes = {}
+        for separable in (True, False):
+            model = segmodels.create_model("deeplabv3p", 11, encoder="efficientnet_lite0", pretrained=False, aspp_channels=176, separable=separable)
+            sizes[separable] = (n_params(model), count_flops(model, (64, 64)))
+        assert sizes[True][0] < sizes[False][0] and sizes[True][1] < sizes[False][1]
+
+    @pytest.mark.parametrize("in_channels, out_channels, rate", [(7, 5, 1), (16, 176, 6)])
+    def test_separable_conv_costs_one_over_c_out_plus_one_over_k_squared(self, in_channels, out_channels, rate):
+        """Weights and FLOPs of the two convolutions against a dense 3x3 conv (MobileNets, Sec. 3.1, from Eqs. 2 and 5)."""
+        separable = AtrousSeparableConv(in_channels, out_channels, rate).eval()
+        dense = AtrousConv(in_channels, out_channels, rate).eval()
+        weights = separable.depthwise.weight.numel() + separable.pointwise.weight.numel()
+        assert weights / dense[0].weight.numel() == pytest.approx(1 / out_channels + 1 / 9) == separable.cost_ratio == separable_cost_ratio(out_channels)
+        flops = {}
+        for name, conv in (("separable", separable), ("dense", dense)):
+            counter = torch.utils.flop_counter.FlopCounterMode(display=False)
+            with counter, torch.no_grad():
+                out = conv(torch.rand(1, in_channels, 20, 24))
+            flops[name] = counter.get_total_flops()
+            assert out.shape == (1, out_channels, 20, 24)
+        assert flops["separable"] / flops["dense"] == pytest.approx(separable.cost_ratio)
 
 
 def test_architectures_are_listed_in_display_order():

@@ -5,7 +5,7 @@ import torch
 from conftest import assert_fingerprint
 
 from segmodels import zoo
-from segmodels.cards import model_spec
+from segmodels.cards import model_from_spec, model_spec
 from segmodels.models import create_model
 
 # Output fingerprints of every shipped model (U-Net++ at each pruning depth) on
@@ -99,6 +99,20 @@ def test_missing_weights_and_bad_names(weights_dir):
     for bad in ("unet", "../etc/passwd", "toy/../../x"):
         with pytest.raises(zoo.WeightsError):
             zoo.load_card(bad, weights_dir)
+
+
+def test_deeplab_cards_without_separable_hold_dense_weights():
+    """DeepLabV3+ became depthwise separable by default after dense weights were shipped: a
+    spec without the option rebuilds the dense form; a new spec writes the option out."""
+    dense = create_model("deeplabv3p", 4, base_channels=4, aspp_channels=8, low_level_channels=4, separable=False)
+    legacy = {"arch": "deeplabv3p", "encoder": "plain", "num_classes": 4, "base_channels": 4, "options": {"aspp_channels": 8, "low_level_channels": 4}}
+    model_from_spec(legacy).load_state_dict(dense.state_dict())  # strict: every key and shape matches
+    spec = model_spec("deeplabv3p", "plain", 4, 4, {"aspp_channels": 8, "low_level_channels": 4})
+    assert spec["options"]["separable"] is True
+    assert sum(p.numel() for p in model_from_spec(spec).parameters()) < sum(p.numel() for p in dense.parameters())
+    assert model_spec("unet", "plain", 4, 4)["options"] == {}
+    for name in ("camvid/deeplabv3p", "shapes/deeplabv3p"):
+        assert zoo.load_card(name)["options"]["separable"] is False
 
 
 def test_shipped_models_match_their_cards():

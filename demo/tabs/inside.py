@@ -21,7 +21,7 @@ import plotly.graph_objects as go
 from PIL import Image
 
 from segmodels import ARCH_NAMES, zoo
-from segmodels.introspect import NetworkView, Node, look_inside
+from segmodels.introspect import NetworkView, Node, SeparableConvInfo, look_inside
 
 from ..errors import InputError, user_errors
 from ..figures import heat_colours
@@ -200,7 +200,7 @@ def graph_figure(view: NetworkView, mode: str = "activation", selected: str | No
             middle = points[len(points) // 2] if len(points) > 2 else points.mean(0)
             mid_x.append(middle[0])
             mid_y.append(middle[1])
-            texts.append(f"{_rich(nodes[edge.source].info.label)} → {_rich(nodes[edge.target].info.label)}<br>{edge.operation}")
+            texts.append(f"{_rich(nodes[edge.source].info.label)} → {_rich(nodes[edge.target].info.label)}" + (f"<br>{edge.operation}" if edge.operation else ""))
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color="#555" if lit else GREY, width=1.6 if lit else 1, dash=None if lit else "dot"), hoverinfo="skip", showlegend=False))
         fig.add_trace(go.Scatter(x=mid_x, y=mid_y, mode="markers", marker=dict(size=7, color="#555" if lit else GREY, opacity=0.5), hovertext=texts, hoverinfo="text", showlegend=False))
     for name, node in nodes.items():
@@ -274,13 +274,24 @@ def node_markdown(view: NetworkView, name: str) -> str:
         rows.append(f"| Runs at L{view.depth} | {state} |")
     elif not node.runs:
         rows.append("| Runs at inference | no: only in training (deep supervision) |")
+    for conv in info.separable:
+        rows += ["", f"**Depthwise separable:** {_separable_saving(conv)}."]
     incoming = view.incoming(name)
     if incoming:
         rows += ["", f"**{len(incoming)} incoming link{'s' if len(incoming) > 1 else ''}:**"]
-        rows += [f"- {view.node(edge.source).info.label}: {edge.operation}" for edge in incoming]
+        rows += [f"- {view.node(edge.source).info.label}" + (f": {edge.operation}" if edge.operation else "") for edge in incoming]
     if math.isinf(field):
         rows += ["", "Global average pooling (ASPP's image-pooling branch) lets every pixel from here on see the whole image."]
     return "\n".join(rows)
+
+
+def _separable_saving(conv: SeparableConvInfo) -> str:
+    """What a depthwise separable conv costs against the dense conv it replaces."""
+    k = conv.kernel_size
+    rate = f", rate {conv.dilation}" if conv.dilation > 1 else ""
+    return (f"depthwise {k}x{k}{rate} on each of {conv.in_channels} channels, then pointwise 1x1 to {conv.out_channels}: "
+            f"{conv.weights:,} weights, where a dense {k}x{k} conv from {conv.in_channels} to {conv.out_channels} channels has {conv.dense_weights:,}. "
+            f"It needs `1/C_out + 1/k²` = 1/{conv.out_channels} + 1/{k * k} = **{conv.cost_ratio:.3f}** of the dense conv's weights and multiply-adds")
 
 
 def node_image(view: NetworkView, name: str, mode: str = "activation") -> np.ndarray | None:
@@ -303,6 +314,10 @@ def summary_markdown(result: InsideResult) -> str:
         lines.append(f"The full network (L{max(view.pruning_depths)}) needs {_count(full.flops, 'FLOPs')} and {full.parameters / 1e6:.2f} M parameters. Grey nodes do not run{_depth_name(view.depth)}; their maps come from the same pass of the full network (a node computes the same map at every depth that runs it).")
     elif len(running) < len(view.nodes):
         lines.append("Grey heads run only in training (deep supervision).")
+    separable = [conv for node in running for conv in node.info.separable]
+    if separable:
+        weights, dense = sum(conv.weights for conv in separable), sum(conv.dense_weights for conv in separable)
+        lines.append(f"Its {len(separable)} depthwise separable convs have {weights:,} weights where dense ones would have {dense:,} ({weights / dense:.3f} of them; each one costs `1/C_out + 1/k²` of a dense conv).")
     lines.append(f"One pass with hooks and the summaries took {view.seconds:.2f} s.")
     return " ".join(lines)
 

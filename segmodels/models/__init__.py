@@ -42,7 +42,9 @@ def create_model(
               (default pruning depth 1..4 at inference; also ``model(x, depth=d)``).
             - unet3p: ``cat_channels`` (64), ``deep_supervision`` (default True).
             - deeplabv3p: ``output_stride`` (16 or 8; the encoder is built at it),
-              ``aspp_channels`` (256), ``low_level_channels`` (48).
+              ``aspp_channels`` (256), ``low_level_channels`` (48), ``separable`` (default
+              True: depthwise separable 3x3 convs in ASPP and the decoder, as published;
+              False: dense ones).
 
     Examples:
         >>> model = create_model("unetpp", num_classes=11, encoder="efficientnet_lite0", depth=2)

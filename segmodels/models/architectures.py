@@ -149,12 +149,14 @@ class DeepLabV3Plus(SegmentationModel):
         output_stride: 16 (ASPP rates 6, 12, 18) or 8 (rates doubled).
         aspp_channels: width of ASPP and the decoder (256 in the paper).
         low_level_channels: width of the projected low-level feature (48 in the paper).
+        separable: depthwise separable 3x3 convs in ASPP and the decoder, as published
+            (default), or dense ones (``False``: the shipped weights were trained so).
     """
 
     encoder_requirements = EncoderRequirements(output_strides=(16, 8), feature_strides=(4,))
 
-    def __init__(self, encoder: Encoder, num_classes: int, output_stride: int = 16, aspp_channels: int = 256, low_level_channels: int = 48):
+    def __init__(self, encoder: Encoder, num_classes: int, output_stride: int = 16, aspp_channels: int = 256, low_level_channels: int = 48, separable: bool = True):
         self.encoder_requirements.check(encoder, type(self).__name__, output_stride)
-        decoder = DeepLabV3PlusDecoder(encoder.out_channels, encoder.reductions, output_stride, aspp_channels, low_level_channels)
+        decoder = DeepLabV3PlusDecoder(encoder.out_channels, encoder.reductions, output_stride, aspp_channels, low_level_channels, separable)
         super().__init__(encoder, decoder, segmentation_heads(decoder, num_classes, deep_supervision=False))
         self.accept_legacy_keys({"aspp.": "decoder.aspp.", "low_level_project.": "decoder.low_level_project.", "refine.": "decoder.refine.", "head.": "heads.main."})
