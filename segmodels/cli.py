@@ -73,7 +73,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     recipe.add_argument("--archs", nargs="+", choices=list(ARCHITECTURES), help="only these architectures of the recipe (their extra seeds and peers too)")
     recipe.add_argument("--no-peers", dest="peers", action="store_false", help="leave out the recipe's smp peers")
     recipe.add_argument("--budget-minutes", type=float, default=24 * 60.0, help="wall-clock budget from start to written cards")
-    recipe.add_argument("--fit-budget", action="store_true", help="time the first epoch and shorten every schedule to the epochs that fit the budget")
+    recipe.add_argument("--fit-budget", action="store_true", help="time the second epoch and shorten every schedule to the epochs that fit the budget")
     recipe.add_argument("--checkpoint-every", type=int, default=1, help="write each model's last.pt every N epochs")
     recipe.add_argument("--frame-size", type=_size, help="resize the frames to HxW first (short experiments)")
     recipe.add_argument("--override", nargs="+", default=[], metavar="KEY=VALUE", help="replace recipe training settings (YAML values), e.g. epochs=2 crop_size=[64,96]")

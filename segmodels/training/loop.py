@@ -7,8 +7,10 @@ float16, ``card.json``) that ``python -m segmodels evaluate`` and ``export`` tak
 Per step and model: bf16 autocast on CUDA, channels_last, deep supervision (the mean of the
 heads' losses), AdamW with linear warm-up and poly decay per step, then the weight average.
 
-Time budget: with ``fit_budget`` the first epoch is timed and the schedule of every model
-shortened to the epochs that fit (the poly decay then ends at zero, as planned); in any
+Time budget: with ``fit_budget`` the second epoch is timed (the first includes cuDNN's
+autotuning: 59 s against 3.3-5.3 s for the later ones of the fair set on an H200,
+docs/fair_zoo/train_h200.log) and the schedule of every model shortened to the epochs that
+fit (the poly decay then ends at zero, as planned); in any
 case a guard stops all models after the same epoch when the next epoch and the final
 evaluation would not fit, so the comparison stays fair and the results are still written."""
 
@@ -32,8 +34,8 @@ from .frames import FrameDataset, FrameSet
 from .lockstep import ZooMember, build_member, half_state
 from .recipe import MemberPlan, Recipe
 
-FINISH_RESERVE_SECONDS = 20.0
 EPOCH_TIME_MARGIN = 1.25
+FIT_AT_EPOCH = 2
 
 
 @dataclass
@@ -44,6 +46,7 @@ class LockstepRun:
     fit_budget: bool = False
     checkpoint_every: int = 1
     val_batch_size: int = 16
+    finish_reserve_seconds: float = 20.0
     device: str | None = None
     started: float = field(default_factory=time.monotonic)
 
@@ -61,11 +64,11 @@ def time_to_stop(now: float, deadline: float, next_epoch_seconds: float, finish_
     return now + next_epoch_seconds + finish_seconds > deadline
 
 
-def finish_estimate(members: list[ZooMember], epoch_seconds: float) -> float:
+def finish_estimate(members: list[ZooMember], epoch_seconds: float, reserve_seconds: float) -> float:
     """Seconds for the final evaluations: each model twice (the stopping epoch may still need
     validating) and once more per pruning depth (U-Net++), plus a fixed reserve. A model not
     yet validated is charged its share of a training epoch per pass, far more than a val pass."""
-    total = FINISH_RESERVE_SECONDS
+    total = reserve_seconds
     for member in members:
         passes = 2 + len(member.model.pruning_depths)
         total += passes * (member.val_seconds or epoch_seconds / len(members))
@@ -215,8 +218,9 @@ def train_lockstep(plans: list[MemberPlan], frames: FrameSet, encoder_state: dic
         epoch_seconds = time.perf_counter() - started
         epochs_done = epoch
         val_round_seconds = sum(member.val_seconds for member in members)
-        if run.fit_budget and epoch == 1:
-            fitted = epochs_that_fit(planned, 1, epoch_seconds, deadline - time.monotonic(), finish_estimate(members, epoch_seconds), val_round_seconds, val_every)
+        if run.fit_budget and epoch == min(FIT_AT_EPOCH, epochs):
+            finish = finish_estimate(members, epoch_seconds, run.finish_reserve_seconds)
+            fitted = epochs_that_fit(planned, epoch, epoch_seconds, deadline - time.monotonic(), finish, val_round_seconds, val_every)
             if fitted < epochs:
                 epochs = fitted
                 for member in members:
@@ -226,7 +230,7 @@ def train_lockstep(plans: list[MemberPlan], frames: FrameSet, encoder_state: dic
         if epoch < epochs:
             next_validates = (epoch + 1) % val_every == 0
             ahead = validates * val_round_seconds + EPOCH_TIME_MARGIN * epoch_seconds + next_validates * val_round_seconds
-            stopped = time_to_stop(time.monotonic(), deadline, ahead, finish_estimate(members, epoch_seconds))
+            stopped = time_to_stop(time.monotonic(), deadline, ahead, finish_estimate(members, epoch_seconds, run.finish_reserve_seconds))
         results = validate_round(members, val_set, run, device, epoch) if validates or stopped or epoch == epochs else {}
         record_epoch(members, epoch, losses, results)
         scores = "  ".join(f"{name} {values['miou']:.4f}" for name, values in results.items())
