@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The fair CamVid zoo on CPUs: the recipe of scripts/fair_recipe.py (the GPU plan's too) for U-Net, U-Net++,
+# The fair CamVid zoo on CPUs: the recipe file recipes/camvid_fair_v1.yaml (read by scripts/fair_recipe.py) for U-Net, U-Net++,
 # U-Net 3+, DeepLabV3+ and a seed-1 U-Net, two runs at a time with one thread each. Every run resumes from
 # OUT/<run>/last.pt; a run with a card.json is done. Each finished seed-0 model is evaluated at full 360x480
 # on val, benchmarked and exported to assets/weights/camvid/ (commit it then).

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import torch
+import yaml
+from torch.utils.data import Subset
 
 from . import zoo
 from .benchmark import benchmark_architectures, benchmark_model, format_rows, model_rows
@@ -16,10 +19,10 @@ from .inference import device_runtimes, onnxruntime_available, prepare_for_infer
 from .peers import compare_with_smp, format_comparison
 from .data import build_dataset, eval_transform
 from .encoders import ENCODERS
-from .evaluation import evaluate, evaluation_report, format_report, write_report
+from .evaluation import TestTimeAugmentation, evaluate, evaluation_report, format_report, write_report
 from .losses import LOSS_NAMES
 from .models import ARCH_NAMES, ARCHITECTURES
-from .training import TrainConfig, train
+from .training import LockstepRun, TrainConfig, build_from_spec, load_recipe, read_camvid_frames, train, train_recipe
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -66,10 +69,59 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     parser.add_argument("--stop-after", type=int, help="end this run after N epochs (continue later with --resume)")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
+    recipe = parser.add_argument_group("a recipe in lock-step (--recipe FILE; the options above then stay unset, but --data, --out, --device)")
+    recipe.add_argument("--recipe", type=Path, help="recipe file (recipes/*.yaml): train all its models side by side on one device")
+    recipe.add_argument("--archs", nargs="+", choices=list(ARCHITECTURES), help="only these architectures of the recipe (their extra seeds and peers too)")
+    recipe.add_argument("--no-peers", dest="peers", action="store_false", help="leave out the recipe's smp peers")
+    recipe.add_argument("--budget-minutes", type=float, default=24 * 60.0, help="wall-clock budget from start to written cards")
+    recipe.add_argument("--fit-budget", action="store_true", help="time the second epoch and shorten every schedule to the epochs that fit the budget")
+    recipe.add_argument("--checkpoint-every", type=int, default=1, help="write each model's last.pt every N epochs")
+    recipe.add_argument("--frame-size", type=_size, help="resize the frames to HxW first (short experiments)")
+    recipe.add_argument("--override", nargs="+", default=[], metavar="KEY=VALUE", help="replace recipe training settings (YAML values), e.g. epochs=2 crop_size=[64,96]")
+
+
+RECIPE_RUN_OPTIONS = ("recipe", "archs", "peers", "budget_minutes", "fit_budget", "checkpoint_every", "frame_size", "override")
+SHARED_OPTIONS = ("data_root", "output_dir", "device", "command", "func", "progress")
+
+
+def parse_overrides(items: list[str]) -> dict:
+    values = {}
+    for item in items:
+        key, separator, text = item.partition("=")
+        if not separator or not key:
+            raise SystemExit(f"--override takes KEY=VALUE items, got {item!r}")
+        try:
+            values[key] = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise SystemExit(f"--override {item!r}: the value is not YAML ({error})") from None
+    return values
+
+
+def run_recipe(args: argparse.Namespace) -> int:
+    """``train --recipe``: every model of the recipe in lock-step (segmodels.training.loop)."""
+    defaults = vars(build_parser().parse_args(["train"]))
+    given = sorted(f"--{key.replace('_', '-')}" for key, value in vars(args).items()
+                   if key not in RECIPE_RUN_OPTIONS + SHARED_OPTIONS and key in defaults and value != defaults[key])
+    if given:
+        raise SystemExit(f"with --recipe the recipe file sets the training; {', '.join(given)} would be ignored: change the recipe or use --override KEY=VALUE")
+    if args.data_root is None:
+        raise SystemExit("--recipe needs --data CAMVID_DIR (train/, trainannot/, val/, valannot/)")
+    try:
+        recipe = load_recipe(args.recipe)
+        frames = read_camvid_frames(args.data_root, args.frame_size)
+        run = LockstepRun(budget_seconds=args.budget_minutes * 60, fit_budget=args.fit_budget, checkpoint_every=args.checkpoint_every, device=args.device)
+        out = Path(args.output_dir if args.output_dir != defaults["output_dir"] else f"runs/{recipe.name}")
+        cards = train_recipe(recipe, frames, str(args.data_root), out, run, args.archs, args.peers, log=lambda text: print(text, flush=True), **parse_overrides(args.override))
+    except (FileNotFoundError, ValueError, ImportError) as error:
+        raise SystemExit(f"error: {error}") from None
+    print(f"{len(cards)} cards in {out}/*/card.json")
+    return 0
 
 
 def run_train(args: argparse.Namespace) -> int:
-    values = {k: v for k, v in vars(args).items() if k not in ("command", "resume", "progress", "func", "stop_after")}
+    if args.recipe is not None:
+        return run_recipe(args)
+    values = {k: v for k, v in vars(args).items() if k not in ("command", "resume", "progress", "func", "stop_after", *RECIPE_RUN_OPTIONS)}
     card = train(TrainConfig.from_dict(values), resume=args.resume, show_progress=args.progress, stop_after=args.stop_after)
     if card:
         print(f"best val mIoU {card['val_miou']:.4f} (epoch {card['best_epoch']}); card: {Path(args.output_dir) / 'card.json'}")
@@ -81,7 +133,7 @@ def load_for_evaluation(target: str, device: str):
     path = Path(target)
     if path.suffix == ".pt" and path.is_file():
         state = torch.load(path, map_location="cpu", weights_only=True)
-        model = model_from_spec(state["spec"], pretrained=False)
+        model = build_from_spec(state["spec"])
         model.load_state_dict(state["model"])
         return model.to(device).eval(), state["spec"]
     if target in zoo.list_models():
@@ -94,16 +146,28 @@ def run_evaluate(args: argparse.Namespace) -> int:
     model, _ = load_for_evaluation(args.model, device)
     try:
         dataset = build_dataset(args.dataset, args.data_root, split=args.split, transform=eval_transform())
+        tta = TestTimeAugmentation(tuple(args.tta_scales), args.tta_flip) if args.tta_flip or args.tta_scales != [1.0] else None
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"cannot read the dataset: {error}") from None
     info = dataset.info
+    if args.images is not None:
+        dataset = Subset(dataset, range(min(args.images, len(dataset))))
     options = {"depth": args.depth} if args.depth else {}
-    matrix = evaluate(model, dataset, info.num_classes, info.ignore_index, device, show_progress=True, **options)
+    started = time.perf_counter()
+    matrix = evaluate(model, dataset, info.num_classes, info.ignore_index, device, show_progress=True, tta=tta, **options)
+    seconds = time.perf_counter() - started
     report = evaluation_report(matrix, info.class_names, args.split, len(dataset))
     report["model"] = args.model
+    report["seconds_per_image"] = seconds / max(1, len(dataset))
+    report["seconds_device"] = f"{device} ({torch.get_num_threads()} threads)" if device == "cpu" else device
+    if tta is not None:
+        report["tta"] = tta.describe()
+    if args.images is not None:
+        report["first_images_only"] = args.images
     if args.depth:
         report["depth"] = args.depth
     print(format_report(report))
+    print(f"  {report['seconds_per_image']:.3f} s per image" + (f" ({tta.passes} passes each)" if tta else ""))
     if args.json:
         write_report(report, args.json)
     return 0
@@ -231,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_parser.add_argument("--depth", type=int, choices=[1, 2, 3, 4], help="U-Net++ pruning depth")
     evaluate_parser.add_argument("--device")
     evaluate_parser.add_argument("--json", help="write the report here")
+    evaluate_parser.add_argument("--tta-flip", action="store_true", help="test-time augmentation: also run the mirrored image and average the probabilities")
+    evaluate_parser.add_argument("--tta-scales", type=float, nargs="+", default=[1.0], help="test-time augmentation: run the image at these scales (e.g. 0.75 1 1.25)")
+    evaluate_parser.add_argument("--images", type=int, help="only the first N images of the split (e.g. to time test-time augmentation)")
     evaluate_parser.set_defaults(func=run_evaluate)
 
     bench_parser = commands.add_parser("bench", help="time models (median and IQR of timed runs)")

@@ -17,6 +17,23 @@ Online hard example mining (OHEM) cross-entropy (Shrivastava et al., CVPR 2016, 
 pixels as in Wu et al., "Bridging category-level and instance-level semantic image
 segmentation", 2016): only the pixels whose true-class probability is below a threshold
 (0.7) count, and never fewer than the ``min_kept`` hardest ones.
+
+Square-root median-frequency weights ``sqrt(median(freq) / freq_c)`` halve the log-ratio of
+the weights: median-frequency CE over-predicts the rare classes (its mean class accuracy
+runs far above its mIoU on CamVid), the square root keeps part of the balance.
+
+Lovász-Softmax (Berman, Rannen Triki & Blaschko, CVPR 2018), a convex surrogate of the
+Jaccard loss ``Delta_Jc = 1 - |{y*=c} & {y~=c}| / |{y*=c} | {y~=c}|``: with softmax
+probabilities ``f_i(c)``, the pixel errors (Eq. 11) ``m_i(c) = 1 - f_i(c)`` where
+``y*_i = c`` and ``f_i(c)`` elsewhere, and the Lovász extension of a set function (Eq. 8-9)
+``bar Delta(m) = sum_i m_{pi_i} g_i(m)``, ``g_i = Delta({pi_1..pi_i}) - Delta({pi_1..pi_{i-1}})``
+with ``pi`` ordering ``m`` decreasingly, the loss (Eq. 12) averages ``bar Delta_Jc(m(c))``
+over the classes; here over the classes present in the batch's labels (the authors' code's
+default), computed over the whole batch (the dataset-mIoU flavour of Sec. 3.3).
+
+Class-balanced warm-up: median-frequency weights annealed linearly to 1 over the first
+``balanced_epochs`` epochs, plain CE afterwards (the loss is told the epoch by
+``start_epoch``).
 """
 
 from __future__ import annotations
@@ -30,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-LOSS_NAMES = ("ce", "wce", "mfb", "focal", "wfocal", "ohem")
+LOSS_NAMES = ("ce", "wce", "mfb", "focal", "wfocal", "ohem", "smfb", "ce_lovasz", "mfb_warmup")
 
 
 def _as_mask(mask: Any) -> Tensor:
@@ -115,6 +132,13 @@ def class_weights_median_frequency(
     weights = torch.zeros_like(counts)
     weights[present] = torch.quantile(freq, 0.5) / freq
     return weights.float()
+
+
+def class_weights_sqrt_median_frequency(
+    counts: Tensor | np.ndarray | list[int], image_counts: Tensor | np.ndarray | list[int] | None = None
+) -> Tensor:
+    """``sqrt(median(freq) / freq_c)``: :func:`class_weights_median_frequency`, square-rooted."""
+    return class_weights_median_frequency(counts, image_counts).sqrt()
 
 
 def _weighted_mean(per_pixel: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int) -> Tensor:
@@ -211,6 +235,71 @@ class OhemCrossEntropyLoss(nn.Module):
         return hard.mean()
 
 
+def lovasz_jaccard_gradient(truth_sorted: Tensor) -> Tensor:
+    """``g(m)`` of Eq. 9 for the Jaccard loss, along dim 0: ``truth_sorted`` holds 1 where the
+    pixel belongs to the class, pixels ordered by decreasing error. The first ``i`` pixels
+    as the mispredicted set give ``Delta_J = 1 - (G - cumsum(truth)) / (G + cumsum(1 - truth))``
+    with ``G`` the class's pixels; ``g`` is its backward difference."""
+    total = truth_sorted.sum(0, keepdim=True)
+    intersection = total - truth_sorted.cumsum(0)
+    union = total + (1 - truth_sorted).cumsum(0)
+    jaccard_loss = 1 - intersection / union.clamp_min(1)
+    return torch.cat([jaccard_loss[:1], jaccard_loss[1:] - jaccard_loss[:-1]])
+
+
+def lovasz_softmax(probabilities: Tensor, labels: Tensor) -> Tensor:
+    """Lovász-Softmax (Eq. 12) of ``P x K`` probabilities against ``P`` labels in ``[0, K)``,
+    averaged over the classes present in ``labels``; all classes at once, one sort per class."""
+    truth = F.one_hot(labels, probabilities.shape[1]).to(probabilities.dtype)
+    errors = (truth - probabilities).abs()
+    errors_sorted, order = errors.sort(0, descending=True)
+    per_class = (errors_sorted * lovasz_jaccard_gradient(truth.gather(0, order))).sum(0)
+    return per_class[truth.sum(0) > 0].mean()
+
+
+class CrossEntropyLovaszLoss(nn.Module):
+    """``CE + lovasz_weight * Lovász-Softmax``: the pixel-wise term keeps the gradients of the
+    early, poorly ranked predictions useful; the Lovász term optimises the per-class IoU."""
+
+    def __init__(self, lovasz_weight: float = 1.0, ignore_index: int = -100):
+        super().__init__()
+        if lovasz_weight < 0:
+            raise ValueError(f"lovasz_weight must be >= 0, got {lovasz_weight}")
+        self.lovasz_weight = float(lovasz_weight)
+        self.ignore_index = ignore_index
+        self.cross_entropy = WeightedCrossEntropyLoss(ignore_index=ignore_index)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        target = target.long()
+        cross_entropy = self.cross_entropy(logits, target)
+        valid = (target != self.ignore_index).flatten()
+        if not valid.any():
+            return cross_entropy
+        probabilities = F.softmax(logits.float(), dim=1).movedim(1, -1).reshape(-1, logits.shape[1])[valid]
+        return cross_entropy + self.lovasz_weight * lovasz_softmax(probabilities, target.flatten()[valid])
+
+
+class BalancedWarmupCrossEntropyLoss(WeightedCrossEntropyLoss):
+    """Cross-entropy whose class weights go linearly from ``balanced_weight`` at epoch 0 to 1
+    at epoch ``balanced_epochs``: ``w_c(e) = 1 + (w_c - 1) max(0, 1 - e / balanced_epochs)``;
+    plain CE from then on. Call :meth:`start_epoch` before each epoch."""
+
+    def __init__(self, balanced_weight: Tensor, balanced_epochs: float, ignore_index: int = -100):
+        if balanced_epochs <= 0:
+            raise ValueError(f"balanced_epochs must be > 0, got {balanced_epochs}")
+        super().__init__(balanced_weight, ignore_index)
+        self.register_buffer("balanced_weight", torch.as_tensor(balanced_weight, dtype=torch.float32).clone())
+        self.balanced_epochs = float(balanced_epochs)
+
+    def start_epoch(self, epoch: int) -> None:
+        share = max(0.0, 1.0 - epoch / self.balanced_epochs)
+        self.weight.copy_(1 + (self.balanced_weight - 1) * share)
+
+
+LOSS_OPTIONS = {"ohem": ("threshold", "min_kept_fraction"), "ce_lovasz": ("lovasz_weight",), "mfb_warmup": ("balanced_epochs",),
+                "focal": (), "wfocal": ()}
+
+
 def build_loss(
     name: str,
     num_classes: int,
@@ -218,18 +307,29 @@ def build_loss(
     ignore_index: int = -100,
     gamma: float = 2.0,
     image_counts: Tensor | np.ndarray | list[int] | None = None,
+    options: dict | None = None,
 ) -> nn.Module:
     """Loss by name: ``ce``, ``wce`` (weights ``(N - N_c) / N``), ``mfb`` (median-frequency
-    weighted CE, using ``image_counts`` when given), ``focal``, ``wfocal`` (focal with the
-    ``(N - N_c) / N`` weights), ``ohem`` (CE over the hard pixels). Weighted losses need ``class_counts`` of length ``num_classes``."""
+    weighted CE, using ``image_counts`` when given), ``smfb`` (its square root), ``focal``,
+    ``wfocal`` (focal with the ``(N - N_c) / N`` weights), ``ohem`` (CE over the hard pixels;
+    options ``threshold``, ``min_kept_fraction``), ``ce_lovasz`` (CE + Lovász-Softmax; option
+    ``lovasz_weight``), ``mfb_warmup`` (median-frequency weights annealed to plain CE; option
+    ``balanced_epochs``, default 10). Weighted losses need ``class_counts`` of length ``num_classes``."""
     if name not in LOSS_NAMES:
         raise ValueError(f"unknown loss {name!r}; valid names: {', '.join(LOSS_NAMES)}")
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(LOSS_OPTIONS.get(name, ())))
+    if unknown:
+        accepted = ", ".join(LOSS_OPTIONS.get(name, ())) or "none"
+        raise ValueError(f"loss {name!r} takes no option {', '.join(unknown)}; it accepts: {accepted}")
     if name == "ce":
         return WeightedCrossEntropyLoss(ignore_index=ignore_index)
     if name == "focal":
         return FocalLoss(gamma=gamma, ignore_index=ignore_index)
     if name == "ohem":
-        return OhemCrossEntropyLoss(ignore_index=ignore_index)
+        return OhemCrossEntropyLoss(ignore_index=ignore_index, **options)
+    if name == "ce_lovasz":
+        return CrossEntropyLovaszLoss(ignore_index=ignore_index, **options)
     if class_counts is None:
         raise ValueError(f"loss {name!r} is class-weighted and needs class_counts (per-class pixel counts)")
     counts = torch.as_tensor(class_counts)
@@ -237,6 +337,10 @@ def build_loss(
         raise ValueError(f"class_counts must have length {num_classes}, got shape {tuple(counts.shape)}")
     if name == "mfb":
         return WeightedCrossEntropyLoss(class_weights_median_frequency(counts, image_counts), ignore_index)
+    if name == "smfb":
+        return WeightedCrossEntropyLoss(class_weights_sqrt_median_frequency(counts, image_counts), ignore_index)
+    if name == "mfb_warmup":
+        return BalancedWarmupCrossEntropyLoss(class_weights_median_frequency(counts, image_counts), options.get("balanced_epochs", 10), ignore_index)
     weight = class_weights_inverse_share(counts)
     if name == "wce":
         return WeightedCrossEntropyLoss(weight, ignore_index)

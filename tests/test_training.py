@@ -158,7 +158,7 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
 
 
 def test_an_interrupted_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    from segmodels import training
+    from segmodels.training import config as training
 
     path = tmp_path / "last.pt"
     training.save_atomically({"epoch": 1}, path)

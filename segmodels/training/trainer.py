@@ -1,76 +1,32 @@
-"""Training loop for every architecture: AMP and channels_last on CUDA, deep supervision,
-per-epoch checkpoints with exact resume, best-by-val-mIoU selection, model cards, and
-DistributedDataParallel under ``torchrun``."""
+"""One model's training loop (``python -m segmodels train --arch ...``): AMP and channels_last
+on CUDA, deep supervision, per-epoch checkpoints with exact resume, best-by-val-mIoU
+selection, model cards, and DistributedDataParallel under ``torchrun``. The recipe levers
+beyond the loss and colour jitter (EMA, strong photometric augmentation, keeping the final
+epoch, training on train+val) belong to the lock-step trainer, :mod:`.loop`."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-import random
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
 from tqdm import tqdm
 
-from .cards import count_flops, count_parameters, device_description, git_commit, model_from_spec, model_spec
-from .data import build_dataset, eval_transform, train_transform
-from .evaluation import autocast_for, evaluate
-from .losses import build_loss, dataset_class_statistics
+from ..cards import model_from_spec, model_spec
+from ..data import build_dataset, eval_transform, train_transform
+from ..evaluation import autocast_for, evaluate
+from ..losses import build_loss, dataset_class_statistics
+from .card import build_card
+from .config import TrainConfig, learning_rate_factor, parameter_groups, save_atomically, seed_everything
 
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run (saved in checkpoints and model cards)."""
-
-    arch: str = "unet"
-    encoder: str = "plain"
-    pretrained: bool = True
-    base_channels: int = 64
-    options: dict = field(default_factory=dict)
-    dataset: str = "shapes"
-    data_root: str | None = None
-    train_split: str = "train"
-    val_split: str = "val"
-    train_images: int | None = None
-    val_images: int | None = None
-    crop_size: tuple[int, int] = (128, 128)
-    scale_range: tuple[float, float] = (0.5, 2.0)
-    loss: str = "ce"
-    focal_gamma: float = 2.0
-    epochs: int = 10
-    batch_size: int = 8
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 0.5
-    schedule: str = "poly"
-    seed: int = 0
-    val_every: int = 1
-    workers: int = 2
-    output_dir: str = "runs/default"
-    flops_size: tuple[int, int] = (360, 480)
-    device: str | None = None
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        config = cls(**{k: v for k, v in values.items() if k in known})
-        config.crop_size = tuple(config.crop_size)
-        config.scale_range = tuple(config.scale_range)
-        config.flops_size = tuple(config.flops_size)
-        return config
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+LOCKSTEP_ONLY = {"ema_decay": 0.0, "keep": "best", "protocol": "train"}
 
 
 def distributed_context() -> tuple[int, int, torch.device]:
@@ -86,29 +42,16 @@ def distributed_context() -> tuple[int, int, torch.device]:
     return (dist.get_rank() if dist.is_initialized() else 0), world_size, device
 
 
-def save_atomically(obj: object, path: Path) -> None:
-    """``torch.save`` to a temporary file, then rename: a run killed mid-write keeps its old checkpoint."""
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save(obj, temporary)
-    os.replace(temporary, path)
-
-
-def learning_rate_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
-    """Linear warm-up, then ``poly`` (1 - t)^0.9 (DeepLab) or ``cosine`` decay."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    if schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * progress))
-    if schedule == "poly":
-        return (1 - progress) ** 0.9
-    raise ValueError(f"schedule must be 'poly' or 'cosine', got {schedule!r}")
-
-
 class Trainer:
     """Builds data, model, loss and optimiser from a :class:`TrainConfig` and runs it."""
 
     def __init__(self, config: TrainConfig, show_progress: bool = True):
+        config.check_levers()
+        unsupported = [f"{name}={getattr(config, name)}" for name, off in LOCKSTEP_ONLY.items() if getattr(config, name) != off]
+        if config.photometric == "strong":
+            unsupported.append("photometric=strong")
+        if unsupported:
+            raise ValueError(f"this trainer does not implement {', '.join(unsupported)}; the lock-step trainer does: python -m segmodels train --recipe FILE")
         self.config = config
         self.rank, self.world_size, self.device = distributed_context()
         if config.device:
@@ -132,13 +75,11 @@ class Trainer:
         self.model = model
         self.ddp_model = DistributedDataParallel(model) if self.world_size > 1 else model
         counts, image_counts = self._class_statistics()
-        self.criterion = build_loss(config.loss, self.info.num_classes, counts, ignore_index=self.ignore_index, gamma=config.focal_gamma, image_counts=image_counts).to(self.device)
+        self.criterion = build_loss(config.loss, self.info.num_classes, counts, ignore_index=self.ignore_index, gamma=config.focal_gamma, image_counts=image_counts,
+                                    options=config.loss_options).to(self.device)
 
         self.steps_per_epoch = math.ceil(len(self.train_set) / (config.batch_size * self.world_size))
-        decay, no_decay = [], []
-        for name, parameter in model.named_parameters():
-            (no_decay if parameter.ndim <= 1 else decay).append(parameter)
-        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+        self.optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr)
         total_steps = self.steps_per_epoch * config.epochs
         warmup_steps = int(config.warmup_epochs * self.steps_per_epoch)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: learning_rate_factor(step, total_steps, warmup_steps, config.schedule))
@@ -152,7 +93,7 @@ class Trainer:
         config = self.config
         dataset = build_dataset(config.dataset, config.data_root, split=split, **self._dataset_kwargs(train))
         ignore = dataset.info.ignore_index if dataset.info.ignore_index is not None else 255
-        dataset.transform = train_transform(config.crop_size, config.scale_range, ignore_index=ignore) if train else eval_transform()
+        dataset.transform = train_transform(config.crop_size, config.scale_range, ignore_index=ignore, color_jitter=config.photometric == "jitter") if train else eval_transform()
         limit = config.train_images if train else config.val_images
         if limit is not None and config.dataset != "shapes":
             subset = Subset(dataset, range(min(limit, len(dataset))))
@@ -169,7 +110,7 @@ class Trainer:
 
     def _class_statistics(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Pixel counts per class over the unaugmented training set (cached in the run)."""
-        if self.config.loss in ("ce", "focal", "ohem"):
+        if self.config.loss in ("ce", "focal", "ohem", "ce_lovasz"):
             return None, None
         cache = self.output_dir / "class_counts.json"
         if cache.is_file():
@@ -201,6 +142,8 @@ class Trainer:
     def train_one_epoch(self, epoch: int) -> float:
         seed_everything(self.config.seed * 1_000_003 + epoch * 7919 + self.rank)
         self.ddp_model.train()
+        if hasattr(self.criterion, "start_epoch"):
+            self.criterion.start_epoch(epoch)
         total, count, started = 0.0, 0, time.perf_counter()
         progress = tqdm(self._loader(epoch), desc=f"epoch {epoch + 1}/{self.config.epochs}", disable=not self.show_progress, leave=False)
         for images, masks in progress:
@@ -293,35 +236,14 @@ class Trainer:
         return card
 
     def write_card(self) -> dict:
-        """Evaluate the best checkpoint on the validation split and write ``card.json``: mIoU,
-        mean class accuracy (each class's recall averaged), per-class IoU and pixel accuracy."""
+        """Evaluate the best checkpoint on the validation split and write ``card.json``
+        (:func:`.card.build_card`)."""
         best = torch.load(self.output_dir / "best.pt", map_location=self.device, weights_only=True)
         self.model.load_state_dict(best["model"])
-        metrics = self.validate(distributed=False)
-        card = {
-            **self.spec,
-            "dataset": self.info.to_dict(),
-            "training": asdict(self.config),
-            "data_split": {"train": self.config.train_split, "val": self.config.val_split, "train_images": len(self.train_set), "val_images": len(self.val_set)},
-            "epochs": self.config.epochs,
-            "best_epoch": best["epoch"],
-            "val_miou": metrics["miou"],
-            "val_mean_class_accuracy": metrics["mean_class_accuracy"],
-            "val_per_class_iou": dict(zip(self.info.class_names, metrics["per_class_iou"])),
-            "val_pixel_accuracy": metrics["pixel_accuracy"],
-            "params": count_parameters(self.model),
-            "flops": count_flops(self.model, self.config.flops_size),
-            "flops_input_size": list(self.config.flops_size),
-            "train_seconds": round(self.train_seconds, 1),
-            "train_device": device_description(self.device),
-            "world_size": self.world_size,
-            "git_commit": git_commit(),
-        }
-        if self.model.pruning_depths:
-            card["pruning"] = [
-                {"depth": d, "val_miou": self.validate(depth=d, distributed=False)["miou"], "params": count_parameters(self.model, depth=d), "flops": count_flops(self.model, self.config.flops_size, depth=d)}
-                for d in self.model.pruning_depths
-            ]
+        data_split = {"train": self.config.train_split, "val": self.config.val_split, "train_images": len(self.train_set), "val_images": len(self.val_set)}
+        card = build_card(self.model, self.spec, self.info, self.config, data_split=data_split, epochs=self.config.epochs, kept_epoch=best["epoch"],
+                          metrics=self.validate(distributed=False), train_seconds=self.train_seconds, device=self.device, world_size=self.world_size,
+                          validate_at_depth=lambda depth: self.validate(depth=depth, distributed=False))
         (self.output_dir / "card.json").write_text(json.dumps(card, indent=2))
         return card
 
