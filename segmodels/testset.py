@@ -14,6 +14,7 @@ paired bootstrap over those same per-image matrices.
 
 from __future__ import annotations
 
+import functools
 import io
 import shlex
 from pathlib import Path
@@ -54,21 +55,32 @@ def summarise(per_image: np.ndarray, class_names: tuple[str, ...], depth: int | 
 
 
 def read_per_image(name: str, depth: int | None = None, weights_dir: Path = zoo.WEIGHTS_DIR) -> np.ndarray:
-    """The per-image test confusion matrices of a shipped model at ``depth`` (checked
-    against the SHA-256 in its card)."""
+    """The per-image test confusion matrices of a shipped model at ``depth`` (the full
+    model when None), read-only; the file is checked against the SHA-256 in its card and
+    read once while it stays the same."""
     card = zoo.read_card(name, weights_dir)
     if card.test is None:
         raise zoo.WeightsError(f"{name} has no test evaluation; run python -m segmodels test-card {name} --data DIR")
+    result = card.test_result(depth)
+    if result is None:
+        raise zoo.WeightsError(f"{name} has no test evaluation at depth {depth}")
     path = zoo.card_path(name, weights_dir).parent / card.test.per_image_file
-    if not path.is_file() or sha256_of(path) != card.test.per_image_sha256:
+    try:
+        stat = path.stat()
+    except OSError:
+        raise zoo.WeightsError(f"{path} is missing: the test record of {name} needs it") from None
+    return _per_image_arrays(path, card.test.per_image_sha256, (stat.st_ino, stat.st_size, stat.st_mtime_ns))[per_image_key(result.depth)]
+
+
+@functools.lru_cache(maxsize=32)
+def _per_image_arrays(path: Path, sha256: str, stamp: tuple) -> dict[str, np.ndarray]:
+    if sha256_of(path) != sha256:
         raise zoo.WeightsError(f"{path} is missing or does not match its card's SHA-256")
     with np.load(path) as arrays:
-        key = per_image_key(depth)
-        if key not in arrays:
-            key = per_image_key(max((r.depth for r in card.test.results if r.depth is not None), default=None)) if depth is None else key
-        if key not in arrays:
-            raise zoo.WeightsError(f"{name} has no test evaluation at depth {depth}")
-        return arrays[key]
+        loaded = {key: arrays[key] for key in arrays.files}
+    for array in loaded.values():
+        array.flags.writeable = False
+    return loaded
 
 
 def record_test(name: str, data_root: str | Path, weights_dir: Path = zoo.WEIGHTS_DIR, device: str = "cpu",
