@@ -227,6 +227,29 @@ def run_smp_comparison(args: argparse.Namespace, device: str) -> int:
     return 0
 
 
+def run_predict(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from .image_loading import ImageLoadError, load_image
+
+    try:
+        model = zoo.pretrained(args.model, args.device or _default_device())
+        card = zoo.read_card(args.model)
+        image = load_image(args.image)
+    except (zoo.WeightsError, ImageLoadError) as error:
+        raise SystemExit(str(error)) from None
+    if args.depth is not None and args.depth not in model.pruning_depths:
+        raise SystemExit(f"{args.model} has no pruning depth {args.depth} (depths: {', '.join(map(str, model.pruning_depths)) or 'none'})")
+    x = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0).float().div(255).to(next(model.parameters()).device)
+    with torch.inference_mode():
+        labels = model(x, **({"depth": args.depth} if args.depth else {})).argmax(1)[0].cpu().numpy().astype("uint8")
+    output = card.dataset.colorize(labels) if args.colour else labels
+    Image.fromarray(output).save(args.out)
+    present = ", ".join(card.dataset.class_names[c] for c in sorted(set(labels.flatten().tolist())))
+    print(f"{args.out}: {labels.shape[1]}x{labels.shape[0]} {'colour mask' if args.colour else 'class ids'} from {args.model}; classes: {present}")
+    return 0
+
+
 def run_test_card(args: argparse.Namespace) -> int:
     from .testset import TestAlreadyRecorded, record_test
 
@@ -331,6 +354,15 @@ def build_parser() -> argparse.ArgumentParser:
     export_parser.add_argument("--seed-run", action="append", default=[], type=Path,
                                help="a run of the same recipe with another seed (repeatable): the card records the seeds' val mIoU spread")
     export_parser.set_defaults(func=run_export)
+
+    predict_parser = commands.add_parser("predict", help="segment an image with a shipped model and write the mask as a PNG")
+    predict_parser.add_argument("image", help="an image file (JPEG, PNG, WebP...)")
+    predict_parser.add_argument("--model", default="camvid/unet", help="shipped name such as camvid/unetpp (python -m segmodels zoo lists them)")
+    predict_parser.add_argument("--depth", type=int, help="U-Net++ pruning depth")
+    predict_parser.add_argument("--out", default="mask.png", help="PNG to write")
+    predict_parser.add_argument("--colour", action="store_true", help="the dataset's class colours instead of class ids")
+    predict_parser.add_argument("--device")
+    predict_parser.set_defaults(func=run_predict)
 
     test_parser = commands.add_parser("test-card", help="evaluate shipped models once on their test split; write the figures and bootstrap intervals into their cards")
     test_parser.add_argument("models", nargs="+", help="shipped names such as camvid/unet")

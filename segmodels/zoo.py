@@ -112,6 +112,13 @@ def read_model(name: str, weights_dir: Path = WEIGHTS_DIR) -> SegmentationModel:
     return model.eval()
 
 
+def pretrained(name: str, device: torch.device | str = "cpu", weights_dir: Path | None = None) -> SegmentationModel:
+    """The one way to get a shipped model: ``segmodels.pretrained("camvid/unetpp")`` builds it
+    from its card, checks its weight file's SHA-256, and returns a new copy in eval mode on
+    ``device`` (``segmodels.model_card`` gives its card)."""
+    return read_model(name, weights_dir or WEIGHTS_DIR).to(device)
+
+
 def load_model(name: str, device: torch.device | str = "cpu", weights_dir: Path = WEIGHTS_DIR) -> SegmentationModel:
     """Load a shipped model in eval mode onto ``device``; later calls return the same object
     until its weight file or card is replaced."""

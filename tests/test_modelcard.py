@@ -80,3 +80,31 @@ def test_cli_test_card_refuses_a_second_evaluation(own_zoo: Path, capsys) -> Non
     assert "test mIoU" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="already evaluated on test"):
         main(["test-card", "shapes/deeplabv3p", "--data", "-", "--weights", str(own_zoo), "--device", "cpu"])
+
+
+def test_pretrained_is_a_new_checked_copy() -> None:
+    import segmodels
+
+    first, second = segmodels.pretrained("shapes/unet"), segmodels.pretrained("shapes/unet")
+    assert first is not second and not first.training
+    assert segmodels.model_card("shapes/unet").sha256 == zoo.read_card("shapes/unet").sha256
+    with pytest.raises(zoo.WeightsError, match="no shipped model"):
+        segmodels.pretrained("shapes/nope")
+
+
+def test_cli_predict_writes_a_mask(tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    from segmodels.data import render_shapes
+
+    image, truth, _ = render_shapes(2, 5, 128)
+    Image.fromarray(image).save(tmp_path / "shapes.png")
+    assert main(["predict", str(tmp_path / "shapes.png"), "--model", "shapes/unet", "--out", str(tmp_path / "ids.png"), "--device", "cpu"]) == 0
+    ids = np.asarray(Image.open(tmp_path / "ids.png"))
+    assert ids.shape == truth.shape and (ids == truth).mean() > 0.9
+    assert main(["predict", str(tmp_path / "shapes.png"), "--model", "shapes/unet", "--out", str(tmp_path / "colour.png"), "--colour", "--device", "cpu"]) == 0
+    assert np.asarray(Image.open(tmp_path / "colour.png")).shape == (*truth.shape, 3)
+    assert "class ids from shapes/unet" in capsys.readouterr().out
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    with pytest.raises(SystemExit, match="not a supported image"):
+        main(["predict", str(tmp_path / "bad.png"), "--model", "shapes/unet", "--out", str(tmp_path / "x.png")])
