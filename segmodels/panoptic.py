@@ -114,16 +114,23 @@ class PanopticPrediction:
 
 def find_centres(heatmap: torch.Tensor, threshold: float = CENTRE_THRESHOLD, nms_kernel: int = NMS_KERNEL, top_k: int = TOP_K) -> torch.Tensor:
     """K x 2 (y, x) positions of the heatmap's peaks (H x W): keypoint NMS by max-pooling,
-    then the threshold, then the ``top_k`` highest, highest first."""
+    then the threshold, then the ``top_k`` highest, highest first. Pixels that tie for the
+    maximum of a window (a plateau, as when a centre falls between pixels) give one peak,
+    the first in raster order."""
     if nms_kernel < 1 or nms_kernel % 2 == 0:
         raise ValueError(f"nms_kernel must be an odd positive size, got {nms_kernel}")
     heatmap = heatmap.detach().float()
     pooled = F.max_pool2d(heatmap[None, None], nms_kernel, stride=1, padding=nms_kernel // 2)[0, 0]
     peaks = (heatmap == pooled) & (heatmap > threshold)
-    scores = heatmap[peaks]
     positions = peaks.nonzero()
-    order = scores.argsort(descending=True)[:top_k]
-    return positions[order]
+    positions = positions[heatmap[peaks].argsort(descending=True, stable=True)]
+    kept: list[torch.Tensor] = []
+    for position in positions:
+        if len(kept) == top_k:
+            break
+        if all((position - other).abs().max() > nms_kernel // 2 for other in kept):
+            kept.append(position)
+    return torch.stack(kept) if kept else positions[:0]
 
 
 def group_pixels(things: torch.Tensor, offsets: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
