@@ -156,6 +156,7 @@ def print_scores(scores: dict) -> None:
     for name, row in scores["per_class"].items():
         other = scores["connected_components"]["per_class"][name]
         print(f"| {name} | {row['pq']:.4f} | {row['sq']:.4f} | {row['rq']:.4f} | {row['tp']} | {row['fp']} | {row['fn']} | {other['pq']:.4f} |")
+    print(f"\nmIoU of the semantic mask: {scores['semantic_miou']:.4f}")
 
 
 def load_run(run: Path):

@@ -46,6 +46,7 @@ from scipy import ndimage
 
 from . import zoo
 from .cards import model_from_spec
+from .metrics import ConfusionMatrix
 from .models.panoptic import HEAD_CHANNELS, PanopticDeepLab, PanopticOutput
 from .panoptic_quality import PanopticQuality, panoptic_ids
 
@@ -250,9 +251,10 @@ def load_panoptic_card(set_name: str, name: str, weights_dir: Path = zoo.WEIGHTS
 
 def evaluate_panoptic(model: PanopticDeepLab, samples, class_names: Sequence[str], thing_classes: Sequence[int], batch_size: int = 10) -> dict:
     """PQ, SQ and RQ (:class:`PanopticQuality`) of ``model`` and, for comparison, of the
-    connected components of its own semantic prediction, over ``samples``: (image, class ids,
-    instance ids) arrays."""
+    connected components of its own semantic prediction, and that prediction's mIoU, over
+    ``samples``: (image, class ids, instance ids) arrays."""
     grouped, components = PanopticQuality(class_names, thing_classes), PanopticQuality(class_names, thing_classes)
+    confusion = ConfusionMatrix(len(class_names))
     device = next(model.parameters()).device
     samples = list(samples)
     with torch.inference_mode():
@@ -260,10 +262,12 @@ def evaluate_panoptic(model: PanopticDeepLab, samples, class_names: Sequence[str
             batch = samples[start:start + batch_size]
             images = torch.from_numpy(np.stack([image.transpose(2, 0, 1) for image, _, _ in batch])).float().div(255).to(device)
             output = model(images)
-            labels = output.semantic.argmax(1).cpu().numpy()
+            labels = output.semantic.argmax(1).cpu()
+            confusion.update(labels, torch.from_numpy(np.stack([semantic for _, semantic, _ in batch]).astype(np.int64)))
+            labels = labels.numpy()
             for prediction, semantic_labels, (_, semantic, instances) in zip(panoptic_from_output(output, thing_classes), labels, batch):
                 truth = panoptic_ids(semantic, instances, thing_classes)
                 grouped.update(panoptic_ids(prediction.semantic, prediction.instances, thing_classes), truth)
                 regions, _ = connected_components(semantic_labels, thing_classes)
                 components.update(panoptic_ids(semantic_labels, regions, thing_classes), truth)
-    return {"num_images": len(samples), **grouped.compute(), "connected_components": components.compute()}
+    return {"num_images": len(samples), **grouped.compute(), "connected_components": components.compute(), "semantic_miou": confusion.compute()["miou"]}

@@ -313,7 +313,7 @@ def test_blocks_settings_for_a_public_demo(tiny_config):
     assert all(fn.queue for fn in fns)
     assert [fn.api_name for fn in fns if fn.api_visibility != "private"] == ["compare"]
     model_events = {fn.api_name for fn in fns if fn.concurrency_id == "models"}
-    assert model_events == {"compare", "pruning", "pruning_tab", "receptive_fields", "receptive_tab", "effective_fields", "iou_map", "losses_tab_iou", "instances", "instances_tab", "inside_look", "losslab_train"}
+    assert model_events == {"compare", "pruning", "pruning_tab", "receptive_fields", "receptive_tab", "effective_fields", "iou_map", "losses_tab_iou", "instances", "instances_tab", "instances_touching_show", "inside_look", "losslab_train"}
     # Model jobs wait for their turn in the fair scheduler (holding no thread), not in Gradio's queue.
     assert {fn.concurrency_limit for fn in fns if fn.concurrency_id == "models"} == {None}
     assert all(inspect.iscoroutinefunction(fn.fn) or inspect.isasyncgenfunction(fn.fn) for fn in fns if fn.concurrency_id == "models")

@@ -59,6 +59,22 @@ def test_counts_are_in_words_that_agree_with_them():
     assert instances.plural(1, "separate object") == "1 separate object"
 
 
+def test_touching_objects_are_found_among_the_examples(app):
+    squares = np.zeros((20, 20), dtype=np.uint8)
+    squares[5:10, 2:12] = 1
+    objects = np.zeros((20, 20), dtype=np.int32)
+    objects[5:10, 2:7], objects[5:10, 7:12] = 1, 2
+    assert instances.merges_touching(squares, objects)
+    apart = squares.copy()
+    apart[:, 7] = 0
+    assert not instances.merges_touching(apart, np.where(apart > 0, objects, 0))
+    assert not instances.merges_touching(np.where(objects == 2, 2, squares), objects)  # touching, but of two classes
+    key, label = instances.touching_example(app, "shapes")
+    current = app.current_image(key, None, None, "shapes")
+    assert instances.merges_touching(current.gt, current.instances) and label in instances.touching_label(app, "shapes")
+    assert instances.PICK.named(instances.InstancesTab(app).pick_touching("shapes")) == {"example": key, "image_file": None, "mask_file": None}
+
+
 def test_the_instance_model_is_not_a_fifth_semantic_model(app, instance_zoo):
     assert instance_models(instance_zoo, "shapes") == ["panoptic_deeplab"]
     assert not any("instance" in name for name in zoo.list_models(instance_zoo))
@@ -178,5 +194,8 @@ def test_the_four_panels_in_a_browser(server, device):
             box = page.locator("[role='tabpanel']:visible .seg-img").filter(has_text=label).first.bounding_box()
             assert box is not None and box["width"] > 100 and 0 <= box["x"] and box["x"] + box["width"] <= width, (label, box)
         assert page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth") <= 1
+        page.get_by_role("button", name=re.compile(r"Show Shapes #\d+: touching objects")).click()  # 96 px Shapes #1001 has touching objects
+        page.get_by_text(re.compile(r"\*?Shapes #1001\*?, every object class")).first.wait_for(timeout=60_000)
+        assert "Shapes #1001" in page.locator("#current-image").inner_text()
         assert not errors, errors
         browser.close()

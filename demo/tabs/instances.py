@@ -22,7 +22,8 @@ from ..errors import inline_errors
 ALL_CLASSES = "all classes"
 PANELS = ("classes", "components", "predicted", "truth")
 VIEW = View(*PANELS, "note", "session")
-CHOICES = View("model", "class_name")
+CHOICES = View("model", "class_name", "touching")
+PICK = View("example", "image_file", "mask_file")
 CLEARED = View(*PANELS, "note")
 CENTRE_MARK = (255, 255, 255)
 
@@ -80,6 +81,33 @@ def instance_model(app: App, set_name: str) -> InstanceModel | None:
         except (zoo.WeightsError, OSError, ValueError, KeyError, TypeError):
             continue
     return None
+
+
+def merges_touching(semantic: np.ndarray, instances: np.ndarray) -> bool:
+    """Whether some connected component of a class holds two or more instances (objects of
+    one class that touch)."""
+    for category in np.unique(semantic[instances > 0]):
+        regions, _ = connected_components(semantic, [int(category)])
+        pairs = np.unique(np.stack([regions[instances > 0], instances[instances > 0]]), axis=1)
+        pairs = pairs[:, pairs[0] > 0]
+        if len(np.unique(pairs[0])) < pairs.shape[1]:
+            return True
+    return False
+
+
+def touching_example(app: App, set_name: str | None) -> tuple[str, str] | None:
+    """(key, label) of the set's first example in which objects of one class touch, or None."""
+    for example in app.examples_of(set_name):
+        current = app.current_image(example.key, None, None, set_name)
+        if current.instances is not None and merges_touching(current.gt, current.instances):
+            return example.key, example.label
+    return None
+
+
+def touching_label(app: App, set_name: str | None) -> str | None:
+    """The text of the button that shows the set's example with touching objects (None: no such example)."""
+    found = touching_example(app, set_name) if set_name in app.sets() else None
+    return f"Show {found[1]}: touching objects" if found else None
 
 
 def with_centres(colours: np.ndarray, centres: np.ndarray) -> np.ndarray:
@@ -181,7 +209,12 @@ class InstancesTab:
         archs = self.app.model_choices(set_name)
         info = self.app.info(set_name)
         return CHOICES(model=gr.update(choices=archs, value=archs[0][1] if archs else None, visible=instance_model(self.app, set_name) is None),
-                       class_name=gr.update(choices=class_choices(info), value=default_class(info)))
+                       class_name=gr.update(choices=class_choices(info), value=default_class(info)), touching=gr.update(value=touching_label(self.app, set_name) or "", visible=touching_label(self.app, set_name) is not None))
+
+    def pick_touching(self, set_name):
+        """The example with touching objects becomes the page's image (uploads cleared)."""
+        found = touching_example(self.app, set_name) if set_name in self.app.sets() else None
+        return PICK(example=found[0], image_file=None, mask_file=None) if found else PICK()
 
     @staticmethod
     def clear(identity, session):
@@ -205,6 +238,8 @@ def build(shared: Shared) -> gr.Tab:
                                 visible=bool(set_name) and instance_model(shared.app, set_name) is None)
             class_name = gr.Dropdown(class_choices(info), value=default_class(info), label="Class to split into regions and objects", min_width=200)
             show_btn = gr.Button("Colour by class, region and object", variant="primary", interactive=bool(shared.app.sets()), min_width=160)
+            touching = touching_label(shared.app, set_name)
+            touching_btn = gr.Button(touching or "", visible=touching is not None, min_width=160)
         with gr.Row(equal_height=True):
             classes = gr.Image(label="Semantic mask (by class)", **image_style)
             components = gr.Image(label="Connected components", **image_style)
@@ -217,6 +252,8 @@ def build(shared: Shared) -> gr.Tab:
                 outputs=VIEW.components(**panels, note=note, session=shared.session), show_progress_on=[note], **shared.heavy)
     show_btn.click(**show, api_name="instances")
     instances_tab.select(**show, api_name="instances_tab")
-    shared.set_radio.change(tab.choices, shared.set_radio, CHOICES.components(model=model, class_name=class_name), show_progress="hidden", api_name="instances_choices", **shared.light)
+    touching_btn.click(tab.pick_touching, shared.set_radio, PICK.components(example=shared.example_dd, image_file=shared.image_file, mask_file=shared.mask_file),
+                       show_progress="hidden", api_name="instances_touching", **shared.light).then(**show, api_name="instances_touching_show")
+    shared.set_radio.change(tab.choices, shared.set_radio, CHOICES.components(model=model, class_name=class_name, touching=touching_btn), show_progress="hidden", api_name="instances_choices", **shared.light)
     shared.image_changed.change(tab.clear, [shared.image_changed, shared.session], CLEARED.components(**panels, note=note), show_progress="hidden", api_name="instances_clear", **shared.light)
     return instances_tab
