@@ -160,9 +160,11 @@ def print_scores(scores: dict) -> None:
 
 
 def load_run(run: Path):
+    """A run's best epoch with its weights rounded to float16 as :func:`export_panoptic` ships
+    them, so that its evaluation is the shipped model's."""
     checkpoint = torch.load(run / "best.pt", map_location="cpu", weights_only=True)
     model = panoptic_from_spec(checkpoint["spec"])
-    model.load_state_dict(checkpoint["model"])
+    model.load_state_dict({key: value.half().float() if value.is_floating_point() else value for key, value in checkpoint["model"].items()})
     return model
 
 
