@@ -119,13 +119,13 @@ touching objects and split occluded ones.
 semantic logits it predicts an *instance-centre heatmap*, trained to a 2-D Gaussian on each
 object's centre of mass, and at every pixel $x$ the *offset* $O(x)$ to its object's centre. The
 centres $C_k$ are the heatmap's peaks (max-pooling NMS, a threshold, the top $k$); each object
-pixel joins the centre nearest to where it points, $\hat{k}(x) = rg\min_k \lVert C_k - (x + O(x)) Vert$,
+pixel joins the centre nearest to where it points, $\hat{k}(x) = \arg\min_k \lVert C_k - (x + O(x)) \rVert$,
 and each object takes the class most of its pixels were given. For the Shapes set the instance
 model is the shipped DeepLabV3+ (its encoder, decoder and semantic head) with these two heads,
 trained from it on the CPU; the paper gives the instance branch its own ASPP and decoder.
 
 Instances are scored by **panoptic quality** (Kirillov et al., CVPR 2019): a predicted and a true
 segment of one class match when their IoU exceeds 0.5, and
-$PQ = rac{\sum_{TP} \mathrm{IoU}}{|TP| + rac{1}{2}|FP| + rac{1}{2}|FN|} = SQ 	imes RQ$:
+$PQ = \frac{\sum_{TP} \mathrm{IoU}}{|TP| + \frac{1}{2}|FP| + \frac{1}{2}|FN|} = SQ \times RQ$:
 the mean IoU of the matches (SQ) times an F1 score of the detection (RQ).
 """

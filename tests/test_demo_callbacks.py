@@ -337,7 +337,7 @@ def test_instances_as_connected_components_without_ground_truth(app, tmp_path):
     result = instances.InstancesTab(app).instances(app.current_image(None, path, None, "shapes"), "unet", "background", 4, session)
     labels = session.predictions[PredictionKey("unet", None)]
     assert result.truth is None and result.component_count == ndimage.label(labels == 0)[1]
-    assert "Connected components" in result.note and "Ground truth" not in result.note
+    assert "connected components" in result.note and "Ground truth" not in result.note
 
 
 # --------------------------------------------------------------------------- bad inputs

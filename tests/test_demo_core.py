@@ -174,7 +174,7 @@ def test_camvid_examples_and_set(tiny_config, camvid_setup, monkeypatch):
     assert result.table["mIoU (this image)"].item() == pytest.approx(matrix.compute()["miou"], abs=1e-4)
     current = app.current_image("camvid-0001TP_000010", None, None, "camvid")
     found = instances.InstancesTab(app).instances(current, "unet", "Car", 4, SessionCache())
-    assert "Connected components" in found.note and "Car" in found.note and found.component_count >= 0 and found.predicted is None
+    assert "connected components" in found.note and "Car" in found.note and found.component_count >= 0 and found.predicted is None
     # A Shapes example under the CamVid models (through the API): its ground truth does not apply.
     result = compare.Compare(app).compare(EXAMPLE, None, None, "camvid", ["unet"], 4)
     assert result.image.gt is None and any("shapes classes" in n for n in result.image.notes)

@@ -91,7 +91,7 @@ def test_with_an_instance_model_four_panels_whose_counts_match_the_note(app):
     assert result.component_count == connected_components(result.labels, SHAPES_THING_CLASSES)[1]
     assert result.predicted_count == len(np.unique(result.predicted[result.predicted > 0])) == len(result.centres)
     assert f"{instances.plural(result.component_count, 'region')}." in result.note
-    assert f"Predicted instances**: {instances.plural(result.predicted_count, 'object')}" in result.note
+    assert f"Panoptic-DeepLab's: {instances.plural(result.predicted_count, 'object')}:" in result.note
     assert f"{instances.plural(result.truth_count, 'separate object')}." in result.note
     assert "PQ) 0.250" in result.note and "0.125" in result.note and "made-up command" in result.note
     out = instances.VIEW.named(tab.show("shapes-1000", None, None, "shapes", "unet", "all classes", 4, None))
@@ -194,7 +194,7 @@ def test_the_four_panels_in_a_browser(server, device):
         page.get_by_text(re.compile(r"ndimage\.label\) of Panoptic-DeepLab")).wait_for(timeout=60_000)
         time.sleep(0.5)
         width = device["viewport"]["width"]
-        for label in ("Semantic mask (by class)", "Connected components", "Predicted instances", "Ground-truth instances"):
+        for label in ("Semantic", "Regions", "Instances", "Ground truth"):
             box = page.locator("[role='tabpanel']:visible .seg-img").filter(has_text=label).first.bounding_box()
             assert box is not None and box["width"] > 100 and 0 <= box["x"] and box["x"] + box["width"] <= width, (label, box)
         assert page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth") <= 1

@@ -170,11 +170,11 @@ class InstancesTab:
             what = f"**{class_name}**"
             if model is not None and result.image.info.class_names.index(class_name) not in model.thing_classes:
                 what += " (*stuff*: Panoptic-DeepLab groups only the countable *thing* classes into objects)"
-        parts = [f"**{result.image.label}**, {what}. **Connected components** (scipy.ndimage.label) of {result.source}'s semantic mask: "
+        parts = [f"**{result.image.label}**, {what}. **Regions**, the connected components (scipy.ndimage.label) of {result.source}'s semantic mask: "
                  f"{plural(result.component_count, 'region')}."]
         if result.predicted is not None:
-            parts.append(f"**Predicted instances**: {plural(result.predicted_count, 'object')}: each object pixel joins the predicted centre (white cross) "
-                         "nearest to where its predicted offset points, so two touching objects of one class, one connected component, come out as two.")
+            parts.append(f"**Instances**, Panoptic-DeepLab's: {plural(result.predicted_count, 'object')}: each object pixel joins the predicted centre (white cross) "
+                         "nearest to where its predicted offset points, so objects of one class that touch, one connected component, can still come out separate.")
             if model.pq is not None and model.pq_components is not None:
                 parts.append(f"On Shapes val, panoptic quality (PQ) {model.pq:.3f} with this grouping against {model.pq_components:.3f} for the connected components "
                              f"of the same masks (`{model.command or 'python scripts/train_shapes_instance.py evaluate'}`).")
@@ -230,7 +230,7 @@ def build(shared: Shared) -> gr.Tab:
     set_name = shared.set_radio.value
     archs = shared.app.model_choices(set_name)
     info = shared.app.info(set_name)
-    image_style = dict(interactive=False, format="png", height=260, min_width=160, visible=False, buttons=["fullscreen"], elem_classes="seg-img")
+    image_style = dict(interactive=False, format="png", height=260, min_width=150, visible=False, buttons=["fullscreen"], elem_classes="seg-img")
     with gr.Tab("Semantic vs instance", id="instances") as instances_tab:
         gr.Markdown(text.INSTANCES, latex_delimiters=text.LATEX)
         with gr.Row(elem_id="instances-controls"):
@@ -241,10 +241,10 @@ def build(shared: Shared) -> gr.Tab:
             touching = touching_label(shared.app, set_name)
             touching_btn = gr.Button(touching or "", visible=touching is not None, min_width=160)
         with gr.Row(equal_height=True):
-            classes = gr.Image(label="Semantic mask (by class)", **image_style)
-            components = gr.Image(label="Connected components", **image_style)
-            predicted = gr.Image(label="Predicted instances", **image_style)
-            truth = gr.Image(label="Ground-truth instances", **image_style)
+            classes = gr.Image(label="Semantic", **image_style)
+            components = gr.Image(label="Regions", **image_style)
+            predicted = gr.Image(label="Instances", **image_style)
+            truth = gr.Image(label="Ground truth", **image_style)
         note = gr.Markdown(label="Instances note", elem_id="instances-note")
 
     panels = dict(classes=classes, components=components, predicted=predicted, truth=truth)
