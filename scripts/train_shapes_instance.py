@@ -29,7 +29,12 @@ from torch.utils.data import DataLoader, Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from segmodels import zoo  # noqa: E402
-from segmodels.cards import count_flops, count_parameters, device_description, git_commit  # noqa: E402
+from segmodels.cards import (  # noqa: E402
+    count_flops,
+    count_parameters,
+    device_description,
+    git_commit,
+)
 from segmodels.data import SHAPES, build_dataset  # noqa: E402
 from segmodels.panoptic import (  # noqa: E402
     CENTRE_SIGMA,

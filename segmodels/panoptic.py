@@ -1,31 +1,31 @@
-"""Panoptic-DeepLab's training targets, loss and grouping (Cheng et al., CVPR 2020, Sec. 3),
+"""Panoptic-DeepLab's training targets, loss and grouping (Cheng et al., CVPR 2020),
 and the shipped Shapes instance model.
 
-**Targets** (Sec. 3.1), from an instance map: each object ``k`` is represented by its centre
+**Targets**, from an instance map: each object ``k`` is represented by its centre
 of mass ``c_k``; the centre heatmap is ``max_k exp(-||x - c_k||^2 / (2 sigma^2))`` and the
 offset at every pixel ``x`` of object ``k`` is ``c_k - x`` (0 elsewhere).
 
-**Loss** (Sec. 3.1 and the official configuration)::
+**Loss** (the paper and its official configuration)::
 
     L = lambda_sem L_sem + lambda_heat L_heat + lambda_offset L_offset
 
 with ``L_heat`` the mean squared error of the heatmap over all pixels, ``L_offset`` the L1
 error of the offsets over the *thing* pixels, ``lambda_heat = 200`` and
 ``lambda_offset = 0.01``. The paper's ``L_sem`` is bootstrapped cross-entropy with small
-objects weighted 3x; here it is the plain cross-entropy the shipped Shapes models were
+objects (under 64 x 64 px) weighted 3x; here it is the plain cross-entropy the shipped Shapes models were
 trained with.
 
-**Grouping** (Sec. 3.2): centres are the peaks of the heatmap kept by keypoint NMS (a pixel
+**Grouping**: centres are the peaks of the heatmap kept by keypoint NMS (a pixel
 survives when it equals the max-pool of its ``nms_kernel`` x ``nms_kernel`` neighbourhood),
 above ``threshold`` (0.1), at most ``top_k`` (200) of them. Every thing pixel ``x`` of the
-semantic prediction then joins the centre nearest to where its offset points (Eq. 1)::
+semantic prediction then joins the centre nearest to where its offset points::
 
     k_hat(x) = argmin_k || C_k - (x + O(x)) ||
 
 and each instance takes the class most of its pixels were predicted as (majority vote). With
 no centre, thing pixels belong to no segment.
 
-**Scale.** The paper's sigma = 8 px and 7 x 7 NMS are for 1024 x 2048 Cityscapes frames.
+**Scale.** The paper's sigma = 8 px and the official 7 x 7 NMS window are for 1024 x 2048 Cityscapes frames.
 Shapes images are 128 px and their objects 16 px and up; the heads run at stride 4 and are
 upsampled bilinearly, so a peak much narrower than 4 px cannot be drawn. Here sigma = 4 px:
 two touching 16 px objects have centres 16 px = 4 sigma apart, so their peaks stay apart.
@@ -110,7 +110,7 @@ class PanopticPrediction:
 
     @property
     def count(self) -> int:
-        return int(len(np.unique(self.instances[self.instances > 0])))
+        return len(np.unique(self.instances[self.instances > 0]))
 
 
 def find_centres(heatmap: torch.Tensor, threshold: float = CENTRE_THRESHOLD, nms_kernel: int = NMS_KERNEL, top_k: int = TOP_K) -> torch.Tensor:

@@ -6,7 +6,7 @@ Per class ``c``, a predicted segment ``p`` and a ground-truth segment ``g`` of t
 **match** when ``IoU(p, g) > 0.5``; no pixel can then belong to two matches, so the matching is
 unique without any assignment step (the paper's Theorem 1). Matched pairs are true positives
 (TP), unmatched predicted segments false positives (FP), unmatched ground-truth segments
-false negatives (FN), and (Eq. 1-2)::
+false negatives (FN), and PQ and its decomposition are::
 
     PQ_c = sum_{(p, g) in TP} IoU(p, g) / (|TP| + |FP| / 2 + |FN| / 2)
          = [sum_{TP} IoU(p, g) / |TP|] x [|TP| / (|TP| + |FP| / 2 + |FN| / 2)]

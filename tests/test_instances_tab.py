@@ -23,7 +23,15 @@ from segmodels import create_model, zoo
 from segmodels.cards import model_spec
 from segmodels.data import SHAPES, build_dataset
 from segmodels.models.panoptic import PanopticDeepLab
-from segmodels.panoptic import SHAPES_THING_CLASSES, connected_components, evaluate_panoptic, export_panoptic, instance_models, load_panoptic, panoptic_spec
+from segmodels.panoptic import (
+    SHAPES_THING_CLASSES,
+    connected_components,
+    evaluate_panoptic,
+    export_panoptic,
+    instance_models,
+    load_panoptic,
+    panoptic_spec,
+)
 
 TOUCHING_CIRCLES = "shapes-1002"  # a shipped example: two circles that touch
 CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or "") if p and Path(p).is_file()), None)

@@ -16,7 +16,12 @@ from segmodels.panoptic import (
     panoptic_from_output,
     panoptic_loss,
 )
-from segmodels.panoptic_quality import LABEL_DIVISOR, VOID, PanopticQuality, panoptic_ids
+from segmodels.panoptic_quality import (
+    LABEL_DIVISOR,
+    VOID,
+    PanopticQuality,
+    panoptic_ids,
+)
 
 SQUARE = 1
 NAMES = ["background", "square", "disc"]

@@ -11,7 +11,13 @@ import numpy as np
 
 from segmodels import ARCH_NAMES, zoo
 from segmodels.data import DatasetInfo
-from segmodels.panoptic import connected_components, instance_models, load_panoptic, load_panoptic_card, predict_panoptic
+from segmodels.panoptic import (
+    connected_components,
+    instance_models,
+    load_panoptic,
+    load_panoptic_card,
+    predict_panoptic,
+)
 
 from .. import figures, text
 from ..context import Shared, View, hidden
@@ -138,7 +144,7 @@ class InstancesTab:
         truth, truth_count = None, 0
         if current.instances is not None:
             truth = np.where(np.isin(current.gt, targets), current.instances, 0)
-            truth_count = int(len(np.unique(truth[truth > 0])))
+            truth_count = len(np.unique(truth[truth > 0]))
         if model is None:
             arch = self.app.check_models(current.set_name, [arch] if arch else [])[0]
             labels = self.app.predict(current, arch, self.app.check_depth(depth), session)
@@ -157,7 +163,7 @@ class InstancesTab:
             kept = np.isin(prediction.semantic, targets) & (prediction.instances > 0)
             predicted = np.where(kept, prediction.instances, 0)
             centres = prediction.centres[np.isin(np.arange(1, len(prediction.centres) + 1), np.unique(predicted))]
-            result = Instances(current, labels, "Panoptic-DeepLab", components, count, predicted, int(len(centres)), centres, truth, truth_count, "")
+            result = Instances(current, labels, "Panoptic-DeepLab", components, count, predicted, len(centres), centres, truth, truth_count, "")
         result.note = self.describe(result, model, class_name)
         return result
 

@@ -1,7 +1,7 @@
 """Panoptic-DeepLab's instance heads (Cheng, Collins, Zhu, Liu, Huang, Adam & Chen, CVPR 2020)
 on a DeepLabV3+ semantic model.
 
-Panoptic-DeepLab predicts three maps from one image (Sec. 3.1, Fig. 1):
+Panoptic-DeepLab predicts three maps from one image (its Fig. 1):
 
 - **semantic logits**, as any DeepLab;
 - an **instance-centre heatmap** ``H(x)``, trained to be a 2-D Gaussian
