@@ -122,12 +122,24 @@ weight, not more.
 are true negatives (or unlabelled). IoU = TP / (TP + FP + FN).
 """
 
-INSTANCES = """\
+INSTANCES = r"""
 **Semantic vs instance segmentation.** *Semantic* segmentation says *what class* each pixel is:
 two touching circles are one "circle" region. *Instance* segmentation also separates the
-*individual objects*: circle #1, circle #2. The models here are semantic; for the Shapes examples
-the ground truth also records the instances. For other images we can only approximate instances by
-the **connected components** of a predicted class (groups of touching pixels), which merges
-touching objects and splits occluded ones: that is why real instance segmentation needs its own
-models (e.g. Mask R-CNN).
+*individual objects*: circle #1, circle #2. The **connected components** of a semantic mask
+(groups of touching pixels of one class) are the cheapest guess at the objects, but they merge
+touching objects and split occluded ones.
+
+**Panoptic-DeepLab** (Cheng et al., CVPR 2020) finds the objects without boxes. Beside the
+semantic logits it predicts an *instance-centre heatmap*, trained to a 2-D Gaussian on each
+object's centre of mass, and at every pixel $x$ the *offset* $O(x)$ to its object's centre. The
+centres $C_k$ are the heatmap's peaks (max-pooling NMS, a threshold, the top $k$); each object
+pixel joins the centre nearest to where it points, $\hat{k}(x) = \arg\min_k \lVert C_k - (x + O(x)) \rVert$,
+and each object takes the class most of its pixels were given. For the Shapes set the instance
+model is the shipped DeepLabV3+ (its encoder, decoder and semantic head) with these two heads,
+trained from it on the CPU; the paper gives the instance branch its own ASPP and decoder.
+
+Instances are scored by **panoptic quality** (Kirillov et al., CVPR 2019): a predicted and a true
+segment of one class match when their IoU exceeds 0.5, and
+$PQ = \frac{\sum_{TP} \mathrm{IoU}}{|TP| + \frac{1}{2}|FP| + \frac{1}{2}|FN|} = SQ \times RQ$:
+the mean IoU of the matches (SQ) times an F1 score of the detection (RQ).
 """

@@ -50,7 +50,7 @@ SHOTS = {
     "U-Net++ pruning": Shot(None, r"pruned to depths", "#pruning-status"),
     "Receptive field": Shot(None, r"largest theoretical receptive field", "#rf-click-image"),
     "Losses and IoU": Shot(None, r"IoU\(.+\) = TP|neither in the ground truth|needs a ground-truth", "#weights-note"),
-    "Semantic vs instance": Shot(None, r"separate objects|connected components", "#instances-controls"),
+    "Semantic vs instance": Shot(None, r"ndimage\.label\) of", "#instances-controls"),
     "Inside the network": Shot("Look inside", r"nodes run at inference"),
 }
 OTHER_TAB = Shot(None, None)  # a tab this script does not know: photographed as it opens

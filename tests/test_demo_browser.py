@@ -23,7 +23,7 @@ PHONE = dict(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=T
 SIZE = 96  # the examples' side
 TABS = ["Compare", "U-Net++ pruning", "Receptive field", "Losses and IoU", "Semantic vs instance"]
 TAB_DONE = {"U-Net++ pruning": r"pruned to depths", "Receptive field": r"largest theoretical receptive field", "Losses and IoU": r"labelled pixels",
-            "Semantic vs instance": r"separate objects|connected components"}
+            "Semantic vs instance": r"ndimage\.label\) of"}
 
 pytestmark = [
     pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary (/usr/bin/chromium); install it with scripts/install_chromium.sh"),

@@ -324,9 +324,11 @@ def test_iou_map_needs_ground_truth_and_a_known_class(app, tmp_path):
 def test_instances_from_shapes_ground_truth(app):
     _, _, truth = example_image_and_mask()
     result = instances.InstancesTab(app).instances(app.current_image(EXAMPLE, None, None, "shapes"), "unet", "all classes", 4, SessionCache())
-    assert result.from_truth and result.count == len(np.unique(truth[truth > 0])) and "Ground truth" in result.note
+    assert result.truth_count == len(np.unique(truth[truth > 0])) and "Ground truth" in result.note
+    assert result.predicted is None and "ships no instance model" in result.note  # the tiny zoo has none
     out = instances.VIEW.named(instances.InstancesTab(app).show(EXAMPLE, None, None, "shapes", "unet", "all classes", 4, None))
-    assert read(out["classes"]["value"]).shape == read(out["instances"]["value"]).shape == (64, 64, 3)
+    assert read(out["classes"]["value"]).shape == read(out["components"]["value"]).shape == read(out["truth"]["value"]).shape == (64, 64, 3)
+    assert out["predicted"]["visible"] is False
 
 
 def test_instances_as_connected_components_without_ground_truth(app, tmp_path):
@@ -334,8 +336,8 @@ def test_instances_as_connected_components_without_ground_truth(app, tmp_path):
     session = SessionCache()
     result = instances.InstancesTab(app).instances(app.current_image(None, path, None, "shapes"), "unet", "background", 4, session)
     labels = session.predictions[PredictionKey("unet", None)]
-    assert not result.from_truth and result.count == ndimage.label(labels == 0)[1]
-    assert "connected components" in result.note and "Not ground-truth instances" in result.note
+    assert result.truth is None and result.component_count == ndimage.label(labels == 0)[1]
+    assert "connected components" in result.note and "Ground truth" not in result.note
 
 
 # --------------------------------------------------------------------------- bad inputs

@@ -174,7 +174,7 @@ def test_camvid_examples_and_set(tiny_config, camvid_setup, monkeypatch):
     assert result.table["mIoU (this image)"].item() == pytest.approx(matrix.compute()["miou"], abs=1e-4)
     current = app.current_image("camvid-0001TP_000010", None, None, "camvid")
     found = instances.InstancesTab(app).instances(current, "unet", "Car", 4, SessionCache())
-    assert "connected components" in found.note and "Car" in found.note and found.count >= 0
+    assert "connected components" in found.note and "Car" in found.note and found.component_count >= 0 and found.predicted is None
     # A Shapes example under the CamVid models (through the API): its ground truth does not apply.
     result = compare.Compare(app).compare(EXAMPLE, None, None, "camvid", ["unet"], 4)
     assert result.image.gt is None and any("shapes classes" in n for n in result.image.notes)
@@ -313,7 +313,7 @@ def test_blocks_settings_for_a_public_demo(tiny_config):
     assert all(fn.queue for fn in fns)
     assert [fn.api_name for fn in fns if fn.api_visibility != "private"] == ["compare"]
     model_events = {fn.api_name for fn in fns if fn.concurrency_id == "models"}
-    assert model_events == {"compare", "pruning", "pruning_tab", "receptive_fields", "receptive_tab", "effective_fields", "iou_map", "losses_tab_iou", "instances", "instances_tab", "inside_look", "losslab_train"}
+    assert model_events == {"compare", "pruning", "pruning_tab", "receptive_fields", "receptive_tab", "effective_fields", "iou_map", "losses_tab_iou", "instances", "instances_tab", "instances_touching_show", "inside_look", "losslab_train"}
     # Model jobs wait for their turn in the fair scheduler (holding no thread), not in Gradio's queue.
     assert {fn.concurrency_limit for fn in fns if fn.concurrency_id == "models"} == {None}
     assert all(inspect.iscoroutinefunction(fn.fn) or inspect.isasyncgenfunction(fn.fn) for fn in fns if fn.concurrency_id == "models")
