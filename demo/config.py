@@ -68,8 +68,14 @@ class DemoConfig:
         api_burst, api_per_second: ``/call`` API jobs per client address: at most ``api_burst`` at
             once, then ``api_per_second`` (browsers are not limited by this).
         max_body: largest request body other than an upload (bytes).
-        max_uploads: files per upload request.
+        max_uploads: files per upload request (more are refused with 413).
         max_file_size: largest accepted upload file (bytes).
+        upload_cap_mb: what Gradio's upload folder may keep (uploads and the cached copies of
+            shown images), least recently used deleted first; env ``SEGMODELS_UPLOAD_CAP_MB``.
+        disk_reserve_mb: uploads are refused (507, with a message) when the disk has less than
+            this free beyond one upload, so examples can still write the images they show.
+        upload_idle_s, upload_timeout_s: an upload is refused (408) after this long without
+            data, or this long in all.
         state_ttl_s: seconds a browser session's results are kept.
         shared_predictions_mb: memory for masks already computed on an image, shared by every
             session, so a class running the teacher's example runs each model on it once
@@ -110,6 +116,10 @@ class DemoConfig:
     max_body: int = 64 * 1024
     max_uploads: int = 2
     max_file_size: int = 10 * 2**20
+    upload_cap_mb: int = field(default_factory=lambda: _env_int("SEGMODELS_UPLOAD_CAP_MB", 512))
+    disk_reserve_mb: int = 256
+    upload_idle_s: float = 30.0
+    upload_timeout_s: float = 120.0
     state_ttl_s: int = 3600
     max_sessions: int = field(default_factory=lambda: _env_int("SEGMODELS_MAX_SESSIONS", 100))
     shared_predictions_mb: int = field(default_factory=lambda: _env_int("SEGMODELS_SHARED_PREDICTIONS_MB", 64))
@@ -125,6 +135,8 @@ class DemoConfig:
             raise ValueError(f"backend (SEGMODELS_BACKEND) must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.shared_predictions_mb < 0:
             raise ValueError(f"shared_predictions_mb must be at least 0, got {self.shared_predictions_mb}")
+        if self.upload_cap_mb < 1:
+            raise ValueError(f"upload_cap_mb (SEGMODELS_UPLOAD_CAP_MB) must be at least 1, got {self.upload_cap_mb}")
         if self.max_sessions < 1:
             raise ValueError(f"max_sessions must be at least 1, got {self.max_sessions}")
         if self.api_burst < 1 or not self.api_per_second > 0:

@@ -190,7 +190,9 @@ def on_device(fn, scheduler: FairScheduler, trust_forwarded: bool = False):
 class BodyLimit:
     """ASGI middleware: refuses, with 413 and a one-line message, any request body above
     ``max_body`` bytes, and upload bodies above ``max_upload`` (many files in one request
-    included), counting the bytes as they arrive, so chunked bodies cannot slip past."""
+    included), from ``Content-Length`` or, for a chunked body, as the bytes arrive: the 413 is
+    sent at the first byte too many and the app then sees the client gone (so its own parser
+    cannot turn the refusal into a 400)."""
 
     def __init__(self, app, max_body: int = 64 * 1024, max_upload: int = 24 * 2**20, upload_path: str = "/gradio_api/upload"):
         self.app = app
@@ -207,32 +209,35 @@ class BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > limit:
             return await refuse(send, 413, too_large)
         received = 0
-        responded = False
+        responded = refused = False
 
         async def counting_receive():
-            nonlocal received
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise _TooLarge
+                    refused = True
+                    if not responded:
+                        await refuse(send, 413, too_large)
+                    return {"type": "http.disconnect"}
             return message
 
         async def tracking_send(message):
             nonlocal responded
+            if refused:
+                return
             if message["type"] == "http.response.start":
                 responded = True
             await send(message)
 
         try:
             await self.app(scope, counting_receive, tracking_send)
-        except _TooLarge:
-            if not responded:
-                await refuse(send, 413, too_large)
-
-
-class _TooLarge(Exception):
-    pass
+        except Exception:
+            if not refused:
+                raise
 
 
 def delete_uploads(paths: set[str], upload_dir: Path) -> int:

@@ -4,10 +4,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
+from gradio import utils as gradio_utils
 from starlette.middleware import Middleware
 
-from . import serving, text
+from . import serving, text, uploads
 from .config import ASSETS_DIR, DemoConfig
 from .context import Shared
 from .controls import PICKED, PREVIEW, SET_CHANGED, Controls, upload_help
@@ -29,8 +32,11 @@ def launch_kwargs(config: DemoConfig) -> dict:
     """Settings for ``demo.launch`` that a public demo needs."""
     assets = ASSETS_DIR.resolve()
     upload_limit = config.max_uploads * config.max_file_size + 2**20
+    upload_folder = uploads.UploadFolder(lambda: Path(gradio_utils.get_upload_folder()), config.upload_cap_mb * 2**20, config.upload_timeout_s)
     return {
         "app_kwargs": {"middleware": [Middleware(serving.ApiRateLimit, burst=config.api_burst, per_second=config.api_per_second, trust_forwarded=config.trust_forwarded),
+                                      Middleware(uploads.UploadGuard, folder=upload_folder, max_files=config.max_uploads, max_bytes=upload_limit,
+                                                 reserve_bytes=config.disk_reserve_mb * 2**20, idle_timeout_s=config.upload_idle_s),
                                       Middleware(serving.BodyLimit, max_body=config.max_body, max_upload=upload_limit), Middleware(serving.ResultReaders, grace_s=config.result_grace_s)]},
         "max_threads": 64,
         "max_file_size": config.max_file_size,
