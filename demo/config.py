@@ -63,6 +63,9 @@ class DemoConfig:
             env ``SEGMODELS_JOBS_PER_ADDRESS``) and in all, each at most this long.
         trust_forwarded: take the client address from ``X-Forwarded-For`` (only behind a proxy
             that sets it, as Hugging Face Spaces does; default: on Spaces).
+        stream_handoff_s: a streaming model job whose consumer (Gradio) has not asked for its next
+            result this many seconds after the last one (it failed handling it and dropped the
+            stream) is closed, and its device turn given back.
         result_grace_s: an API (``/call``) job whose result nobody started reading this many
             seconds after it was submitted is dropped when its turn comes.
         api_burst, api_per_second: ``/call`` API jobs per client address: at most ``api_burst`` at
@@ -111,6 +114,7 @@ class DemoConfig:
     max_wait_s: float = 600.0
     trust_forwarded: bool = field(default_factory=lambda: bool(os.environ.get("SPACE_ID")))
     result_grace_s: float = 10.0
+    stream_handoff_s: float = 30.0
     api_burst: int = 10
     api_per_second: float = 1.0
     max_body: int = 64 * 1024

@@ -5,6 +5,8 @@ closed tab's uploads deleted (:func:`delete_uploads`)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import inspect
 import json
@@ -139,11 +141,63 @@ def _still_wanted(request: gr.Request | None, session: str | None):
     return lambda: readers.still_wanted(session, submitted)
 
 
-def on_device(fn, scheduler: FairScheduler, trust_forwarded: bool = False):
+class _DeviceStream:
+    """A streaming job's items, computed one at a time on request by a task of its own that
+    holds the device turn: the consumer (Gradio) asks for the next item, the task computes it
+    in a worker thread and hands it over. When the consumer stops asking (Gradio failed while
+    it handled an item, e.g. copying an image into its cache, and dropped the stream without
+    closing it), the task closes the job and gives the turn back after ``handoff_s``, instead
+    of whenever the garbage collector finalises the dropped stream."""
+
+    def __init__(self, scheduler: FairScheduler, client: tuple, start, handoff_s: float):
+        self.asks: asyncio.Queue = asyncio.Queue(maxsize=1)
+        self.replies: asyncio.Queue = asyncio.Queue(maxsize=1)
+        self.task = asyncio.get_running_loop().create_task(self._produce(scheduler, client, start, handoff_s))
+
+    async def _produce(self, scheduler, client, start, handoff_s) -> None:
+        try:
+            async with scheduler.turn(*client):
+                iterator = start()
+                try:
+                    first = True
+                    while True:
+                        try:
+                            await (self.asks.get() if first else asyncio.wait_for(self.asks.get(), handoff_s))
+                        except TimeoutError:
+                            log.warning("a streaming job was abandoned by its consumer for %.0f s: its device turn is released", handoff_s)
+                            self.replies.put_nowait((False, Superseded("its consumer went away")))
+                            return
+                        first = False
+                        item = await anyio.to_thread.run_sync(next, iterator, _DONE)
+                        self.replies.put_nowait((True, item))
+                        if item is _DONE:
+                            return
+                finally:
+                    iterator.close()
+        except Exception as error:  # noqa: BLE001 - handed to the consumer, which raises it
+            self.replies.put_nowait((False, error))
+
+    async def next(self):
+        """The next item, or ``_DONE``; raises what the job raised."""
+        self.asks.put_nowait(None)
+        ok, value = await self.replies.get()
+        if not ok:
+            raise value
+        return value
+
+    async def close(self) -> None:
+        if not self.task.done():
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+
+def on_device(fn, scheduler: FairScheduler, trust_forwarded: bool = False, handoff_s: float = 30.0):
     """``fn`` (a callback, plain or streaming) as an async Gradio callback that waits for its
     client's turn from ``scheduler`` (holding no thread while it waits), then runs ``fn`` in a
-    worker thread. A job superseded by a newer click of the same tab ends without output; a
-    refused one shows why. Gradio passes the request as the extra last parameter."""
+    worker thread (a streaming one through :class:`_DeviceStream`, so its turn ends even when
+    Gradio drops the stream). A job superseded by a newer click of the same tab ends without
+    output; a refused one shows why. Gradio passes the request as the extra last parameter."""
     signature = inspect.signature(fn)
     request_parameter = inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=gr.Request)
     wrapped_signature = signature.replace(parameters=[*signature.parameters.values(), request_parameter])
@@ -158,15 +212,16 @@ def on_device(fn, scheduler: FairScheduler, trust_forwarded: bool = False):
 
         async def wrapper(*args, **kwargs):
             client, args, kwargs = split(args, kwargs)
+            stream = _DeviceStream(scheduler, client, functools.partial(fn, *args, **kwargs), handoff_s)
             try:
-                async with scheduler.turn(*client):
-                    iterator = fn(*args, **kwargs)
-                    while (item := await anyio.to_thread.run_sync(next, iterator, _DONE)) is not _DONE:
-                        yield item
+                while (item := await stream.next()) is not _DONE:
+                    yield item
             except Superseded:
                 return
             except Refused as error:
                 raise gr.Error(str(error), print_exception=False) from None
+            finally:
+                await stream.close()
 
     else:
 

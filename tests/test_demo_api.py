@@ -268,3 +268,40 @@ def test_a_bad_setting_stops_the_app_with_a_message_not_a_traceback(tmp_path):
     assert done.returncode != 0
     assert "app.py: backend (SEGMODELS_BACKEND) must be one of auto, torch, torch-bf16, onnxruntime, got 'tensorrt'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_a_run_whose_images_gradio_cannot_cache_leaves_the_device_free(tiny_zoo, monkeypatch):
+    """When Gradio fails to copy a Run's first images into its cache, the Run ends with an
+    error and the device is free again within the hand-off time: the next Run works."""
+    import errno
+
+    from gradio import processing_utils
+
+    from demo import DemoConfig
+
+    config = DemoConfig(weights_dir=tiny_zoo, camvid_dir=None, device="cpu", torch_threads=1, warm_up=False, num_shapes_examples=2, shapes_size=64, stream_handoff_s=1.0)
+    demo, url = launch(config)
+    scheduler, benchmarker = demo.dashboard.scheduler, demo.dashboard.engine.benchmarker
+    copy, failures = processing_utils.save_file_to_cache, []
+
+    def failing_copy(path, cache_dir):
+        if not failures or len(failures) < 3:
+            failures.append(path)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return copy(path, cache_dir)
+
+    try:
+        client = Client(url, verbose=False, download_files=False)
+        monkeypatch.setattr(processing_utils, "save_file_to_cache", failing_copy)
+        with pytest.raises(AppError):
+            client.predict(**compare_args(models=["unet"]))
+        assert failures
+        deadline = time.monotonic() + config.stream_handoff_s + 5
+        while (scheduler.busy or benchmarker._active) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not scheduler.busy and benchmarker._active == 0
+        monkeypatch.setattr(processing_utils, "save_file_to_cache", copy)
+        assert "1 of 1 models ran" in client.predict(**compare_args(models=["unet"]))[0]
+    finally:
+        demo.close()
