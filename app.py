@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     stop_cleanly_on_sigterm()
     fresh_upload_dir(port)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from demo import DemoConfig, build_demo, launch_kwargs
+    from demo import DemoConfig, build_demo, serve
 
     overrides = {key: value for key, value in (("camvid_dir", args.camvid), ("weights_dir", args.weights), ("device", args.device)) if value is not None}
     try:
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as error:  # a setting out of range: say which, without a traceback
         raise SystemExit(f"app.py: {error}") from None
     host = args.host or os.environ.get("GRADIO_SERVER_NAME") or ("0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")
-    demo.launch(server_name=host, server_port=port, **launch_kwargs(config))
+    serve(demo, config, host, port)
 
 
 if __name__ == "__main__":

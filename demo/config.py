@@ -79,6 +79,14 @@ class DemoConfig:
             this free beyond one upload, so examples can still write the images they show.
         upload_idle_s, upload_timeout_s: an upload is refused (408) after this long without
             data, or this long in all.
+        max_body_idle_s: a request body that stops arriving for this long is answered 408.
+        header_timeout_s: a connection whose request head is not complete this long is closed.
+        max_connections: connections served at once (uvicorn's ``limit_concurrency``: beyond it
+            503), lowered to leave file descriptors for the rest; env ``SEGMODELS_MAX_CONNECTIONS``.
+        frame_ancestors: the pages allowed to show the app in a frame (a CSP ``frame-ancestors``
+            source list, e.g. ``'self' https://huggingface.co``); unset: any page may (Hugging
+            Face Spaces does); env ``SEGMODELS_FRAME_ANCESTORS``.
+        model_retry_s: a model that failed to load is tried again this long after.
         state_ttl_s: seconds a browser session's results are kept.
         shared_predictions_mb: memory for masks already computed on an image, shared by every
             session, so a class running the teacher's example runs each model on it once
@@ -124,6 +132,11 @@ class DemoConfig:
     disk_reserve_mb: int = 256
     upload_idle_s: float = 30.0
     upload_timeout_s: float = 120.0
+    max_body_idle_s: float = 30.0
+    header_timeout_s: float = 10.0
+    max_connections: int = field(default_factory=lambda: _env_int("SEGMODELS_MAX_CONNECTIONS", 1000))
+    frame_ancestors: str | None = field(default_factory=lambda: os.environ.get("SEGMODELS_FRAME_ANCESTORS") or None)
+    model_retry_s: float = 60.0
     state_ttl_s: int = 3600
     max_sessions: int = field(default_factory=lambda: _env_int("SEGMODELS_MAX_SESSIONS", 100))
     shared_predictions_mb: int = field(default_factory=lambda: _env_int("SEGMODELS_SHARED_PREDICTIONS_MB", 64))

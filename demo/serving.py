@@ -93,8 +93,8 @@ class ApiRateLimit:
 
 class ResultReaders:
     """ASGI middleware that notes which ``/call`` results someone is reading. An API client
-    posts ``/gradio_api/call/<name>`` (its job's session is the returned event id) and then
-    reads ``GET /gradio_api/call/<name>/<event id>``; a job whose result nobody started to read
+    posts ``/gradio_api/call/<name>`` (or ``call/v2/<name>``; its job's session is the returned
+    event id) and then reads ``GET /gradio_api/call/[v2/]<name>/<event id>``; a job whose result nobody started to read
     within ``grace_s``, or whose reader went away, is no longer wanted. The middleware puts
     itself in the app's state, where :func:`on_device` finds it through the request."""
 
@@ -110,6 +110,8 @@ class ResultReaders:
             scope["app"].state.result_readers = self
         path = scope.get("path", "")
         parts = path[len(CALL_PREFIX):].split("/") if scope["type"] == "http" and path.startswith(CALL_PREFIX) else []
+        if parts[:1] == ["v2"]:  # GET <prefix>v2/<name>/<event id>: the same reader, newer route
+            parts = parts[1:]
         if scope.get("method") != "GET" or len(parts) != 2:
             return await self.app(scope, receive, send)
         event_id = parts[1]
@@ -247,13 +249,15 @@ class BodyLimit:
     ``max_body`` bytes, and upload bodies above ``max_upload`` (many files in one request
     included), from ``Content-Length`` or, for a chunked body, as the bytes arrive: the 413 is
     sent at the first byte too many and the app then sees the client gone (so its own parser
-    cannot turn the refusal into a 400)."""
+    cannot turn the refusal into a 400). A body that stops arriving for ``idle_timeout_s`` is
+    answered 408 the same way."""
 
-    def __init__(self, app, max_body: int = 64 * 1024, max_upload: int = 24 * 2**20, upload_path: str = "/gradio_api/upload"):
+    def __init__(self, app, max_body: int = 64 * 1024, max_upload: int = 24 * 2**20, upload_path: str = "/gradio_api/upload", idle_timeout_s: float = 30.0):
         self.app = app
         self.max_body = max_body
         self.max_upload = max_upload
         self.upload_path = upload_path
+        self.idle_timeout_s = idle_timeout_s
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
@@ -264,20 +268,30 @@ class BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > limit:
             return await refuse(send, 413, too_large)
         received = 0
-        responded = refused = False
+        responded = refused = complete = False
+
+        async def end(status: int, message: str):
+            nonlocal refused
+            refused = True
+            if not responded:
+                await refuse(send, status, message)
+            return {"type": "http.disconnect"}
 
         async def counting_receive():
-            nonlocal received, refused
+            nonlocal received, complete
             if refused:
                 return {"type": "http.disconnect"}
-            message = await receive()
+            if complete:
+                return await receive()
+            with anyio.move_on_after(self.idle_timeout_s) as waited:
+                message = await receive()
+            if waited.cancelled_caught:
+                return await end(408, f"request body too slow: nothing received for {self.idle_timeout_s:g} s")
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
                 if received > limit:
-                    refused = True
-                    if not responded:
-                        await refuse(send, 413, too_large)
-                    return {"type": "http.disconnect"}
+                    return await end(413, too_large)
             return message
 
         async def tracking_send(message):

@@ -10,7 +10,7 @@ import gradio as gr
 from gradio import utils as gradio_utils
 from starlette.middleware import Middleware
 
-from . import serving, text, uploads
+from . import hardening, serving, text, uploads
 from .config import ASSETS_DIR, DemoConfig
 from .context import Shared
 from .controls import PICKED, PREVIEW, SET_CHANGED, Controls, upload_help
@@ -34,10 +34,11 @@ def launch_kwargs(config: DemoConfig) -> dict:
     upload_limit = config.max_uploads * config.max_file_size + 2**20
     upload_folder = uploads.UploadFolder(lambda: Path(gradio_utils.get_upload_folder()), config.upload_cap_mb * 2**20, config.upload_timeout_s)
     return {
-        "app_kwargs": {"middleware": [Middleware(serving.ApiRateLimit, burst=config.api_burst, per_second=config.api_per_second, trust_forwarded=config.trust_forwarded),
+        "app_kwargs": {"middleware": [Middleware(hardening.SecurityHeaders, frame_ancestors=config.frame_ancestors),
+                                      Middleware(serving.ApiRateLimit, burst=config.api_burst, per_second=config.api_per_second, trust_forwarded=config.trust_forwarded),
                                       Middleware(uploads.UploadGuard, folder=upload_folder, max_files=config.max_uploads, max_bytes=upload_limit,
                                                  reserve_bytes=config.disk_reserve_mb * 2**20, idle_timeout_s=config.upload_idle_s),
-                                      Middleware(serving.BodyLimit, max_body=config.max_body, max_upload=upload_limit), Middleware(serving.ResultReaders, grace_s=config.result_grace_s)]},
+                                      Middleware(serving.BodyLimit, max_body=config.max_body, max_upload=upload_limit, idle_timeout_s=config.max_body_idle_s), Middleware(serving.ResultReaders, grace_s=config.result_grace_s)]},
         "max_threads": 64,
         "max_file_size": config.max_file_size,
         "allowed_paths": [str(assets)] if assets.is_dir() else [],
@@ -51,6 +52,20 @@ def launch_kwargs(config: DemoConfig) -> dict:
         "theme": gr.themes.Soft(text_size="lg"),
         "css": CSS,
     }
+
+
+def serve(demo: gr.Blocks, config: DemoConfig, host: str, port: int, block: bool = True, **launch_options) -> str:
+    """Launch ``demo`` hardened for a public classroom (:mod:`demo.hardening`): the open-file
+    limit raised first, then the running server's header timeout, keep-alive timeout and
+    connection cap set, and every log handler rate-limited; returns the local URL (and
+    blocks until Ctrl-C or SIGTERM when ``block``)."""
+    soft_limit, _ = hardening.raise_fd_limit()
+    _, url, _ = demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, **launch_kwargs(config), **launch_options)
+    hardening.harden_server(demo.server.config, hardening.connection_cap(config.max_connections, soft_limit), config.header_timeout_s)
+    hardening.rate_limit_logs()
+    if block:
+        demo.block_thread()
+    return url
 
 
 def build_demo(config: DemoConfig | None = None) -> gr.Blocks:
@@ -111,4 +126,4 @@ def build_demo(config: DemoConfig | None = None) -> gr.Blocks:
     return demo
 
 
-__all__ = ["build_demo", "launch_kwargs"]
+__all__ = ["build_demo", "launch_kwargs", "serve"]

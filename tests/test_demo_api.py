@@ -305,3 +305,30 @@ def test_a_run_whose_images_gradio_cannot_cache_leaves_the_device_free(tiny_zoo,
         assert "1 of 1 models ran" in client.predict(**compare_args(models=["unet"]))[0]
     finally:
         demo.close()
+
+
+@pytest.mark.slow
+def test_the_served_app_is_hardened(tiny_zoo):
+    """``demo.serve`` (what app.py runs): security headers, no development reload stream, the
+    server's header timeout and connection cap in place, and the page still loads."""
+    import socket as sockets
+
+    from demo import DemoConfig, serve
+    from demo.hardening import HeaderTimeoutH11
+
+    config = DemoConfig(weights_dir=tiny_zoo, camvid_dir=None, device="cpu", torch_threads=1, warm_up=False, num_shapes_examples=2, shapes_size=64, header_timeout_s=1.0, max_connections=300)
+    demo = build_demo(config)
+    url = serve(demo, config, "127.0.0.1", free_port(), block=False, quiet=True).rstrip("/")
+    try:
+        server = demo.server.config
+        assert issubclass(server.http_protocol_class, HeaderTimeoutH11) and server.limit_concurrency == 300
+        page = httpx.get(url + "/", timeout=30)
+        assert page.status_code == 200 and page.headers["x-content-type-options"] == "nosniff" and "x-frame-options" not in page.headers
+        assert httpx.get(url + "/gradio_api/dev/reload", timeout=10).status_code == 404
+        host, port = url.removeprefix("http://").split(":")
+        slow = sockets.create_connection((host, int(port)))
+        slow.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        slow.settimeout(5)
+        assert slow.recv(100) == b""
+    finally:
+        demo.close()

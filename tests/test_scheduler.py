@@ -208,3 +208,19 @@ def test_a_stream_read_to_the_end_or_cancelled_holds_the_device_only_meanwhile()
 
     items, after_full_read, busy = run(scenario())
     assert items == [0, 1, 2] and not after_full_read and not busy
+
+
+@pytest.mark.parametrize("route", ["/gradio_api/call/compare/ev1", "/gradio_api/call/v2/compare/ev1"])
+def test_a_call_result_being_read_is_wanted_on_both_routes(route):
+    """A ``/call`` or ``/call/v2`` reader keeps its job wanted past the grace time; once it
+    has gone, the job is no longer wanted."""
+    from demo.serving import ResultReaders
+
+    seen = []
+
+    async def reading(scope, receive, send):
+        seen.append(readers.still_wanted("ev1", time.monotonic() - 60))
+
+    readers = ResultReaders(reading, grace_s=10)
+    run(readers({"type": "http", "method": "GET", "path": route}, None, None))
+    assert seen == [True] and not readers.still_wanted("ev1", time.monotonic())
