@@ -61,6 +61,15 @@ class DemoConfig:
         jobs_per_address, jobs_total, max_wait_s: model jobs wait in :class:`demo.scheduler.FairScheduler`:
             at most this many per client address (a class behind one NAT address shares it;
             env ``SEGMODELS_JOBS_PER_ADDRESS``) and in all, each at most this long.
+        per_client_jobs, address_model_jobs, address_light_jobs, waiting_per_address: one
+            admission policy for the browser protocol and the HTTP API (:mod:`demo.admission`):
+            jobs waiting or running per browser tab (an API client's address: ``api_burst``), model
+            jobs and light events of one address in Gradio's hands at once, and jobs of one
+            address waiting for that (a class behind one NAT: each tab is its own client);
+            env ``SEGMODELS_WAITING_PER_ADDRESS`` for the last.
+        max_string: the longest text accepted in a job's inputs (longer: 413, never echoed).
+        listen_grace_s: a browser tab whose result stream has been closed this long is no
+            longer listening; its waiting model jobs are dropped.
         trust_forwarded: take the client address from ``X-Forwarded-For`` (only behind a proxy
             that sets it, as Hugging Face Spaces does; default: on Spaces).
         stream_handoff_s: a streaming model job whose consumer (Gradio) has not asked for its next
@@ -120,6 +129,12 @@ class DemoConfig:
     jobs_per_address: int = field(default_factory=lambda: _env_int("SEGMODELS_JOBS_PER_ADDRESS", 100))
     jobs_total: int = 250
     max_wait_s: float = 600.0
+    per_client_jobs: int = 6
+    address_model_jobs: int = 10
+    address_light_jobs: int = 8
+    waiting_per_address: int = field(default_factory=lambda: _env_int("SEGMODELS_WAITING_PER_ADDRESS", 200))
+    max_string: int = 2000
+    listen_grace_s: float = 10.0
     trust_forwarded: bool = field(default_factory=lambda: bool(os.environ.get("SPACE_ID")))
     result_grace_s: float = 10.0
     stream_handoff_s: float = 30.0

@@ -133,14 +133,22 @@ class ResultReaders:
 
 
 def _still_wanted(request: gr.Request | None, session: str | None):
-    """For a ``/call`` job: whether its result is still awaited (None for browser jobs)."""
+    """Whether a job's result is still awaited: for a ``/call`` job, whether someone reads it
+    (:class:`ResultReaders`); for a browser job, whether its tab listens
+    (:class:`demo.admission.Admission`); None when neither is known."""
     http_request = getattr(request, "request", None)
     path = getattr(getattr(http_request, "url", None), "path", "")
-    readers = getattr(getattr(getattr(http_request, "app", None), "state", None), "result_readers", None)
-    if readers is None or session is None or not str(path).startswith(CALL_PREFIX):
+    state = getattr(getattr(http_request, "app", None), "state", None)
+    if session is None or state is None:
         return None
-    submitted = time.monotonic()
-    return lambda: readers.still_wanted(session, submitted)
+    if str(path).startswith(CALL_PREFIX):
+        readers = getattr(state, "result_readers", None)
+        if readers is None:
+            return None
+        submitted = time.monotonic()
+        return lambda: readers.still_wanted(session, submitted)
+    admission = getattr(state, "admission", None)
+    return None if admission is None else (lambda: admission.listening(session))
 
 
 class _DeviceStream:

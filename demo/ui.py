@@ -10,7 +10,7 @@ import gradio as gr
 from gradio import utils as gradio_utils
 from starlette.middleware import Middleware
 
-from . import hardening, serving, text, uploads
+from . import admission, hardening, serving, text, uploads
 from .config import ASSETS_DIR, DemoConfig
 from .context import Shared
 from .controls import PICKED, PREVIEW, SET_CHANGED, Controls, upload_help
@@ -38,7 +38,11 @@ def launch_kwargs(config: DemoConfig) -> dict:
                                       Middleware(serving.ApiRateLimit, burst=config.api_burst, per_second=config.api_per_second, trust_forwarded=config.trust_forwarded),
                                       Middleware(uploads.UploadGuard, folder=upload_folder, max_files=config.max_uploads, max_bytes=upload_limit,
                                                  reserve_bytes=config.disk_reserve_mb * 2**20, idle_timeout_s=config.upload_idle_s),
-                                      Middleware(serving.BodyLimit, max_body=config.max_body, max_upload=upload_limit, idle_timeout_s=config.max_body_idle_s), Middleware(serving.ResultReaders, grace_s=config.result_grace_s)]},
+                                      Middleware(serving.BodyLimit, max_body=config.max_body, max_upload=upload_limit, idle_timeout_s=config.max_body_idle_s),
+                                      Middleware(admission.Admission, per_client=config.per_client_jobs, per_api_client=config.api_burst, model_jobs=config.address_model_jobs, light_jobs=config.address_light_jobs,
+                                                 waiting_per_address=config.waiting_per_address, max_string=config.max_string, grace_s=config.listen_grace_s,
+                                                 trust_forwarded=config.trust_forwarded),
+                                      Middleware(serving.ResultReaders, grace_s=config.result_grace_s)]},
         "max_threads": 64,
         "max_file_size": config.max_file_size,
         "allowed_paths": [str(assets)] if assets.is_dir() else [],
