@@ -129,7 +129,7 @@ class DemoConfig:
     jobs_per_address: int = field(default_factory=lambda: _env_int("SEGMODELS_JOBS_PER_ADDRESS", 100))
     jobs_total: int = 250
     max_wait_s: float = 600.0
-    per_client_jobs: int = 6
+    per_client_jobs: int = 16
     address_model_jobs: int = 10
     address_light_jobs: int = 8
     waiting_per_address: int = field(default_factory=lambda: _env_int("SEGMODELS_WAITING_PER_ADDRESS", 200))
