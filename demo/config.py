@@ -92,6 +92,10 @@ class DemoConfig:
         header_timeout_s: a connection whose request head is not complete this long is closed.
         max_connections: connections served at once (uvicorn's ``limit_concurrency``: beyond it
             503), lowered to leave file descriptors for the rest; env ``SEGMODELS_MAX_CONNECTIONS``.
+        connections_per_address: open connections one client address may hold (more are closed
+            as soon as they are accepted; not applied behind a trusted proxy, where every
+            connection comes from the proxy): a browser opens up to six, so forty behind
+            one NAT fit.
         frame_ancestors: the pages allowed to show the app in a frame (a CSP ``frame-ancestors``
             source list, e.g. ``'self' https://huggingface.co``); unset: any page may (Hugging
             Face Spaces does); env ``SEGMODELS_FRAME_ANCESTORS``.
@@ -150,6 +154,7 @@ class DemoConfig:
     max_body_idle_s: float = 30.0
     header_timeout_s: float = 10.0
     max_connections: int = field(default_factory=lambda: _env_int("SEGMODELS_MAX_CONNECTIONS", 1000))
+    connections_per_address: int = 400
     frame_ancestors: str | None = field(default_factory=lambda: os.environ.get("SEGMODELS_FRAME_ANCESTORS") or None)
     model_retry_s: float = 60.0
     state_ttl_s: int = 3600

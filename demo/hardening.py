@@ -33,9 +33,13 @@ DEV_RELOAD_PATH = "/gradio_api/dev/reload"
 
 class HeaderTimeoutH11(H11Protocol):
     """uvicorn's h11 protocol, closing a connection whose request head is not complete within
-    ``header_timeout_s`` of its first byte (or of the end of the previous response)."""
+    ``header_timeout_s`` of its first byte (or of the end of the previous response), and, when
+    ``per_address`` is set, any connection beyond that many from one client address as soon as
+    it is accepted (so one address cannot hold every file descriptor)."""
 
     header_timeout_s = 10.0
+    per_address: int | None = None
+    open_per_address: dict[str, int] = {}
 
     def _arm(self) -> None:
         """Start the clock for the next request head (a new request makes a new ``cycle``)."""
@@ -49,6 +53,13 @@ class HeaderTimeoutH11(H11Protocol):
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
+        self._address = self.client[0] if self.client else None
+        if self.per_address is not None and self._address is not None:
+            held = self.open_per_address[self._address] = self.open_per_address.get(self._address, 0) + 1
+            if held > self.per_address:
+                self._header_timer = None
+                transport.close()
+                return
         self._arm()
 
     def data_received(self, data: bytes) -> None:
@@ -64,6 +75,10 @@ class HeaderTimeoutH11(H11Protocol):
 
     def connection_lost(self, exc) -> None:
         self._disarm()
+        if self.per_address is not None and self._address in self.open_per_address:
+            self.open_per_address[self._address] -= 1
+            if not self.open_per_address[self._address]:
+                del self.open_per_address[self._address]
         super().connection_lost(exc)
 
     def _head_too_slow(self) -> None:
@@ -91,12 +106,14 @@ def connection_cap(wanted: int, fd_soft_limit: int, reserve: int = 256) -> int:
     return max(16, min(wanted, fd_soft_limit - reserve))
 
 
-def harden_server(config, max_connections: int, header_timeout_s: float = 10.0, keep_alive_s: int = 5, max_head_bytes: int = 32 * 1024) -> int:
+def harden_server(config, max_connections: int, header_timeout_s: float = 10.0, keep_alive_s: int = 5, max_head_bytes: int = 32 * 1024, per_address: int | None = None) -> int:
     """Apply uvicorn's own settings to the running server's ``config`` (Gradio's ``launch``
     does not take them; uvicorn reads them each time it accepts a connection): the h11
-    protocol with a header timeout, ``timeout_keep_alive``, ``h11_max_incomplete_event_size``
-    and ``limit_concurrency`` (beyond it a request is answered 503). Returns the connection cap."""
-    protocol = type("HeaderTimeoutH11", (HeaderTimeoutH11,), {"header_timeout_s": header_timeout_s})
+    protocol with a header timeout (and ``per_address`` connections at most: leave it None
+    behind a proxy, where every connection comes from the proxy), ``timeout_keep_alive``,
+    ``h11_max_incomplete_event_size`` and ``limit_concurrency`` (beyond it a request is
+    answered 503). Returns the connection cap."""
+    protocol = type("HeaderTimeoutH11", (HeaderTimeoutH11,), {"header_timeout_s": header_timeout_s, "per_address": per_address, "open_per_address": {}})
     config.http = protocol
     config.http_protocol_class = protocol
     config.timeout_keep_alive = keep_alive_s

@@ -65,7 +65,9 @@ def serve(demo: gr.Blocks, config: DemoConfig, host: str, port: int, block: bool
     blocks until Ctrl-C or SIGTERM when ``block``)."""
     soft_limit, _ = hardening.raise_fd_limit()
     _, url, _ = demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, **launch_kwargs(config), **launch_options)
-    hardening.harden_server(demo.server.config, hardening.connection_cap(config.max_connections, soft_limit), config.header_timeout_s)
+    cap = hardening.connection_cap(config.max_connections, soft_limit)
+    per_address = None if config.trust_forwarded else min(config.connections_per_address, cap)
+    hardening.harden_server(demo.server.config, cap, config.header_timeout_s, per_address=per_address)
     hardening.rate_limit_logs()
     if block:
         demo.block_thread()

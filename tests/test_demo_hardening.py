@@ -53,6 +53,8 @@ def closed_within(sock: socket.socket, seconds: float) -> bool:
     sock.settimeout(seconds)
     try:
         return sock.recv(1024) == b""
+    except ConnectionResetError:
+        return True
     except TimeoutError:
         return False
 
@@ -164,3 +166,29 @@ def test_a_model_that_failed_to_load_is_tried_again_later(tiny_config):
     assert len(attempts) == 1
     time.sleep(0.35)
     assert engine.model("shapes", "unet") is not None and len(attempts) == 2
+
+
+def test_one_address_cannot_hold_every_connection():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(hello, host="127.0.0.1", port=port, log_level="warning"))
+    server.config.load()
+    hardening.harden_server(server.config, max_connections=64, header_timeout_s=30, per_address=5)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(8)]
+        for sock in held:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        assert [closed_within(sock, 0.5) for sock in held] == [False] * 5 + [True] * 3
+        other = socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.2", 0))
+        other.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        other.settimeout(3)
+        assert other.recv(1024).startswith(b"HTTP/1.1 200")
+    finally:
+        server.should_exit = True
+        thread.join(5)
