@@ -215,3 +215,24 @@ def test_a_stopped_server_leaves_no_folder(tiny_zoo, tmp_path):
         server.kill()
     assert not (tmp_path / "uploads").exists()
     assert not list(tmp_path.glob("segmodels-shown-*")), list(tmp_path.iterdir())
+
+
+def test_a_closed_tab_keeps_a_file_another_open_tab_uploaded_too(tiny_config, tmp_path, monkeypatch):
+    """Two students uploading the same photo get the same path (Gradio names it by content):
+    the first to close its tab must not delete the other's image."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from demo.core import App
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    photo = tmp_path / "0123abcd" / "photo.png"
+    photo.parent.mkdir()
+    photo.write_bytes(b"\x89PNG")
+    app = App(tiny_config())
+    app.remember_uploads("tab-a", str(photo))
+    app.remember_uploads("tab-b", str(photo))
+    asyncio.run(app.session_ended(SimpleNamespace(session_hash="tab-a")))
+    assert photo.exists()
+    asyncio.run(app.session_ended(SimpleNamespace(session_hash="tab-b")))
+    assert not photo.exists()
