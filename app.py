@@ -63,7 +63,7 @@ def fresh_upload_dir(port: int) -> Path:
         root.mkdir(parents=True)
     except OSError as error:
         raise SystemExit(f"app.py: cannot create the upload folder {root} ({error.strerror or error}); set SEGMODELS_UPLOAD_DIR to a writable folder") from None
-    os.environ["GRADIO_TEMP_DIR"] = str(root)
+    os.environ["GRADIO_TEMP_DIR"] = os.environ["SEGMODELS_OWN_UPLOAD_DIR"] = str(root)
     atexit.register(shutil.rmtree, root, True)
     return root
 

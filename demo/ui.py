@@ -4,10 +4,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import gradio as gr
-from gradio import utils as gradio_utils
 from starlette.middleware import Middleware
 
 from . import admission, hardening, serving, text, uploads
@@ -32,7 +29,7 @@ def launch_kwargs(config: DemoConfig) -> dict:
     """Settings for ``demo.launch`` that a public demo needs."""
     assets = ASSETS_DIR.resolve()
     upload_limit = config.max_uploads * config.max_file_size + 2**20
-    upload_folder = uploads.UploadFolder(lambda: Path(gradio_utils.get_upload_folder()), config.upload_cap_mb * 2**20, config.upload_timeout_s)
+    upload_folder = uploads.UploadFolder(uploads.own_upload_folder, config.upload_cap_mb * 2**20, config.upload_timeout_s)
     return {
         "app_kwargs": {"middleware": [Middleware(hardening.SecurityHeaders, frame_ancestors=config.frame_ancestors),
                                       Middleware(serving.ApiRateLimit, burst=config.api_burst, per_second=config.api_per_second, trust_forwarded=config.trust_forwarded),

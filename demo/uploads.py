@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import anyio
+from gradio import utils as gradio_utils
 from starlette.requests import ClientDisconnect
 
 from .serving import refuse
@@ -31,9 +32,17 @@ log = logging.getLogger(__name__)
 INSUFFICIENT_STORAGE = 507
 
 
+def own_upload_folder() -> Path | None:
+    """Gradio's upload folder when it is this server's own (``app.py`` makes one per server and
+    names it in ``SEGMODELS_OWN_UPLOAD_DIR``), else None: a folder other apps may share (Gradio's
+    default ``/tmp/gradio``) is never swept."""
+    folder = os.environ.get("GRADIO_TEMP_DIR")
+    return Path(folder) if folder and folder == os.environ.get("SEGMODELS_OWN_UPLOAD_DIR") else None
+
+
 class UploadFolder:
     """Gradio's upload folder (``folder()``, read each time: ``GRADIO_TEMP_DIR`` may change in
-    tests), kept within ``cap_bytes`` (files in its sub-folders, least recently modified first:
+    tests; None when the folder is not this server's own: then nothing is swept), kept within ``cap_bytes`` (files in its sub-folders, least recently modified first:
     Gradio touches a cached copy each time it hands it out again) and free of orphaned
     ``tmp*`` files."""
 
@@ -51,6 +60,8 @@ class UploadFolder:
     def remove_orphans(self, older_than_s: float = 0.0) -> int:
         """Delete the root's ``tmp*`` files last written more than ``older_than_s`` ago."""
         root, removed, now = self.folder(), 0, time.time()
+        if root is None:
+            return 0
         try:
             entries = list(os.scandir(root))
         except OSError:
@@ -69,6 +80,8 @@ class UploadFolder:
         returns the bytes kept."""
         with self._lock:
             root = self.folder()
+            if root is None:
+                return 0
             files = []
             for directory, _, names in os.walk(root):
                 if Path(directory) == root:
@@ -162,7 +175,7 @@ class UploadGuard:
         if scope["type"] != "http" or scope.get("method") != "POST" or not scope.get("path", "").endswith(self.upload_path):
             return await self.app(scope, receive, send)
         self.folder.start()
-        problem = await anyio.to_thread.run_sync(writable, self.folder.folder(), self.max_bytes + self.reserve_bytes)
+        problem = await anyio.to_thread.run_sync(writable, self.folder.folder() or Path(gradio_utils.get_upload_folder()), self.max_bytes + self.reserve_bytes)
         if problem is not None:
             log.warning("upload refused: %s", problem)
             return await refuse(send, INSUFFICIENT_STORAGE, f"Upload refused: {problem}. The examples still work; try your own image later.")
@@ -231,4 +244,4 @@ def _boundary(content_type: bytes) -> bytes | None:
     return None
 
 
-__all__ = ["UploadFolder", "UploadGuard", "writable"]
+__all__ = ["UploadFolder", "UploadGuard", "own_upload_folder", "writable"]

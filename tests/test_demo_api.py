@@ -238,6 +238,7 @@ def test_uploads_never_outlive_a_restart(tmp_path, monkeypatch):
 
     monkeypatch.setenv("SEGMODELS_UPLOAD_DIR", str(tmp_path / "uploads"))
     monkeypatch.setenv("GRADIO_TEMP_DIR", os.environ.get("GRADIO_TEMP_DIR", ""))  # restored afterwards
+    monkeypatch.setenv("SEGMODELS_OWN_UPLOAD_DIR", "")
     neighbour = tmp_path / "other-app" / "keep.png"
     neighbour.parent.mkdir()
     neighbour.write_bytes(b"x")
@@ -246,7 +247,7 @@ def test_uploads_never_outlive_a_restart(tmp_path, monkeypatch):
     left_behind.parent.mkdir()
     left_behind.write_bytes(b"\x89PNG")
     assert app.fresh_upload_dir(7860) == root and not any(root.iterdir())
-    assert os.environ["GRADIO_TEMP_DIR"] == str(root) and neighbour.exists()
+    assert os.environ["GRADIO_TEMP_DIR"] == os.environ["SEGMODELS_OWN_UPLOAD_DIR"] == str(root) and neighbour.exists()
 
 
 def test_a_closed_tab_deletes_its_uploads(tmp_path):

@@ -236,3 +236,17 @@ def test_a_closed_tab_keeps_a_file_another_open_tab_uploaded_too(tiny_config, tm
     assert photo.exists()
     asyncio.run(app.session_ended(SimpleNamespace(session_hash="tab-b")))
     assert not photo.exists()
+
+
+def test_a_folder_shared_with_other_apps_is_never_swept(tmp_path, monkeypatch):
+    stale = tmp_path / "tmpother"
+    stale.write_bytes(b"")
+    os.utime(stale, (0, 0))
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    monkeypatch.delenv("SEGMODELS_OWN_UPLOAD_DIR", raising=False)
+    folder = uploads.UploadFolder(uploads.own_upload_folder, cap_bytes=1, max_upload_s=60)
+    folder.sweep()
+    assert stale.exists()
+    monkeypatch.setenv("SEGMODELS_OWN_UPLOAD_DIR", str(tmp_path))
+    folder.sweep()
+    assert not stale.exists()
