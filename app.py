@@ -9,10 +9,12 @@ folder per port in the system's temporary folder, emptied at every start)."""
 from __future__ import annotations
 
 import argparse
+import atexit
 import ctypes
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -52,13 +54,28 @@ def tune_malloc(arenas: int = 2, mmap_threshold: int = 128 * 1024) -> None:
 
 def fresh_upload_dir(port: int) -> Path:
     """This server's own folder for uploads and served files (``GRADIO_TEMP_DIR``), emptied
-    at start-up, so files left by a killed server never survive a restart and no other app's
-    files are touched. Set before Gradio is imported (it reads the variable then)."""
+    at start-up and removed at exit, so files left by a killed server never survive a restart
+    and no other app's files are touched. Set before Gradio is imported (it reads the variable
+    then)."""
     root = Path(os.environ.get("SEGMODELS_UPLOAD_DIR") or Path(tempfile.gettempdir()) / f"segmodels-uploads-{port}")
     shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
-    os.environ["GRADIO_TEMP_DIR"] = str(root)
+    try:
+        root.mkdir(parents=True)
+    except OSError as error:
+        raise SystemExit(f"app.py: cannot create the upload folder {root} ({error.strerror or error}); set SEGMODELS_UPLOAD_DIR to a writable folder") from None
+    os.environ["GRADIO_TEMP_DIR"] = os.environ["SEGMODELS_OWN_UPLOAD_DIR"] = str(root)
+    atexit.register(shutil.rmtree, root, True)
     return root
+
+
+def stop_cleanly_on_sigterm() -> None:
+    """SIGTERM (``kill``, a container stopping) ends the server as Ctrl-C does, so the exit
+    handlers run and remove its folders (by default SIGTERM ends Python without them)."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,9 +83,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     port = args.port or int(os.environ.get("PORT") or os.environ.get("GRADIO_SERVER_PORT") or 7860)
     tune_malloc()
+    stop_cleanly_on_sigterm()
     fresh_upload_dir(port)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from demo import DemoConfig, build_demo, launch_kwargs
+    from demo import DemoConfig, build_demo, serve
 
     overrides = {key: value for key, value in (("camvid_dir", args.camvid), ("weights_dir", args.weights), ("device", args.device)) if value is not None}
     try:
@@ -77,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as error:  # a setting out of range: say which, without a traceback
         raise SystemExit(f"app.py: {error}") from None
     host = args.host or os.environ.get("GRADIO_SERVER_NAME") or ("0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")
-    demo.launch(server_name=host, server_port=port, **launch_kwargs(config))
+    serve(demo, config, host, port)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,6 @@ import plotly.io as pio
 pio.templates.default = "plotly_white"
 
 from .config import DemoConfig  # noqa: E402
-from .ui import build_demo, launch_kwargs  # noqa: E402 - after the template is set
+from .ui import build_demo, launch_kwargs, serve  # noqa: E402 - after the template is set
 
-__all__ = ["DemoConfig", "build_demo", "launch_kwargs"]
+__all__ = ["DemoConfig", "build_demo", "launch_kwargs", "serve"]

@@ -93,7 +93,7 @@ class Shared:
     def on_device(self, fn):
         """``fn`` as a callback that waits for its client's fair turn on the device (and holds
         a GPU on Hugging Face ZeroGPU)."""
-        return serving.on_device(zero_gpu(fn), self.app.scheduler, self.app.config.trust_forwarded)
+        return serving.on_device(zero_gpu(fn), self.app.scheduler, self.app.config.trust_forwarded, self.app.config.stream_handoff_s)
 
 
 __all__ = ["LIGHT", "MODELS", "Shared", "View", "hidden", "zero_gpu"]

@@ -287,10 +287,13 @@ class App:
             self._uploads.setdefault(session, set()).update(paths)
 
     async def session_ended(self, request: gr.Request) -> None:
-        """A browser tab closed: drop its waiting model jobs and delete its uploads."""
+        """A browser tab closed: drop its waiting model jobs and delete its uploads (those no
+        other open tab uses)."""
         session = getattr(request, "session_hash", None)
         self.scheduler.cancel_session(session)
-        delete_uploads(self._uploads.pop(session, set()), Path(gradio_utils.get_upload_folder()))
+        mine = self._uploads.pop(session, set())
+        shared = set().union(*self._uploads.values()) if self._uploads else set()  # the same file uploaded by another tab has the same path
+        delete_uploads(mine - shared, Path(gradio_utils.get_upload_folder()))
 
 
 __all__ = ["ARCH_ORDER", "App", "CurrentImage", "PredictionKey", "SessionCache", "file_path"]

@@ -144,7 +144,7 @@ class Engine:
         self.config = config
         self.predictor = Predictor(config.weights_dir, device=config.device, threads=config.torch_threads, backend=config.backend)
         self._rf: dict[tuple, list[LayerField]] = {}
-        self._failures: dict[str, tuple[tuple, str]] = {}
+        self._failures: dict[str, tuple[tuple, str, float]] = {}
         self.shared = SharedPredictions(config.shared_predictions_mb * 2**20)
         self.benchmarker = IdleBenchmarker(self.predictor, config.idle_seconds, config.latency_max_age_s, config.warmup, config.repeats)
 
@@ -192,11 +192,12 @@ class Engine:
 
     def model(self, set_name: str, arch: str) -> torch.nn.Module:
         """The prepared model; raises :class:`ModelUnavailable` with a clear message. A model
-        whose files failed is not retried until they change."""
+        whose files failed is tried again when they change, or ``model_retry_s`` later (a
+        failure can be passing: no file descriptor left, a file being copied)."""
         name = f"{set_name}/{arch}"
         stamp = zoo.file_stamp(name, self.weights_dir)
         failed = self._failures.get(name)
-        if failed is not None and failed[0] == stamp:
+        if failed is not None and failed[0] == stamp and time.monotonic() - failed[2] < self.config.model_retry_s:
             raise ModelUnavailable(failed[1])
         try:
             return self.predictor.model(name)
@@ -207,7 +208,7 @@ class Engine:
             if not isinstance(error, zoo.WeightsError):
                 message = f"{ARCH_NAMES.get(arch, arch)} ({set_name}) is unavailable: its weight file or model card could not be loaded ({type(error).__name__}: {error})"
             log.warning("%s", message)
-            self._failures[name] = (stamp, message)
+            self._failures[name] = (stamp, message, time.monotonic())
             raise ModelUnavailable(message) from error
 
     def pruning_depths(self, set_name: str, arch: str) -> tuple[int, ...]:

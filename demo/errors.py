@@ -8,6 +8,7 @@ closed (a toast that fades after a few seconds is easily missed in a classroom).
 
 from __future__ import annotations
 
+import errno
 import functools
 import html
 import inspect
@@ -21,6 +22,9 @@ import torch
 from .engine import ModelUnavailable, OutOfMemory, is_out_of_memory
 
 log = logging.getLogger(__name__)
+
+
+DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES})
 
 
 class InputError(ValueError):
@@ -42,6 +46,10 @@ def user_message(error: BaseException) -> str:
         return str(error.message)
     if isinstance(error, (InputError, ModelUnavailable, OutOfMemory)):
         return str(error)
+    if isinstance(error, OSError) and error.errno in DISK_ERRORS:
+        log.error("cannot write a file: %s", str(error)[:500])
+        return ("The server cannot write the images it shows (its disk is full or its folder is not writable). "
+                "Nothing is wrong with your input: tell the teacher, and try again in a few minutes.")
     if is_out_of_memory(error):
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

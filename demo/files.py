@@ -29,8 +29,9 @@ class ImageFiles:
     """Content-named WebP files (quality 90, fastest method: about 6 ms and 40 KB for a 360x480
     overlay, against PNG's 40 ms and 270 KB: what 40 phones download, and what the server sends,
     shrinks sevenfold; colours stay within a few levels) in ``folder`` (default: a folder of this process in the system's
-    temporary folder); the ``keep`` most recently used are kept (Gradio copies each one into
-    its own cache as soon as a callback returns it)."""
+    temporary folder, removed when the process exits; those of servers no longer running are
+    removed when the next one starts); the ``keep`` most recently used are kept (Gradio copies
+    each one into its own cache as soon as a callback returns it)."""
 
     def __init__(self, folder: Path | None = None, keep: int = 512):
         if keep < 1:
@@ -40,6 +41,7 @@ class ImageFiles:
         self._recent: OrderedDict[str, Path] = OrderedDict()
         self._lock = threading.Lock()
         if folder is None:
+            remove_stale_folders(self.folder.parent)
             atexit.register(shutil.rmtree, self.folder, True)
 
     def path(self, image: np.ndarray) -> str:
@@ -69,4 +71,22 @@ class ImageFiles:
         return str(target)
 
 
-__all__ = ["ImageFiles"]
+def remove_stale_folders(parent: Path, prefix: str = "segmodels-shown-") -> int:
+    """Remove the ``<prefix><pid>`` folders in ``parent`` whose process no longer runs (a
+    server that was killed could not remove its own)."""
+    removed = 0
+    for folder in parent.glob(f"{prefix}*"):
+        pid = folder.name[len(prefix):]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+        except OSError:
+            continue
+    return removed
+
+
+__all__ = ["ImageFiles", "remove_stale_folders"]

@@ -5,6 +5,8 @@ closed tab's uploads deleted (:func:`delete_uploads`)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import inspect
 import json
@@ -91,8 +93,8 @@ class ApiRateLimit:
 
 class ResultReaders:
     """ASGI middleware that notes which ``/call`` results someone is reading. An API client
-    posts ``/gradio_api/call/<name>`` (its job's session is the returned event id) and then
-    reads ``GET /gradio_api/call/<name>/<event id>``; a job whose result nobody started to read
+    posts ``/gradio_api/call/<name>`` (or ``call/v2/<name>``; its job's session is the returned
+    event id) and then reads ``GET /gradio_api/call/[v2/]<name>/<event id>``; a job whose result nobody started to read
     within ``grace_s``, or whose reader went away, is no longer wanted. The middleware puts
     itself in the app's state, where :func:`on_device` finds it through the request."""
 
@@ -108,6 +110,8 @@ class ResultReaders:
             scope["app"].state.result_readers = self
         path = scope.get("path", "")
         parts = path[len(CALL_PREFIX):].split("/") if scope["type"] == "http" and path.startswith(CALL_PREFIX) else []
+        if parts[:1] == ["v2"]:  # GET <prefix>v2/<name>/<event id>: the same reader, newer route
+            parts = parts[1:]
         if scope.get("method") != "GET" or len(parts) != 2:
             return await self.app(scope, receive, send)
         event_id = parts[1]
@@ -129,21 +133,81 @@ class ResultReaders:
 
 
 def _still_wanted(request: gr.Request | None, session: str | None):
-    """For a ``/call`` job: whether its result is still awaited (None for browser jobs)."""
+    """Whether a job's result is still awaited: for a ``/call`` job, whether someone reads it
+    (:class:`ResultReaders`); for a browser job, whether its tab listens
+    (:class:`demo.admission.Admission`); None when neither is known."""
     http_request = getattr(request, "request", None)
     path = getattr(getattr(http_request, "url", None), "path", "")
-    readers = getattr(getattr(getattr(http_request, "app", None), "state", None), "result_readers", None)
-    if readers is None or session is None or not str(path).startswith(CALL_PREFIX):
+    state = getattr(getattr(http_request, "app", None), "state", None)
+    if session is None or state is None:
         return None
-    submitted = time.monotonic()
-    return lambda: readers.still_wanted(session, submitted)
+    if str(path).startswith(CALL_PREFIX):
+        readers = getattr(state, "result_readers", None)
+        if readers is None:
+            return None
+        submitted = time.monotonic()
+        return lambda: readers.still_wanted(session, submitted)
+    admission = getattr(state, "admission", None)
+    return None if admission is None else (lambda: admission.listening(session))
 
 
-def on_device(fn, scheduler: FairScheduler, trust_forwarded: bool = False):
+class _DeviceStream:
+    """A streaming job's items, computed one at a time on request by a task of its own that
+    holds the device turn: the consumer (Gradio) asks for the next item, the task computes it
+    in a worker thread and hands it over. When the consumer stops asking (Gradio failed while
+    it handled an item, e.g. copying an image into its cache, and dropped the stream without
+    closing it), the task closes the job and gives the turn back after ``handoff_s``, instead
+    of whenever the garbage collector finalises the dropped stream."""
+
+    def __init__(self, scheduler: FairScheduler, client: tuple, start, handoff_s: float):
+        self.asks: asyncio.Queue = asyncio.Queue(maxsize=1)
+        self.replies: asyncio.Queue = asyncio.Queue(maxsize=1)
+        self.task = asyncio.get_running_loop().create_task(self._produce(scheduler, client, start, handoff_s))
+
+    async def _produce(self, scheduler, client, start, handoff_s) -> None:
+        try:
+            async with scheduler.turn(*client):
+                iterator = start()
+                try:
+                    first = True
+                    while True:
+                        try:
+                            await (self.asks.get() if first else asyncio.wait_for(self.asks.get(), handoff_s))
+                        except TimeoutError:
+                            log.warning("a streaming job was abandoned by its consumer for %.0f s: its device turn is released", handoff_s)
+                            self.replies.put_nowait((False, Superseded("its consumer went away")))
+                            return
+                        first = False
+                        item = await anyio.to_thread.run_sync(next, iterator, _DONE)
+                        self.replies.put_nowait((True, item))
+                        if item is _DONE:
+                            return
+                finally:
+                    iterator.close()
+        except Exception as error:  # noqa: BLE001 - handed to the consumer, which raises it
+            self.replies.put_nowait((False, error))
+
+    async def next(self):
+        """The next item, or ``_DONE``; raises what the job raised."""
+        self.asks.put_nowait(None)
+        ok, value = await self.replies.get()
+        if not ok:
+            raise value
+        return value
+
+    async def close(self) -> None:
+        if not self.task.done():
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+
+def on_device(fn, scheduler: FairScheduler, trust_forwarded: bool = False, handoff_s: float = 30.0):
     """``fn`` (a callback, plain or streaming) as an async Gradio callback that waits for its
     client's turn from ``scheduler`` (holding no thread while it waits), then runs ``fn`` in a
-    worker thread. A job superseded by a newer click of the same tab ends without output; a
-    refused one shows why. Gradio passes the request as the extra last parameter."""
+    worker thread (a streaming one through :class:`_DeviceStream`, so its turn ends even when
+    Gradio drops the stream). A job superseded by a newer click of the same tab ends without
+    output; a refused one shows why. Gradio passes the request as the extra last parameter."""
     signature = inspect.signature(fn)
     request_parameter = inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=gr.Request)
     wrapped_signature = signature.replace(parameters=[*signature.parameters.values(), request_parameter])
@@ -158,15 +222,16 @@ def on_device(fn, scheduler: FairScheduler, trust_forwarded: bool = False):
 
         async def wrapper(*args, **kwargs):
             client, args, kwargs = split(args, kwargs)
+            stream = _DeviceStream(scheduler, client, functools.partial(fn, *args, **kwargs), handoff_s)
             try:
-                async with scheduler.turn(*client):
-                    iterator = fn(*args, **kwargs)
-                    while (item := await anyio.to_thread.run_sync(next, iterator, _DONE)) is not _DONE:
-                        yield item
+                while (item := await stream.next()) is not _DONE:
+                    yield item
             except Superseded:
                 return
             except Refused as error:
                 raise gr.Error(str(error), print_exception=False) from None
+            finally:
+                await stream.close()
 
     else:
 
@@ -190,13 +255,17 @@ def on_device(fn, scheduler: FairScheduler, trust_forwarded: bool = False):
 class BodyLimit:
     """ASGI middleware: refuses, with 413 and a one-line message, any request body above
     ``max_body`` bytes, and upload bodies above ``max_upload`` (many files in one request
-    included), counting the bytes as they arrive, so chunked bodies cannot slip past."""
+    included), from ``Content-Length`` or, for a chunked body, as the bytes arrive: the 413 is
+    sent at the first byte too many and the app then sees the client gone (so its own parser
+    cannot turn the refusal into a 400). A body that stops arriving for ``idle_timeout_s`` is
+    answered 408 the same way."""
 
-    def __init__(self, app, max_body: int = 64 * 1024, max_upload: int = 24 * 2**20, upload_path: str = "/gradio_api/upload"):
+    def __init__(self, app, max_body: int = 64 * 1024, max_upload: int = 24 * 2**20, upload_path: str = "/gradio_api/upload", idle_timeout_s: float = 30.0):
         self.app = app
         self.max_body = max_body
         self.max_upload = max_upload
         self.upload_path = upload_path
+        self.idle_timeout_s = idle_timeout_s
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
@@ -207,32 +276,45 @@ class BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > limit:
             return await refuse(send, 413, too_large)
         received = 0
-        responded = False
+        responded = refused = complete = False
+
+        async def end(status: int, message: str):
+            nonlocal refused
+            refused = True
+            if not responded:
+                await refuse(send, status, message)
+            return {"type": "http.disconnect"}
 
         async def counting_receive():
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete
+            if refused:
+                return {"type": "http.disconnect"}
+            if complete:
+                return await receive()
+            with anyio.move_on_after(self.idle_timeout_s) as waited:
+                message = await receive()
+            if waited.cancelled_caught:
+                return await end(408, f"request body too slow: nothing received for {self.idle_timeout_s:g} s")
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
                 if received > limit:
-                    raise _TooLarge
+                    return await end(413, too_large)
             return message
 
         async def tracking_send(message):
             nonlocal responded
+            if refused:
+                return
             if message["type"] == "http.response.start":
                 responded = True
             await send(message)
 
         try:
             await self.app(scope, counting_receive, tracking_send)
-        except _TooLarge:
-            if not responded:
-                await refuse(send, 413, too_large)
-
-
-class _TooLarge(Exception):
-    pass
+        except Exception:
+            if not refused:
+                raise
 
 
 def delete_uploads(paths: set[str], upload_dir: Path) -> int:

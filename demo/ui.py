@@ -7,7 +7,7 @@ from __future__ import annotations
 import gradio as gr
 from starlette.middleware import Middleware
 
-from . import serving, text
+from . import admission, hardening, serving, text, uploads
 from .config import ASSETS_DIR, DemoConfig
 from .context import Shared
 from .controls import PICKED, PREVIEW, SET_CHANGED, Controls, upload_help
@@ -29,9 +29,17 @@ def launch_kwargs(config: DemoConfig) -> dict:
     """Settings for ``demo.launch`` that a public demo needs."""
     assets = ASSETS_DIR.resolve()
     upload_limit = config.max_uploads * config.max_file_size + 2**20
+    upload_folder = uploads.UploadFolder(uploads.own_upload_folder, config.upload_cap_mb * 2**20, config.upload_timeout_s)
     return {
-        "app_kwargs": {"middleware": [Middleware(serving.ApiRateLimit, burst=config.api_burst, per_second=config.api_per_second, trust_forwarded=config.trust_forwarded),
-                                      Middleware(serving.BodyLimit, max_body=config.max_body, max_upload=upload_limit), Middleware(serving.ResultReaders, grace_s=config.result_grace_s)]},
+        "app_kwargs": {"middleware": [Middleware(hardening.SecurityHeaders, frame_ancestors=config.frame_ancestors),
+                                      Middleware(serving.ApiRateLimit, burst=config.api_burst, per_second=config.api_per_second, trust_forwarded=config.trust_forwarded),
+                                      Middleware(uploads.UploadGuard, folder=upload_folder, max_files=config.max_uploads, max_bytes=upload_limit,
+                                                 reserve_bytes=config.disk_reserve_mb * 2**20, idle_timeout_s=config.upload_idle_s),
+                                      Middleware(serving.BodyLimit, max_body=config.max_body, max_upload=upload_limit, idle_timeout_s=config.max_body_idle_s),
+                                      Middleware(admission.Admission, per_client=config.per_client_jobs, per_api_client=config.api_burst, model_jobs=config.address_model_jobs, light_jobs=config.address_light_jobs,
+                                                 waiting_per_address=config.waiting_per_address, max_string=config.max_string, grace_s=config.listen_grace_s,
+                                                 trust_forwarded=config.trust_forwarded),
+                                      Middleware(serving.ResultReaders, grace_s=config.result_grace_s)]},
         "max_threads": 64,
         "max_file_size": config.max_file_size,
         "allowed_paths": [str(assets)] if assets.is_dir() else [],
@@ -45,6 +53,22 @@ def launch_kwargs(config: DemoConfig) -> dict:
         "theme": gr.themes.Soft(text_size="lg"),
         "css": CSS,
     }
+
+
+def serve(demo: gr.Blocks, config: DemoConfig, host: str, port: int, block: bool = True, **launch_options) -> str:
+    """Launch ``demo`` hardened for a public classroom (:mod:`demo.hardening`): the open-file
+    limit raised first, then the running server's header timeout, keep-alive timeout and
+    connection cap set, and every log handler rate-limited; returns the local URL (and
+    blocks until Ctrl-C or SIGTERM when ``block``)."""
+    soft_limit, _ = hardening.raise_fd_limit()
+    _, url, _ = demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, **launch_kwargs(config), **launch_options)
+    cap = hardening.connection_cap(config.max_connections, soft_limit)
+    per_address = None if config.trust_forwarded else min(config.connections_per_address, cap)
+    hardening.harden_server(demo.server.config, cap, config.header_timeout_s, per_address=per_address)
+    hardening.rate_limit_logs()
+    if block:
+        demo.block_thread()
+    return url
 
 
 def build_demo(config: DemoConfig | None = None) -> gr.Blocks:
@@ -105,4 +129,4 @@ def build_demo(config: DemoConfig | None = None) -> gr.Blocks:
     return demo
 
 
-__all__ = ["build_demo", "launch_kwargs"]
+__all__ = ["build_demo", "launch_kwargs", "serve"]

@@ -6,6 +6,7 @@ A benchmark, not a test: it prints tables of measured figures and may take minut
     python scripts/load_test.py greedy   [--flood 65] [--flood-via call|join|both]
     python scripts/load_test.py bigbody  [--items 500000] [--string-mb 50]
     python scripts/load_test.py soak     [-n 4] [--minutes 10]
+    python scripts/load_test.py maskbomb | chunked | slowsockets | lightflood   (scripts/attacks.py)
 
 * ``students``: N simulated browsers at once (each after a random delay of up to ``--jitter``
   seconds) open the page (``GET /config``, the page-load events, a heartbeat stream) and press
@@ -29,6 +30,8 @@ A benchmark, not a test: it prints tables of measured figures and may take minut
 * ``soak``: N students press Run in a loop (a new page every ``--runs-per-session`` Runs,
   cycling through the set's examples) for ``--minutes``; RSS every ``--rss-interval`` s; reports
   RSS per minute, first against last minute and the least-squares slope.
+* ``maskbomb``, ``chunked``, ``slowsockets``, ``lightflood``: the attacks of issue 25
+  (:mod:`attacks`); ``greedy --flood 100 --flood-via join`` is its queue/join flood.
 
 Unless ``--url http://127.0.0.1:PORT`` names a running app, the script starts
 ``python app.py --port N --host 127.0.0.1 [--camvid DIR]`` itself (environment passed through,
@@ -57,6 +60,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import attacks  # noqa: E402
 from loadlib import (  # noqa: E402
     API,
     REPO_ROOT,
@@ -360,7 +364,7 @@ async def scenario_greedy(target: Target, args: argparse.Namespace) -> tuple[dic
                 return "join", EventResult(ok=False, seconds=time.monotonic() - start, error=f"{type(error).__name__}: {error}"), session_hash
             ok = response.status_code == 200
             detail = None if ok else response_detail(response)
-            return "join", EventResult(ok=ok, seconds=time.monotonic() - start, http_status=response.status_code, refused=response.status_code == 503, error=detail), session_hash
+            return "join", EventResult(ok=ok, seconds=time.monotonic() - start, http_status=response.status_code, refused=response.status_code in (429, 503), error=detail), session_hash
 
     flood = await asyncio.gather(*(flood_one(i) for i in range(args.flood)))
     flood_post_s = time.monotonic() - t0
@@ -499,7 +503,7 @@ async def scenario_soak(target: Target, args: argparse.Namespace) -> tuple[dict,
     return report, "\n".join(lines)
 
 
-SCENARIOS = {"students": scenario_students, "greedy": scenario_greedy, "bigbody": scenario_bigbody, "soak": scenario_soak}
+SCENARIOS = {"students": scenario_students, "greedy": scenario_greedy, "bigbody": scenario_bigbody, "soak": scenario_soak, **attacks.SCENARIOS}
 
 
 # ----------------------------------------------------------------------------- set-up and command line
@@ -561,6 +565,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     server.add_argument("--threads", type=bounded(int, 1, 256, "--threads"), help="SEGMODELS_THREADS for the started app")
     server.add_argument("--env", type=env_pair, action="append", default=[], metavar="KEY=VALUE", help="more environment for the started app (repeatable)")
     server.add_argument("--python", default=sys.executable, help="interpreter that runs app.py (default: this one)")
+    server.add_argument("--server-nofile", type=bounded(int, 64, 1_048_576, "--server-nofile"), help="open-file limit (soft and hard) of the started app, as `ulimit -n`")
     server.add_argument("--startup-timeout", type=bounded(float, 1, 900, "--startup-timeout"), default=240.0)
     run = common.add_argument_group("what Compare runs")
     run.add_argument("--set", default="camvid", help="model set (default camvid)")
@@ -599,6 +604,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     bigbody = sub.add_parser("bigbody", parents=[common], help="oversized models list and example string")
     bigbody.add_argument("--items", type=bounded(int, 1, 10_000_000, "--items"), default=500_000)
     bigbody.add_argument("--string-mb", type=bounded(float, 0.001, 200, "--string-mb"), default=50.0)
+    attacks.add_parsers(sub, common, bounded)
     soak = sub.add_parser("soak", parents=[common], help="students loop for minutes; RSS trend")
     soak.add_argument("-n", "--students", type=bounded(int, 1, 200, "--students"), default=4)
     soak.add_argument("--minutes", type=bounded(float, 0.1, MAX_SOAK_MINUTES, "--minutes"), default=10.0)
@@ -633,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
             env = dict(args.env)
             if args.threads:
                 env["SEGMODELS_THREADS"] = str(args.threads)
-            server = AppServer(args.python, args.camvid, env)
+            server = AppServer(args.python, args.camvid, env, nofile=args.server_nofile)
             print(f"starting {' '.join(server.command)} (log {server.log_path})", flush=True)
             server.start(args.startup_timeout)
             base, pid, log = server.url, server.pid, ServerLog(server.log_path)

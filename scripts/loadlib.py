@@ -314,7 +314,7 @@ class AppServer:
     Use as a context manager: it is always stopped (SIGTERM to its group, SIGKILL after
     ``stop_timeout`` seconds) on the way out."""
 
-    def __init__(self, python: str = sys.executable, camvid: Path | None = None, env: dict[str, str] | None = None, log_path: Path | None = None, stop_timeout: float = 15.0) -> None:
+    def __init__(self, python: str = sys.executable, camvid: Path | None = None, env: dict[str, str] | None = None, log_path: Path | None = None, stop_timeout: float = 15.0, nofile: int | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.command = [python, str(REPO_ROOT / "app.py"), "--port", str(self.port), "--host", "127.0.0.1"]
@@ -325,6 +325,12 @@ class AppServer:
         self.stop_timeout = stop_timeout
         self.process: subprocess.Popen | None = None
         self.startup_seconds: float | None = None
+        self.nofile = nofile
+
+    def _limit_files(self) -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     @property
     def pid(self) -> int | None:
@@ -335,7 +341,8 @@ class AppServer:
         tail when the process exits first or ``timeout`` seconds pass)."""
         t0 = time.monotonic()
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(self.command, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            self.process = subprocess.Popen(self.command, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                                            preexec_fn=self._limit_files if self.nofile else None)
         with httpx.Client(timeout=5) as client:
             while time.monotonic() - t0 < timeout:
                 if self.process.poll() is not None:
@@ -600,7 +607,7 @@ async def browser_event(http: httpx.AsyncClient, base: str, endpoint: Endpoint, 
         joined = await http.post(f"{base}{API}/queue/join", json=body)
         result.http_status = joined.status_code
         if joined.status_code != 200:
-            result.refused = joined.status_code == 503
+            result.refused = joined.status_code in (429, 503)
             result.error = response_detail(joined) if result.refused else f"queue/join answered HTTP {joined.status_code}: {response_detail(joined)}"
         else:
             result.event_id = joined.json()["event_id"]

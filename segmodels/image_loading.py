@@ -23,6 +23,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 __all__ = [
     "ACCEPTED_FORMATS",
     "MAX_DECODE_BYTES",
+    "MAX_MASK_DECODE_BYTES",
     "MAX_PIXELS",
     "MAX_SIDE",
     "ImageLoadError",
@@ -37,6 +38,7 @@ ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
 MAX_PIXELS = 40_000_000
 MAX_SIDE = 1024
 MAX_DECODE_BYTES = 320 * 2**20  # memory one image may need while it is decoded and converted to 8-bit RGB
+MAX_MASK_DECODE_BYTES = 64 * 2**20  # memory one mask may need while it is decoded and turned into class ids
 
 ImageSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[bytes], Image.Image, np.ndarray]
 
@@ -107,10 +109,10 @@ def load_mask(
     if ignore_colour is not None and (ignore_index is None or palette is None):
         raise ValueError("ignore_colour needs a palette and an ignore_index to map it to")
     colours = None if palette is None else [*palette] + ([ignore_colour] if ignore_colour is not None else [])
-    ids = _mask_ids(source, colours, max_pixels, ignore=None if ignore_colour is None else (num_classes, ignore_index))
+    ids = _mask_ids(source, colours, max_pixels, expected_size, ignore=None if ignore_colour is None else (num_classes, ignore_index))
     _check_mask_size(ids.shape, expected_size)
     _check_mask_values(ids, num_classes, ignore_index)
-    ids = ids.astype(_mask_dtype(num_classes, ignore_index))
+    ids = ids.astype(_mask_dtype(num_classes, ignore_index), copy=False)
     return ids if resize_to is None else _resize_nearest(ids, resize_to)
 
 
@@ -203,9 +205,10 @@ def _decode_bytes_per_pixel(mode: str) -> int:
     return stored + work + 3
 
 
-def _check_size(width: int, height: int, max_pixels: int, name: str, mode: str = "RGB") -> None:
+def _check_size(width: int, height: int, max_pixels: int, name: str, mode: str = "RGB", bytes_per_pixel: int | None = None, budget: int = MAX_DECODE_BYTES, advice: str = "Save it as an 8-bit image, or downscale it") -> None:
     """Reject zero-sized images, images above ``max_pixels``, and images whose decoding would
-    need more than :data:`MAX_DECODE_BYTES` (from the header, before decoding)."""
+    need more than ``budget`` bytes at ``bytes_per_pixel`` (default: an image's decoding to RGB),
+    from the header, before decoding."""
     if width <= 0 or height <= 0:
         raise ImageLoadError(f"{name} has zero size ({width}x{height}); it contains no pixels. Choose another image.")
     if width * height > max_pixels:
@@ -213,22 +216,26 @@ def _check_size(width: int, height: int, max_pixels: int, name: str, mode: str =
             f"{name} is too large: {width}x{height} = {width * height / 1e6:.1f} megapixels, above the limit of "
             f"{max_pixels / 1e6:g} megapixels. Downscale it (e.g. to {MAX_SIDE} px on the longest side) and try again."
         )
-    needed = width * height * _decode_bytes_per_pixel(mode)
-    if needed > MAX_DECODE_BYTES:
+    needed = width * height * (_decode_bytes_per_pixel(mode) if bytes_per_pixel is None else bytes_per_pixel)
+    if needed > budget:
         raise ImageLoadError(
             f"{name} is too large to decode safely: {width}x{height} pixels in mode {mode} would need {needed / 2**20:.0f} MB "
-            f"(the limit is {MAX_DECODE_BYTES / 2**20:.0f} MB). Save it as an 8-bit image, or downscale it, and try again."
+            f"(the limit is {budget / 2**20:.0f} MB). {advice}, and try again."
         )
 
 
-def _decode(data: bytes | Image.Image, name: str, max_pixels: int) -> Image.Image:
-    """Open raw bytes (or take a PIL image), size-check from the header, then decode the first frame."""
+def _decode(data: bytes | Image.Image, name: str, max_pixels: int, check_header=None) -> Image.Image:
+    """Open raw bytes (or take a PIL image), size-check from the header (``check_header(image)``
+    instead of the image limits when given), then decode the first frame."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             image = data if isinstance(data, Image.Image) else _open(data, name)
             image.seek(0)
-            _check_size(image.width, image.height, max_pixels, name, image.mode)
+            if check_header is None:
+                _check_size(image.width, image.height, max_pixels, name, image.mode)
+            else:
+                check_header(image)
             image.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ImageLoadError(
@@ -252,11 +259,11 @@ def _orient(image: Image.Image) -> Image.Image:
         return image
 
 
-def _load_pil(source: object, max_pixels: int) -> Image.Image:
+def _load_pil(source: object, max_pixels: int, check_header=None) -> Image.Image:
     """Decoded, upright first frame of any non-array source."""
     name = _describe(source)
     data = source if isinstance(source, Image.Image) else _read_bytes(source, name)
-    return _orient(_decode(data, name, max_pixels))
+    return _orient(_decode(data, name, max_pixels, check_header))
 
 
 # --------------------------------------------------------------------------- pixel conversion
@@ -343,8 +350,36 @@ def _array_to_uint8(array: np.ndarray, max_pixels: int) -> np.ndarray:
 # --------------------------------------------------------------------------- masks
 
 
-def _mask_ids(source: object, palette: Sequence[Sequence[int]] | None, max_pixels: int, ignore: tuple[int, int] | None = None) -> np.ndarray:
-    """The raw H x W int64 class ids of a mask source (colours mapped through ``palette``;
+def _mask_bytes_per_pixel(mode: str) -> int:
+    """Bytes per pixel that turning a mask of ``mode`` into class ids needs at its peak:
+    Pillow's buffer, its copy as an array, and the working arrays of :func:`_colours_to_ids`
+    (colour modes: 32-bit colour keys and their temporaries) or of the value checks (id
+    modes: comparisons, and float64 copies for float masks). Measured by
+    ``tests/test_image_loading.py::test_mask_decoding_stays_within_its_estimate``."""
+    if mode in _MASK_COLOUR_MODES:
+        return 4 + 3 + 3 * 4 + 2
+    if mode in ("I", "F"):
+        return 4 + 4 + 3 * 8 + 3
+    if mode.startswith("I;16"):
+        return 2 + 2 + 2 + 3
+    return 1 + 1 + 1 + 3
+
+
+def _mask_header_check(max_pixels: int, expected_size: tuple[int, int] | None, name: str):
+    """The header check of a mask file: its size must be the image's (either way round, as
+    EXIF orientation is only known after decoding) and its decoding within
+    :data:`MAX_MASK_DECODE_BYTES`; both before any pixel is decoded."""
+
+    def check(image: Image.Image) -> None:
+        if expected_size is not None and (image.height, image.width) not in (tuple(expected_size), tuple(expected_size)[::-1]):
+            _check_mask_size((image.height, image.width), expected_size)
+        _check_size(image.width, image.height, max_pixels, name, image.mode, _mask_bytes_per_pixel(image.mode), MAX_MASK_DECODE_BYTES, "Save it as a smaller single-channel (L or P mode) PNG")
+
+    return check
+
+
+def _mask_ids(source: object, palette: Sequence[Sequence[int]] | None, max_pixels: int, expected_size: tuple[int, int] | None = None, ignore: tuple[int, int] | None = None) -> np.ndarray:
+    """The raw H x W integer class ids of a mask source (colours mapped through ``palette``;
     ``ignore`` = (palette position, id): that colour's pixels get that id)."""
     if isinstance(source, np.ndarray):
         array = source
@@ -352,7 +387,7 @@ def _mask_ids(source: object, palette: Sequence[Sequence[int]] | None, max_pixel
             raise ImageLoadError(f"a mask array must be H x W; got shape {array.shape}.")
         _check_size(array.shape[1], array.shape[0], max_pixels, "the mask array")
     else:
-        array = _mask_array_from_image(_load_pil(source, max_pixels))
+        array = _mask_array_from_image(_load_pil(source, max_pixels, _mask_header_check(max_pixels, expected_size, f"the mask {_describe(source)}")))
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[..., 0]
     if array.ndim == 3 and array.shape[2] in (3, 4):
@@ -361,7 +396,7 @@ def _mask_ids(source: object, palette: Sequence[Sequence[int]] | None, max_pixel
                 "the mask is an RGB colour image but no palette was given. Save class ids as a single-channel "
                 "(L or P mode) PNG, or pass palette=[(r, g, b), ...] with one colour per class."
             )
-        ids = _colours_to_ids(_integer_values(array[..., :3]), palette)
+        ids = _colours_to_ids(array[..., :3] if array.dtype == np.uint8 else _integer_values(array[..., :3]), palette, ignore)
         if ignore is not None:
             ids[ids == ignore[0]] = ignore[1]
         return ids
@@ -383,10 +418,13 @@ def _mask_array_from_image(image: Image.Image) -> np.ndarray:
 
 
 def _integer_values(array: np.ndarray) -> np.ndarray:
-    """``array`` as int64, rejecting non-numeric dtypes and non-whole-number floats."""
+    """``array`` as integers (its own integer type; int64 for floats), rejecting non-numeric
+    dtypes and non-whole-number floats."""
     kind = array.dtype.kind
-    if kind in "biu":
-        return array.astype(np.int64)
+    if kind == "b":
+        return array.astype(np.uint8)
+    if kind in "iu":
+        return array
     if kind == "f":
         values = array.astype(np.float64)
         with np.errstate(invalid="ignore"):
@@ -397,28 +435,36 @@ def _integer_values(array: np.ndarray) -> np.ndarray:
     raise ImageLoadError(f"masks of dtype {array.dtype} are not supported; use an integer array of class ids.")
 
 
-def _colours_to_ids(rgb: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:
-    """Map H x W x 3 colours to the index of their colour in ``palette``."""
+def _colours_to_ids(rgb: np.ndarray, palette: Sequence[Sequence[int]], ignore: tuple[int, int] | None = None) -> np.ndarray:
+    """Map H x W x 3 colours to the index of their colour in ``palette``: one 32-bit key per
+    pixel, compared with each palette colour in turn (a palette has tens of colours), so the
+    working memory is a few bytes per pixel whatever the palette."""
     colours = np.asarray(palette, dtype=np.int64)
     if colours.ndim != 2 or colours.shape[1] != 3 or ((colours < 0) | (colours > 255)).any():
         raise ValueError("palette must be a list of (r, g, b) colours with values in 0..255")
-    if ((rgb < 0) | (rgb > 255)).any():
+    if rgb.dtype != np.uint8 and ((rgb < 0) | (rgb > 255)).any():
         raise ImageLoadError("colour mask values must be in 0..255.")
-    keys = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    keys = rgb[..., 0].astype(np.int32)
+    keys <<= 8
+    keys |= rgb[..., 1]
+    keys <<= 8
+    keys |= rgb[..., 2]
     palette_keys = (colours[:, 0] << 16) | (colours[:, 1] << 8) | colours[:, 2]
     if len(np.unique(palette_keys)) != len(palette_keys):
         raise ValueError("palette contains the same colour twice; each class needs its own colour")
-    order = np.argsort(palette_keys)
-    sorted_keys = palette_keys[order]
-    position = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
-    known = sorted_keys[position] == keys
-    if not known.all():
-        r, g, b = (int(v) for v in rgb[~known][0])
+    unknown = len(palette_keys)
+    largest = max(unknown, ignore[1] if ignore is not None else 0)
+    ids = np.full(keys.shape, unknown, dtype=np.uint8 if largest <= 255 and (ignore is None or ignore[1] >= 0) else np.int64)
+    for index, key in enumerate(palette_keys):
+        ids[keys == key] = index
+    missing = ids == unknown
+    if missing.any():
+        key = int(keys[missing][0])
         raise ImageLoadError(
-            f"the mask contains colour ({r}, {g}, {b}) which is not in the palette ({int((~known).sum())} pixels "
+            f"the mask contains colour ({key >> 16}, {(key >> 8) & 255}, {key & 255}) which is not in the palette ({int(missing.sum())} pixels "
             "have unknown colours). Masks must use exactly the palette colours: no antialiasing or JPEG compression."
         )
-    return order[position]
+    return ids
 
 
 def _check_mask_size(shape: tuple[int, ...], expected_size: tuple[int, int] | None) -> None:

@@ -238,6 +238,7 @@ def test_uploads_never_outlive_a_restart(tmp_path, monkeypatch):
 
     monkeypatch.setenv("SEGMODELS_UPLOAD_DIR", str(tmp_path / "uploads"))
     monkeypatch.setenv("GRADIO_TEMP_DIR", os.environ.get("GRADIO_TEMP_DIR", ""))  # restored afterwards
+    monkeypatch.setenv("SEGMODELS_OWN_UPLOAD_DIR", "")
     neighbour = tmp_path / "other-app" / "keep.png"
     neighbour.parent.mkdir()
     neighbour.write_bytes(b"x")
@@ -246,7 +247,7 @@ def test_uploads_never_outlive_a_restart(tmp_path, monkeypatch):
     left_behind.parent.mkdir()
     left_behind.write_bytes(b"\x89PNG")
     assert app.fresh_upload_dir(7860) == root and not any(root.iterdir())
-    assert os.environ["GRADIO_TEMP_DIR"] == str(root) and neighbour.exists()
+    assert os.environ["GRADIO_TEMP_DIR"] == os.environ["SEGMODELS_OWN_UPLOAD_DIR"] == str(root) and neighbour.exists()
 
 
 def test_a_closed_tab_deletes_its_uploads(tmp_path):
@@ -268,3 +269,67 @@ def test_a_bad_setting_stops_the_app_with_a_message_not_a_traceback(tmp_path):
     assert done.returncode != 0
     assert "app.py: backend (SEGMODELS_BACKEND) must be one of auto, torch, torch-bf16, onnxruntime, got 'tensorrt'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_a_run_whose_images_gradio_cannot_cache_leaves_the_device_free(tiny_zoo, monkeypatch):
+    """When Gradio fails to copy a Run's first images into its cache, the Run ends with an
+    error and the device is free again within the hand-off time: the next Run works."""
+    import errno
+
+    from gradio import processing_utils
+
+    from demo import DemoConfig
+
+    config = DemoConfig(weights_dir=tiny_zoo, camvid_dir=None, device="cpu", torch_threads=1, warm_up=False, num_shapes_examples=2, shapes_size=64, stream_handoff_s=1.0)
+    demo, url = launch(config)
+    scheduler, benchmarker = demo.dashboard.scheduler, demo.dashboard.engine.benchmarker
+    copy, failures = processing_utils.save_file_to_cache, []
+
+    def failing_copy(path, cache_dir):
+        if not failures or len(failures) < 3:
+            failures.append(path)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return copy(path, cache_dir)
+
+    try:
+        client = Client(url, verbose=False, download_files=False)
+        monkeypatch.setattr(processing_utils, "save_file_to_cache", failing_copy)
+        with pytest.raises(AppError):
+            client.predict(**compare_args(models=["unet"]))
+        assert failures
+        deadline = time.monotonic() + config.stream_handoff_s + 5
+        while (scheduler.busy or benchmarker._active) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not scheduler.busy and benchmarker._active == 0
+        monkeypatch.setattr(processing_utils, "save_file_to_cache", copy)
+        assert "1 of 1 models ran" in client.predict(**compare_args(models=["unet"]))[0]
+    finally:
+        demo.close()
+
+
+@pytest.mark.slow
+def test_the_served_app_is_hardened(tiny_zoo):
+    """``demo.serve`` (what app.py runs): security headers, no development reload stream, the
+    server's header timeout and connection cap in place, and the page still loads."""
+    import socket as sockets
+
+    from demo import DemoConfig, serve
+    from demo.hardening import HeaderTimeoutH11
+
+    config = DemoConfig(weights_dir=tiny_zoo, camvid_dir=None, device="cpu", torch_threads=1, warm_up=False, num_shapes_examples=2, shapes_size=64, header_timeout_s=1.0, max_connections=300)
+    demo = build_demo(config)
+    url = serve(demo, config, "127.0.0.1", free_port(), block=False, quiet=True).rstrip("/")
+    try:
+        server = demo.server.config
+        assert issubclass(server.http_protocol_class, HeaderTimeoutH11) and server.limit_concurrency == 300
+        page = httpx.get(url + "/", timeout=30)
+        assert page.status_code == 200 and page.headers["x-content-type-options"] == "nosniff" and "x-frame-options" not in page.headers
+        assert httpx.get(url + "/gradio_api/dev/reload", timeout=10).status_code == 404
+        host, port = url.removeprefix("http://").split(":")
+        slow = sockets.create_connection((host, int(port)))
+        slow.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        slow.settimeout(5)
+        assert slow.recv(100) == b""
+    finally:
+        demo.close()

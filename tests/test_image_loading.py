@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -493,3 +494,107 @@ def test_decoding_is_bounded_by_bytes_not_only_pixels():
     small = io.BytesIO()
     Image.new("I;16", (600, 400), 30000).save(small, format="PNG")
     assert load_image(small.getvalue()).shape == (400, 600, 3)
+
+
+# --------------------------------------------------------------------------- memory of mask decoding
+
+MEASURE_PEAK = r"""
+import importlib.util, json, re, sys
+spec = importlib.util.spec_from_file_location("image_loading", sys.argv[2])  # without the package's torch
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+ImageLoadError, load_mask = module.ImageLoadError, module.load_mask
+
+def status(key):
+    return int(re.search(key + r":\s+(\d+)", open("/proc/self/status").read()).group(1)) * 1024
+
+results = {}
+for case in json.loads(sys.argv[1]):
+    with open("/proc/self/clear_refs", "w") as reset:
+        reset.write("5")  # the peak (VmHWM) starts again from the current size
+    before = status("VmRSS")
+    try:
+        load_mask(case["path"], tuple(case["expected"]), case["classes"], 255, palette=case.get("palette"), resize_to=(64, 64))
+        outcome = "loaded"
+    except ImageLoadError as error:
+        outcome = str(error)
+    results[case["path"]] = {"growth": status("VmHWM") - before, "outcome": outcome}
+print(json.dumps(results))
+"""
+
+
+def png_of_zeros(width: int, height: int, grey: bool) -> bytes:
+    """A valid all-zero 8-bit grey or RGB PNG, compressed row by row (no full-size buffer)."""
+    compressor = zlib.compressobj(1)
+    row = b"\0" * (1 + width * (1 if grey else 3))
+    pixels = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0 if grey else 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", pixels) + png_chunk(b"IEND", b"")
+
+
+def peak_growth(cases: list[dict]) -> dict:
+    """Each case's peak memory growth (bytes, from /proc's high-water mark) and outcome, in a
+    fresh process whose allocator returns large blocks to the system as the server's does
+    (``app.tune_malloc``), so that nothing freed earlier hides an allocation."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    if not os.access("/proc/self/clear_refs", os.W_OK):
+        pytest.skip("needs Linux's /proc/self/clear_refs to measure peak memory")
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_ARENA_MAX": "2", "OMP_NUM_THREADS": "1"}
+    import segmodels.image_loading
+
+    done = subprocess.run([sys.executable, "-c", MEASURE_PEAK, json.dumps(cases), segmodels.image_loading.__file__], capture_output=True, text=True, env=env, timeout=60, check=True)
+    return json.loads(done.stdout)
+
+
+def test_mask_bomb_refused_from_its_header(tmp_path: Path) -> None:
+    """A 6300x6300 mask PNG of a few hundred KB is under the pixel limit; its decoding would take
+    gigabytes. It is refused from its header with a clear message, whether or not its size is
+    the image's, and the process grows by at most 100 MiB on the way."""
+    bomb = write(tmp_path, "bomb.png", png_of_zeros(6300, 6300, grey=True))
+    assert bomb.stat().st_size < 256 * 1024
+    colour_bomb = write(tmp_path, "colour_bomb.png", png_of_zeros(6300, 6300, grey=False))
+    (tmp_path / "copy.png").write_bytes(bomb.read_bytes())
+    results = peak_growth([
+        {"path": str(bomb), "expected": [6300, 6300], "classes": 12},
+        {"path": str(colour_bomb), "expected": [6300, 6300], "classes": 2, "palette": [[0, 0, 0], [255, 255, 255]]},
+        {"path": str(tmp_path / "copy.png"), "expected": [360, 480], "classes": 12},
+    ])
+    for name in ("bomb.png", "colour_bomb.png"):
+        result = results[str(tmp_path / name)]
+        assert re.search(r"'%s' is too large to decode safely: 6300x6300 pixels .*the limit is 64 MB" % name, result["outcome"]), result
+        assert "Save it as a smaller single-channel" in result["outcome"]
+        assert result["growth"] <= 100 * 2**20, result
+    mismatched = results[str(tmp_path / "copy.png")]
+    assert "mask is 6300x6300 but the image is 480x360" in mismatched["outcome"]
+    assert mismatched["growth"] <= 100 * 2**20
+
+
+def test_mask_decoding_stays_within_its_estimate(tmp_path: Path) -> None:
+    """The header check's per-pixel estimate (``_mask_bytes_per_pixel``) bounds the memory a
+    mask really takes to decode and map to class ids, in every mode, so the limit bounds memory."""
+    from segmodels.image_loading import _mask_bytes_per_pixel
+
+    width, height = 1200, 1000
+    ids = np.random.default_rng(0).integers(0, 3, (height, width))
+    palette = [[0, 0, 0], [255, 0, 0], [0, 255, 0]]
+    cases = {}
+    for mode in ("L", "P", "I;16", "I", "F", "RGB", "RGBA"):
+        path = tmp_path / f"{mode.replace(';', '')}.{'tif' if mode in ('I', 'F') else 'png'}"
+        if mode in ("RGB", "RGBA"):
+            Image.fromarray(np.array(palette, np.uint8)[ids]).convert(mode).save(path)
+            cases[mode] = {"path": str(path), "expected": [height, width], "classes": 3, "palette": palette}
+        else:
+            values = {"I;16": np.uint16, "I": np.int32, "F": np.float32}.get(mode, np.uint8)
+            image = Image.fromarray(ids.astype(values))
+            (image if mode in ("I;16", "I", "F") else image.convert(mode)).save(path)
+            cases[mode] = {"path": str(path), "expected": [height, width], "classes": 3}
+        assert Image.open(path).mode == mode
+    results = peak_growth(list(cases.values()))
+    for mode, case in cases.items():
+        result = results[case["path"]]
+        assert result["outcome"] == "loaded", (mode, result)
+        assert result["growth"] <= width * height * _mask_bytes_per_pixel(mode) + 4 * 2**20, (mode, result, width * height * _mask_bytes_per_pixel(mode))

@@ -170,3 +170,21 @@ def test_uploaded_frames_are_camvid_val_frames_that_are_not_examples(tmp_path, m
     monkeypatch.delenv("SEGMODELS_CAMVID", raising=False)
     with pytest.raises(ValueError, match="needs --set camvid and a CamVid folder"):
         load_test.frames_to_upload(load_test.parse_args(["students", "--images", "uploads", "--set", "shapes"]), [])
+
+
+def test_the_attack_scenarios_parse_and_stay_bounded():
+    import io
+
+    from PIL import Image
+
+    sys.path.insert(0, str(SCRIPTS))
+    load_test = _load("load_test")
+    png_of_zeros = sys.modules["attacks"].png_of_zeros
+
+    args = load_test.parse_args(["slowsockets", "--sockets", "1100", "--hold", "30", "--server-nofile", "1024", "--set", "shapes"])
+    assert (args.sockets, args.hold, args.server_nofile, args.attacker_address) == (1100, 30.0, 1024, "127.0.0.2")
+    assert load_test.parse_args(["chunked", "--uploads", "10"]).mb == 25.0
+    with pytest.raises(SystemExit):
+        load_test.parse_args(["lightflood", "--events", "100000"])
+    bomb = png_of_zeros(6300, 6300)
+    assert len(bomb) < 256 * 1024 and Image.open(io.BytesIO(bomb)).size == (6300, 6300)

@@ -157,3 +157,70 @@ def test_the_forwarded_address_counts_only_behind_a_trusted_proxy():
     assert address_of("10.0.0.9", "1.2.3.4, 5.6.7.8", trust_forwarded=True) == "5.6.7.8"  # the proxy's own entry, last
     assert address_of("10.0.0.9", "5.6.7.8", trust_forwarded=False) == "10.0.0.9"
     assert address_of(None, None, trust_forwarded=True) == "unknown"
+
+
+def test_a_stream_its_consumer_dropped_gives_the_device_back():
+    """Gradio can fail while it handles a streamed result (copying an image into its cache) and
+    drop the stream without closing it; the job is closed and the device given back after the
+    hand-off time, not whenever the garbage collector gets to it."""
+    from demo.serving import on_device
+
+    scheduler = FairScheduler()
+    closed = []
+
+    def stream():
+        try:
+            yield "first mask"
+            yield "second mask"
+        finally:
+            closed.append("closed")
+
+    def other_job():
+        return "ran"
+
+    async def scenario():
+        dropped = on_device(stream, scheduler, handoff_s=0.2)()
+        assert await dropped.__anext__() == "first mask" and scheduler.busy
+        await asyncio.sleep(0.6)  # nobody asks for the next item, nobody closes the stream
+        released = not scheduler.busy
+        other = await asyncio.wait_for(on_device(other_job, scheduler)(), 2)
+        return released, other, dropped  # the dropped stream is still referenced: no GC finalisation
+
+    released, other, _ = run(scenario())
+    assert released and closed == ["closed"] and other == "ran"
+
+
+def test_a_stream_read_to_the_end_or_cancelled_holds_the_device_only_meanwhile():
+    from demo.serving import on_device
+
+    scheduler = FairScheduler()
+
+    def stream(count: int):
+        yield from range(count)
+
+    async def scenario():
+        items = [item async for item in on_device(stream, scheduler, handoff_s=0.2)(3)]
+        after_full_read = scheduler.busy
+        cancelled = on_device(stream, scheduler)(5)
+        await cancelled.__anext__()
+        await cancelled.aclose()
+        return items, after_full_read, scheduler.busy
+
+    items, after_full_read, busy = run(scenario())
+    assert items == [0, 1, 2] and not after_full_read and not busy
+
+
+@pytest.mark.parametrize("route", ["/gradio_api/call/compare/ev1", "/gradio_api/call/v2/compare/ev1"])
+def test_a_call_result_being_read_is_wanted_on_both_routes(route):
+    """A ``/call`` or ``/call/v2`` reader keeps its job wanted past the grace time; once it
+    has gone, the job is no longer wanted."""
+    from demo.serving import ResultReaders
+
+    seen = []
+
+    async def reading(scope, receive, send):
+        seen.append(readers.still_wanted("ev1", time.monotonic() - 60))
+
+    readers = ResultReaders(reading, grace_s=10)
+    run(readers({"type": "http", "method": "GET", "path": route}, None, None))
+    assert seen == [True] and not readers.still_wanted("ev1", time.monotonic())

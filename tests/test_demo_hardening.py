@@ -1,0 +1,194 @@
+"""The server around the app (demo/hardening.py, demo/serving.BodyLimit): header and body
+timeouts, the open-file limit, rate-limited logs, security headers, the development reload
+stream, and model loads tried again after a failure."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import threading
+import time
+
+import anyio
+import pytest
+import uvicorn
+
+from demo import hardening, serving
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
+
+
+async def hello(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while (message := await receive())["type"] != "lifespan.shutdown":
+            await send({"type": message["type"] + ".complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+@pytest.fixture()
+def hardened_server():
+    """A uvicorn server on 127.0.0.1 configured by harden_server (header timeout 0.5 s)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(hello, host="127.0.0.1", port=port, log_level="warning"))
+    server.config.load()
+    hardening.harden_server(server.config, max_connections=64, header_timeout_s=0.5, keep_alive_s=5)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started
+    yield port
+    server.should_exit = True
+    thread.join(5)
+
+
+def closed_within(sock: socket.socket, seconds: float) -> bool:
+    sock.settimeout(seconds)
+    try:
+        return sock.recv(1024) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_half_sent_headers_time_out_and_whole_requests_are_served(hardened_server):
+    port = hardened_server
+    slow = socket.create_connection(("127.0.0.1", port))
+    slow.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # the head never ends
+    started = time.monotonic()
+    assert closed_within(slow, 3) and time.monotonic() - started < 2
+    whole = socket.create_connection(("127.0.0.1", port))
+    whole.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    whole.settimeout(3)
+    response = b""
+    while not response.endswith(b"\r\n\r\nok"):
+        response += whole.recv(1024)
+    assert response.startswith(b"HTTP/1.1 200")
+    whole.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # the next request on the same connection stalls too
+    assert closed_within(whole, 3)
+
+
+def test_the_open_file_limit_is_raised_to_the_hard_limit():
+    import os
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    open_now = len(os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (open_now + 64, hard))
+    try:
+        raised, _ = hardening.raise_fd_limit()
+        assert raised == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        assert raised == hard or hard == resource.RLIM_INFINITY and raised >= 65536
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert hardening.connection_cap(1000, 1024) == 768 and hardening.connection_cap(1000, 100_000) == 1000
+
+
+def test_repeated_log_lines_are_rate_limited_and_long_ones_cut():
+    limit = hardening.LogRateLimit(per_key=3, total=50, window_s=0.3, max_chars=100)
+    records = [logging.LogRecord("uvicorn.error", logging.ERROR, __file__, 1, "accept failed: %s", ("too many open files",), None) for _ in range(1000)]
+    assert sum(limit.filter(r) for r in records) == 3
+    varied = [logging.LogRecord("x", logging.INFO, __file__, 1, f"message {i}", None, None) for i in range(200)]
+    assert sum(limit.filter(r) for r in varied) == 50 - 3
+    time.sleep(0.35)
+    after = logging.LogRecord("x", logging.INFO, __file__, 1, "%s", ("y" * 60_000,), None)
+    assert limit.filter(after)
+    message = after.getMessage()
+    assert message.startswith("(1150 log lines left out in the last 0.3 s)") and "(60,000 characters)" in message and len(message) < 300
+
+
+async def call(app, method: str = "GET", path: str = "/", chunks=(), stall_s: float = 0.0):
+    sent, messages = [], [{"type": "http.request", "body": chunk, "more_body": True} for chunk in chunks]
+
+    async def receive():
+        if messages:
+            return messages.pop(0)
+        await anyio.sleep(stall_s)
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    await app({"type": "http", "method": method, "path": path, "headers": []}, receive, send)
+    return sent
+
+
+def test_a_stalled_body_is_answered_408():
+    async def echo(scope, receive, send):
+        while (await receive()).get("more_body"):
+            pass
+        await hello(scope, receive, send)
+
+    limit = serving.BodyLimit(echo, idle_timeout_s=0.2)
+    sent = anyio.run(call, limit, "POST", "/gradio_api/queue/join", [b"{"], 5.0)
+    assert sent[0]["status"] == 408 and b"too slow" in sent[1]["body"]
+    assert anyio.run(call, limit, "POST", "/gradio_api/queue/join", [b"{}"], 0.0)[0]["status"] == 200
+
+
+def test_security_headers_and_no_development_reload_stream(monkeypatch):
+    monkeypatch.delenv("GRADIO_WATCH_DIRS", raising=False)
+    app = hardening.SecurityHeaders(hello)
+    headers = dict(anyio.run(call, app)[0]["headers"])
+    assert headers[b"x-content-type-options"] == b"nosniff" and headers[b"referrer-policy"] == b"strict-origin-when-cross-origin"
+    assert b"content-security-policy" not in headers and b"x-frame-options" not in headers  # Spaces frames the app
+    assert anyio.run(call, app, "GET", "/gradio_api/dev/reload")[0]["status"] == 404
+    framed = hardening.SecurityHeaders(hello, frame_ancestors="'self' https://huggingface.co")
+    assert dict(anyio.run(call, framed)[0]["headers"])[b"content-security-policy"] == b"frame-ancestors 'self' https://huggingface.co"
+    monkeypatch.setenv("GRADIO_WATCH_DIRS", "demo")
+    assert anyio.run(call, app, "GET", "/gradio_api/dev/reload")[0]["status"] == 200
+
+
+def test_a_model_that_failed_to_load_is_tried_again_later(tiny_config):
+    from demo.engine import Engine, ModelUnavailable
+
+    engine = Engine(tiny_config(model_retry_s=0.3))
+    load, attempts = engine.predictor.model, []
+
+    def out_of_descriptors(name):
+        attempts.append(name)
+        if len(attempts) == 1:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return load(name)
+
+    engine.predictor.model = out_of_descriptors
+    with pytest.raises(ModelUnavailable, match="Too many open files"):
+        engine.model("shapes", "unet")
+    with pytest.raises(ModelUnavailable):
+        engine.model("shapes", "unet")  # remembered for a while: not tried again at once
+    assert len(attempts) == 1
+    time.sleep(0.35)
+    assert engine.model("shapes", "unet") is not None and len(attempts) == 2
+
+
+def test_one_address_cannot_hold_every_connection():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(hello, host="127.0.0.1", port=port, log_level="warning"))
+    server.config.load()
+    hardening.harden_server(server.config, max_connections=64, header_timeout_s=30, per_address=5)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(8)]
+        for sock in held:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        assert [closed_within(sock, 0.5) for sock in held] == [False] * 5 + [True] * 3
+        other = socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.2", 0))
+        other.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        other.settimeout(3)
+        assert other.recv(1024).startswith(b"HTTP/1.1 200")
+    finally:
+        server.should_exit = True
+        thread.join(5)
