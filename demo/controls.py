@@ -19,6 +19,27 @@ SET_CHANGED = View("models", "example", "gallery", "depth", "upload_help")
 PICKED = View("example", "image_file", "mask_file")
 
 
+class CheckedRadio(gr.Radio):
+    """A radio whose value the callbacks check (:meth:`demo.core.App.check_set` names the sets
+    that exist): Gradio's own check would refuse an API client's value with a traceback in the
+    server log, and before the callback could say what is wrong."""
+
+    is_template = True  # drawn by Gradio's radio
+
+    def preprocess(self, payload):
+        return payload
+
+
+class CheckedModels(gr.CheckboxGroup):
+    """Checkboxes whose value the callbacks check (:meth:`demo.core.App.check_models`), for
+    the reason given in :class:`CheckedRadio`."""
+
+    is_template = True  # drawn by Gradio's checkbox group
+
+    def preprocess(self, payload):
+        return payload
+
+
 def upload_help(set_name: str | None) -> str:
     """What the two upload boxes accept (under them: a long label would cover the drop area)."""
     return f"**Image:** PNG, JPEG, WebP, BMP, TIFF or GIF, at most 10 MB. **Mask:** {mask_rule(set_name or '')}."

@@ -18,6 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import build_fake_camvid
 from demo import build_demo, figures, launch_kwargs
 from demo.config import ASSETS_DIR
 from demo.context import View
@@ -120,28 +121,8 @@ def test_examples_are_shown_even_without_models(tiny_config, tmp_path):
 
 @pytest.fixture
 def camvid_setup(tiny_zoo, tmp_path):
-    """A fake CamVid folder (two 36x48 val images, void = 11 in the masks) and a zoo holding
-    the tiny Shapes models plus a tiny 11-class camvid/unet (card values made up)."""
-    from segmodels import create_model
-    from segmodels.cards import model_spec
-
-    root = tmp_path / "camvid"
-    rng = np.random.default_rng(0)
-    for split in ("val", "valannot"):
-        (root / split).mkdir(parents=True)
-    for name in ("0001TP_000010", "0001TP_000040"):
-        Image.fromarray(rng.integers(0, 256, (36, 48, 3), dtype=np.uint8)).save(root / "val" / f"{name}.png")
-        Image.fromarray(rng.integers(0, 12, (36, 48)).astype(np.uint8), mode="L").save(root / "valannot" / f"{name}.png")
-    weights = tmp_path / "weights"
-    shutil.copytree(tiny_zoo, weights)
-    model = create_model("unet", CAMVID.num_classes, encoder="plain", pretrained=False, base_channels=4)
-    run = tmp_path / "run"
-    run.mkdir()
-    spec = model_spec("unet", "plain", CAMVID.num_classes, 4, {})
-    torch.save({"model": model.state_dict(), "spec": spec, "epoch": 1}, run / "best.pt")
-    (run / "card.json").write_text(json.dumps({**spec, "note": "TEST FIXTURE: made-up scores", "dataset": CAMVID.to_dict(), "val_miou": 0.5, "val_per_class_iou": {n: 0.5 for n in CAMVID.class_names}}))
-    zoo.export_model(run, "camvid/unet", weights_dir=weights)
-    return root, weights
+    """A fake CamVid folder and a zoo with the tiny Shapes models and a tiny camvid/unet."""
+    return build_fake_camvid(tmp_path / "camvid", tmp_path / "weights", tiny_zoo, tmp_path / "run")
 
 
 def test_camvid_examples_and_set(tiny_config, camvid_setup, monkeypatch):
@@ -175,8 +156,12 @@ def test_camvid_examples_and_set(tiny_config, camvid_setup, monkeypatch):
     current = app.current_image("camvid-0001TP_000010", None, None, "camvid")
     found = instances.InstancesTab(app).instances(current, "unet", "Car", 4, SessionCache())
     assert "connected components" in found.note and "Car" in found.note and found.count >= 0
-    # A Shapes example under the CamVid models (through the API): its ground truth does not apply.
+    # An API call that names a Shapes example where the page offers CamVid ones runs the Shapes
+    # models, with the example's ground truth; where the CamVid set has no examples of its own
+    # the page offers the Shapes ones to the CamVid models, and their ground truth does not apply.
     result = compare.Compare(app).compare(EXAMPLE, None, None, "camvid", ["unet"], 4)
+    assert result.image.set_name == "shapes" and result.image.gt is not None
+    result = compare.Compare(App(tiny_config(weights_dir=weights))).compare(EXAMPLE, None, None, "camvid", ["unet"], 4)
     assert result.image.gt is None and any("shapes classes" in n for n in result.image.notes)
     assert instances.InstancesTab(app).choices("camvid")[1]["choices"][:2] == ["all classes", "Sky"]
 

@@ -48,8 +48,20 @@ class Compare:
 
     # ------------------------------------------------------------------ typed
 
-    def request(self, example, image_file, mask_file, set_name, models, depth) -> tuple[CurrentImage, list[str], int]:
+    def set_for(self, example, image_file, set_name) -> str:
+        """The set whose models run: ``set_name``, unless the request names an example that the
+        page never offers with that set (an API call with ``example="shapes-1000"`` on a server
+        that opens on CamVid): then the example's own set, so it runs with its ground truth."""
         set_name = self.app.check_set(set_name)
+        if image_file or not isinstance(example, str):
+            return set_name
+        named = next((e for e in self.app.examples if example in (e.key, e.label)), None)
+        if named is None or named in self.app.gallery_examples(set_name) or named.dataset not in self.app.sets():
+            return set_name
+        return named.dataset
+
+    def request(self, example, image_file, mask_file, set_name, models, depth) -> tuple[CurrentImage, list[str], int]:
+        set_name = self.set_for(example, image_file, set_name)
         archs = self.app.check_models(set_name, models)
         depth = self.app.check_depth(depth)
         return self.app.current_image(example, image_file, mask_file, set_name), archs, depth

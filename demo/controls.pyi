@@ -1,0 +1,115 @@
+"""The controls every tab shares: model set, example (menu and thumbnails), upload, models,
+depth and opacity, and the line under them that names the current image.
+
+The preview is one event for every way the image can change, so a browser runs its
+previews one after another and the last one always describes the last choice."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from .context import View
+from .core import App, SessionCache
+from .engine import SET_LABELS
+from .errors import error_text, user_message
+from .sources import mask_rule
+
+PREVIEW = View("current", "image_changed")
+SET_CHANGED = View("models", "example", "gallery", "depth", "upload_help")
+PICKED = View("example", "image_file", "mask_file")
+
+from gradio.events import Dependency
+
+class CheckedRadio(gr.Radio):
+    """A radio whose value the callbacks check (:meth:`demo.core.App.check_set` names the sets
+    that exist): Gradio's own check would refuse an API client's value with a traceback in the
+    server log, and before the callback could say what is wrong."""
+
+    is_template = True  # drawn by Gradio's radio
+
+    def preprocess(self, payload):
+        return payload
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+class CheckedModels(gr.CheckboxGroup):
+    """Checkboxes whose value the callbacks check (:meth:`demo.core.App.check_models`), for
+    the reason given in :class:`CheckedRadio`."""
+
+    is_template = True  # drawn by Gradio's checkbox group
+
+    def preprocess(self, payload):
+        return payload
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+def upload_help(set_name: str | None) -> str:
+    """What the two upload boxes accept (under them: a long label would cover the drop area)."""
+    return f"**Image:** PNG, JPEG, WebP, BMP, TIFF or GIF, at most 10 MB. **Mask:** {mask_rule(set_name or '')}."
+
+
+class Controls:
+    """Handlers of the shared controls."""
+
+    def __init__(self, app: App):
+        self.app = app
+
+    def preview(self, example, image_file, mask_file, set_name, session, request: gr.Request = None):
+        """Name the chosen image under the controls (or say why it cannot be used), and set
+        its identity: a change of identity makes every tab drop its old results, and running
+        jobs stop showing theirs. Works without any trained model (the examples are still shown)."""
+        self.app.remember_uploads(getattr(request, "session_hash", None), image_file, mask_file)
+        if not image_file and example not in {key for _, key in self.app.example_choices(set_name)} and set_name in self.app.sets():
+            return PREVIEW()  # the set just changed: its own example is on the way
+        session = session if isinstance(session, SessionCache) else SessionCache()
+        started = session.version
+        try:
+            current = self.app.current_image(example, image_file, mask_file, set_name)
+        except Exception as error:  # noqa: BLE001 - the message replaces the line
+            session.show("")
+            return PREVIEW(current=error_text(user_message(error)), image_changed="")
+        if session.version != started and session.shown != current.identity:
+            return PREVIEW()  # a run started on a newer choice meanwhile; that choice's preview follows
+        session.show(current.identity)
+        notes = "".join(f"\n\n<small>{note}</small>" for note in current.notes)
+        return PREVIEW(current=current.summary() + notes, image_changed=current.identity)
+
+    def set_changed(self, set_name, example):
+        """A new model set: its models, its examples, the depth slider if a model can be pruned,
+        and what its masks may contain."""
+        if set_name not in self.app.sets():
+            return SET_CHANGED()
+        offered = [key for _, key in self.app.example_choices(set_name)]
+        if not self.app.examples_of(set_name):
+            gr.Info(f"No {SET_LABELS.get(set_name, set_name)} examples on this server: upload an image of that kind (the examples shown have no ground truth for these classes).")
+        archs = [a for _, a in self.app.model_choices(set_name)]
+        return SET_CHANGED(
+            models=gr.update(choices=self.app.model_choices(set_name), value=archs),
+            example=gr.update(choices=self.app.example_choices(set_name), value=example if example in offered else self.app.default_example(set_name)),
+            gallery=gr.update(value=self.app.thumbnails(set_name)),
+            depth=gr.update(visible=bool(self.app.prunable(set_name, archs))),
+            upload_help=upload_help(set_name),
+        )
+
+    def models_changed(self, set_name, models):
+        """The depth slider is shown only while a chosen model can be pruned."""
+        return gr.update(visible=bool(self.app.prunable(set_name, models)))
+
+    def pick_example(self, set_name, evt: gr.SelectData):
+        """A tap on a thumbnail: choose that example and clear any upload."""
+        shown = self.app.gallery_examples(set_name)
+        index = evt.index if isinstance(evt.index, int) else evt.index[0]
+        if not 0 <= index < len(shown):
+            return PICKED()
+        return PICKED(example=shown[index].key, image_file=None, mask_file=None)
+
+
+__all__ = ["Controls", "upload_help"]
