@@ -18,9 +18,30 @@ CSS = """
 .seg-img img { width: 100% !important; height: 100% !important; object-fit: contain; image-rendering: pixelated; }
 .class-legend { padding: 0.2em 0.4em; }
 .inline-error { color: #b91c1c; font-weight: 600; margin: 0.3em 0; }
+/* Results tables (demo.figures.table_html): cells wrap between words, never inside one. */
+.results-table { width: 100%; }
+.results-table .results-label { font-weight: 600; margin: 0.2em 0 0.4em; }
+.results-table table { width: 100%; border-collapse: collapse; font-size: 0.92em; line-height: 1.35; }
+.results-table th, .results-table td { padding: 0.35em 0.45em; border-bottom: 1px solid var(--border-color-primary); text-align: left; vertical-align: top;
+  overflow-wrap: normal; word-break: normal; hyphens: manual; }
+.results-table thead th { background: var(--background-fill-secondary); font-weight: 600; }
+.results-table tbody th { font-weight: 600; white-space: nowrap; }
+.results-table .num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+/* Gradio's own tables (other tabs): no break inside a word either. */
+.table-wrap th, .table-wrap td, .table-wrap th *, .table-wrap td * { overflow-wrap: normal !important; word-break: normal !important; hyphens: manual !important; }
+/* Gradio's red "Error" pill sits in a status box's corner: under the box, never over the message. */
+#compare-status .error, #pruning-status .error { position: static !important; display: inline-block; margin: 0.2em 0 0; }
 @media (max-width: 640px) {  /* a phone: images two a row, as tall as their picture, not a fixed 300 px */
   .seg-img.block, .seg-img .image-container, .seg-img .image-frame, .seg-img img { height: auto !important; }
   .seg-img .image-container button, .seg-img .image-frame { width: 100% !important; }
+  /* a results table becomes a card per row: its name, then each value beside its column's name */
+  .results-table thead { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); }
+  .results-table table, .results-table tbody, .results-table tr { display: block; width: 100%; }
+  .results-table tr { border: 1px solid var(--border-color-primary); border-radius: 8px; margin: 0 0 0.6em; padding: 0.2em 0.5em; }
+  .results-table tbody th { display: block; border: none; font-size: 1.08em; padding: 0.3em 0; }
+  .results-table td { display: flex; justify-content: space-between; align-items: baseline; gap: 0.8em; border: none; border-top: 1px solid var(--border-color-primary); padding: 0.3em 0; text-align: right; }
+  .results-table td::before { content: attr(data-label); text-align: left; color: var(--body-text-color-subdued); flex: 0 0 auto; max-width: 55%; }
+  .results-table td.num { white-space: normal; }
 }
 """
 
