@@ -467,3 +467,15 @@ def test_odd_image_shapes_and_modes(app, tmp_path, shape):
     assert (result.table["Status"] == "ok").all() and max(result.image.size) <= app.config.max_side
     fields = receptive.Receptive(app).effective_fields(result.image, ["deeplabv3p"], 4, (0, 0))
     assert fields.overlays["deeplabv3p"].shape[:2] == result.image.size and fields.pooling.shape[1] < 5000
+
+
+def test_the_models_of_a_comparison_are_timed_together(app):
+    tab = compare.Compare(app)
+    first = tab.compare(EXAMPLE, None, None, "shapes", ["unet", "deeplabv3p"], 4)
+    assert all(origin.startswith("⚠ 1 pass") for origin in first.table["Latency from"])  # until the benchmark ran
+    app.engine.benchmarker.run_pending()
+    again = tab.compare(EXAMPLE, None, None, "shapes", ["unet", "deeplabv3p"], 4)
+    assert all("timed together ×" in origin for origin in again.table["Latency from"]), list(again.table["Latency from"])
+    assert list(again.table.columns).index("GFLOPs") == list(again.table.columns).index("IQR (ms)") + 1  # the machine-independent cost beside the latency
+    alone = tab.compare(EXAMPLE, None, None, "shapes", ["unet", "unet3p"], 4)  # another pair: U-Net's figure came from other rounds
+    assert alone.table["Latency from"][0].startswith("⚠ ") and "timed apart" in alone.table["Latency from"][0]
