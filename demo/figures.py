@@ -249,18 +249,29 @@ def _log_range(values: np.ndarray, pad: float = 0.15) -> list[float]:
     return [low - pad, high + pad]
 
 
-def label_offsets(x: list[float], y: list[float], texts: list[str], x_range: list[float], y_range: list[float]) -> list[tuple[int, int]]:
+def log_ticks(x_range: list[float]) -> list[float]:
+    """Tick values 1, 2, 5 times each power of ten inside a log axis's range (in decades), so
+    no lone minor tick is labelled "2" without its decade."""
+    ticks = [mantissa * 10.0**exponent for exponent in range(math.floor(x_range[0]), math.ceil(x_range[1]) + 1) for mantissa in (1, 2, 5)]
+    return [tick for tick in ticks if x_range[0] <= math.log10(tick) <= x_range[1]]
+
+
+def label_offsets(x: list[float], y: list[float], texts: list[str], x_range: list[float], y_range: list[float],
+                  others: list[tuple[float, float]] = ()) -> list[tuple[int, int]]:
     """Pixel offsets (dx, dy) of each point's label from its point, chosen greedily so no two
-    labels overlap each other or a point on the narrowest screen (:data:`NARROWEST_PLOT`; wider,
-    points only move further apart). ``x`` in axis units (decades on a log axis)."""
+    labels overlap each other or a marker (the points and ``others``) on the narrowest screen
+    (:data:`NARROWEST_PLOT`; wider, points only move further apart). Axis units (decades on a
+    log axis)."""
     width, height = NARROWEST_PLOT
-    px = [(value - x_range[0]) / (x_range[1] - x_range[0]) * width for value in x]
-    py = [(1 - (value - y_range[0]) / (y_range[1] - y_range[0])) * height for value in y]
-    boxes: list[tuple[float, float, float, float]] = [(a - 8, b - 8, a + 8, b + 8) for a, b in zip(px, py)]  # the markers
+
+    def pixels(a: float, b: float) -> tuple[float, float]:
+        return (a - x_range[0]) / (x_range[1] - x_range[0]) * width, (1 - (b - y_range[0]) / (y_range[1] - y_range[0])) * height
+
+    boxes = [(a - 9, b - 9, a + 9, b + 9) for a, b in (pixels(*point) for point in [*zip(x, y), *others])]  # the markers
     offsets = []
-    for a, b, text in zip(px, py, texts):
+    for (a, b), text in zip((pixels(*point) for point in zip(x, y)), texts):
         half_w, half_h = 3.8 * len(text) + 4, 9
-        candidates = [(0, -22), (0, 22), (half_w + 12, 0), (-half_w - 12, 0), (0, -44), (0, 44), (half_w + 12, -26), (-half_w - 12, 26), (0, -66), (0, 66)]
+        candidates = [(0, -22), (0, 22), (half_w + 12, 0), (-half_w - 12, 0), (0, -44), (0, 44), (half_w + 12, -26), (-half_w - 12, 26), (half_w + 12, 26), (-half_w - 12, -26), (0, -66), (0, 66)]
         for dx, dy in candidates:
             box = (a + dx - half_w, b + dy - half_h, a + dx + half_w, b + dy + half_h)
             if all(box[2] <= o[0] or o[2] <= box[0] or box[3] <= o[1] or o[3] <= box[1] for o in boxes):
@@ -271,10 +282,12 @@ def label_offsets(x: list[float], y: list[float], texts: list[str], x_range: lis
 
 
 def _label_points(fig: go.Figure, x: list[float], y: list[float], texts: list[str], colours: list[str], x_range: list[float], y_range: list[float]) -> None:
-    """Each point's name beside it (:func:`label_offsets`), a thin line to the point where the
-    label had to move away from it."""
-    for value_x, value_y, text, colour, (dx, dy) in zip(x, y, texts, colours, label_offsets([math.log10(v) for v in x], y, texts, x_range, y_range)):
-        far = abs(dy) > 22 or abs(dx) > 0 and abs(dy) > 0
+    """Each point's name beside it (:func:`label_offsets`, every marker of ``fig`` avoided), a
+    thin line to the point where the label had to move away from it; x on a log axis."""
+    others = [(math.log10(a), b) for trace in fig.data for a, b in zip(trace.x, trace.y) if a and a > 0 and b is not None and not pd.isna(b)]
+    placed = label_offsets([math.log10(v) for v in x], y, texts, x_range, y_range, others)
+    for value_x, value_y, text, colour, (dx, dy) in zip(x, y, texts, colours, placed):
+        far = abs(dy) > 22 or (dx != 0 and dy != 0)
         fig.add_annotation(x=math.log10(value_x), y=value_y, text=html.escape(text), ax=dx, ay=dy, showarrow=far, arrowhead=0, arrowwidth=1, arrowcolor=colour,
                            xshift=0 if far else dx, yshift=0 if far else -dy, font=dict(size=13, color=colour), bgcolor="rgba(255,255,255,0.8)")
 
@@ -303,9 +316,9 @@ def miou_cost_figure(table: pd.DataFrame, has_gt: bool) -> go.Figure:
         ))
         labelled.append((row["GFLOPs"], points[0][1], row["Model"], colour))
     values = rows[columns].to_numpy(dtype=float).ravel()
-    x_range, y_range = _log_range(rows["GFLOPs"].to_numpy(dtype=float)), _data_range(values, pad_share=0.35)
+    x_range, y_range = _log_range(rows["GFLOPs"].to_numpy(dtype=float)), _data_range(values, pad_share=0.35, minimum_pad=0.02)
     _label_points(fig, *map(list, zip(*labelled)), x_range, y_range)
-    fig.update_xaxes(title="GFLOPs per frame (log scale)", type="log", range=x_range, automargin=True)
+    fig.update_xaxes(title="GFLOPs per frame (log scale)", type="log", range=x_range, tickvals=log_ticks(x_range), automargin=True)
     fig.update_yaxes(title="mIoU", range=y_range, automargin=True)
     kinds = "filled: this image · hollow: validation set (card)" if has_gt else "validation set (model card): no ground truth here"
     return _layout(fig, "mIoU vs compute", subtitle=f"{kinds} · latency on this machine: table and hover")
@@ -341,10 +354,10 @@ def pruning_figure(table: pd.DataFrame) -> go.Figure:
                                      customdata=table[["Depth", "Latency (ms)"]].to_numpy(), hovertemplate="%{customdata[0]}<br>mIoU %{y:.3f}<br>%{x:.2f} GFLOPs<br>latency %{customdata[1]:.1f} ms here<extra></extra>"))
     if not fig.data:
         return empty_figure("No mIoU to plot: this image has no ground truth and the card no pruning results.")
-    x_range, y_range = _log_range(table["GFLOPs"].to_numpy(dtype=float)), _data_range(np.concatenate(values), pad_share=0.3)
+    x_range, y_range = _log_range(table["GFLOPs"].to_numpy(dtype=float)), _data_range(np.concatenate(values), pad_share=0.3, minimum_pad=0.02)
     first = fig.data[0]
     _label_points(fig, list(first.x), list(first.y), list(table["Depth"]), ["#333"] * len(table), x_range, y_range)
-    fig.update_xaxes(title="GFLOPs per frame (log scale)", type="log", range=x_range, automargin=True)
+    fig.update_xaxes(title="GFLOPs per frame (log scale)", type="log", range=x_range, tickvals=log_ticks(x_range), automargin=True)
     fig.update_yaxes(title="mIoU", range=y_range, automargin=True)
     return _layout(fig, "Pruning trade-off", subtitle="a shallower network costs less but is usually less accurate · latency on this machine: table and hover")
 

@@ -29,8 +29,13 @@ CSS = """
 .results-table .num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 /* Gradio's own tables (other tabs): no break inside a word either. */
 .table-wrap th, .table-wrap td, .table-wrap th *, .table-wrap td * { overflow-wrap: normal !important; word-break: normal !important; hyphens: manual !important; }
-/* Gradio's red "Error" pill sits in a status box's corner: under the box, never over the message. */
-#compare-status .error, #pruning-status .error { position: static !important; display: inline-block; margin: 0.2em 0 0; }
+/* Gradio's own progress overlay: no red "Error" pill over a message (the message says it, beside the button, and a toast
+   repeats it), and no time estimate (Gradio's average of earlier events, not of this one; the status line says what runs). */
+[data-testid="status-tracker"]:has(> .error) { display: none !important; }
+[data-testid="status-tracker"] .progress-text, [data-testid="status-tracker"] .meta-text, [data-testid="status-tracker"] .meta-text-center,
+[data-testid="status-tracker"] .eta-bar { display: none !important; }
+/* Thumbnails: a quick second tap is a tap, not a double-tap zoom that swallows it. */
+#examples button { touch-action: manipulation; }
 @media (max-width: 640px) {  /* a phone: images two a row, as tall as their picture, not a fixed 300 px */
   .seg-img.block, .seg-img .image-container, .seg-img .image-frame, .seg-img img { height: auto !important; }
   .seg-img .image-container button, .seg-img .image-frame { width: 100% !important; }
@@ -119,7 +124,13 @@ def build_demo(config: DemoConfig | None = None) -> gr.Blocks:
         set_radio.change(controls.set_changed, [set_radio, example_dd], SET_CHANGED.components(models=models_cb, example=example_dd, gallery=gallery, depth=depth_sl, upload_help=upload_md),
                          show_progress="hidden", api_name="set_changed", **shared.light)
         models_cb.change(controls.models_changed, [set_radio, models_cb], depth_sl, show_progress="hidden", api_name="models_changed", **shared.light)
-        gallery.select(controls.pick_example, set_radio, PICKED.components(example=example_dd, image_file=image_file, mask_file=mask_file), show_progress="hidden", api_name="pick_example", **shared.light)
+        # Every tap is sent ("multiple": Gradio's default drops a tap made while the one before is under way, and its "always_last"
+        # re-sends the first tap's index), and taps run one at a time in the order made, so the last one wins; the highlight follows
+        # the example actually chosen, however it was chosen, in the same order.
+        in_order = dict(trigger_mode="multiple", show_progress="hidden", api_visibility="private", concurrency_id="gallery", concurrency_limit=1)
+        gallery.select(controls.pick_example, set_radio, PICKED.components(example=example_dd, image_file=image_file, mask_file=mask_file), api_name="pick_example", **in_order)
+        gr.on([example_dd.change, image_file.change], lambda set_name, example, upload: controls.highlight(set_name, None if upload else example), [set_radio, example_dd, image_file], gallery,
+              api_name="highlight", **in_order)
         example_dd.input(lambda: (None, None), None, [image_file, mask_file], show_progress="hidden", api_name="clear_uploads", **shared.light)
         demo.unload(app.session_ended)
 
