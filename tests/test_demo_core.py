@@ -96,6 +96,22 @@ def test_a_large_upload_says_it_was_shrunk(app, tmp_path):
     assert "Your 1200x900 px image was shrunk to 512x384 px" in out["current"]
 
 
+def test_a_tiny_upload_is_run_with_a_warning(app, tmp_path):
+    tiny = save_png(tmp_path / "tiny.png", np.random.default_rng(0).integers(0, 255, (8, 8, 3), dtype=np.uint8))
+    out = PREVIEW.named(Controls(app).preview(None, tiny, None, "shapes", None))
+    assert "Your image is only 8x8 px: the models learned from 128x128 px pictures" in out["current"] and "say little" in out["current"]
+    last = compare.VIEW.named(final(compare.Compare(app).stream(None, tiny, None, "shapes", ["unet"], 4, 0.5, None)))
+    assert "1 of 1 models ran" in last["status"] and "only 8x8 px" in last["status"]  # it runs, and the result says what it is worth
+    assert "only" not in PREVIEW.named(Controls(app).preview(EXAMPLE, None, None, "shapes", None))["current"]
+
+
+def test_the_highlighted_thumbnail_follows_the_chosen_example(app):
+    controls = Controls(app)
+    assert controls.highlight("shapes", "shapes-1002")["selected_index"] == 2
+    assert controls.highlight("shapes", None)["selected_index"] is None  # an upload: no thumbnail is the image
+    assert SET_CHANGED.named(controls.set_changed("shapes", "shapes-1001"))["gallery"]["selected_index"] == 1
+
+
 def test_depth_slider_follows_the_models_that_can_be_pruned(app, monkeypatch):
     controls = Controls(app)
     assert controls.models_changed("shapes", ["unet", "deeplabv3p"])["visible"] is False
