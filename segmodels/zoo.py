@@ -98,6 +98,7 @@ def summary(weights_dir: Path = WEIGHTS_DIR) -> list[dict]:
     for name in list_models(weights_dir):
         card = load_card(name, weights_dir)
         evaluation = card.get("evaluation", {})
+        evaluated = evaluation.get("miou") if evaluation.get("split", "val") == "val" else None  # the CPU re-evaluation of the full model, as the dashboard shows it
         timings = {row.get("depth"): row for row in card.get("benchmark", [])}
         pruning = card.get("pruning") or [{}]
         deepest = max((entry.get("depth") or 0 for entry in pruning), default=0)
@@ -109,7 +110,7 @@ def summary(weights_dir: Path = WEIGHTS_DIR) -> list[dict]:
                 class_accuracy = evaluation.get("mean_class_accuracy", card.get("val_mean_class_accuracy"))
             rows.append({
                 "model": f"{name} L{depth}" if depth else name,
-                "val_miou": entry.get("val_miou", evaluation.get("miou", card.get("val_miou"))),
+                "val_miou": evaluated if evaluated is not None and (depth or 0) == deepest else entry.get("val_miou", card.get("val_miou")),
                 "val_mean_class_accuracy": class_accuracy,
                 "params_m": timing.get("params_m"),
                 "gflops": timing.get("gflops"),

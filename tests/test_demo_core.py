@@ -464,3 +464,26 @@ def test_shared_masks_stay_within_their_memory_and_can_be_turned_off(tiny_config
         assert not list(off.engine.run_models("shapes", ["unet"], image, 4))[0].reused
     with pytest.raises(ValueError, match="shared_predictions_mb must be at least 0"):
         tiny_config(shared_predictions_mb=-1)
+
+
+def test_the_app_and_the_readme_quote_one_val_miou():
+    """Every shipped model's val mIoU in the dashboard (the card's CPU re-evaluation) is the
+    figure of the README's zoo table, at every U-Net++ depth."""
+    import re
+
+    from demo import DemoConfig
+    from demo.engine import ModelRun
+    from demo.scores import card_miou
+
+    readme = (ASSETS_DIR.parent / "README.md").read_text(encoding="utf-8")
+    quoted = dict(re.findall(r"^\| ((?:camvid|shapes)/\w+(?: L\d)?) \| (0\.\d{4}) \|", readme, flags=re.MULTILINE))
+    app = App(DemoConfig(camvid_dir=None, device="cpu", warm_up=False))
+    checked = 0
+    for set_name in app.sets():
+        for arch in app.archs(set_name):
+            depths = [entry["depth"] for entry in app.engine.card(set_name, arch).get("pruning") or []] or [None]
+            for depth in depths:
+                name = f"{set_name}/{arch}" + (f" L{depth}" if depth else "")
+                assert f"{card_miou(app.engine, set_name, ModelRun(arch, name, depth)):.4f}" == quoted[name], name
+                checked += 1
+    assert checked == len(quoted) >= 8
