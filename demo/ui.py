@@ -27,8 +27,9 @@ CSS = """
 .results-table thead th { background: var(--background-fill-secondary); font-weight: 600; }
 .results-table tbody th { font-weight: 600; white-space: nowrap; }
 .results-table .num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-/* Gradio's own tables (other tabs): no break inside a word either. */
-.table-wrap th, .table-wrap td, .table-wrap th *, .table-wrap td * { overflow-wrap: normal !important; word-break: normal !important; hyphens: manual !important; }
+/* Markdown tables (Gradio breaks their words anywhere): whole words, the table scrolling sideways on its own if it must. */
+.prose table { display: block; max-width: 100%; overflow-x: auto; }
+.prose table th, .prose table td { overflow-wrap: normal !important; word-break: normal !important; hyphens: manual; }
 /* Gradio's own progress overlay: no red "Error" pill over a message (the message says it, beside the button, and a toast
    repeats it), and no time estimate (Gradio's average of earlier events, not of this one; the status line says what runs). */
 [data-testid="status-tracker"]:has(> .error) { display: none !important; }
@@ -47,6 +48,7 @@ CSS = """
   .results-table td { display: flex; justify-content: space-between; align-items: baseline; gap: 0.8em; border: none; border-top: 1px solid var(--border-color-primary); padding: 0.3em 0; text-align: right; }
   .results-table td::before { content: attr(data-label); text-align: left; color: var(--body-text-color-subdued); flex: 0 0 auto; max-width: 55%; }
   .results-table td.num { white-space: normal; }
+  .prose table th, .prose table td { padding: 0.35em 0.45em !important; }  /* room for whole words on a narrow screen */
 }
 """
 

@@ -162,6 +162,10 @@ def test_every_tab_is_reachable_and_readable_on_a_phone(browser, url):
             assert widths, title
             narrow = [(width, text) for width, text in widths if width < 300]
             assert not narrow, (title, narrow)
+            tables = page.locator("[role='tabpanel']:visible .prose table, [role='tabpanel']:visible .results-table table").evaluate_all(
+                """tables => tables.filter(t => t.offsetParent !== null).map(t => [t.scrollWidth - t.clientWidth,
+                    Array.from(t.querySelectorAll('th, td')).filter(c => { const s = getComputedStyle(c); return s.wordBreak !== 'normal' || s.overflowWrap !== 'normal'; }).length])""")
+            assert all(wide <= 1 and breaking == 0 for wide, breaking in tables), (title, tables)  # whole words, and the table fits
         assert not errors, errors
     finally:
         page.close()
