@@ -15,10 +15,10 @@ from .engine import Engine, ModelRun, ModelUnavailable
 
 NOISY = "⚠"
 LATENCY_NOTE = (
-    "Latency = median of a benchmark measured while this server had no request, IQR beside it; the models of one table are timed together, "
-    "one pass of each per round, so their order is measured under the same conditions. GFLOPs (a multiply-add counts 2) is the cost on any machine. "
-    f"{NOISY} marks a figure from a single pass, with an IQR above a quarter of the median, timed apart from the others, "
-    "or taken while other programs used more than a quarter of the processor (every pass slowed alike): compare such figures with care."
+    "Latency: median of a benchmark taken while the server had no request, IQR beside it; the models of one table are timed "
+    "together, one pass of each per round. GFLOPs: the cost on any machine. "
+    f"{NOISY}: a single pass, a noisy figure (IQR above a quarter of the median), one taken while other programs used more than "
+    "a quarter of the processor, or one timed apart from the others: compare with care."
 )
 
 
