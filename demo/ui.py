@@ -101,7 +101,8 @@ def build_demo(config: DemoConfig | None = None) -> gr.Blocks:
                         set_radio = CheckedRadio(app.set_choices(), value=set_name, label="Model set", info="Only sets with trained weights are offered.", min_width=240)
                         # Any example key passes to the callbacks, which check it (an API client may name another set's example).
                         example_dd = gr.Dropdown(app.example_choices(set_name), value=app.default_example(set_name), label="Example (with ground truth)", min_width=200, elem_id="example", allow_custom_value=True)
-                    gallery = gr.Gallery(app.thumbnails(set_name), label="Tap an example", columns=8, rows=1, height=120, allow_preview=False, object_fit="cover", buttons=[], elem_id="examples")
+                    gallery = gr.Gallery(app.thumbnails(set_name), label="Tap an example", columns=8, rows=1, height=120, allow_preview=False, object_fit="cover", buttons=[], elem_id="examples",
+                                         selected_index=controls.thumbnail_of(set_name, app.default_example(set_name)))
                 with gr.Column(scale=2, min_width=280):
                     models_cb = CheckedModels(app.model_choices(set_name), value=archs, label="Models to run")
                     with gr.Row():

@@ -326,6 +326,7 @@ def test_fast_taps_the_last_one_wins_and_is_highlighted(browser, url, size):
     page, errors = open_page(browser, url, device)
     thumbnails = page.locator("#examples button.thumbnail-item")
     try:
+        assert thumbnails.evaluate_all("buttons => buttons.map(b => b.classList.contains('selected'))").index(True) == 0  # the example shown at start
         for taps in ((2, 4, 0, 6), (5, 1, 7, 3), (2, 4, 0, 6)):
             for index in taps:
                 tap(page, thumbnails.nth(index), device)
