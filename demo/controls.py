@@ -19,25 +19,14 @@ SET_CHANGED = View("models", "example", "gallery", "depth", "upload_help")
 PICKED = View("example", "image_file", "mask_file")
 
 
-class CheckedRadio(gr.Radio):
-    """A radio whose value the callbacks check (:meth:`demo.core.App.check_set` names the sets
-    that exist): Gradio's own check would refuse an API client's value with a traceback in the
-    server log, and before the callback could say what is wrong."""
-
-    is_template = True  # drawn by Gradio's radio
-
-    def preprocess(self, payload):
-        return payload
-
-
-class CheckedModels(gr.CheckboxGroup):
-    """Checkboxes whose value the callbacks check (:meth:`demo.core.App.check_models`), for
-    the reason given in :class:`CheckedRadio`."""
-
-    is_template = True  # drawn by Gradio's checkbox group
-
-    def preprocess(self, payload):
-        return payload
+def checked_by_callbacks(component: gr.components.Component) -> gr.components.Component:
+    """``component`` (a radio or checkbox group) with Gradio's check of its value against its
+    choices turned off: the callbacks check it (:meth:`demo.core.App.check_set`,
+    :meth:`demo.core.App.check_models`) and say what is wrong, where Gradio's check refuses an
+    API client's value with a traceback in the server log. An instance attribute, not a
+    subclass: Gradio writes a ``.pyi`` file beside any module that subclasses a component."""
+    component.preprocess = lambda payload: payload
+    return component
 
 
 def upload_help(set_name: str | None) -> str:

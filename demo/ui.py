@@ -10,7 +10,7 @@ from starlette.middleware import Middleware
 from . import serving, text
 from .config import ASSETS_DIR, DemoConfig
 from .context import Shared
-from .controls import PICKED, PREVIEW, SET_CHANGED, CheckedModels, CheckedRadio, Controls, upload_help
+from .controls import PICKED, PREVIEW, SET_CHANGED, Controls, checked_by_callbacks, upload_help
 from .core import App, SessionCache
 from .tabs import tab_modules
 
@@ -98,13 +98,13 @@ def build_demo(config: DemoConfig | None = None) -> gr.Blocks:
             with gr.Row(equal_height=False):
                 with gr.Column(scale=3, min_width=300):
                     with gr.Row():
-                        set_radio = CheckedRadio(app.set_choices(), value=set_name, label="Model set", info="Only sets with trained weights are offered.", min_width=240)
+                        set_radio = checked_by_callbacks(gr.Radio(app.set_choices(), value=set_name, label="Model set", info="Only sets with trained weights are offered.", min_width=240))
                         # Any example key passes to the callbacks, which check it (an API client may name another set's example).
                         example_dd = gr.Dropdown(app.example_choices(set_name), value=app.default_example(set_name), label="Example (with ground truth)", min_width=200, elem_id="example", allow_custom_value=True)
                     gallery = gr.Gallery(app.thumbnails(set_name), label="Tap an example", columns=8, rows=1, height=120, allow_preview=False, object_fit="cover", buttons=[], elem_id="examples",
                                          selected_index=controls.thumbnail_of(set_name, app.default_example(set_name)))
                 with gr.Column(scale=2, min_width=280):
-                    models_cb = CheckedModels(app.model_choices(set_name), value=archs, label="Models to run")
+                    models_cb = checked_by_callbacks(gr.CheckboxGroup(app.model_choices(set_name), value=archs, label="Models to run"))
                     with gr.Row():
                         depth_sl = gr.Slider(1, 4, value=4, step=1, label="U-Net++ depth (L1 = most pruned)", visible=bool(app.prunable(set_name, archs)), min_width=150)
                         opacity_sl = gr.Slider(0.0, 1.0, value=0.8, step=0.05, label="Mask opacity", min_width=150)
