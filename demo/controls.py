@@ -19,6 +19,16 @@ SET_CHANGED = View("models", "example", "gallery", "depth", "upload_help")
 PICKED = View("example", "image_file", "mask_file")
 
 
+def checked_by_callbacks(component: gr.components.Component) -> gr.components.Component:
+    """``component`` (a radio or checkbox group) with Gradio's check of its value against its
+    choices turned off: the callbacks check it (:meth:`demo.core.App.check_set`,
+    :meth:`demo.core.App.check_models`) and say what is wrong, where Gradio's check refuses an
+    API client's value with a traceback in the server log. An instance attribute, not a
+    subclass: Gradio writes a ``.pyi`` file beside any module that subclasses a component."""
+    component.preprocess = lambda payload: payload
+    return component
+
+
 def upload_help(set_name: str | None) -> str:
     """What the two upload boxes accept (under them: a long label would cover the drop area)."""
     return f"**Image:** PNG, JPEG, WebP, BMP, TIFF or GIF, at most 10 MB. **Mask:** {mask_rule(set_name or '')}."
@@ -59,10 +69,11 @@ class Controls:
         if not self.app.examples_of(set_name):
             gr.Info(f"No {SET_LABELS.get(set_name, set_name)} examples on this server: upload an image of that kind (the examples shown have no ground truth for these classes).")
         archs = [a for _, a in self.app.model_choices(set_name)]
+        chosen = example if example in offered else self.app.default_example(set_name)
         return SET_CHANGED(
             models=gr.update(choices=self.app.model_choices(set_name), value=archs),
-            example=gr.update(choices=self.app.example_choices(set_name), value=example if example in offered else self.app.default_example(set_name)),
-            gallery=gr.update(value=self.app.thumbnails(set_name)),
+            example=gr.update(choices=self.app.example_choices(set_name), value=chosen),
+            gallery=gr.update(value=self.app.thumbnails(set_name), selected_index=self.thumbnail_of(set_name, chosen)),
             depth=gr.update(visible=bool(self.app.prunable(set_name, archs))),
             upload_help=upload_help(set_name),
         )
@@ -70,6 +81,16 @@ class Controls:
     def models_changed(self, set_name, models):
         """The depth slider is shown only while a chosen model can be pruned."""
         return gr.update(visible=bool(self.app.prunable(set_name, models)))
+
+    def thumbnail_of(self, set_name, example) -> int | None:
+        """The position of ``example`` among the set's thumbnails (None: not among them)."""
+        keys = [shown.key for shown in self.app.gallery_examples(set_name)]
+        return keys.index(example) if example in keys else None
+
+    def highlight(self, set_name, example):
+        """The thumbnail of the chosen example highlighted, whichever way it was chosen (a tap,
+        the menu, a set change); none while an upload or an unknown example is the image."""
+        return gr.update(selected_index=self.thumbnail_of(set_name, example))
 
     def pick_example(self, set_name, evt: gr.SelectData):
         """A tap on a thumbnail: choose that example and clear any upload."""

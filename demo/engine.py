@@ -66,6 +66,7 @@ class ModelRun:
     latency: Latency | None = None
     backend: str | None = None  # the runtime of the forward pass: "torch", "torch-bf16" or "onnxruntime"
     reused: bool = False  # the mask was computed for an earlier request on the same image
+    timed_together: bool = False  # ``latency`` comes from the same interleaved rounds as the other runs' of its request
     params: int | None = None
     flops: int | None = None
     metrics: dict | None = None  # ConfusionMatrix.compute() on this image when there is ground truth
@@ -274,10 +275,32 @@ class Engine:
             log.exception("%s failed", result.name)
             result.error = f"{result.name} failed on this image ({type(error).__name__}: {error})"
             return result
-        self.benchmarker.request(name, size, depth)
         if gt is not None and info is not None:
             result.metrics = image_metrics(result.labels, gt, info)
         return result
+
+    def is_shared(self, set_name: str, arch: str, image: np.ndarray, depth: int | None) -> bool:
+        """Whether this model's mask of ``image`` (at ``depth``, as :meth:`run_models` would
+        prune it) is already among the :class:`SharedPredictions`, so no forward pass will run."""
+        if not self._loads(set_name, arch):
+            return False
+        name = f"{set_name}/{arch}"
+        return self.shared.get((image_digest(image), name, self.depth_for(set_name, arch, depth), zoo.file_stamp(name, self.weights_dir))) is not None
+
+    def time_together(self, set_name: str, runs: list[ModelRun], size: tuple[int, int]) -> None:
+        """Give the runs that succeeded the latency of their models timed together, in the same
+        interleaved rounds, when such figures are cached (else they keep a figure timed apart or
+        their single pass), and ask for such a benchmark when none is, or it is stale, noisy or
+        was taken on a busy machine."""
+        done = [run for run in runs if run.ok]
+        models = [(f"{set_name}/{run.arch}", run.depth) for run in done]
+        if not models:
+            return
+        self.benchmarker.request_together(models, size)
+        figures = self.predictor.latency_together(models, size)
+        for run, model in zip(done, models):
+            if figures is not None:
+                run.latency, run.timed_together = figures[model], True
 
     def label(self, set_name: str, arch: str, depth: int | None) -> str:
         """The name a run of ``arch`` will carry ("U-Net++ L3" for a pruned U-Net++)."""
@@ -343,20 +366,35 @@ class Engine:
 
     # ------------------------------------------------------------------ start-up
 
+    def _usual_groups(self, set_name: str) -> list[list[tuple[str, int | None]]]:
+        """The models a page compares first: every model of the set at full depth (Compare),
+        and each prunable one at every depth (pruning)."""
+        full, groups = [], []
+        for arch in self._loadable(set_name):
+            depths = self.pruning_depths(set_name, arch)
+            full.append((f"{set_name}/{arch}", max(depths) if depths else None))
+            if depths:
+                groups.append([(f"{set_name}/{arch}", depth) for depth in depths])
+        return [full, *groups] if full else groups
+
+    def _loadable(self, set_name: str) -> list[str]:
+        return [arch for arch in self.catalogue().get(set_name, []) if self._loads(set_name, arch)]
+
     def warm_up(self, sizes: dict[str, tuple[int, int]]) -> None:
-        """Load every shipped model and queue a latency benchmark at each set's usual image
-        size (every pruning depth), in the background, so the first click is fast."""
+        """Load every shipped model and queue latency benchmarks at each set's usual image size
+        (the models a page compares first, timed together), in the background, so the first
+        click is fast."""
         def load_all():
             for set_name, archs in self.catalogue().items():
                 for arch in archs:
                     try:
                         with self.guard():
-                            depths = self.pruning_depths(set_name, arch) or (None,)
-                        if set_name in sizes:
-                            for depth in depths:
-                                self.benchmarker.request(f"{set_name}/{arch}", sizes[set_name], depth)
+                            self.model(set_name, arch)
                     except (ModelUnavailable, OutOfMemory) as error:
                         log.warning("warm-up: %s", error)
+                if set_name in sizes:
+                    for models in self._usual_groups(set_name):
+                        self.benchmarker.request_together(models, sizes[set_name])
 
         threading.Thread(target=load_all, name="warm-up", daemon=True).start()
         self.benchmarker.start()
@@ -364,8 +402,9 @@ class Engine:
 
 class IdleBenchmarker:
     """Measures latency benchmarks in a background thread, only while no request is running
-    and none ran for ``idle_seconds``; a figure older than ``max_age_s``, or a noisy one (it
-    also chose the key's runtime), is measured again when a request asks for its key.
+    and none ran for ``idle_seconds``: the models a request compared, timed together. A figure
+    older than ``max_age_s``, a noisy one, or one taken while other processes kept the machine
+    busy is measured again when a request asks for it.
     Requests hold :meth:`busy`; the benchmark takes the predictor's lock one pass at a time
     and stops (to be measured again when idle) as soon as a request is running, so a request
     waits for at most one forward pass."""
@@ -376,7 +415,7 @@ class IdleBenchmarker:
         self.idle_seconds = idle_seconds
         self.max_age_s = max_age_s
         self.max_pending = max_pending
-        self._pending: dict[tuple, tuple[str, tuple[int, int], int | None]] = {}
+        self._pending: dict[tuple, tuple[list[tuple[str, int | None]], tuple[int, int]]] = {}
         self._active = 0
         self._last_request = 0.0
         self._condition = threading.Condition()
@@ -399,13 +438,22 @@ class IdleBenchmarker:
 
     def request(self, name: str, size: tuple[int, int], depth: int | None) -> None:
         """Ask for a benchmark of this key unless a fresh, steady one is cached."""
-        cached = self.predictor.latency(name, size, depth)
-        if cached is not None and not cached.noisy and time.time() - cached.measured_at < self.max_age_s:
+        self.request_together([(name, depth)], size)
+
+    def request_together(self, models: list[tuple[str, int | None]], size: tuple[int, int]) -> None:
+        """Ask for a benchmark of ``models`` timed together (:meth:`Predictor.measure_together`)
+        unless fresh figures of them, steady and taken on a quiet machine, are cached."""
+        models = list(dict.fromkeys(models))
+        if len(models) == 1:
+            figures = [self.predictor.latency(models[0][0], size, models[0][1])]
+        else:
+            figures = list((self.predictor.latency_together(models, size) or {None: None}).values())
+        if all(figure is not None and not figure.noisy and not figure.busy and time.time() - figure.measured_at < self.max_age_s for figure in figures):
             return
-        key = self.predictor.latency_key(name, size, depth)
+        key = (tuple(sorted(models, key=str)), tuple(size))
         with self._condition:
             if key not in self._pending and len(self._pending) < self.max_pending:
-                self._pending[key] = (name, tuple(size), depth)
+                self._pending[key] = (models, tuple(size))
                 self._condition.notify_all()
 
     def pending(self) -> int:
@@ -416,7 +464,7 @@ class IdleBenchmarker:
             self._thread = threading.Thread(target=self._loop, name="idle-benchmark", daemon=True)
             self._thread.start()
 
-    def _wait_for_idle(self) -> tuple[str, tuple[int, int], int | None]:
+    def _wait_for_idle(self) -> tuple[list[tuple[str, int | None]], tuple[int, int]]:
         with self._condition:
             while True:
                 quiet = time.monotonic() - self._last_request
@@ -427,18 +475,18 @@ class IdleBenchmarker:
 
     def _loop(self) -> None:
         while True:
-            name, size, depth = self._wait_for_idle()
+            models, size = self._wait_for_idle()
             try:
-                self.predictor.measure_latency(name, size, depth, self.warmup, self.repeats, interrupted=self._requested)
+                self.predictor.measure_together(models, size, self.warmup, self.repeats, interrupted=self._requested)
             except BenchmarkInterrupted:
-                self.request(name, size, depth)
+                self.request_together(models, size)
             except Exception as error:  # noqa: BLE001 - a broken model is reported by requests, not here
-                log.warning("latency benchmark of %s failed: %s", name, error)
+                log.warning("latency benchmark of %s failed: %s", ", ".join(name for name, _ in models), error)
 
     def run_pending(self) -> None:
         """Measure everything pending now, in this thread (tests and scripts)."""
         while self._pending:
             with self._condition:
                 key = next(iter(self._pending))
-                name, size, depth = self._pending.pop(key)
-            self.predictor.measure_latency(name, size, depth, self.warmup, self.repeats)
+                models, size = self._pending.pop(key)
+            self.predictor.measure_together(models, size, self.warmup, self.repeats)

@@ -89,7 +89,10 @@ def _on_failure(fn, handle: Callable[[Exception], object]):
 
 
 def _raise_for_user(error: Exception):
-    raise as_gradio_error(error) from None
+    message = user_message(error)  # an unexpected failure is logged there, once
+    if isinstance(error, (gr.Error, InputError, ModelUnavailable, OutOfMemory)):
+        log.warning("request refused: %s", message)  # one line: a bad value is no server fault
+    raise gr.Error(message, duration=None, print_exception=False) from None
 
 
 def user_errors(fn):

@@ -206,72 +206,160 @@ def pooling_caption(image_size: tuple[int, int], bins: tuple[int, ...], rates: l
     return f"<p>Panels, left to right and top to bottom:</p><ol>{spp}<li>ASPP around the clicked pixel:<ul>{aspp}</ul></li></ol>"
 
 
+# --------------------------------------------------------------------------- tables
+
+
+def _cell_text(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return str(value)
+
+
+def table_html(table: pd.DataFrame, label: str) -> str:
+    """A results table as HTML that fits any screen (CSS ``.results-table`` in :mod:`demo.ui`):
+    on a desktop a table whose cells wrap between words, never inside one; on a phone a card
+    per row, each value beside its column's name (the cell's ``data-label``). Every column of
+    ``table`` appears in both, so a new column is a new field of the rows."""
+    head = "".join(f"<th scope='col'>{html.escape(str(column))}</th>" for column in table.columns)
+    rows = []
+    for values in table.itertuples(index=False):
+        cells = []
+        for index, (column, value) in enumerate(zip(table.columns, values)):
+            numeric = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+            tag = "th scope='row'" if index == 0 else "td"
+            cells.append(f"<{tag} data-label='{html.escape(str(column))}'{' class=num' if numeric else ''}>{html.escape(_cell_text(value))}</{tag.split()[0]}>")
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    return (f"<div class='results-table' role='region' aria-label='{html.escape(label)}'><p class='results-label'>{html.escape(label)}</p>"
+            f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
+
+
 # --------------------------------------------------------------------------- charts
 
 
-def miou_latency_figure(table: pd.DataFrame, has_gt: bool) -> go.Figure:
-    """mIoU against latency, one colour per model (named in the legend), bubble area ~
-    parameters; filled: mIoU on this image (when it has ground truth), hollow: the model
-    card's validation mIoU. A noisy latency is marked ⚠ beside its bubble."""
-    rows = table[table["Latency (ms)"].notna()]
+NARROWEST_PLOT = (280, 260)  # px of a chart's plot area on a 390 px phone: labels placed apart there stay apart wider
+
+
+def _log_range(values: np.ndarray, pad: float = 0.15) -> list[float]:
+    """A log axis's range (in decades) around positive ``values``."""
+    logs = np.log10(values[np.isfinite(values) & (values > 0)])
+    if logs.size == 0:
+        return [-1.0, 1.0]
+    low, high = float(logs.min()), float(logs.max())
+    pad = max(pad, 0.3 - (high - low) / 2)
+    return [low - pad, high + pad]
+
+
+def log_ticks(x_range: list[float]) -> list[float]:
+    """Tick values 1, 2, 5 times each power of ten inside a log axis's range (in decades), so
+    no lone minor tick is labelled "2" without its decade."""
+    ticks = [mantissa * 10.0**exponent for exponent in range(math.floor(x_range[0]), math.ceil(x_range[1]) + 1) for mantissa in (1, 2, 5)]
+    return [tick for tick in ticks if x_range[0] <= math.log10(tick) <= x_range[1]]
+
+
+def label_offsets(x: list[float], y: list[float], texts: list[str], x_range: list[float], y_range: list[float],
+                  others: list[tuple[float, float]] = ()) -> list[tuple[int, int]]:
+    """Pixel offsets (dx, dy) of each point's label from its point, chosen greedily so no two
+    labels overlap each other or a marker (the points and ``others``) on the narrowest screen
+    (:data:`NARROWEST_PLOT`; wider, points only move further apart). Axis units (decades on a
+    log axis)."""
+    width, height = NARROWEST_PLOT
+
+    def pixels(a: float, b: float) -> tuple[float, float]:
+        return (a - x_range[0]) / (x_range[1] - x_range[0]) * width, (1 - (b - y_range[0]) / (y_range[1] - y_range[0])) * height
+
+    boxes = [(a - 9, b - 9, a + 9, b + 9) for a, b in (pixels(*point) for point in [*zip(x, y), *others])]  # the markers
+    offsets = []
+    for (a, b), text in zip((pixels(*point) for point in zip(x, y)), texts):
+        half_w, half_h = 3.8 * len(text) + 4, 9
+        candidates = [(0, -22), (0, 22), (half_w + 12, 0), (-half_w - 12, 0), (0, -44), (0, 44), (half_w + 12, -26), (-half_w - 12, 26), (half_w + 12, 26), (-half_w - 12, -26), (0, -66), (0, 66)]
+        for dx, dy in candidates:
+            box = (a + dx - half_w, b + dy - half_h, a + dx + half_w, b + dy + half_h)
+            if all(box[2] <= o[0] or o[2] <= box[0] or box[3] <= o[1] or o[3] <= box[1] for o in boxes):
+                break
+        boxes.append(box)
+        offsets.append((dx, dy))
+    return offsets
+
+
+def _label_points(fig: go.Figure, x: list[float], y: list[float], texts: list[str], colours: list[str], x_range: list[float], y_range: list[float]) -> None:
+    """Each point's name beside it (:func:`label_offsets`, every marker of ``fig`` avoided), a
+    thin line to the point where the label had to move away from it; x on a log axis."""
+    others = [(math.log10(a), b) for trace in fig.data for a, b in zip(trace.x, trace.y) if a and a > 0 and b is not None and not pd.isna(b)]
+    placed = label_offsets([math.log10(v) for v in x], y, texts, x_range, y_range, others)
+    for value_x, value_y, text, colour, (dx, dy) in zip(x, y, texts, colours, placed):
+        far = abs(dy) > 22 or (dx != 0 and dy != 0)
+        fig.add_annotation(x=math.log10(value_x), y=value_y, text=html.escape(text), ax=dx, ay=dy, showarrow=far, arrowhead=0, arrowwidth=1, arrowcolor=colour,
+                           xshift=0 if far else dx, yshift=0 if far else -dy, font=dict(size=13, color=colour), bgcolor="rgba(255,255,255,0.8)")
+
+
+def miou_cost_figure(table: pd.DataFrame, has_gt: bool) -> go.Figure:
+    """mIoU against compute: GFLOPs per frame on a log axis (the cost on any machine; latency
+    stays in the table and the hover, it depends on the machine and its load), one colour per
+    model, each point named beside it; filled: mIoU on this image (when it has ground truth),
+    hollow: the model card's validation mIoU."""
+    rows = table[table["GFLOPs"].notna() & (table["GFLOPs"] > 0)] if "GFLOPs" in table else table.iloc[:0]
     if rows.empty:
         return empty_figure("No model ran.")
-    params = rows["Params (M)"].fillna(0).to_numpy(dtype=float)
-    sizes = 16 + 34 * np.sqrt(params / max(params.max(), 1e-9))
     columns = (["mIoU (this image)"] if has_gt else []) + ["mIoU (card, val set)"]
     fig = go.Figure()
-    for (_, row), size in zip(rows.iterrows(), sizes):
+    labelled = []
+    for _, row in rows.iterrows():
         points = [(column, row[column]) for column in columns if not pd.isna(row[column])]
-        noisy = str(row.get("Latency from", "")).startswith("⚠")
+        if not points:
+            continue
         colour = model_colour(row["Model"])
+        latency = "" if pd.isna(row.get("Latency (ms)")) else f"<br>latency {row['Latency (ms)']:.1f} ms here{' (doubtful)' if str(row.get('Latency from', '')).startswith('⚠') else ''}"
         fig.add_trace(go.Scatter(
-            x=[row["Latency (ms)"]] * len(points), y=[value for _, value in points], name=row["Model"], mode="markers+text",
-            text=["⚠" if noisy else "" for _ in points], textposition="middle right", textfont=dict(size=16, color=colour), cliponaxis=False,
-            marker=dict(size=size, color=colour, symbol=["circle" if c == "mIoU (this image)" else "circle-open" for c, _ in points], line=dict(width=2.5, color=colour), opacity=0.8),
-            hovertemplate=f"{row['Model']}<br>mIoU %{{y:.3f}}<br>latency %{{x:.1f}} ms{' (noisy)' if noisy else ''}<br>{row['Params (M)']:.2f} M params<extra></extra>",
+            x=[row["GFLOPs"]] * len(points), y=[value for _, value in points], name=row["Model"], mode="markers", cliponaxis=False,
+            marker=dict(size=15, color=colour, symbol=["circle" if c == "mIoU (this image)" else "circle-open" for c, _ in points], line=dict(width=2.5, color=colour), opacity=0.85),
+            hovertemplate=f"{row['Model']}<br>mIoU %{{y:.3f}}<br>%{{x:.2f}} GFLOPs{latency}<extra></extra>",
         ))
+        labelled.append((row["GFLOPs"], points[0][1], row["Model"], colour))
     values = rows[columns].to_numpy(dtype=float).ravel()
-    latencies = rows["Latency (ms)"].to_numpy(dtype=float)
-    fig.update_xaxes(title="latency on this device (ms, median)", range=[0, float(np.nanmax(latencies)) * 1.25 or 1.0])
-    fig.update_yaxes(title="mIoU", range=_data_range(values))
+    x_range, y_range = _log_range(rows["GFLOPs"].to_numpy(dtype=float)), _data_range(values, pad_share=0.35, minimum_pad=0.02)
+    _label_points(fig, *map(list, zip(*labelled)), x_range, y_range)
+    fig.update_xaxes(title="GFLOPs per frame (log scale)", type="log", range=x_range, tickvals=log_ticks(x_range), automargin=True)
+    fig.update_yaxes(title="mIoU", range=y_range, automargin=True)
     kinds = "filled: this image · hollow: validation set (card)" if has_gt else "validation set (model card): no ground truth here"
-    return _layout(fig, "mIoU vs latency", subtitle=f"{kinds} · bubble size = parameters · ⚠ noisy latency")
+    return _layout(fig, "mIoU vs compute", subtitle=f"{kinds} · latency on this machine: table and hover")
 
 
 def per_class_figure(table: pd.DataFrame, class_names: tuple[str, ...], source: str) -> go.Figure:
-    """Grouped bars: the IoU of every class, one bar per model."""
+    """Grouped horizontal bars: the IoU of every class (one row each, all named, on a phone
+    too), one bar per model."""
     columns = [f"IoU {c}" for c in class_names]
     rows = table[table[columns].notna().any(axis=1)] if len(table) else table
     if rows.empty:
         return empty_figure("No per-class IoU: no model ran or nothing to compare with.")
     fig = go.Figure()
-    for _, row in rows.iterrows():
-        fig.add_trace(go.Bar(x=list(class_names), y=[row[c] for c in columns], name=row["Model"], marker_color=model_colour(row["Model"])))
-    fig.update_yaxes(title="IoU", range=[0, 1.05])
-    fig.update_xaxes(tickangle=-40 if len(class_names) > 5 else 0, automargin=True)
-    fig.update_layout(barmode="group")
-    return _layout(fig, "Per-class IoU", subtitle=f"{source}; no bar = class absent from truth and prediction")
+    for _, row in rows.iloc[::-1].iterrows():  # the legend's first model drawn on top of each group
+        fig.add_trace(go.Bar(y=list(class_names), x=[row[c] for c in columns], name=row["Model"], orientation="h", marker_color=model_colour(row["Model"]),
+                             hovertemplate=f"{row['Model']}<br>%{{y}}: IoU %{{x:.3f}}<extra></extra>"))
+    fig.update_xaxes(title="IoU", range=[0, 1.0], automargin=True)
+    fig.update_yaxes(autorange="reversed", automargin=True, tickmode="array", tickvals=list(class_names))
+    fig.update_layout(barmode="group", bargap=0.25, legend_traceorder="reversed")
+    return _layout(fig, "Per-class IoU", height=140 + len(class_names) * (8 + 7 * len(rows)), subtitle=f"{source}; no bar = class absent from truth and prediction")
 
 
 def pruning_figure(table: pd.DataFrame) -> go.Figure:
-    """The pruning trade-off: mIoU against latency, one point per depth (⚠ marks a noisy latency)."""
+    """The pruning trade-off: mIoU against GFLOPs per frame (log scale), one point per depth,
+    each named beside it."""
     fig = go.Figure()
-    noisy = table.get("Latency from", pd.Series([""] * len(table))).astype(str).str.startswith("⚠")
-    labels = [f"{depth}{' ⚠' if flag else ''}" for depth, flag in zip(table["Depth"], noisy)]
-    positions = ["top left" if i % 2 else "bottom right" for i in range(len(table))]  # neighbours on opposite sides
     specs = [("mIoU (this image)", "this image", "solid"), ("mIoU (card, val set)", "validation set (card)", "dash")]
     values = []
     for column, label, dash in specs:
         if column in table and table[column].notna().any():
             values.append(table[column].to_numpy(dtype=float))
-            text = labels if not fig.data else None  # the depths are named once, on the first line
-            fig.add_trace(go.Scatter(x=table["Latency (ms)"], y=table[column], mode="lines+markers+text" if text else "lines+markers", text=text, textposition=positions,
-                                     name=label, line=dict(dash=dash, width=3), marker=dict(size=12), cliponaxis=False))
+            fig.add_trace(go.Scatter(x=table["GFLOPs"], y=table[column], mode="lines+markers", name=label, line=dict(dash=dash, width=3), marker=dict(size=12), cliponaxis=False,
+                                     customdata=table[["Depth", "Latency (ms)"]].to_numpy(), hovertemplate="%{customdata[0]}<br>mIoU %{y:.3f}<br>%{x:.2f} GFLOPs<br>latency %{customdata[1]:.1f} ms here<extra></extra>"))
     if not fig.data:
         return empty_figure("No mIoU to plot: this image has no ground truth and the card no pruning results.")
-    fig.update_xaxes(title="latency on this device (ms, median)", range=[0, float(table["Latency (ms)"].max()) * 1.25 or 1.0])
-    fig.update_yaxes(title="mIoU", range=_data_range(np.concatenate(values)))
-    return _layout(fig, "Pruning trade-off", subtitle="a shallower network is faster but usually less accurate · ⚠ noisy latency")
+    x_range, y_range = _log_range(table["GFLOPs"].to_numpy(dtype=float)), _data_range(np.concatenate(values), pad_share=0.3, minimum_pad=0.02)
+    first = fig.data[0]
+    _label_points(fig, list(first.x), list(first.y), list(table["Depth"]), ["#333"] * len(table), x_range, y_range)
+    fig.update_xaxes(title="GFLOPs per frame (log scale)", type="log", range=x_range, tickvals=log_ticks(x_range), automargin=True)
+    fig.update_yaxes(title="mIoU", range=y_range, automargin=True)
+    return _layout(fig, "Pruning trade-off", subtitle="a shallower network costs less but is usually less accurate · latency on this machine: table and hover")
 
 
 def receptive_field_figure(traces: dict[str, pd.DataFrame]) -> go.Figure:

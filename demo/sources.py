@@ -25,6 +25,9 @@ DATASETS: dict[str, DatasetInfo] = {"shapes": SHAPES, "camvid": CAMVID}
 # The colour of unlabelled (void) pixels in a dataset's colour-coded masks: black in
 # CamVid (Brostow et al. 2009); Shapes has no void (black is its background class).
 UNLABELLED_COLOURS: dict[str, tuple[int, int, int]] = {"camvid": (0, 0, 0)}
+# What each set's models learned from, and the shorter side below which an upload says little to them.
+TRAINED_ON = {"camvid": "360x480 px street scenes", "shapes": "128x128 px pictures"}
+SMALL_SIDE = 64
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,9 @@ def load_upload(image_file: str, mask_file: str | None, dataset: str, max_side: 
     except ImageLoadError as error:
         raise InputError(f"Image: {error}") from error
     source = Source(f"upload-{file_digest(image_file)}", f"upload {Path(image_file).name}", image)
+    if min(source.size) < SMALL_SIDE:
+        source.notes.append(f"Your image is only {source.size[1]}x{source.size[0]} px: the models learned from {TRAINED_ON.get(dataset, 'much larger images')}, "
+                            f"and their deepest layers see a few pixels at most of an image under {SMALL_SIDE} px, so these masks say little about them.")
     if original != source.size:
         source.original_size = original
         source.notes.append(f"Your {original[1]}x{original[0]} px image was shrunk to {source.size[1]}x{source.size[0]} px (the models run on at most {max_side} px on the longest side).")

@@ -10,7 +10,7 @@ from starlette.middleware import Middleware
 from . import admission, hardening, serving, text, uploads
 from .config import ASSETS_DIR, DemoConfig
 from .context import Shared
-from .controls import PICKED, PREVIEW, SET_CHANGED, Controls, upload_help
+from .controls import PICKED, PREVIEW, SET_CHANGED, Controls, checked_by_callbacks, upload_help
 from .core import App, SessionCache
 from .tabs import tab_modules
 
@@ -18,9 +18,37 @@ CSS = """
 .seg-img img { width: 100% !important; height: 100% !important; object-fit: contain; image-rendering: pixelated; }
 .class-legend { padding: 0.2em 0.4em; }
 .inline-error { color: #b91c1c; font-weight: 600; margin: 0.3em 0; }
+/* Results tables (demo.figures.table_html): cells wrap between words, never inside one. */
+.results-table { width: 100%; }
+.results-table .results-label { font-weight: 600; margin: 0.2em 0 0.4em; }
+.results-table table { width: 100%; border-collapse: collapse; font-size: 0.92em; line-height: 1.35; }
+.results-table th, .results-table td { padding: 0.35em 0.45em; border-bottom: 1px solid var(--border-color-primary); text-align: left; vertical-align: top;
+  overflow-wrap: normal; word-break: normal; hyphens: manual; }
+.results-table thead th { background: var(--background-fill-secondary); font-weight: 600; }
+.results-table tbody th { font-weight: 600; white-space: nowrap; }
+.results-table .num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+/* Markdown tables (Gradio breaks their words anywhere): whole words, the table scrolling sideways on its own if it must. */
+.prose table { display: block; max-width: 100%; overflow-x: auto; }
+.prose table th, .prose table td { overflow-wrap: normal !important; word-break: normal !important; hyphens: manual; }
+/* Gradio's own progress overlay: no red "Error" pill over a message (the message says it, beside the button, and a toast
+   repeats it), and no time estimate (Gradio's average of earlier events, not of this one; the status line says what runs). */
+[data-testid="status-tracker"]:has(> .error) { display: none !important; }
+[data-testid="status-tracker"] .progress-text, [data-testid="status-tracker"] .meta-text, [data-testid="status-tracker"] .meta-text-center,
+[data-testid="status-tracker"] .eta-bar { display: none !important; }
+/* Thumbnails: a quick second tap is a tap, not a double-tap zoom that swallows it. */
+#examples button { touch-action: manipulation; }
 @media (max-width: 640px) {  /* a phone: images two a row, as tall as their picture, not a fixed 300 px */
   .seg-img.block, .seg-img .image-container, .seg-img .image-frame, .seg-img img { height: auto !important; }
   .seg-img .image-container button, .seg-img .image-frame { width: 100% !important; }
+  /* a results table becomes a card per row: its name, then each value beside its column's name */
+  .results-table thead { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); }
+  .results-table table, .results-table tbody, .results-table tr { display: block; width: 100%; }
+  .results-table tr { border: 1px solid var(--border-color-primary); border-radius: 8px; margin: 0 0 0.6em; padding: 0.2em 0.5em; }
+  .results-table tbody th { display: block; border: none; font-size: 1.08em; padding: 0.3em 0; }
+  .results-table td { display: flex; justify-content: space-between; align-items: baseline; gap: 0.8em; border: none; border-top: 1px solid var(--border-color-primary); padding: 0.3em 0; text-align: right; }
+  .results-table td::before { content: attr(data-label); text-align: left; color: var(--body-text-color-subdued); flex: 0 0 auto; max-width: 55%; }
+  .results-table td.num { white-space: normal; }
+  .prose table th, .prose table td { padding: 0.35em 0.45em !important; }  /* room for whole words on a narrow screen */
 }
 """
 
@@ -94,11 +122,13 @@ def build_demo(config: DemoConfig | None = None) -> gr.Blocks:
             with gr.Row(equal_height=False):
                 with gr.Column(scale=3, min_width=300):
                     with gr.Row():
-                        set_radio = gr.Radio(app.set_choices(), value=set_name, label="Model set", info="Only sets with trained weights are offered.", min_width=240)
-                        example_dd = gr.Dropdown(app.example_choices(set_name), value=app.default_example(set_name), label="Example (with ground truth)", min_width=200, elem_id="example")
-                    gallery = gr.Gallery(app.thumbnails(set_name), label="Tap an example", columns=8, rows=1, height=120, allow_preview=False, object_fit="cover", buttons=[], elem_id="examples")
+                        set_radio = checked_by_callbacks(gr.Radio(app.set_choices(), value=set_name, label="Model set", info="Only sets with trained weights are offered.", min_width=240))
+                        # Any example key passes to the callbacks, which check it (an API client may name another set's example).
+                        example_dd = gr.Dropdown(app.example_choices(set_name), value=app.default_example(set_name), label="Example (with ground truth)", min_width=200, elem_id="example", allow_custom_value=True)
+                    gallery = gr.Gallery(app.thumbnails(set_name), label="Tap an example", columns=8, rows=1, height=120, allow_preview=False, object_fit="cover", buttons=[], elem_id="examples",
+                                         selected_index=controls.thumbnail_of(set_name, app.default_example(set_name)))
                 with gr.Column(scale=2, min_width=280):
-                    models_cb = gr.CheckboxGroup(app.model_choices(set_name), value=archs, label="Models to run")
+                    models_cb = checked_by_callbacks(gr.CheckboxGroup(app.model_choices(set_name), value=archs, label="Models to run"))
                     with gr.Row():
                         depth_sl = gr.Slider(1, 4, value=4, step=1, label="U-Net++ depth (L1 = most pruned)", visible=bool(app.prunable(set_name, archs)), min_width=150)
                         opacity_sl = gr.Slider(0.0, 1.0, value=0.8, step=0.05, label="Mask opacity", min_width=150)
@@ -121,7 +151,13 @@ def build_demo(config: DemoConfig | None = None) -> gr.Blocks:
         set_radio.change(controls.set_changed, [set_radio, example_dd], SET_CHANGED.components(models=models_cb, example=example_dd, gallery=gallery, depth=depth_sl, upload_help=upload_md),
                          show_progress="hidden", api_name="set_changed", **shared.light)
         models_cb.change(controls.models_changed, [set_radio, models_cb], depth_sl, show_progress="hidden", api_name="models_changed", **shared.light)
-        gallery.select(controls.pick_example, set_radio, PICKED.components(example=example_dd, image_file=image_file, mask_file=mask_file), show_progress="hidden", api_name="pick_example", **shared.light)
+        # Every tap is sent ("multiple": Gradio's default drops a tap made while the one before is under way, and its "always_last"
+        # re-sends the first tap's index), and taps run one at a time in the order made, so the last one wins; the highlight follows
+        # the example actually chosen, however it was chosen, in the same order.
+        in_order = dict(trigger_mode="multiple", show_progress="hidden", api_visibility="private", concurrency_id="gallery", concurrency_limit=1)
+        gallery.select(controls.pick_example, set_radio, PICKED.components(example=example_dd, image_file=image_file, mask_file=mask_file), api_name="pick_example", **in_order)
+        gr.on([example_dd.change, image_file.change], lambda set_name, example, upload: controls.highlight(set_name, None if upload else example), [set_radio, example_dd, image_file], gallery,
+              api_name="highlight", **in_order)
         example_dd.input(lambda: (None, None), None, [image_file, mask_file], show_progress="hidden", api_name="clear_uploads", **shared.light)
         demo.unload(app.session_ended)
 

@@ -55,6 +55,36 @@ def time_interleaved(runners: dict[Hashable, Callable[[], object]], rounds: int,
     return timings
 
 
+class MachineLoad:
+    """How busy the rest of the machine was while something was timed: the share of all CPUs'
+    time, from creation to :meth:`others_share`, that other processes used (or that a
+    hypervisor stole). An even slowdown of every pass (another program sharing the cores) leaves
+    the IQR of a benchmark small; this catches it. Linux only (``/proc/stat`` and
+    ``/proc/self/stat``, both in clock ticks); None elsewhere."""
+
+    def __init__(self):
+        self._start = self._read()
+
+    @staticmethod
+    def _read() -> tuple[int, int, int] | None:
+        """(all CPUs' ticks, their busy ticks, this process's ticks), or None."""
+        try:
+            with open("/proc/stat") as handle:
+                ticks = [int(value) for value in handle.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+            with open("/proc/self/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            return sum(ticks), sum(ticks) - ticks[3] - ticks[4], int(fields[11]) + int(fields[12])  # utime + stime
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def others_share(self) -> float | None:
+        end = self._read()
+        if self._start is None or end is None or end[0] <= self._start[0]:
+            return None
+        total, busy, ours = (after - before for after, before in zip(end, self._start))
+        return min(1.0, max(0.0, (busy - ours) / total))
+
+
 def summarize_timings(timings: list[float]) -> dict:
     """Median and interquartile range (ms)."""
     if len(timings) < 2:

@@ -40,7 +40,13 @@ key's session is built, PyTorch before).
 Latency does not depend on an image's content, only on the model, its pruning depth, the
 input size, the device, the runtime and the number of threads. :meth:`Predictor.measure_latency` times
 warm-up plus repeated passes once per such key and caches the median and interquartile
-range; a request then needs one forward pass, not eight."""
+range; a request then needs one forward pass, not eight.
+
+Models that are compared are timed together (:meth:`Predictor.measure_together`): one pass of
+each per round, round after round, so a slowdown of the machine (another program, another
+job) falls on all of them alike and their order is measured under the same conditions. Each
+figure records how much of the machine other processes used meanwhile
+(:class:`segmodels.benchmark.MachineLoad`), so a figure taken on a busy machine is flagged."""
 
 from __future__ import annotations
 
@@ -62,7 +68,7 @@ import torch
 from torch import nn
 
 from . import zoo
-from .benchmark import summarize_timings, time_forward
+from .benchmark import MachineLoad, summarize_timings, time_forward
 from .cards import count_flops, count_parameters
 from .models import SegmentationModel
 
@@ -220,14 +226,24 @@ class Latency:
     samples: int
     source: str  # "benchmark" (warm-up + repeated passes) or "single pass"
     measured_at: float  # time.time()
+    others_share: float | None = None  # share of the machine's CPU time other processes used meanwhile (None: unknown)
+    together: int = 1  # models timed in the same interleaved rounds, this one included
+    runtime: str = ""  # the runtime timed ("torch", "torch-bf16", "onnxruntime")
 
     NOISY_IQR_SHARE = 0.25
+    BUSY_SHARE = 0.25
 
     @property
     def noisy(self) -> bool:
         """Too few samples, or an IQR above a quarter of the median: another job probably
         shared the cores."""
         return self.samples < 3 or self.iqr_ms > self.NOISY_IQR_SHARE * self.median_ms
+
+    @property
+    def busy(self) -> bool:
+        """Other processes used more than a quarter of the machine while it was measured: every
+        pass may have been slowed alike, which the IQR does not show."""
+        return self.others_share is not None and self.others_share > self.BUSY_SHARE
 
 
 @dataclass
@@ -296,6 +312,7 @@ class Predictor:
         self._flops: OrderedDict[tuple, int] = OrderedDict()
         self._sessions: OrderedDict[tuple, object] = OrderedDict()  # (name, depth, size) -> ONNX Runtime session, or None where export failed
         self._chosen: OrderedDict[tuple, str] = OrderedDict()  # (name, depth, size) -> the runtime its benchmark chose
+        self._together: OrderedDict[tuple, dict[tuple[str, int | None], Latency]] = OrderedDict()  # models timed together -> their figures
 
     # ------------------------------------------------------------------ models
 
@@ -319,6 +336,8 @@ class Predictor:
         for cache in (self._latency, self._flops, self._sessions, self._chosen):
             for key in [k for k in cache if k[0] == name]:
                 del cache[key]
+        for key in [k for k in self._together if any(model == name for model, _ in k[0])]:
+            del self._together[key]
 
     def pruning_depths(self, name: str) -> tuple[int, ...]:
         return tuple(self.model(name).pruning_depths)
@@ -412,58 +431,110 @@ class Predictor:
     def time_runtimes(self, name: str, size: tuple[int, int], depth: int | None = None, warmup: int = 1, repeats: int = 5,
                       interrupted: Callable[[], bool] | None = None) -> dict[str, list[float]]:
         """Milliseconds of ``repeats`` passes of every runtime of :attr:`runtimes` on a random
-        image of ``size``, in interleaved rounds after ``warmup`` passes each; holds
-        :attr:`lock` for one pass at a time, so a waiting job gets the device between passes.
-        An ONNX Runtime session is built first (left out where the export fails). A runtime
-        whose first timed pass is over :data:`LOSING_FACTOR` times the best one's is left out of
-        the rounds (bfloat16 on a processor without bfloat16 units would hold the device for
-        seconds a pass). Before every pass ``interrupted()`` is asked; when it is true,
-        :class:`BenchmarkInterrupted` is raised and nothing is cached (an app asks whether a
-        request is waiting, so a benchmark never delays one by more than one pass)."""
-        model = self.model(name)
-        self._check_depth(name, model, depth)
-        session = self._session(name, size, depth, build=True)
-        runtimes = [runtime for runtime in self.runtimes if runtime != "onnxruntime" or session is not None]
+        image of ``size`` (:meth:`time_together` for one model)."""
+        timings = self.time_together([(name, depth)], size, warmup, repeats, interrupted, every_runtime=True)
+        return {runtime: values for (_, runtime), values in timings.items()}
+
+    def time_together(self, models: list[tuple[str, int | None]], size: tuple[int, int], warmup: int = 1, repeats: int = 5,
+                      interrupted: Callable[[], bool] | None = None, every_runtime: bool = False) -> dict[tuple[tuple[str, int | None], str], list[float]]:
+        """Milliseconds of ``repeats`` passes of each (model, depth) of ``models`` with each
+        runtime tried, on a random image of ``size``, in interleaved rounds (one pass of every
+        pair per round) after ``warmup`` passes each. A model whose runtime an earlier benchmark
+        chose is timed with that one (``every_runtime``: with every runtime of :attr:`runtimes`
+        again); for the others an ONNX Runtime session is built first (left out where the
+        export fails). Holds :attr:`lock` for one pass at a time, so a waiting job gets the
+        device between passes. A runtime whose first timed pass is over :data:`LOSING_FACTOR`
+        times its model's best one is left out of the rounds (bfloat16 on a processor without
+        bfloat16 units would hold the device for seconds a pass). Before every pass
+        ``interrupted()`` is asked; when it is true, :class:`BenchmarkInterrupted` is raised and
+        nothing is cached (an app asks whether a request is waiting, so a benchmark never
+        delays one by more than one pass)."""
         x = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0)).to(self.device)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        passes = {}
+        for name, depth in models:
+            model = self.model(name)
+            self._check_depth(name, model, depth)
+            chosen = None if every_runtime else self._chosen.get(self._session_key(name, size, depth))
+            session = self._session(name, size, depth, build=chosen in (None, "onnxruntime"))
+            for runtime in (chosen,) if chosen else self.runtimes:
+                if runtime != "onnxruntime" or session is not None:
+                    passes[((name, depth), runtime)] = (model, depth, session)
 
-        def one_pass(runtime: str):
+        def one_pass(runtime: str, pair: tuple):
             if interrupted is not None and interrupted():
-                raise BenchmarkInterrupted(f"{name} (depth {depth}, {size}): a request came first")
+                raise BenchmarkInterrupted(f"{', '.join(name for name, _ in models)} ({size}): a request came first")
+            model, depth, session = passes[pair]
             with self.lock:
                 self._labels(model, x, depth, runtime, session)
 
-        timings = {runtime: time_forward(partial(one_pass, runtime), self.device, warmup, 1) for runtime in runtimes}
-        best = min(values[0] for values in timings.values())
-        timings = {runtime: values for runtime, values in timings.items() if values[0] <= LOSING_FACTOR * best}
+        timings = {pair: time_forward(partial(one_pass, pair[1], pair), self.device, warmup, 1) for pair in passes}
+        best = {key: min(values[0] for (other, _), values in timings.items() if other == key) for key, _ in timings}
+        timings = {pair: values for pair, values in timings.items() if values[0] <= LOSING_FACTOR * best[pair[0]]}
         for _ in range(repeats - 1):
-            for runtime in timings:
-                timings[runtime] += time_forward(partial(one_pass, runtime), self.device, 0, 1)
+            for pair in timings:
+                timings[pair] += time_forward(partial(one_pass, pair[1], pair), self.device, 0, 1)
         return timings
 
     def measure_latency(self, name: str, size: tuple[int, int], depth: int | None = None, warmup: int = 1, repeats: int = 5,
                         interrupted: Callable[[], bool] | None = None) -> Latency:
-        """Benchmark the key (:meth:`time_runtimes`), run it from now on with the runtime of
-        the lowest median, and cache that runtime's latency. A session that lost is dropped."""
+        """Benchmark the key with every runtime (:meth:`time_runtimes`), run it from now on with
+        the runtime of the lowest median, and cache that runtime's latency. A session that lost
+        is dropped."""
+        load = MachineLoad()
         timings = self.time_runtimes(name, size, depth, warmup, repeats, interrupted)
-        summaries = {runtime: summarize_timings(values) for runtime, values in timings.items()}
-        fastest = min(summaries, key=lambda runtime: summaries[runtime]["median_ms"])
-        result = Latency(summaries[fastest]["median_ms"], summaries[fastest]["iqr_ms"], len(timings[fastest]), "benchmark", time.time())
-        key = self._session_key(name, size, depth)
+        return self._keep({((name, depth), runtime): values for runtime, values in timings.items()}, size, load.others_share())[(name, depth)]
+
+    def measure_together(self, models: list[tuple[str, int | None]], size: tuple[int, int], warmup: int = 1, repeats: int = 5,
+                         interrupted: Callable[[], bool] | None = None) -> dict[tuple[str, int | None], Latency]:
+        """Benchmark the (model, depth) pairs of ``models`` together, in interleaved rounds
+        (:meth:`time_together`), so their figures can be compared; each is cached as its key's
+        latency, and all of them as the figures of this group (:meth:`latency_together`)."""
+        models = list(dict.fromkeys(models))
+        load = MachineLoad()
+        timings = self.time_together(models, size, warmup, repeats, interrupted)
+        figures = self._keep(timings, size, load.others_share())
         with self.lock:
-            self._chosen[key] = fastest
-            _trim(self._chosen)
-            if fastest != "onnxruntime":
-                self._sessions.pop(key, None)
-            self._latency[self.latency_key(name, size, depth)] = result
-            _trim(self._latency)
-        return result
+            self._together[self._group_key(models, size)] = figures
+            _trim(self._together)
+        return figures
+
+    def latency_together(self, models: list[tuple[str, int | None]], size: tuple[int, int]) -> dict[tuple[str, int | None], Latency] | None:
+        """The figures of ``models`` timed together at ``size`` (:meth:`measure_together`), or
+        None when they were not, or when a model now runs with another runtime than was timed."""
+        figures = self._together.get(self._group_key(list(dict.fromkeys(models)), size))
+        if figures is None or any(latency.runtime != self.runtime(name, size, depth) for (name, depth), latency in figures.items()):
+            return None
+        return figures
+
+    def _group_key(self, models: list[tuple[str, int | None]], size: tuple[int, int]) -> tuple:
+        return (tuple(sorted(models, key=str)), tuple(int(s) for s in size), str(self.device), torch.get_num_threads(), self.channels_last, self.amp)
+
+    def _keep(self, timings: dict[tuple[tuple[str, int | None], str], list[float]], size: tuple[int, int], others_share: float | None) -> dict[tuple[str, int | None], Latency]:
+        """For each model of ``timings``: run it from now on with its runtime of the lowest
+        median and cache that runtime's figure (a session that lost is dropped)."""
+        models = list(dict.fromkeys(key for key, _ in timings))
+        figures, now = {}, time.time()
+        for name, depth in models:
+            summaries = {runtime: summarize_timings(values) for (key, runtime), values in timings.items() if key == (name, depth)}
+            fastest = min(summaries, key=lambda runtime: summaries[runtime]["median_ms"])
+            figure = Latency(summaries[fastest]["median_ms"], summaries[fastest]["iqr_ms"], len(timings[((name, depth), fastest)]), "benchmark", now, others_share, len(models), fastest)
+            key = self._session_key(name, size, depth)
+            with self.lock:
+                self._chosen[key] = fastest
+                _trim(self._chosen)
+                if fastest != "onnxruntime":
+                    self._sessions.pop(key, None)
+                self._latency[self.latency_key(name, size, depth)] = figure
+                _trim(self._latency)
+            figures[(name, depth)] = figure
+        return figures
 
 
 def single_pass_latency(prediction: Prediction) -> Latency:
     """A one-sample latency figure from a prediction (always flagged as noisy)."""
-    return Latency(prediction.forward_ms, 0.0, 1, "single pass", time.time())
+    return Latency(prediction.forward_ms, 0.0, 1, "single pass", time.time(), runtime=prediction.backend)
 
 
 def _trim(cache: OrderedDict, limit: int = 512) -> None:

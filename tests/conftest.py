@@ -1,4 +1,9 @@
-"""Shared fixtures: a temporary model zoo of tiny, untrained Shapes models (nothing is trained)."""
+"""Shared fixtures: a temporary model zoo of tiny, untrained Shapes models (nothing is trained),
+a fake CamVid folder with a tiny CamVid model, and the real CamVid folder where there is one.
+
+The tests that need real CamVid data find it through the ``camvid_root`` fixture:
+``$SEGMODELS_CAMVID``, else ``../shared/datasets/camvid`` beside the repository; without it they
+are skipped, and ``pytest -ra`` (``make test``) names the folder they looked for."""
 
 from __future__ import annotations
 
@@ -11,6 +16,9 @@ import pytest
 import torch
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CAMVID = REPO.parent / "shared" / "datasets" / "camvid"
 
 # Narrow layers so that every forward pass takes milliseconds on a CPU.
 TINY_OPTIONS = {"unet": {}, "unetpp": {}, "unet3p": {"cat_channels": 4}, "deeplabv3p": {"aspp_channels": 8, "low_level_channels": 4}}
@@ -90,3 +98,45 @@ def tiny_config(tiny_zoo):
         return DemoConfig(**(fields | overrides))
 
     return make
+
+
+def camvid_folder() -> Path:
+    """Where the tests look for CamVid: ``$SEGMODELS_CAMVID``, else ``../shared/datasets/camvid``."""
+    return Path(os.environ.get("SEGMODELS_CAMVID") or DEFAULT_CAMVID).expanduser()
+
+
+@pytest.fixture(scope="session")
+def camvid_root() -> Path:
+    """The real CamVid folder (SegNet layout: train, val, test and their ``*annot``); the test
+    is skipped, naming the folder it looked for, when it is not there."""
+    root = camvid_folder()
+    missing = [split for split in ("train", "trainannot", "val", "valannot") if not (root / split).is_dir()]
+    if missing:
+        pytest.skip(f"CamVid not found at {root} (no {', '.join(missing)}): set SEGMODELS_CAMVID to a CamVid folder")
+    return root
+
+
+def build_fake_camvid(root: Path, weights: Path, tiny_zoo: Path, run_dir: Path) -> tuple[Path, Path]:
+    """A fake CamVid folder (two 36x48 val images, void = 11 in the masks) and a zoo holding
+    the tiny Shapes models plus a tiny 11-class camvid/unet (card values made up)."""
+    import numpy as np
+    from PIL import Image
+
+    from segmodels import create_model, zoo
+    from segmodels.cards import model_spec
+    from segmodels.data import CAMVID
+
+    rng = np.random.default_rng(0)
+    for split in ("val", "valannot"):
+        (root / split).mkdir(parents=True)
+    for name in ("0001TP_000010", "0001TP_000040"):
+        Image.fromarray(rng.integers(0, 256, (36, 48, 3), dtype=np.uint8)).save(root / "val" / f"{name}.png")
+        Image.fromarray(rng.integers(0, 12, (36, 48)).astype(np.uint8), mode="L").save(root / "valannot" / f"{name}.png")
+    shutil.copytree(tiny_zoo, weights)
+    model = create_model("unet", CAMVID.num_classes, encoder="plain", pretrained=False, base_channels=4)
+    run_dir.mkdir(parents=True)
+    spec = model_spec("unet", "plain", CAMVID.num_classes, 4, {})
+    torch.save({"model": model.state_dict(), "spec": spec, "epoch": 1}, run_dir / "best.pt")
+    (run_dir / "card.json").write_text(json.dumps({**spec, "note": "TEST FIXTURE: made-up scores", "dataset": CAMVID.to_dict(), "val_miou": 0.5, "val_per_class_iou": {n: 0.5 for n in CAMVID.class_names}}))
+    zoo.export_model(run_dir, "camvid/unet", weights_dir=weights)
+    return root, weights

@@ -25,7 +25,6 @@ from segmodels.data import (
 from segmodels.data.shapes import CIRCLE, MIN_CONTRAST, RECTANGLE, TRIANGLE, _contrasting_color, _outline
 from segmodels.image_loading import ImageLoadError
 
-CAMVID_ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "camvid"
 SIZE = 64
 
 
@@ -247,16 +246,17 @@ def test_build_dataset_shapes() -> None:
         build_dataset("nope")
 
 
-@pytest.mark.skipif(not CAMVID_ROOT.is_dir(), reason=f"CamVid not found at {CAMVID_ROOT}")
-def test_camvid_real_dataset() -> None:
-    train = build_dataset("camvid", CAMVID_ROOT, "train")
-    val = CamVidDataset(CAMVID_ROOT, "val")
-    test = CamVidDataset(CAMVID_ROOT, "test")
+def test_camvid_real_dataset(camvid_root) -> None:
+    train = build_dataset("camvid", camvid_root, "train")
+    val = CamVidDataset(camvid_root, "val")
+    test = CamVidDataset(camvid_root, "test")
     assert (len(train), len(val), len(test)) == (367, 101, 233)
-    assert splits_present(CAMVID_ROOT) == ["test", "train", "val"]
+    assert splits_present(camvid_root) == ["test", "train", "val"]
     assert train.info == CAMVID
     for ds, i in ((train, 0), (val, 50), (test, 200)):
         x, y = ds[i]
         assert x.shape == (3, 360, 480) and x.dtype == torch.float32
         assert y.shape == (360, 480) and y.dtype == torch.int64
         assert 0 <= y.min() and y.max() <= 11
+    with pytest.raises(FileNotFoundError, match="'extra'.*splits present"):  # a missing split is named, with those there
+        CamVidDataset(camvid_root, "extra")

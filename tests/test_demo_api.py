@@ -17,6 +17,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 from gradio_client.utils import QueueError
 
+from conftest import build_fake_camvid
 from demo import build_demo, launch_kwargs
 
 ALL = ["unet", "unetpp", "unet3p", "deeplabv3p"]
@@ -85,15 +86,54 @@ def test_compare_with_defaults_and_named_outputs(server):
 
 
 def test_the_readme_client_example_runs(server, capsys):
+    exec(compile(readme_client_code(server), "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "4 of 4 models ran" in printed and "U-Net++ L4: mIoU" in printed and "/compare" in printed
+
+
+def readme_client_code(url: str) -> str:
     import re
-    from pathlib import Path
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("### Calling the dashboard from Python\n"):readme.index("## The library\n")]
     (code,) = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
-    exec(compile(code.replace("http://127.0.0.1:7860/", server), "README.md", "exec"), {})
-    printed = capsys.readouterr().out
-    assert "4 of 4 models ran" in printed and "U-Net++ L4: mIoU" in printed and "/compare" in printed
+    return code.replace("http://127.0.0.1:7860/", url)
+
+
+@pytest.mark.parametrize("camvid", ["fake", "real"])
+def test_the_readme_example_on_a_server_that_opens_on_camvid(camvid, request, tiny_zoo, tmp_path, capfd, caplog):
+    """With CamVid configured the page opens on the CamVid set, yet the README's call, which
+    names a Shapes example and no set, runs the Shapes models on it with its ground truth
+    (fake: a tiny CamVid model and folder; real: the shipped zoo and $SEGMODELS_CAMVID). A bad
+    value is refused with its reason, one line in the log and no traceback."""
+    from demo import DemoConfig
+
+    if camvid == "fake":
+        root, weights = build_fake_camvid(tmp_path / "camvid", tmp_path / "weights", tiny_zoo, tmp_path / "run")
+        config = DemoConfig(weights_dir=weights, camvid_dir=root, device="cpu", torch_threads=1, warm_up=False, num_shapes_examples=2, shapes_size=64)
+    else:
+        config = DemoConfig(camvid_dir=request.getfixturevalue("camvid_root"), device="cpu", torch_threads=1, warm_up=False)
+    demo, url = launch(config)
+    try:
+        assert demo.dashboard.default_set() == "camvid"
+        exec(compile(readme_client_code(url), "README.md", "exec"), {})
+        printed = capfd.readouterr().out
+        ran = "U-Net: mIoU" if camvid == "fake" else "U-Net++ L4: mIoU"  # the models the page starts with: the fake CamVid set has U-Net only
+        assert "Shapes #1000" in printed and ran in printed and "mIoU nan" not in printed, printed
+        client = Client(url, verbose=False, download_files=False)
+        assert "Shapes #1000" in client.predict(example="shapes-1000", set_name="shapes", api_name="/compare")[0]
+        capfd.readouterr()
+        with caplog.at_level("WARNING", logger="demo"):
+            for bad, reason in ((dict(example="shapes-99999"), "Unknown example"), (dict(example="shapes-1000", set_name="mars"), "Unknown model set"),
+                                (dict(example="shapes-1000", models=["segformer"]), "Unknown model")):
+                caplog.clear()
+                with pytest.raises(AppError, match=reason):
+                    client.predict(**bad, api_name="/compare")
+                logged = [record.getMessage() for record in caplog.records]
+                assert len(logged) == 1 and reason in logged[0], logged
+        assert "Traceback" not in capfd.readouterr().err
+    finally:
+        demo.close()
 
 
 def test_only_compare_is_exposed_and_the_queue_cannot_be_skipped(server):

@@ -19,7 +19,9 @@ from segmodels.data import render_shapes
 CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or "", shutil.which("chromium-browser") or "") if p and Path(p).is_file()), None)
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
 DESKTOP = dict(viewport={"width": 1440, "height": 900})
+NARROW_DESKTOP = dict(viewport={"width": 1280, "height": 800})
 PHONE = dict(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+SIZES = {"desktop-1280": NARROW_DESKTOP, "phone": PHONE}
 SIZE = 96  # the examples' side
 TABS = ["Compare", "U-Net++ pruning", "Receptive field", "Losses and IoU", "Semantic vs instance"]
 TAB_DONE = {"U-Net++ pruning": r"pruned to depths", "Receptive field": r"largest theoretical receptive field", "Losses and IoU": r"labelled pixels",
@@ -41,7 +43,7 @@ def free_port() -> int:
 def server(tiny_zoo):
     from demo import DemoConfig, build_demo, launch_kwargs
 
-    config = DemoConfig(weights_dir=tiny_zoo, camvid_dir=None, device="cpu", torch_threads=1, warmup=0, repeats=1, num_shapes_examples=3, shapes_size=SIZE, rf_input_size=(64, 64))
+    config = DemoConfig(weights_dir=tiny_zoo, camvid_dir=None, device="cpu", torch_threads=1, warmup=0, repeats=1, num_shapes_examples=8, shapes_size=SIZE, rf_input_size=(64, 64))
     demo = build_demo(config)
     _, local_url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch_kwargs(config))
     yield demo
@@ -97,7 +99,7 @@ def test_compare_on_a_desktop(browser, url):
         table = page.locator("#compare-table")
         for name in ("U-Net", "U-Net++ L4", "U-Net 3+", "DeepLabV3+"):
             assert table.get_by_text(name, exact=True).count() >= 1, name
-        assert table.get_by_text("Latency (ms)").count() >= 1 and table.get_by_text("mIoU (card, val set)").count() >= 1
+        assert table.get_by_text("Latency (ms)").count() >= 1 and table.get_by_text("mIoU (card, val set)").count() >= 1 and table.get_by_text("GFLOPs").count() >= 1
         for arch in ("unet", "unetpp", "unet3p", "deeplabv3p"):
             mask = page.locator(f"#mask-{arch} img").first
             mask.wait_for(timeout=10_000)
@@ -160,6 +162,10 @@ def test_every_tab_is_reachable_and_readable_on_a_phone(browser, url):
             assert widths, title
             narrow = [(width, text) for width, text in widths if width < 300]
             assert not narrow, (title, narrow)
+            tables = page.locator("[role='tabpanel']:visible .prose table, [role='tabpanel']:visible .results-table table").evaluate_all(
+                """tables => tables.filter(t => t.offsetParent !== null).map(t => [t.scrollWidth - t.clientWidth,
+                    Array.from(t.querySelectorAll('th, td')).filter(c => { const s = getComputedStyle(c); return s.wordBreak !== 'normal' || s.overflowWrap !== 'normal'; }).length])""")
+            assert all(wide <= 1 and breaking == 0 for wide, breaking in tables), (title, tables)  # whole words, and the table fits
         assert not errors, errors
     finally:
         page.close()
@@ -242,6 +248,188 @@ def test_inside_the_network_and_the_loss_lab_on_a_phone(browser, url):
         page.get_by_text(re.compile(r"Finished .* after \d+ steps")).wait_for(timeout=120_000)
         assert page.get_by_text(re.compile(r"Per-class IoU reached")).count() >= 1
         assert horizontal_overflow(page) <= 1
+        assert not errors, errors
+    finally:
+        page.close()
+
+
+def tap(page, locator, device: dict) -> None:
+    locator.tap() if device.get("has_touch") else locator.click()
+
+
+def run_compare(page, device: dict) -> None:
+    tap(page, page.get_by_role("button", name="Run the models"), device)
+    page.get_by_text("models ran on").wait_for(timeout=60_000)
+
+
+TABLE_FITS = """box => {
+    const table = box.querySelector('table');
+    const cells = Array.from(box.querySelectorAll('th, td'));
+    const broken = cells.filter(cell => { const style = getComputedStyle(cell); return style.wordBreak !== 'normal' || !['normal', 'break-word'].includes(style.overflowWrap) && style.overflowWrap !== 'normal'; });
+    const overflowing = cells.filter(cell => cell.scrollWidth > cell.clientWidth + 1).map(cell => cell.innerText);
+    return {wide: table.scrollWidth - box.clientWidth, overflowing, broken: broken.length,
+            cards: getComputedStyle(table.querySelector('tbody tr')).display, label: getComputedStyle(table.querySelector('td'), '::before').content};
+}"""
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_the_comparison_table_fits_and_keeps_words_whole(browser, url, size):
+    """At 1280 px every column shows without scrolling; on a phone each model is a card whose
+    values sit beside their column's names; no cell breaks a word or spills out, and the
+    pruning table does the same."""
+    page, errors = open_page(browser, url, SIZES[size])
+    try:
+        run_compare(page, SIZES[size])
+        fit = page.locator("#compare-table .results-table").evaluate(TABLE_FITS)
+        assert fit["wide"] <= 1 and not fit["overflowing"] and fit["broken"] == 0, fit
+        if size == "phone":
+            assert fit["cards"] == "block" and fit["label"] == '"mIoU (this image)"', fit
+            card = page.locator("#compare-table tbody tr").first.bounding_box()
+            assert card["x"] >= 0 and card["x"] + card["width"] <= 390
+        else:
+            assert fit["cards"] == "table-row"
+        page.get_by_role("tab", name="U-Net++ pruning", exact=True).click()
+        page.get_by_text("pruned to depths").wait_for(timeout=60_000)
+        fit = page.locator("#pruning-table .results-table").evaluate(TABLE_FITS)
+        assert fit["wide"] <= 1 and not fit["overflowing"] and fit["broken"] == 0, fit
+        assert horizontal_overflow(page) <= 0 and not errors, errors
+    finally:
+        page.close()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_charts_name_every_point_and_every_class(browser, url, size):
+    """The compute chart names each model beside its point, its x-axis title inside the chart;
+    the per-class chart names every class."""
+    page, errors = open_page(browser, url, SIZES[size])
+    try:
+        run_compare(page, SIZES[size])
+        scatter = page.locator("#compare-scatter")
+        scatter.locator(".annotation-text").nth(3).wait_for(state="attached", timeout=10_000)
+        names = {scatter.locator(".annotation-text").nth(i).text_content() for i in range(4)}
+        assert names == {"U-Net", "U-Net++ L4", "U-Net 3+", "DeepLabV3+"}
+        scatter.scroll_into_view_if_needed()
+        chart, title = scatter.locator(".main-svg").first.bounding_box(), scatter.locator(".xtitle").bounding_box()
+        assert chart["y"] <= title["y"] and title["y"] + title["height"] <= chart["y"] + chart["height"] and chart["x"] <= title["x"]
+        ticks = page.locator("#compare-bars .ytick text").all_text_contents()
+        assert ticks == ["background", "circle", "triangle", "rectangle"], ticks
+        assert not errors, errors
+    finally:
+        page.close()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_fast_taps_the_last_one_wins_and_is_highlighted(browser, url, size):
+    """Thumbnails tapped in quick succession: the menu, the "Current image" line and the
+    highlighted thumbnail all end on the last tap, every time."""
+    device = SIZES[size]
+    page, errors = open_page(browser, url, device)
+    thumbnails = page.locator("#examples button.thumbnail-item")
+    try:
+        assert thumbnails.evaluate_all("buttons => buttons.map(b => b.classList.contains('selected'))").index(True) == 0  # the example shown at start
+        for taps in ((2, 4, 0, 6), (5, 1, 7, 3), (2, 4, 0, 6)):
+            for index in taps:
+                tap(page, thumbnails.nth(index), device)
+                time.sleep(0.12)
+            label = f"Shapes #{1000 + taps[-1]}"
+            page.wait_for_function("label => document.querySelector('#example input').value === label && document.querySelector('#current-image').innerText.includes(label)", arg=label, timeout=30_000)
+            time.sleep(1.0)  # any late answer to an earlier tap would land now
+            highlighted = thumbnails.evaluate_all("buttons => buttons.map((b, i) => b.classList.contains('selected') ? i : -1).filter(i => i >= 0)")
+            assert page.locator("#example input").first.input_value() == label and highlighted == [taps[-1]], (taps, highlighted)
+        # Choosing from the menu moves the highlight too.
+        page.locator("#example input").first.click()
+        page.get_by_role("option", name="Shapes #1001").click()
+        page.wait_for_function("() => document.querySelector('#examples button.thumbnail-item:nth-child(1)') !== null && Array.from(document.querySelectorAll('#examples button.thumbnail-item')).findIndex(b => b.classList.contains('selected')) === 1", timeout=30_000)
+        assert not errors, errors
+    finally:
+        page.close()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_no_pill_or_estimate_covers_the_status(browser, server, size, monkeypatch):
+    """While the models run, the status says which one, and Gradio shows no time estimate of its
+    own; after a refused Run its red "Error" pill covers nothing: the message is on top."""
+    device = SIZES[size]
+    engine = server.dashboard.engine
+    original = engine.run_models
+
+    def slow(*args, **kwargs):
+        for run in original(*args, **kwargs):
+            time.sleep(0.8)
+            yield run
+
+    monkeypatch.setattr(engine, "run_models", slow)
+    page, errors = open_page(browser, server.local_url, device)
+    try:
+        tap(page, page.get_by_role("button", name="Run the models"), device)
+        page.locator("#compare-status").get_by_text(re.compile(r"(running|sharing the mask of) U-Net\+\+ \(2 of 4\)")).wait_for(timeout=60_000)
+        shown = page.locator("#compare-status").inner_text()
+        assert not re.search(r"\d+(\.\d+)?\s*/\s*\d+(\.\d+)?\s*s", shown), shown  # no "elapsed / estimate s"
+        page.get_by_text("models ran on").wait_for(timeout=60_000)
+        for checkbox in page.get_by_role("checkbox").all():
+            if checkbox.is_checked():
+                tap(page, checkbox, device)
+        tap(page, page.get_by_role("button", name="Run the models"), device)
+        inline = page.locator("#compare-status .inline-error")
+        inline.wait_for(timeout=30_000)
+        time.sleep(1.0)
+        assert page.locator("#compare-status .error").filter(has_text="Error").evaluate_all("pills => pills.filter(p => p.offsetParent !== null).length") == 0
+        inline.scroll_into_view_if_needed()
+        box = inline.bounding_box()
+        on_top = page.evaluate("([x, y]) => document.elementFromPoint(x, y).closest('.inline-error') !== null", [box["x"] + box["width"] / 2, box["y"] + box["height"] / 2])
+        assert on_top and not errors, errors
+    finally:
+        page.close()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_a_tiny_upload_is_run_with_a_warning(browser, url, size):
+    from io import BytesIO
+
+    from PIL import Image
+
+    buffer = BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(buffer, format="PNG")
+    page, errors = open_page(browser, url, SIZES[size])
+    try:
+        page.get_by_text("…or upload your own image").click()
+        page.locator("#image-upload input[type='file']").set_input_files(files=[{"name": "tiny.png", "mimeType": "image/png", "buffer": buffer.getvalue()}])
+        page.locator("#current-image").get_by_text(re.compile("only 8x8 px")).wait_for(timeout=30_000)
+        run_compare(page, SIZES[size])
+        assert "only 8x8 px" in page.locator("#compare-status").inner_text() and not errors
+    finally:
+        page.close()
+
+
+@pytest.fixture(scope="module")
+def two_sets(tiny_zoo, tmp_path_factory):
+    """A server with two model sets, each with its own examples (a fake CamVid folder and set)."""
+    from conftest import build_fake_camvid
+    from demo import DemoConfig, build_demo, launch_kwargs
+
+    root = tmp_path_factory.mktemp("two_sets")
+    camvid, weights = build_fake_camvid(root / "camvid", root / "weights", tiny_zoo, root / "run")
+    config = DemoConfig(weights_dir=weights, camvid_dir=camvid, device="cpu", torch_threads=1, warm_up=False, num_shapes_examples=4, shapes_size=SIZE)
+    demo = build_demo(config)
+    demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch_kwargs(config))
+    yield demo.local_url
+    demo.close()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_the_highlight_follows_a_change_of_set(browser, two_sets, size):
+    device = SIZES[size]
+    page, errors = open_page(browser, two_sets, device)
+    thumbnails = page.locator("#examples button.thumbnail-item")
+    highlighted = "() => Array.from(document.querySelectorAll('#examples button.thumbnail-item')).map((b, i) => b.classList.contains('selected') ? i : -1).filter(i => i >= 0).join(',')"
+    try:
+        tap(page, thumbnails.nth(1), device)  # CamVid's second example
+        page.wait_for_function(f"() => ({highlighted})() === '1'", timeout=30_000)
+        page.get_by_text("Shapes (synthetic", exact=False).first.click()
+        page.wait_for_function("() => document.querySelector('#example input').value === 'Shapes #1000'", timeout=30_000)
+        page.wait_for_function(f"() => ({highlighted})() === '0'", timeout=30_000)  # the new set's chosen example, not the old position
+        tap(page, thumbnails.nth(3), device)
+        page.wait_for_function(f"() => ({highlighted})() === '3' && document.querySelector('#example input').value === 'Shapes #1003'", timeout=30_000)
         assert not errors, errors
     finally:
         page.close()

@@ -85,7 +85,7 @@ def test_compare_marks_gaps_within_the_recorded_seed_noise(tiny_config, own_zoo)
     tab = compare.Compare(App(tiny_config(weights_dir=own_zoo)))
     assert list(tab.compare(EXAMPLE, None, None, "shapes", ALL, 4).table["Val gap to best"]) == ["−0.0500", "−0.0200 (within noise)", "−0.0300", "best"]
     status = compare.VIEW.named(final(tab.stream(EXAMPLE, None, None, "shapes", ALL, 4, 0.8, None)))["status"]
-    assert "U-Net trained twice with the same recipe (seeds 0 and 1) scored 0.6100 and 0.6350 val mIoU" in status and "**0.0250** or less" in status
+    assert "U-Net trained twice with the same recipe (seeds 0 and 1) differs by **0.0250** in val mIoU" in status and "0.6100" not in status  # only the card's own figures are quoted
 
 
 def test_an_unreadable_card_leaves_the_other_models_and_the_noise_alone(tiny_config, own_zoo):
@@ -129,6 +129,9 @@ def test_compare_streams_each_mask_then_everything(app):
     assert last["mask_unet"] == value(after_unet["mask_unet"]) and last["mask_unetpp"] is None
     assert "2 of 2 models ran" in last["status"] and "(PyTorch), one forward pass each" in last["status"]  # nothing benchmarked yet: no ONNX session and "Latency = median" in last["status"]
     assert isinstance(last["table"], pd.DataFrame) and len(last["table"]) == 2
+    assert "data-label='GFLOPs'" in last["table_page"] and last["table_page"].count("<tr>") == 3  # the page's table: a header and a row per model
+    again = compare.VIEW.named(next(tab.stream(EXAMPLE, None, None, "shapes", ["unet", "deeplabv3p"], 4, 0.5, None)))
+    assert "sharing the mask of U-Net (1 of 2), computed for an earlier request" in again["status"] and "running" not in again["status"]  # nothing runs: said so
     assert len(last["scatter"]["value"].data) == 2 and len(last["bars"]["value"].data) == 2  # one trace per model in each
     session = last["session"]
     assert isinstance(session, SessionCache) and set(session.predictions) == {PredictionKey("unet", None), PredictionKey("deeplabv3p", None)}
@@ -466,3 +469,15 @@ def test_odd_image_shapes_and_modes(app, tmp_path, shape):
     assert (result.table["Status"] == "ok").all() and max(result.image.size) <= app.config.max_side
     fields = receptive.Receptive(app).effective_fields(result.image, ["deeplabv3p"], 4, (0, 0))
     assert fields.overlays["deeplabv3p"].shape[:2] == result.image.size and fields.pooling.shape[1] < 5000
+
+
+def test_the_models_of_a_comparison_are_timed_together(app):
+    tab = compare.Compare(app)
+    first = tab.compare(EXAMPLE, None, None, "shapes", ["unet", "deeplabv3p"], 4)
+    assert all(origin.startswith("⚠ 1 pass") for origin in first.table["Latency from"])  # until the benchmark ran
+    app.engine.benchmarker.run_pending()
+    again = tab.compare(EXAMPLE, None, None, "shapes", ["unet", "deeplabv3p"], 4)
+    assert all("timed together ×" in origin for origin in again.table["Latency from"]), list(again.table["Latency from"])
+    assert list(again.table.columns).index("GFLOPs") == list(again.table.columns).index("IQR (ms)") + 1  # the machine-independent cost beside the latency
+    alone = tab.compare(EXAMPLE, None, None, "shapes", ["unet", "unet3p"], 4)  # another pair: U-Net's figure came from other rounds
+    assert alone.table["Latency from"][0].startswith("⚠ ") and "timed apart" in alone.table["Latency from"][0]

@@ -250,3 +250,33 @@ def test_device_latency_script_times_a_click_for_each_option_set(own_zoo, capsys
         assert set(rows) == {"shapes/unet", "shapes/unetpp", "shapes/unet3p", "shapes/deeplabv3p", "one click"}
         assert rows["one click"]["median_ms"] >= max(row["median_ms"] for name, row in rows.items() if name != "one click")
     assert "fp32, channels_last (app)" in capsys.readouterr().out
+
+
+def test_models_compared_are_timed_together_in_interleaved_rounds(own_zoo, monkeypatch):
+    """One pass of each model per round, so a slowdown falls on all alike; each figure says how
+    many models shared its rounds and how busy the rest of the machine was; the group's figures
+    are dropped once a model runs with another runtime than was timed."""
+    predictor = Predictor(own_zoo, device="cpu", backend="torch")
+    order = []
+    labels = predictor._labels
+    monkeypatch.setattr(predictor, "_labels", lambda model, x, depth, runtime, session: order.append(type(model).__name__) or labels(model, x, depth, runtime, session))
+    models = [("shapes/unet", None), ("shapes/deeplabv3p", None)]
+    figures = predictor.measure_together(models, (32, 32), warmup=0, repeats=3)
+    assert order == ["UNet", "DeepLabV3Plus"] * 3
+    assert all(f.samples == 3 and f.together == 2 and f.runtime == "torch" for f in figures.values())
+    assert all(f.others_share is None or 0.0 <= f.others_share <= 1.0 for f in figures.values())
+    assert predictor.latency_together(list(reversed(models)), (32, 32)) == figures  # any order names the same group
+    assert predictor.latency("shapes/unet", (32, 32)) == figures[("shapes/unet", None)]
+    assert predictor.latency_together(models[:1], (32, 32)) is None and predictor.latency_together(models, (32, 48)) is None
+    predictor._chosen[predictor._session_key("shapes/unet", (32, 32), None)] = "torch-bf16"
+    assert predictor.latency_together(models, (32, 32)) is None
+
+
+def test_an_even_slowdown_is_flagged_as_a_busy_machine():
+    from segmodels.benchmark import MachineLoad
+
+    quiet = Latency(10.0, 0.5, 5, "benchmark", time.time(), 0.1)
+    busy = Latency(10.0, 0.5, 5, "benchmark", time.time(), 0.6)
+    assert not quiet.noisy and not quiet.busy and busy.busy and not busy.noisy  # a small IQR, yet others had the machine
+    share = MachineLoad().others_share()
+    assert share is None or 0.0 <= share <= 1.0

@@ -10,7 +10,6 @@ import contextlib
 import math
 import time
 from dataclasses import replace
-from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
@@ -41,7 +40,6 @@ from segmodels.data.info import SHAPES
 from segmodels.losslab import LAB_LOSSES, MAX_GAMMA, RARE_CLASS, LabSettings, lab_class_weights
 from segmodels.teaching import class_weight_schemes
 
-CAMVID_DIR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "camvid"  # as in test_teaching.py
 # A live run of a few seconds on tiny data: rendering 80 images takes milliseconds.
 QUICK = LabSettings(train_images=64, eval_images=16, eval_every=5, max_steps=None, time_budget_s=2.5)
 
@@ -405,9 +403,8 @@ def test_camvid_section_without_and_with_a_folder(tmp_path) -> None:
     assert "runs from 0.375 (road, 62% of the pixels) to 0.875 (bike)" in text
 
 
-@pytest.mark.skipif(not (CAMVID_DIR / "trainannot").is_dir(), reason="needs the CamVid folder")
-def test_camvid_section_quotes_the_spreads_of_correction_1() -> None:
-    text = camvid_section(CAMVID_DIR, DemoConfig().weights_dir)
+def test_camvid_section_quotes_the_spreads_of_correction_1(camvid_root) -> None:
+    text = camvid_section(camvid_root, DemoConfig().weights_dir)
     assert "a 1.49x spread" in text and "spread 59x" in text and "(Road, 33% of the pixels)" in text
 
 

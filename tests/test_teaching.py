@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,7 +25,6 @@ from segmodels.teaching import (
     stacked_conv_receptive_field,
 )
 
-CAMVID_ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "camvid"
 
 
 def _as_sequential(layers: tuple[ConvLayer, ...]) -> nn.Sequential:
@@ -84,9 +82,8 @@ def test_class_weight_schemes_on_small_masks() -> None:
         class_weight_schemes([np.full((2, 2), 9)], 4, ignore_index=9)
 
 
-@pytest.mark.skipif(not (CAMVID_ROOT / "trainannot").is_dir(), reason="CamVid not available")
-def test_camvid_weight_spreads() -> None:
-    schemes = camvid_class_weight_schemes(CAMVID_ROOT)
+def test_camvid_weight_spreads(camvid_root) -> None:
+    schemes = camvid_class_weight_schemes(camvid_root)
     assert schemes["inverse_share_spread"] == pytest.approx(1.487, abs=0.005)
     assert schemes["median_frequency_spread"] == pytest.approx(59.15, abs=0.1)
     names = schemes["class_names"]

@@ -17,13 +17,16 @@ from ..context import Shared, View, hidden
 from ..core import ARCH_ORDER, App, CurrentImage, PredictionKey, SessionCache
 from ..engine import ModelRun, ModelUnavailable
 from ..errors import InputError, error_text, user_errors, user_message
-from ..scores import LATENCY_NOTE, card_miou, card_per_class, gaps_to_best, latency_columns, noise_note, rounded
+from ..scores import LATENCY_NOTE, card_miou, card_per_class, gaps_to_best, latency_columns, noise_note, origin_column, rounded
 
 RUNTIME_NAMES = {"torch": "PyTorch", "torch-bf16": "PyTorch in bfloat16", "onnxruntime": "ONNX Runtime"}
 MASKS = tuple(f"mask_{arch}" for arch in ARCH_ORDER)
-VIEW = View("status", "legend", "image", "truth", *MASKS, "table", "scatter", "bars", "per_class", "current", "session")
+# "table" and "per_class" are the data an API client reads; the page shows them as
+# "table_page" and "per_class_page" (figures.table_html: a card per model on a phone).
+VIEW = View("status", "legend", "image", "truth", *MASKS, "table", "scatter", "bars", "per_class", "table_page", "per_class_page", "current", "session")
 RESTYLE = View("truth", *MASKS)
-SHOWN = View("status", "legend", "image", "truth", *MASKS, "table", "scatter", "bars", "per_class")
+SHOWN = View("status", "legend", "image", "truth", *MASKS, "table", "scatter", "bars", "per_class", "table_page", "per_class_page")
+TABLE_LABEL = "Comparison on this image"
 
 
 @dataclass
@@ -48,8 +51,20 @@ class Compare:
 
     # ------------------------------------------------------------------ typed
 
-    def request(self, example, image_file, mask_file, set_name, models, depth) -> tuple[CurrentImage, list[str], int]:
+    def set_for(self, example, image_file, set_name) -> str:
+        """The set whose models run: ``set_name``, unless the request names an example that the
+        page never offers with that set (an API call with ``example="shapes-1000"`` on a server
+        that opens on CamVid): then the example's own set, so it runs with its ground truth."""
         set_name = self.app.check_set(set_name)
+        if image_file or not isinstance(example, str):
+            return set_name
+        named = next((e for e in self.app.examples if example in (e.key, e.label)), None)
+        if named is None or named in self.app.gallery_examples(set_name) or named.dataset not in self.app.sets():
+            return set_name
+        return named.dataset
+
+    def request(self, example, image_file, mask_file, set_name, models, depth) -> tuple[CurrentImage, list[str], int]:
+        set_name = self.set_for(example, image_file, set_name)
         archs = self.app.check_models(set_name, models)
         depth = self.app.check_depth(depth)
         return self.app.current_image(example, image_file, mask_file, set_name), archs, depth
@@ -62,6 +77,7 @@ class Compare:
         if not any(run.ok for run in runs):
             raise ModelUnavailable("No model could run. " + " ".join(run.error for run in runs))
         engine, info = self.app.engine, current.info
+        engine.time_together(current.set_name, runs, current.size)
         rows, per_class = [], []
         for run in runs:
             rows.append({
@@ -69,8 +85,9 @@ class Compare:
                 "mIoU (this image)": rounded(run.metrics["miou"] if run.metrics else None, 4),
                 "mIoU (card, val set)": card_miou(engine, current.set_name, run),
                 **latency_columns(run.latency),
-                "Params (M)": rounded(run.params / 1e6 if run.params is not None else None, 3),
                 "GFLOPs": rounded(run.flops / 1e9 if run.flops is not None else None, 3),
+                "Params (M)": rounded(run.params / 1e6 if run.params is not None else None, 3),
+                **origin_column(run.latency, len(runs), run.timed_together),
                 "Status": "ok" if run.ok else "failed (see above)",
             })
             if current.gt is not None:
@@ -102,6 +119,14 @@ class Compare:
         ahead = self.app.scheduler.waiting() + int(self.app.scheduler.busy)
         return f"Waiting for the device: {ahead} run{'s' if ahead != 1 else ''} ahead of yours (one at a time, shared fairly)…" if ahead else "Starting…"
 
+    def next_step(self, current: CurrentImage, archs: list[str], depth: int, done: int) -> str:
+        """What happens next, said honestly: a model runs, or its mask for this image is already
+        known (an earlier request computed it) and is shared."""
+        arch = archs[done]
+        shared = self.app.engine.is_shared(current.set_name, arch, current.image, depth)
+        step = f"{ARCH_NAMES[arch]} ({done + 1} of {len(archs)})"
+        return f"sharing the mask of {step}, computed for an earlier request on this image…" if shared else f"running {step}…"
+
     @user_errors
     def stream(self, example: str | None = None, image_file: str | None = None, mask_file: str | None = None, set_name: str | None = None,
                models: list[str] | None = None, depth: float = 4, opacity: float = 0.8, session: SessionCache | None = None):
@@ -117,9 +142,9 @@ class Compare:
         truth = picture(figures.overlay(current.image, current.gt, current.info, opacity)) if current.gt is not None else None
         waiting = pd.DataFrame({"Model": [ARCH_NAMES[a] for a in archs], "Status": "waiting…"})
         yield VIEW(
-            status=f"**{current.label}**: running {ARCH_NAMES[archs[0]]} (1 of {len(archs)})…", legend=figures.legend_html(current.info, present),
-            image=picture(current.image), truth=truth, current=current.summary(), table=gr.update(value=waiting, visible=True),
-            scatter=hidden(), bars=hidden(), per_class=hidden(),
+            status=f"**{current.label}**: {self.next_step(current, archs, depth, 0)}", legend=figures.legend_html(current.info, present),
+            image=picture(current.image), truth=truth, current=current.summary(), table=gr.update(value=waiting, visible=False),
+            table_page=gr.update(value=figures.table_html(waiting, TABLE_LABEL), visible=True), scatter=hidden(), bars=hidden(), per_class=hidden(), per_class_page=hidden(),
             **{f"mask_{a}": gr.update(value=None, label=self.app.engine.label(current.set_name, a, depth) if a in archs else ARCH_NAMES[a], visible=a in archs) for a in ARCH_ORDER},
         )
         stopped = VIEW(status=f"Stopped: the image changed while the models ran on **{current.label}**; its results are not shown. Press **Run the models** again.")
@@ -133,7 +158,7 @@ class Compare:
                 session.remember(current, PredictionKey(run.arch, run.depth), run.labels)
                 masks[run.arch] = picture(figures.overlay(current.image, run.labels, current.info, opacity))
             slot = masks[run.arch] if run.ok else gr.update(value=None, label=f"{ARCH_NAMES[run.arch]}: unavailable (see status)")  # a value alone: no component rebuilt
-            following = f"running {ARCH_NAMES[archs[len(runs)]]} ({len(runs) + 1} of {len(archs)})…" if len(runs) < len(archs) else "making the table…"
+            following = self.next_step(current, archs, depth, len(runs)) if len(runs) < len(archs) else "making the table…"
             yield VIEW(status=f"**{current.label}**: {following}", **{f"mask_{run.arch}": slot})
         result = self.result(current, runs)
         if watch.stale:
@@ -158,9 +183,10 @@ class Compare:
         has_gt = current.gt is not None
         yield VIEW(
             status="\n".join(lines), legend=figures.legend_html(current.info, present), image=picture(current.image), truth=truth,
-            **{f"mask_{a}": masks.get(a) for a in ARCH_ORDER}, table=result.table, scatter=gr.update(value=figures.miou_latency_figure(result.table, has_gt), visible=True),
+            **{f"mask_{a}": masks.get(a) for a in ARCH_ORDER}, table=result.table, scatter=gr.update(value=figures.miou_cost_figure(result.table, has_gt), visible=True),
             bars=gr.update(value=figures.per_class_figure(result.per_class, current.info.class_names, result.per_class_source), visible=True),
-            per_class=gr.update(value=result.per_class, visible=True, label=f"Per-class IoU ({result.per_class_source})"), current=current.summary(), session=session,
+            per_class=gr.update(value=result.per_class, label=f"Per-class IoU ({result.per_class_source})"), table_page=figures.table_html(result.table, TABLE_LABEL),
+            per_class_page=gr.update(value=figures.table_html(result.per_class, f"Per-class IoU ({result.per_class_source})"), visible=True), current=current.summary(), session=session,
         )
 
     @user_errors
@@ -181,7 +207,7 @@ class Compare:
         """A new image was picked: show it (and its ground truth) and clear the results of
         another image."""
         outdated = not isinstance(session, SessionCache) or session.outdated("compare", identity)
-        cleared = {name: hidden() for name in (*MASKS, "table", "scatter", "bars", "per_class")} if outdated else {}
+        cleared = {name: hidden() for name in (*MASKS, "table", "scatter", "bars", "per_class", "table_page", "per_class_page")} if outdated else {}
         try:
             current = self.app.current_image(example, image_file, mask_file, set_name)
             opacity = self.app.check_opacity(opacity)
@@ -207,17 +233,20 @@ def build(shared: Shared) -> gr.Tab:
             truth = gr.Image(label="Ground truth", height=300, min_width=150, elem_id="gt-image", **image_style)
         with gr.Row(equal_height=True):
             masks = {f"mask_{a}": gr.Image(label=ARCH_NAMES[a], height=260, min_width=150, visible=False, elem_id=f"mask-{a}", **image_style) for a in ARCH_ORDER}
-        table = gr.DataFrame(label="Comparison on this image", interactive=False, wrap=True, visible=False, elem_id="compare-table")
+        table = gr.DataFrame(label=TABLE_LABEL, interactive=False, visible=False)
+        table_page = gr.HTML(label="Comparison table (as shown)", visible=False, elem_id="compare-table", padding=False)
         with gr.Row():
-            scatter = gr.Plot(label="mIoU vs latency", show_label=False, min_width=320, visible=False, elem_id="compare-scatter")
+            scatter = gr.Plot(label="mIoU vs compute", show_label=False, min_width=320, visible=False, elem_id="compare-scatter")
             bars = gr.Plot(label="Per-class IoU chart", show_label=False, min_width=320, visible=False, elem_id="compare-bars")
-        per_class = gr.DataFrame(label="Per-class IoU", interactive=False, visible=False, elem_id="per-class-table")
+        per_class = gr.DataFrame(label="Per-class IoU", interactive=False, visible=False)
+        per_class_page = gr.HTML(label="Per-class IoU table (as shown)", visible=False, elem_id="per-class-table", padding=False)
         with gr.Accordion("What am I looking at?", open=False):
             gr.Markdown(text.COMPARE, latex_delimiters=text.LATEX)
         with gr.Accordion("Inside the architectures, and mIoU of an image vs of a dataset", open=False):
             gr.Markdown(explanations.architectures(shared.app.config.weights_dir), latex_delimiters=text.LATEX)
 
-    components = dict(status=status, legend=legend, image=image, truth=truth, **masks, table=table, scatter=scatter, bars=bars, per_class=per_class, current=shared.current_md, session=shared.session)
+    components = dict(status=status, legend=legend, image=image, truth=truth, **masks, table=table, scatter=scatter, bars=bars, per_class=per_class,
+                      table_page=table_page, per_class_page=per_class_page, current=shared.current_md, session=shared.session)
     run_btn.click(tab.queue_note, [*shared.image_inputs, shared.models_cb, shared.depth_sl, shared.opacity_sl], status, show_progress="hidden", api_name="compare_queue", **shared.light).then(
         shared.on_device(tab.stream), [*shared.image_inputs, shared.models_cb, shared.depth_sl, shared.opacity_sl, shared.session], VIEW.components(**components),
         api_name="compare", show_progress="minimal", show_progress_on=[status], **(shared.heavy | {"api_visibility": "public"}),

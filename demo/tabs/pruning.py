@@ -16,11 +16,12 @@ from ..context import Shared, View, hidden
 from ..core import App, CurrentImage, SessionCache
 from ..engine import SET_LABELS, ModelRun, ModelUnavailable
 from ..errors import InputError, inline_errors
-from ..scores import LATENCY_NOTE, card_miou, latency_columns, rounded
+from ..scores import LATENCY_NOTE, card_miou, latency_columns, origin_column, rounded
 
 SLOTS = 4  # mask images shown: U-Net++ with a four-level encoder prunes to L1..L4
 DEPTHS = tuple(f"depth_{i}" for i in range(SLOTS))
 VIEW = View("status", *DEPTHS, "table", "plot")
+TABLE_LABEL = "Pruning trade-off on this image"
 
 
 @dataclass
@@ -52,20 +53,27 @@ class Pruning:
         set_name = current.set_name
         arch = self.prunable_arch(set_name)
         depths = self.app.pruning_depths(set_name, arch)
-        runs, rows = [], []
+        runs = []
         for run in self.app.engine.run_depths(set_name, arch, current.image, current.gt, current.info):
             if not run.ok:
                 raise ModelUnavailable(run.error)
             runs.append(run)
-            rows.append({
-                "Depth": f"L{run.depth}",
-                "mIoU (this image)": rounded(run.metrics["miou"] if run.metrics else None, 4),
-                "mIoU (card, val set)": card_miou(self.app.engine, set_name, run),
-                **latency_columns(run.latency),
-                "Params (M)": rounded(run.params / 1e6, 4),
-                "GFLOPs": rounded(run.flops / 1e9, 3),
-            })
-            yield PruningResult(current, arch, depths, list(runs), pd.DataFrame(rows))
+            if len(runs) == len(depths):
+                self.app.engine.time_together(set_name, runs, current.size)
+            yield PruningResult(current, arch, depths, list(runs), self.table(set_name, runs, len(depths)))
+
+    def table(self, set_name: str, runs: list[ModelRun], depths: int) -> pd.DataFrame:
+        """One row per depth done: its scores, its latency beside its GFLOPs, and where the
+        latency comes from (the depths are timed together once all of them ran)."""
+        return pd.DataFrame([{
+            "Depth": f"L{run.depth}",
+            "mIoU (this image)": rounded(run.metrics["miou"] if run.metrics else None, 4),
+            "mIoU (card, val set)": card_miou(self.app.engine, set_name, run),
+            **latency_columns(run.latency),
+            "GFLOPs": rounded(run.flops / 1e9, 3),
+            "Params (M)": rounded(run.params / 1e6, 4),
+            **origin_column(run.latency, depths, run.timed_together),
+        } for run in runs])
 
     def request(self, example, image_file, mask_file, set_name) -> CurrentImage:
         set_name = self.app.check_set(set_name)
@@ -109,7 +117,7 @@ class Pruning:
             passes = "one forward pass each" + (f"; {', '.join(reused)} had already run on this same image for an earlier request and {'was' if len(reused) == 1 else 'were'} shared." if reused else ".")
         status = (f"**{result.image.label}**: {ARCH_NAMES[result.arch]} pruned to depths L{result.depths[0]} to L{result.depths[-1]}, each on the same input tensor: "
                   f"{passes}{truth}\n\n<small>{LATENCY_NOTE}</small>")
-        yield VIEW(status=status, table=gr.update(value=result.table, visible=True), plot=gr.update(value=figures.pruning_figure(result.table), visible=True))
+        yield VIEW(status=status, table=gr.update(value=figures.table_html(result.table, TABLE_LABEL), visible=True), plot=gr.update(value=figures.pruning_figure(result.table), visible=True))
 
     @staticmethod
     def clear(identity, session):
@@ -128,8 +136,8 @@ def build(shared: Shared) -> gr.Tab:
         status = gr.Markdown(label="Pruning status", elem_id="pruning-status")
         with gr.Row(equal_height=True):
             depths = {slot: gr.Image(label=f"L{i + 1}", interactive=False, format="png", height=260, min_width=150, visible=False, buttons=["fullscreen"], elem_classes="seg-img") for i, slot in enumerate(DEPTHS)}
-        table = gr.DataFrame(label="Pruning trade-off on this image", interactive=False, wrap=True, visible=False, elem_id="pruning-table")
-        plot = gr.Plot(label="mIoU vs latency per depth", show_label=False, visible=False, elem_id="pruning-plot")
+        table = gr.HTML(label=TABLE_LABEL, visible=False, elem_id="pruning-table", padding=False)
+        plot = gr.Plot(label="mIoU vs compute per depth", show_label=False, visible=False, elem_id="pruning-plot")
 
     outputs = VIEW.components(status=status, **depths, table=table, plot=plot)
     run = dict(fn=shared.on_device(tab.stream), inputs=[*shared.image_inputs, shared.opacity_sl, shared.session], outputs=outputs, show_progress="minimal", show_progress_on=[status], **shared.heavy)
