@@ -120,7 +120,7 @@ def test_a_set_without_test_records_gets_the_sentence_not_an_error(tiny_config, 
 def test_presenter_shows_the_records_and_refuses_bad_input(tiny_config, tested_zoo):
     tab = TestSetTab(App(tiny_config(weights_dir=tested_zoo)))
     out = VIEW.named(tab.show("shapes", "unet", 3))
-    assert out["model"]["choices"] == [("U-Net", "unet"), ("U-Net++", "unetpp")] and out["model"]["value"] == "unet"
+    assert out["model"]["choices"] == [("U-Net", "unet"), ("U-Net++ L3", "unetpp")] and out["model"]["value"] == "unet"
     assert out["heatmap"]["visible"] and out["per_class"]["visible"] and out["ranking"]["visible"]
     assert "highest mIoU (the reference)" in out["ranking"]["value"] and out["ranking"]["value"].count("\n| **U-Net") == 2
     assert "100 images" in out["status"] and "50 bootstrap resamples" in out["status"] and "U-Net 3+, DeepLabV3+" in out["status"]

@@ -55,7 +55,8 @@ frames like these, not how much another training run of the same recipe would mo
 
 **Ranking.** Each model against the best is a *paired* bootstrap: both scored on the same resampled
 images, the interval is that of the difference of their mIoU. Only when it excludes 0 is a model
-*better* or *worse*; otherwise it is *not distinguishable on this test set*.
+*better* or *worse*; otherwise it is *not distinguishable on this test set*. Like the intervals, it
+leaves out training noise: the same recipe trained with another seed scores differently.
 """
 
 
@@ -292,7 +293,7 @@ class TestSetTab:
                       f"pixel accuracy {evaluation.pixel_accuracy:.3f}." + val_sentence(chosen))
         return VIEW(
             status="\n\n".join(lines),
-            model=gr.update(choices=[(ARCH_NAMES[m.arch], m.arch) for m in tests.models], value=chosen.arch),
+            model=gr.update(choices=[(m.label, m.arch) for m in tests.models], value=chosen.arch),
             heatmap=gr.update(value=testset_charts.confusion_figure(result.percent, tests.class_names, chosen.label, evaluation.num_images), visible=True),
             confusions=confusions,
             per_class=gr.update(value=testset_charts.per_class_interval_figure(result.per_class), visible=True),
