@@ -7,7 +7,7 @@ import importlib
 import importlib.util
 from types import ModuleType
 
-from . import compare, instances, losses, pruning, receptive
+from . import compare, instances, losses, pruning, receptive, testset
 
 OPTIONAL_AFTER_LOSSES = ("losslab", "inside")  # "Loss lab" and "Inside the network", where installed
 
@@ -15,7 +15,7 @@ OPTIONAL_AFTER_LOSSES = ("losslab", "inside")  # "Loss lab" and "Inside the netw
 def tab_modules() -> list[ModuleType]:
     """The tab modules in display order."""
     optional = [importlib.import_module(f"{__name__}.{name}") for name in OPTIONAL_AFTER_LOSSES if importlib.util.find_spec(f"{__name__}.{name}") is not None]
-    return [compare, pruning, receptive, losses, *optional, instances]
+    return [compare, pruning, receptive, losses, *optional, testset, instances]
 
 
 __all__ = ["tab_modules"]
