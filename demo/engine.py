@@ -28,6 +28,7 @@ from segmodels import ARCH_NAMES, ARCHITECTURES, zoo
 from segmodels.data import DatasetInfo
 from segmodels.inference import BenchmarkInterrupted, Latency, Predictor, single_pass_latency
 from segmodels.metrics import ConfusionMatrix
+from segmodels.modelcard import ModelCard
 from segmodels.receptive_field import LayerField, effective_receptive_field, theoretical_receptive_field
 
 from .config import DemoConfig
@@ -170,9 +171,9 @@ class Engine:
         known = [s for s in SET_ORDER if s in found] + sorted(s for s in found if s not in SET_ORDER)
         return {s: sorted(found[s], key=order.get) for s in known}
 
-    def card(self, set_name: str, arch: str) -> dict:
+    def card(self, set_name: str, arch: str) -> ModelCard:
         try:
-            return zoo.load_card(f"{set_name}/{arch}", self.weights_dir)
+            return zoo.read_card(f"{set_name}/{arch}", self.weights_dir)
         except (zoo.WeightsError, OSError, ValueError) as error:
             raise ModelUnavailable(f"{ARCH_NAMES.get(arch, arch)} ({set_name}): model card unreadable: {error}") from error
 
@@ -180,8 +181,8 @@ class Engine:
         """Class names and colours of a set, from the first readable model card."""
         for arch in self.catalogue().get(set_name, []):
             try:
-                return DatasetInfo.from_dict(self.card(set_name, arch)["dataset"])
-            except (ModelUnavailable, KeyError, TypeError, ValueError):
+                return self.card(set_name, arch).dataset
+            except ModelUnavailable:
                 continue
         from .sources import DATASETS
 

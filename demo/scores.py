@@ -1,15 +1,19 @@
-"""The numbers of a results table: mIoU on the image, the model card's validation mIoU and
-its gap to the best one against the run-to-run noise, latency with its spread and where it
-comes from, parameters and FLOPs."""
+"""The numbers of a results table: mIoU on the image, the model card's test mIoU with its
+interval and a verdict against the best model shown (a paired bootstrap over the test
+images), the card's validation mIoU, latency with its spread and where it comes from,
+parameters and FLOPs."""
 
 from __future__ import annotations
 
 import math
 import time
 
-from segmodels import ARCH_NAMES
+from segmodels import ARCH_NAMES, zoo
+from segmodels.bootstrap import BETTER, NOT_DISTINGUISHABLE, WORSE, paired_difference, verdict
 from segmodels.data import DatasetInfo
 from segmodels.inference import Latency
+from segmodels.modelcard import Evaluation
+from segmodels.testset import read_per_image
 
 from .engine import Engine, ModelRun, ModelUnavailable
 
@@ -58,67 +62,82 @@ def origin_column(latency: Latency | None, compared: int = 1, together: bool = F
     return {"Latency from": latency_origin(latency, compared, together) if latency is not None else "-"}
 
 
-def card_evaluation(card: dict) -> dict:
-    """The card's CPU re-evaluation on the validation split (``python -m segmodels evaluate``,
-    recorded at export), or {} when it has none."""
-    evaluation = card.get("evaluation") or {}
-    return evaluation if evaluation.get("split", "val") == "val" else {}
-
-
 def card_miou(engine: Engine, set_name: str, run: ModelRun) -> float:
-    """The model card's validation mIoU: its CPU re-evaluation (:func:`card_evaluation`, the
+    """The model card's validation mIoU: its CPU re-evaluation of the shipped weights (the
     figure ``python -m segmodels zoo`` and the README give), else the training-time figure; at
     a pruning depth short of the full model only the training-time one exists."""
     try:
-        card = engine.card(set_name, run.arch)
+        return rounded(engine.card(set_name, run.arch).val_miou(run.depth), 4)
     except ModelUnavailable:
         return float("nan")
-    pruning = {entry.get("depth"): entry for entry in card.get("pruning") or []}
-    if run.depth is not None and pruning and run.depth != max(pruning):
-        return rounded(pruning.get(run.depth, {}).get("val_miou"), 4)
-    return rounded(card_evaluation(card).get("miou", card.get("val_miou")), 4)
 
 
 def card_per_class(engine: Engine, set_name: str, arch: str, info: DatasetInfo) -> list[float]:
     """The model card's validation IoU of every class (NaN where the card has none), from the
     same evaluation as :func:`card_miou`."""
     try:
-        card = engine.card(set_name, arch)
+        values = engine.card(set_name, arch).val_per_class_iou()
     except ModelUnavailable:
-        card = {}
-    values = card_evaluation(card).get("per_class_iou") or card.get("val_per_class_iou") or {}
-    if isinstance(values, list):
-        values = dict(zip(info.class_names, values))
+        values = {}
     return [rounded(values.get(name), 4) for name in info.class_names]
 
 
-def noise_note(noise: dict | None) -> str | None:
-    """One sentence on a set's run-to-run noise (:func:`segmodels.zoo.seed_noise`), for the
-    results' status."""
-    if noise is None:
+def card_test(engine: Engine, set_name: str, run: ModelRun) -> Evaluation | None:
+    """The card's test evaluation at the run's depth, None without one."""
+    try:
+        return engine.card(set_name, run.arch).test_result(run.depth)
+    except ModelUnavailable:
         return None
-    arch = noise["model"].split("/")[-1]
-    seeds = " and ".join(str(seed) for seed in noise["seeds"])
-    return (f"Run-to-run noise: {ARCH_NAMES.get(arch, arch)} trained twice with the same recipe (seeds {seeds}) differs by **{noise['spread']:.4f}** "
-            "in val mIoU (measured during training). A gap in *mIoU (card, val set)* no larger than that says nothing about the architectures.")
 
 
-def gaps_to_best(mious: list[float], noise: float | None) -> list[str]:
-    """Each validation mIoU against the best shown: ``best``, or the gap, marked as within
-    the run-to-run noise where it is no larger than ``noise``."""
-    known = [value for value in mious if not math.isnan(value)]
+def test_miou_text(test: Evaluation | None) -> str:
+    """``0.623 [0.610, 0.634]``: the test mIoU and its 95% bootstrap interval."""
+    if test is None:
+        return "-"
+    interval = test.miou_interval
+    return f"{test.miou:.3f}" + (f" [{interval.low:.3f}, {interval.high:.3f}]" if interval else "")
+
+
+TEST_VERDICTS = {BETTER: "better than", WORSE: "worse than", NOT_DISTINGUISHABLE: "not distinguishable from"}
+
+
+def test_standings(engine: Engine, set_name: str, runs: list[ModelRun]) -> list[str]:
+    """Each run against the run with the best test mIoU shown: ``best on test``, or the
+    paired-bootstrap verdict with the difference in mIoU and its 95% interval (``-`` where the
+    card has no test record)."""
+    tests = [card_test(engine, set_name, run) for run in runs]
+    known = [i for i, test in enumerate(tests) if test is not None]
     if not known:
-        return ["-"] * len(mious)
-    best = max(known)
-    gaps = []
-    for value in mious:
-        if math.isnan(value):
-            gaps.append("-")
-        elif value == best:
-            gaps.append("best")
+        return ["-"] * len(runs)
+    best = max(known, key=lambda i: tests[i].miou)
+    try:
+        best_images = read_per_image(f"{set_name}/{runs[best].arch}", runs[best].depth, engine.weights_dir)
+    except zoo.WeightsError:
+        return ["- (per-image test record unreadable)" if test is not None else "-" for test in tests]
+    standings = []
+    for i, (run, test) in enumerate(zip(runs, tests)):
+        if test is None:
+            standings.append("-")
+        elif i == best:
+            standings.append("best on test")
         else:
-            gaps.append(f"−{best - value:.4f}" + (" (within noise)" if noise is not None and best - value <= noise else ""))
-    return gaps
+            try:
+                difference = paired_difference(read_per_image(f"{set_name}/{run.arch}", run.depth, engine.weights_dir), best_images)
+            except (zoo.WeightsError, ValueError):
+                standings.append("- (per-image test record unreadable)")
+                continue
+            standings.append(f"{TEST_VERDICTS[verdict(difference)]} best: {difference.estimate:+.3f} [{difference.low:+.3f}, {difference.high:+.3f}]")
+    return standings
 
 
-__all__ = ["LATENCY_NOTE", "NOISY", "card_evaluation", "card_miou", "card_per_class", "gaps_to_best", "latency_columns", "latency_origin", "noise_note", "origin_column", "rounded"]
+TEST_NOTE = (
+    "*mIoU (test)*: the model card's figure on the held-out test split (frames the training never saw), evaluated once per model, "
+    "with its 95% interval [low, high] from a bootstrap over the test images. *Test vs best*: each model against the best one shown, "
+    "on the same resampled images (a paired bootstrap): the difference in mIoU and its 95% interval; *not distinguishable* when the "
+    "interval contains 0. The intervals cover which test images were drawn, not seed-to-seed training noise (not yet measured at a "
+    "fixed final epoch). *mIoU (val)*: the split the checkpoints were chosen on; it runs high."
+)
+
+
+__all__ = ["LATENCY_NOTE", "NOISY", "TEST_NOTE", "card_miou", "card_per_class", "card_test", "latency_columns", "latency_origin", "origin_column",
+           "rounded", "test_miou_text", "test_standings"]
