@@ -296,11 +296,12 @@ def miou_cost_figure(table: pd.DataFrame, has_gt: bool) -> go.Figure:
     """mIoU against compute: GFLOPs per frame on a log axis (the cost on any machine; latency
     stays in the table and the hover, it depends on the machine and its load), one colour per
     model, each point named beside it; filled: mIoU on this image (when it has ground truth),
-    hollow: the model card's validation mIoU."""
+    hollow: the model card's test mIoU (its validation mIoU for a set without test records)."""
     rows = table[table["GFLOPs"].notna() & (table["GFLOPs"] > 0)] if "GFLOPs" in table else table.iloc[:0]
     if rows.empty:
         return empty_figure("No model ran.")
-    columns = (["mIoU (this image)"] if has_gt else []) + ["mIoU (card, val set)"]
+    card_column, card_kind = ("mIoU (test)", "test set (card)") if "mIoU (test)" in rows and rows["mIoU (test)"].notna().any() else ("mIoU (card, val set)", "validation set (card)")
+    columns = (["mIoU (this image)"] if has_gt else []) + [card_column]
     fig = go.Figure()
     labelled = []
     for _, row in rows.iterrows():
@@ -320,7 +321,7 @@ def miou_cost_figure(table: pd.DataFrame, has_gt: bool) -> go.Figure:
     _label_points(fig, *map(list, zip(*labelled)), x_range, y_range)
     fig.update_xaxes(title="GFLOPs per frame (log scale)", type="log", range=x_range, tickvals=log_ticks(x_range), automargin=True)
     fig.update_yaxes(title="mIoU", range=y_range, automargin=True)
-    kinds = "filled: this image · hollow: validation set (card)" if has_gt else "validation set (model card): no ground truth here"
+    kinds = f"filled: this image · hollow: {card_kind}" if has_gt else f"{card_kind}: no ground truth here"
     return _layout(fig, "mIoU vs compute", subtitle=f"{kinds} · latency on this machine: table and hover")
 
 
@@ -345,7 +346,7 @@ def pruning_figure(table: pd.DataFrame) -> go.Figure:
     """The pruning trade-off: mIoU against GFLOPs per frame (log scale), one point per depth,
     each named beside it."""
     fig = go.Figure()
-    specs = [("mIoU (this image)", "this image", "solid"), ("mIoU (card, val set)", "validation set (card)", "dash")]
+    specs = [("mIoU (this image)", "this image", "solid"), ("mIoU (test)", "test set (card)", "dot"), ("mIoU (card, val set)", "validation set (card)", "dash")]
     values = []
     for column, label, dash in specs:
         if column in table and table[column].notna().any():

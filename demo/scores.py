@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import time
 
-from segmodels import ARCH_NAMES, zoo
+from segmodels import zoo
 from segmodels.bootstrap import BETTER, NOT_DISTINGUISHABLE, WORSE, paired_difference, verdict
 from segmodels.data import DatasetInfo
 from segmodels.inference import Latency

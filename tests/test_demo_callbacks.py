@@ -68,31 +68,42 @@ def test_compare_tables_one_row_per_model(app):
     result = compare.Compare(app).compare(EXAMPLE, None, None, "shapes", ALL, 4)
     table, per_class = result.table, result.per_class
     assert list(table["Model"]) == list(per_class["Model"]) == ["U-Net", "U-Net++ L4", "U-Net 3+", "DeepLabV3+"]
-    assert set(table.columns) == {"Model", "Status", "Params (M)", "GFLOPs", "Latency (ms)", "IQR (ms)", "Latency from", "mIoU (this image)", "mIoU (card, val set)", "Val gap to best"}
+    assert set(table.columns) == {"Model", "Status", "Params (M)", "GFLOPs", "Latency (ms)", "IQR (ms)", "Latency from", "mIoU (this image)", "mIoU (test)",
+                                  "Test 95% interval", "Test vs best", "mIoU (card, val set)"}
     assert set(per_class.columns) == {"Model"} | {f"IoU {name}" for name in SHAPES.class_names}  # the wide part, in a table of its own
     assert (table["Status"] == "ok").all()
     assert (table["Params (M)"] > 0).all() and (table["GFLOPs"] > 0).all() and (table["Latency (ms)"] > 0).all()
     assert list(table["mIoU (card, val set)"]) == [0.61, pytest.approx(0.64), 0.63, 0.66]  # U-Net++ L4 from the card's pruning list
-    assert list(table["Val gap to best"]) == ["−0.0500", "−0.0200", "−0.0300", "best"]  # no seed variance recorded: no noise verdict
+    assert list(table["Test vs best"]) == ["-"] * 4 and table["mIoU (test)"].isna().all()  # no test record in these cards: no verdict
     assert result.image.key == EXAMPLE and result.image.label == "Shapes #1000"
 
 
-def test_compare_marks_gaps_within_the_recorded_seed_noise(tiny_config, own_zoo):
-    card_path = own_zoo / "shapes" / "unet.json"
-    card = json.loads(card_path.read_text())
-    card["seed_variance"] = {"seeds": [0, 1], "val_miou": [0.61, 0.635], "spread": 0.025}
-    card_path.write_text(json.dumps(card))
+def test_compare_judges_models_by_a_paired_bootstrap_on_test(tiny_config, own_zoo):
+    from segmodels.testset import record_test
+
+    for arch in ("unet", "unetpp", "deeplabv3p"):
+        record_test(f"shapes/{arch}", None, own_zoo, resamples=200)
     tab = compare.Compare(App(tiny_config(weights_dir=own_zoo)))
-    assert list(tab.compare(EXAMPLE, None, None, "shapes", ALL, 4).table["Val gap to best"]) == ["−0.0500", "−0.0200 (within noise)", "−0.0300", "best"]
+    table = tab.compare(EXAMPLE, None, None, "shapes", ALL, 4).table
+    tests = {arch: zoo.read_card(f"shapes/{arch}", own_zoo).test_result(None) for arch in ("unet", "unetpp", "deeplabv3p")}
+    best = max(tests, key=lambda arch: tests[arch].miou)
+    rows = dict(zip(["unet", "unetpp", "unet3p", "deeplabv3p"], table.to_dict("records")))
+    assert rows[best]["Test vs best"] == "best on test"
+    for arch, test in tests.items():
+        assert rows[arch]["mIoU (test)"] == round(test.miou, 4) and rows[arch]["Test 95% interval"] == f"[{test.miou_interval.low:.3f}, {test.miou_interval.high:.3f}]"
+        if arch != best:
+            assert rows[arch]["Test vs best"].split(" best: ")[0] in ("better than", "worse than", "not distinguishable from")
+            assert rows[arch]["Test vs best"].split(" best: ")[1].startswith(f"{test.miou - tests[best].miou:+.3f}")
+    assert rows["unet3p"]["Test vs best"] == "-" and math.isnan(rows["unet3p"]["mIoU (test)"])  # no record: no verdict
     status = compare.VIEW.named(final(tab.stream(EXAMPLE, None, None, "shapes", ALL, 4, 0.8, None)))["status"]
-    assert "U-Net trained twice with the same recipe (seeds 0 and 1) differs by **0.0250** in val mIoU" in status and "0.6100" not in status  # only the card's own figures are quoted
+    assert "paired bootstrap" in status and "not seed-to-seed training noise" in status
 
 
-def test_an_unreadable_card_leaves_the_other_models_and_the_noise_alone(tiny_config, own_zoo):
+def test_an_unreadable_card_leaves_the_other_models_alone(tiny_config, own_zoo):
     (own_zoo / "shapes" / "unet3p.json").write_text("{not json")
     result = compare.Compare(App(tiny_config(weights_dir=own_zoo))).compare(EXAMPLE, None, None, "shapes", ["unet", "unet3p"], 4)
-    assert [run.ok for run in result.runs] == [True, False] and "model card could not be loaded" in result.runs[1].error
-    assert result.noise is None and list(result.table["Val gap to best"]) == ["best", "-"]
+    assert [run.ok for run in result.runs] == [True, False] and "model card of shapes/unet3p is unreadable" in result.runs[1].error
+    assert list(result.table["Test vs best"]) == ["-", "-"]
 
 
 def test_compare_miou_equals_segmodels_metrics(app, tiny_zoo):

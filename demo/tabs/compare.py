@@ -10,14 +10,14 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from segmodels import ARCH_NAMES, zoo
+from segmodels import ARCH_NAMES
 
 from .. import explanations, figures, text
 from ..context import Shared, View, hidden
 from ..core import ARCH_ORDER, App, CurrentImage, PredictionKey, SessionCache
 from ..engine import ModelRun, ModelUnavailable
 from ..errors import InputError, error_text, user_errors, user_message
-from ..scores import LATENCY_NOTE, card_miou, card_per_class, gaps_to_best, latency_columns, noise_note, origin_column, rounded
+from ..scores import LATENCY_NOTE, TEST_NOTE, card_miou, card_per_class, card_test, latency_columns, origin_column, rounded, test_standings
 
 RUNTIME_NAMES = {"torch": "PyTorch", "torch-bf16": "PyTorch in bfloat16", "onnxruntime": "ONNX Runtime"}
 MASKS = tuple(f"mask_{arch}" for arch in ARCH_ORDER)
@@ -31,16 +31,15 @@ TABLE_LABEL = "Comparison on this image"
 
 @dataclass
 class CompareResult:
-    """The chosen models on one image: their runs, the comparison table and per-class IoU
-    (on the image when it has ground truth, else from the model cards), and the set's
-    run-to-run noise (:func:`segmodels.zoo.seed_noise`) the table's gaps are judged by."""
+    """The chosen models on one image: their runs, the comparison table (with the cards' test
+    mIoU, its interval and each model's paired-bootstrap standing against the best) and
+    per-class IoU (on the image when it has ground truth, else from the model cards)."""
 
     image: CurrentImage
     runs: list[ModelRun]
     table: pd.DataFrame
     per_class: pd.DataFrame
     per_class_source: str
-    noise: dict | None
 
 
 class Compare:
@@ -79,10 +78,16 @@ class Compare:
         engine, info = self.app.engine, current.info
         engine.time_together(current.set_name, runs, current.size)
         rows, per_class = [], []
-        for run in runs:
+        standings = test_standings(engine, current.set_name, runs)
+        for run, standing in zip(runs, standings):
+            test = card_test(engine, current.set_name, run)
+            interval = test.miou_interval if test is not None else None
             rows.append({
                 "Model": run.name,
                 "mIoU (this image)": rounded(run.metrics["miou"] if run.metrics else None, 4),
+                "mIoU (test)": rounded(test.miou if test is not None else None, 4),
+                "Test 95% interval": f"[{interval.low:.3f}, {interval.high:.3f}]" if interval is not None else "-",
+                "Test vs best": standing,
                 "mIoU (card, val set)": card_miou(engine, current.set_name, run),
                 **latency_columns(run.latency),
                 "GFLOPs": rounded(run.flops / 1e9 if run.flops is not None else None, 3),
@@ -95,11 +100,8 @@ class Compare:
             else:
                 values = card_per_class(engine, current.set_name, run.arch, info) if run.ok else [None] * info.num_classes
             per_class.append({"Model": run.name, **{f"IoU {name}": rounded(v, 4) for name, v in zip(info.class_names, values)}})
-        noise = zoo.seed_noise(current.set_name, engine.weights_dir)
-        table = pd.DataFrame(rows)
-        table.insert(table.columns.get_loc("mIoU (card, val set)") + 1, "Val gap to best", gaps_to_best(table["mIoU (card, val set)"].tolist(), noise["spread"] if noise else None))
         source = "this image" if current.gt is not None else "validation set, from the model cards"
-        return CompareResult(current, runs, table, pd.DataFrame(per_class), source, noise)
+        return CompareResult(current, runs, pd.DataFrame(rows), pd.DataFrame(per_class), source)
 
     def compare(self, example, image_file, mask_file, set_name, models, depth) -> CompareResult:
         """Every chosen model on the image, one forward pass each (tests and scripts)."""
@@ -176,9 +178,8 @@ class Compare:
         lines = [f"**{current.label}** ({current.size[1]}x{current.size[0]} px): {first}"]
         lines += [f"- **{run.name}**: {run.error}" for run in runs if not run.ok]
         lines += [f"- {note}" for note in current.notes]
-        noise = noise_note(result.noise)
-        if noise:
-            lines.append(f"\n<small>{noise}</small>")
+        if result.table["mIoU (test)"].notna().any():
+            lines.append(f"\n<small>{TEST_NOTE}</small>")
         lines.append(f"\n<small>{LATENCY_NOTE}</small>")
         has_gt = current.gt is not None
         yield VIEW(

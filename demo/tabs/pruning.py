@@ -16,7 +16,7 @@ from ..context import Shared, View, hidden
 from ..core import App, CurrentImage, SessionCache
 from ..engine import SET_LABELS, ModelRun, ModelUnavailable
 from ..errors import InputError, inline_errors
-from ..scores import LATENCY_NOTE, card_miou, latency_columns, origin_column, rounded
+from ..scores import LATENCY_NOTE, card_miou, card_test, latency_columns, origin_column, rounded
 
 SLOTS = 4  # mask images shown: U-Net++ with a four-level encoder prunes to L1..L4
 DEPTHS = tuple(f"depth_{i}" for i in range(SLOTS))
@@ -68,6 +68,7 @@ class Pruning:
         return pd.DataFrame([{
             "Depth": f"L{run.depth}",
             "mIoU (this image)": rounded(run.metrics["miou"] if run.metrics else None, 4),
+            "mIoU (test)": rounded(test.miou if (test := card_test(self.app.engine, set_name, run)) is not None else None, 4),
             "mIoU (card, val set)": card_miou(self.app.engine, set_name, run),
             **latency_columns(run.latency),
             "GFLOPs": rounded(run.flops / 1e9, 3),
