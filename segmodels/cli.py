@@ -251,13 +251,13 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def run_test_card(args: argparse.Namespace) -> int:
-    from .testset import TestAlreadyRecorded, record_test
+    from .testset import AlreadyEvaluatedOnTest, record_test
 
     weights_dir = Path(args.weights) if args.weights else zoo.WEIGHTS_DIR
     for name in args.models:
         try:
             card = record_test(name, args.data_root, weights_dir, device=args.device or _default_device(), again=args.again, show_progress=True)
-        except (TestAlreadyRecorded, zoo.WeightsError, FileNotFoundError, ValueError) as error:
+        except (AlreadyEvaluatedOnTest, zoo.WeightsError, FileNotFoundError, ValueError) as error:
             raise SystemExit(f"{name}: {error}") from None
         for result in card.test.results:
             at = "" if result.depth is None else f" L{result.depth}"
@@ -293,7 +293,14 @@ def run_zoo(args: argparse.Namespace) -> int:
         test = _fixed(r["test_miou"], 4) + (f" ({r['test_interval'][0]:.4f}-{r['test_interval'][1]:.4f})" if r["test_interval"] else "")
         print(f"| {r['model']} | {_fixed(r['val_miou'], 4)} | {_fixed(r['val_mean_class_accuracy'], 4)} | {test} | {_fixed(r['test_mean_class_accuracy'], 4)} "
               f"| {_fixed(r['params_m'], 2)} | {_fixed(r['gflops'], 2)} | {_fixed(r['median_ms'], 1)} | {bench} | {r['epochs'] or '-'} | {training} |")
+    from .testset import paired_standings
+
     for set_name in sorted({row["model"].split("/")[0] for row in rows}):
+        standings = paired_standings(set_name, weights_dir)
+        if standings:
+            print(f"\n{set_name} on test, each model against the best (paired bootstrap over the test images, 95% interval of the mIoU difference):")
+            for name, difference, judged in standings:
+                print(f"  {name}: best" if difference is None else f"  {name}: {difference.estimate:+.4f} [{difference.low:+.4f}, {difference.high:+.4f}]: {judged}")
         noise = zoo.seed_noise(set_name, weights_dir)
         if noise:
             runs = ", ".join(f"seed {seed} {miou:.4f}" for seed, miou in zip(noise["seeds"], noise["val_miou"]))

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from . import zoo
-from .bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, bootstrap
+from .bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, Interval, bootstrap, paired_difference, verdict
 from .cards import sha256_of
 from .data import build_dataset, eval_transform
 from .evaluation import evaluate_per_image
@@ -32,7 +32,7 @@ from .modelcard import Evaluation, ModelCard, TestRecord
 TEST_SPLIT = "test"
 
 
-class TestAlreadyRecorded(RuntimeError):
+class AlreadyEvaluatedOnTest(RuntimeError):
     """The card already holds a test evaluation of these weights."""
 
 
@@ -89,7 +89,7 @@ def record_test(name: str, data_root: str | Path, weights_dir: Path = zoo.WEIGHT
     per-image matrices beside the card and the :class:`TestRecord` into it; returns the card."""
     card = zoo.read_card(name, weights_dir)
     if card.test is not None and card.test.weights_sha256 == card.sha256 and not again:
-        raise TestAlreadyRecorded(f"{name} was already evaluated on test with these weights (test is evaluated once per finished model); pass --again to reproduce it")
+        raise AlreadyEvaluatedOnTest(f"{name} was already evaluated on test with these weights (test is evaluated once per finished model); pass --again to reproduce it")
     dataset = build_dataset(card.dataset.name, data_root, split=TEST_SPLIT, transform=eval_transform())
     model = zoo.read_model(name, weights_dir).to(device)
     depths = tuple(model.pruning_depths) or (None,)
@@ -112,3 +112,26 @@ def record_test(name: str, data_root: str | Path, weights_dir: Path = zoo.WEIGHT
     updated = ModelCard.from_dict(card.to_dict() | {"test": record.to_dict()})
     zoo.write_card(name, updated, weights_dir)
     return updated
+
+
+def paired_standings(set_name: str, weights_dir: Path = zoo.WEIGHTS_DIR) -> list[tuple[str, Interval | None, str]]:
+    """Every full model of a set with a test record against the best of them: (name, the
+    paired-bootstrap interval of its mIoU minus the best's, verdict); the best has None."""
+    records = {}
+    for name in zoo.list_models(weights_dir):
+        if name.startswith(f"{set_name}/"):
+            card = zoo.read_card(name, weights_dir)
+            if card.test is not None:
+                records[name] = card
+    if not records:
+        return []
+    best = max(records, key=lambda name: records[name].test_result(None).miou)
+    best_images = read_per_image(best, None, weights_dir)
+    rows = []
+    for name, card in sorted(records.items(), key=lambda item: -item[1].test_result(None).miou):
+        if name == best:
+            rows.append((name, None, "best"))
+            continue
+        difference = paired_difference(read_per_image(name, None, weights_dir), best_images, card.test.resamples, card.test.seed)
+        rows.append((name, difference, verdict(difference)))
+    return rows

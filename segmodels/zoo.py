@@ -52,6 +52,7 @@ def load_card(name: str, weights_dir: Path = WEIGHTS_DIR) -> dict:
 
 
 _card_cache: dict[Path, tuple[tuple, ModelCard]] = {}
+_card_lock = threading.Lock()  # its own: load_model reads cards while it holds _lock
 
 
 def read_card(name: str, weights_dir: Path = WEIGHTS_DIR) -> ModelCard:
@@ -62,7 +63,7 @@ def read_card(name: str, weights_dir: Path = WEIGHTS_DIR) -> ModelCard:
     except OSError:
         stat = None
     stamp = None if stat is None else (stat.st_ino, stat.st_size, stat.st_mtime_ns)
-    with _lock:
+    with _card_lock:
         cached = _card_cache.get(path)
     if cached is not None and stamp is not None and cached[0] == stamp:
         return cached[1]
@@ -71,7 +72,7 @@ def read_card(name: str, weights_dir: Path = WEIGHTS_DIR) -> ModelCard:
     except (KeyError, TypeError, ValueError) as error:
         raise WeightsError(f"the model card of {name} is unreadable: {type(error).__name__}: {error}") from error
     if stamp is not None:
-        with _lock:
+        with _card_lock:
             _card_cache[path] = (stamp, card)
     return card
 
@@ -168,6 +169,7 @@ def summary(weights_dir: Path = WEIGHTS_DIR) -> list[dict]:
 def clear_cache() -> None:
     with _lock:
         _cache.clear()
+    with _card_lock:
         _card_cache.clear()
 
 

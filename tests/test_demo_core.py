@@ -481,7 +481,7 @@ def test_the_app_and_the_readme_quote_one_val_miou():
     checked = 0
     for set_name in app.sets():
         for arch in app.archs(set_name):
-            depths = [entry["depth"] for entry in app.engine.card(set_name, arch).get("pruning") or []] or [None]
+            depths = [entry.depth for entry in app.engine.card(set_name, arch).pruning] or [None]
             for depth in depths:
                 name = f"{set_name}/{arch}" + (f" L{depth}" if depth else "")
                 assert f"{card_miou(app.engine, set_name, ModelRun(arch, name, depth)):.4f}" == quoted[name], name

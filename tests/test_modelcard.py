@@ -14,7 +14,7 @@ from segmodels import zoo
 from segmodels.bootstrap import bootstrap
 from segmodels.cli import main
 from segmodels.modelcard import SCHEMA_VERSION, ModelCard
-from segmodels.testset import TestAlreadyRecorded, read_per_image, record_test
+from segmodels.testset import AlreadyEvaluatedOnTest, read_per_image, record_test
 
 
 @pytest.mark.parametrize("name", zoo.list_models())
@@ -61,7 +61,7 @@ def test_test_record_once_per_model(own_zoo: Path) -> None:
     assert math.isclose(result.miou, bootstrap(per_image, resamples=200).miou.estimate)
     assert result.confusion_matrix == per_image.sum(0).tolist()
     assert result.miou_interval.low <= result.miou <= result.miou_interval.high
-    with pytest.raises(TestAlreadyRecorded, match="once per finished model"):
+    with pytest.raises(AlreadyEvaluatedOnTest, match="once per finished model"):
         record_test("shapes/unetpp", None, own_zoo)
     reproduced = record_test("shapes/unetpp", None, own_zoo, again=True, resamples=200)
     assert reproduced.test.results == card.test.results

@@ -6,6 +6,7 @@ from conftest import assert_fingerprint
 
 from segmodels import zoo
 from segmodels.cards import model_from_spec, model_spec
+from segmodels.data import SHAPES
 from segmodels.models import create_model
 
 # Output fingerprints of every shipped model (U-Net++ at each pruning depth) on
@@ -34,13 +35,16 @@ def shipped_model_input() -> torch.Tensor:
     return torch.rand(1, 3, 72, 100, generator=torch.Generator().manual_seed(0))
 
 
+TOY_EVALUATION = {"split": "val", "num_images": 2, "miou": 0.5, "pixel_accuracy": 0.8, "mean_class_accuracy": 0.6, "per_class_iou": {}, "confusion_matrix": []}
+
+
 def make_run(directory, arch, seed):
     torch.manual_seed(seed)
     spec = model_spec(arch, "plain", 4, base_channels=4)
     model = create_model(arch, 4, base_channels=4)
     directory.mkdir(parents=True)
     torch.save({"model": model.state_dict(), "spec": spec, "epoch": 1}, directory / "best.pt")
-    (directory / "card.json").write_text(json.dumps({**spec, "val_miou": 0.5}))
+    (directory / "card.json").write_text(json.dumps({**spec, "dataset": SHAPES.to_dict(), "val_miou": 0.5}))
     return model
 
 
@@ -49,7 +53,7 @@ def weights_dir(tmp_path):
     make_run(tmp_path / "runs" / "unet", "unet", 0)
     make_run(tmp_path / "runs" / "unetpp", "unetpp", 1)
     target = tmp_path / "weights"
-    zoo.export_model(tmp_path / "runs" / "unet", "toy/unet", weights_dir=target, extra={"evaluation": {"miou": 0.5}})
+    zoo.export_model(tmp_path / "runs" / "unet", "toy/unet", weights_dir=target, extra={"evaluation": TOY_EVALUATION})
     zoo.export_model(tmp_path / "runs" / "unetpp", "toy/unetpp", weights_dir=target)
     zoo.clear_cache()
     yield target
@@ -59,7 +63,7 @@ def weights_dir(tmp_path):
 def test_exported_models_list_load_once_and_predict(weights_dir):
     assert zoo.list_models(weights_dir) == ["toy/unet", "toy/unetpp"]
     card = zoo.load_card("toy/unet", weights_dir)
-    assert card["weights_dtype"] == "float16" and len(card["sha256"]) == 64 and card["evaluation"] == {"miou": 0.5}
+    assert card["weights_dtype"] == "float16" and len(card["sha256"]) == 64 and card["evaluation"] == TOY_EVALUATION
     model = zoo.load_model("toy/unet", "cpu", weights_dir)
     assert zoo.load_model("toy/unet", "cpu", weights_dir) is model
     assert not model.training
