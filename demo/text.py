@@ -30,10 +30,12 @@ $$\\mathrm{IoU} = \\frac{TP}{TP + FP + FN}$$
 
 the overlap of prediction and truth divided by their union: 1 is perfect, 0 is no overlap.
 **mIoU** is the mean IoU over the classes present in the truth or the prediction.
-*mIoU (this image)* is measured live; *mIoU (card, val set)* is the model's score on the whole
-validation set, from its model card; *Val gap to best* is how far that score is below the best
-one shown, marked *within noise* when it is no larger than the gap between two trainings of the
-same model with different seeds. **Latency** is measured here, on this machine: the median of
+*mIoU (this image)* is measured live. *mIoU (test)* is the model's score on the whole held-out
+test set, from its model card, with its 95% interval: the range the score would likely take on
+another draw of test images. *Test vs best* compares each model with the best one shown on the
+same images: *better* or *worse* only when the interval of the difference excludes 0, else *not
+distinguishable*. *mIoU (card, val set)* is the score on the validation set the checkpoints were
+chosen on: it runs high. **Latency** is measured here, on this machine: the median of
 several timed runs after warm-up runs. **FLOPs** are the floating-point operations of one
 forward pass at this image's size.
 
