@@ -58,10 +58,8 @@ from typing import Any
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import attacks  # noqa: E402
-from loadlib import (  # noqa: E402
+import attacks
+from loadlib import (
     API,
     REPO_ROOT,
     AppModel,

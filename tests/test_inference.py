@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -239,7 +237,6 @@ def test_a_runtime_far_slower_in_its_first_pass_is_not_timed_further(own_zoo, mo
 
 
 def test_device_latency_script_times_a_click_for_each_option_set(own_zoo, capsys):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
     import device_latency
 
     report = device_latency.main(["--device", "cpu", "--weights", str(own_zoo), "--set", "shapes", "--size", "32x48", "--rounds", "2"])
