@@ -163,9 +163,8 @@ def test_the_attack_scenarios_parse_and_stay_bounded():
 
     from PIL import Image
 
-    sys.path.insert(0, str(SCRIPTS))
-    load_test = _load("load_test")
-    png_of_zeros = sys.modules["attacks"].png_of_zeros
+    import load_test
+    from attacks import png_of_zeros
 
     args = load_test.parse_args(["slowsockets", "--sockets", "1100", "--hold", "30", "--server-nofile", "1024", "--set", "shapes"])
     assert (args.sockets, args.hold, args.server_nofile, args.attacker_address) == (1100, 30.0, 1024, "127.0.0.2")
