@@ -87,7 +87,7 @@ def test_only_loopback_urls_are_accepted():
             loadlib.require_loopback(url)
 
 
-def fake_app() -> "loadlib.AppModel":
+def fake_app() -> loadlib.AppModel:
     components = [
         {"id": 1, "type": "state", "skip_api": True, "props": {"value": None}},
         {"id": 7, "type": "radio", "skip_api": False, "props": {"label": "Model set", "value": "camvid", "choices": [["CamVid", "camvid"], ["Shapes", "shapes"]]}},

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_fingerprint
 
+from conftest import assert_fingerprint
 from segmodels import zoo
 from segmodels.cards import model_from_spec, model_spec
 from segmodels.models import create_model
@@ -214,6 +214,7 @@ def test_export_records_the_seed_spread_of_the_same_recipe(tmp_path, capsys):
     assert noise["spread"] == pytest.approx(0.0125)
     assert zoo.seed_noise("other", target) is None
     assert main(["zoo", "--weights", str(target)]) == 0
-    assert "toy run-to-run noise: toy/unet trained with the same recipe, val mIoU seed 0 0.7000, seed 1 0.7125: spread 0.0125 (each seed at its best validation: not used for verdicts)" in capsys.readouterr().out
+    assert ("toy run-to-run noise: toy/unet trained with the same recipe, val mIoU seed 0 0.7000, seed 1 0.7125: spread 0.0125 "
+            "(each seed at its best validation: not used for verdicts)") in capsys.readouterr().out
     (target / "toy" / "aaa.json").write_text("{not json")  # listed first, unreadable: passed over
     assert zoo.seed_noise("toy", target)["model"] == "toy/unet"
