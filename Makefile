@@ -1,16 +1,17 @@
-# `make app` and `make test` do all set-up on a fresh machine (a virtualenv in .venv).
+# `make app` and `make test` do all set-up on a fresh machine (a virtualenv in .venv, the
+# package installed into it with `pip install -e .`).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: app test setup setup-dev
+.PHONY: app test test-all lint setup setup-dev
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed: requirements.txt | $(BIN)/python
-	$(BIN)/pip install --quiet -r requirements.txt
+$(VENV)/.installed: requirements.txt pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt -e .
 	touch $@
 
 $(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed
@@ -25,5 +26,13 @@ setup-dev: $(VENV)/.installed-dev
 app: setup
 	$(BIN)/python app.py
 
+# The tests a contributor runs often: everything but those marked slow (pytest.ini).
 test: setup-dev
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# Every test, the slow ones included: what CI runs (.ci/run).
+test-all: setup-dev lint
 	$(BIN)/python -m pytest -q
+
+lint: setup-dev
+	$(BIN)/ruff check .

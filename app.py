@@ -15,7 +15,6 @@ import logging
 import os
 import shutil
 import signal
-import sys
 import tempfile
 from pathlib import Path
 
@@ -85,7 +84,6 @@ def main(argv: list[str] | None = None) -> None:
     tune_malloc()
     stop_cleanly_on_sigterm()
     fresh_upload_dir(port)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from demo import DemoConfig, build_demo, serve
 
     overrides = {key: value for key, value in (("camvid_dir", args.camvid), ("weights_dir", args.weights), ("device", args.device)) if value is not None}

@@ -35,8 +35,8 @@ class DemoConfig:
     """Everything ``build_demo`` needs to know.
 
     Attributes:
-        weights_dir: the model zoo (``<set>/<arch>.pt`` + ``.json``); env ``SEGMODELS_WEIGHTS``,
-            default ``assets/weights``.
+        weights_dir: the model zoo (``<set>/<arch>.pt`` + ``.json``); default
+            :func:`segmodels.zoo.default_weights_dir` (env ``SEGMODELS_WEIGHTS``, else ``assets/weights``).
         camvid_dir: a CamVid folder (SegNet layout) whose ``val`` split provides examples;
             env ``SEGMODELS_CAMVID`` or ``python app.py --camvid DIR``.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``; env ``SEGMODELS_DEVICE``.
@@ -112,7 +112,7 @@ class DemoConfig:
             SEGMODELS_MAX_SESSIONS=20``); env ``SEGMODELS_MAX_SESSIONS``.
     """
 
-    weights_dir: Path = field(default_factory=lambda: _env_path("SEGMODELS_WEIGHTS") or zoo.WEIGHTS_DIR)
+    weights_dir: Path = field(default_factory=zoo.default_weights_dir)
     camvid_dir: Path | None = field(default_factory=lambda: _env_path("SEGMODELS_CAMVID"))
     device: str = field(default_factory=lambda: os.environ.get("SEGMODELS_DEVICE", "auto"))
     torch_threads: int | None = field(default_factory=lambda: _env_int("SEGMODELS_THREADS", 0) or None)

@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -408,9 +408,11 @@ class IdleBenchmarker:
     busy is measured again when a request asks for it.
     Requests hold :meth:`busy`; the benchmark takes the predictor's lock one pass at a time
     and stops (to be measured again when idle) as soon as a request is running, so a request
-    waits for at most one forward pass."""
+    waits for at most one forward pass. ``clock`` tells how long the machine has been quiet (tests pass a fake one)."""
 
-    def __init__(self, predictor: Predictor, idle_seconds: float = 2.0, max_age_s: float = 1800.0, warmup: int = 1, repeats: int = 5, max_pending: int = 256):
+    def __init__(self, predictor: Predictor, idle_seconds: float = 2.0, max_age_s: float = 1800.0, warmup: int = 1, repeats: int = 5, max_pending: int = 256,
+                 clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
         self.predictor = predictor
         self.warmup, self.repeats = warmup, repeats
         self.idle_seconds = idle_seconds
@@ -431,7 +433,7 @@ class IdleBenchmarker:
         finally:
             with self._condition:
                 self._active -= 1
-                self._last_request = time.monotonic()
+                self._last_request = self._clock()
                 self._condition.notify_all()
 
     def _requested(self) -> bool:
@@ -468,7 +470,7 @@ class IdleBenchmarker:
     def _wait_for_idle(self) -> tuple[list[tuple[str, int | None]], tuple[int, int]]:
         with self._condition:
             while True:
-                quiet = time.monotonic() - self._last_request
+                quiet = self._clock() - self._last_request
                 if self._pending and self._active == 0 and quiet >= self.idle_seconds:
                     key = next(iter(self._pending))
                     return self._pending.pop(key)

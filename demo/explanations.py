@@ -70,7 +70,8 @@ def receptive_field() -> str:
     one = stacked_conv_receptive_field(1)
     sizes = ", ".join(f"{word} see {stacked_conv_receptive_field(n)} x {stacked_conv_receptive_field(n)}" for n, word in ((2, "two"), (3, "three"), (4, "four")))
     rows = ["| layer | kernel | stride | dilation | steps over (jump) | grows by | receptive field |", "|---|---|---|---|---|---|---|"]
-    rows += [f"| {s['layer']} | {s['kernel']}x{s['kernel']} | {s['stride']} | {s['dilation']} | {s['jump_in']} px | +{s['growth']} | **{s['receptive_field']} px** |" for s in receptive_field_steps(RECEPTIVE_FIELD_EXAMPLE)]
+    rows += [f"| {s['layer']} | {s['kernel']}x{s['kernel']} | {s['stride']} | {s['dilation']} | {s['jump_in']} px | +{s['growth']} | **{s['receptive_field']} px** |"
+             for s in receptive_field_steps(RECEPTIVE_FIELD_EXAMPLE)]
     extents = ", ".join(f"rate {r}: {dilated_kernel_extent(3, r)} x {dilated_kernel_extent(3, r)}" for r in (1, 2, 4))
     return f"""\
 **The arithmetic.** A k x k convolution with stride 1 adds k - 1 pixels to the receptive field, so
@@ -214,7 +215,8 @@ def separable_convolution(facts: ModelFacts | None) -> str:
     else:
         width, low = facts.widths["aspp_channels"], facts.widths["low_level_channels"]
         cost = separable_cost(width + low, width)
-        form = f"separable ({facts.decoder_depthwise_convs} depthwise convolutions in its decoder)" if facts.decoder_depthwise_convs else "dense 3x3 convolutions there (no depthwise convolution in its decoder)"
+        form = (f"separable ({facts.decoder_depthwise_convs} depthwise convolutions in its decoder)" if facts.decoder_depthwise_convs
+                else "dense 3x3 convolutions there (no depthwise convolution in its decoder)")
         shipped = (
             f"For the shipped model's first refining convolution ({width + low} -> {width} channels) the separable form would cost "
             f"{cost['separable']:,} instead of {cost['dense']:,} per pixel ({cost['ratio']:.3f}). The shipped CamVid DeepLabV3+ uses {form}, read from its modules."

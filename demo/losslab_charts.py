@@ -17,7 +17,7 @@ from segmodels.data.info import CAMVID
 from segmodels.losslab import LOSS_LABELS
 from segmodels.teaching import camvid_class_weight_schemes
 
-from .losslab_runs import CLASS_COLOURS, FONT, LOSS_COLOURS, LOSS_TICKS, LabCurves, Precomputed, SHORT_LABELS
+from .losslab_runs import CLASS_COLOURS, FONT, LOSS_COLOURS, LOSS_TICKS, SHORT_LABELS, LabCurves, Precomputed
 
 
 def _layout(fig: go.Figure, title: str, subtitle: str, height: int) -> go.Figure:
@@ -41,7 +41,8 @@ def loss_figure(current: LabCurves | None, previous: LabCurves | None, max_steps
     fig = go.Figure()
     for curves, is_current, dash in ((current, True, "solid"), (previous, False, "dash")):
         if curves is not None:
-            fig.add_trace(go.Scatter(x=curves.step[1:], y=curves.train_loss[1:], name=_run_name(curves, is_current), mode="lines+markers", line=dict(width=3, dash=dash, color=LOSS_COLOURS[curves.loss]), marker=dict(size=5)))
+            fig.add_trace(go.Scatter(x=curves.step[1:], y=curves.train_loss[1:], name=_run_name(curves, is_current), mode="lines+markers",
+                                     line=dict(width=3, dash=dash, color=LOSS_COLOURS[curves.loss]), marker=dict(size=5)))
     fig.update_xaxes(title="training step", range=[0, max_steps])
     fig.update_yaxes(title="training loss", type="log", tickvals=LOSS_TICKS, ticktext=[f"{v:g}" for v in LOSS_TICKS])
     return _layout(fig, "Training loss", "losses differ in scale:<br>compare how each falls, not its height", 380)
@@ -74,7 +75,9 @@ def precomputed_figure(precomputed: Precomputed) -> go.Figure:
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12, subplot_titles=(f"{name} IoU", f"{name} recall (share of its pixels found)"))
     for loss, curves in precomputed.runs.items():
         for row, values in ((1, "iou"), (2, "recall")):
-            fig.add_trace(go.Scatter(x=curves.step, y=curves.class_series(values, rare), name=SHORT_LABELS[loss] + (f" γ={curves.gamma:g}" if curves.gamma is not None else ""), legendgroup=loss, showlegend=row == 1, mode="lines", line=dict(width=3, color=LOSS_COLOURS[loss])), row=row, col=1)
+            label = SHORT_LABELS[loss] + (f" γ={curves.gamma:g}" if curves.gamma is not None else "")
+            fig.add_trace(go.Scatter(x=curves.step, y=curves.class_series(values, rare), name=label, legendgroup=loss, showlegend=row == 1, mode="lines",
+                                     line=dict(width=3, color=LOSS_COLOURS[loss])), row=row, col=1)
     fig.update_yaxes(range=[0, 1.02])
     fig.update_xaxes(title="training step", row=2, col=1)
     seeds = "one seed" if len(precomputed.seeds) == 1 else f"{len(precomputed.seeds)} seeds"
@@ -191,7 +194,8 @@ def rare_class_verdict(precomputed: Precomputed, min_gain: float = 0.01, last: i
         f"- **(N − N_c)/N weights** are close to 1 for every class but the dominant one ({names[dominant]}: {precomputed.class_weights['wce'][dominant]:.3f}, "
         f"the {rare_name}: {precomputed.class_weights['wce'][rare]:.3f}; a {precomputed.weight_spread['wce']:.1f}x spread): "
         f"they shrink the {names[dominant]}'s part, so the {rare_name}s' share of the loss only grows to {share['wce'][rare]:.2%}.",
-        f"- **Median-frequency weights** give the {rare_name} {precomputed.class_weights['mfb'][rare]:.2f} (a {precomputed.weight_spread['mfb']:.1f}x spread): its share of the loss grows to {share['mfb'][rare]:.2%}.",
+        f"- **Median-frequency weights** give the {rare_name} {precomputed.class_weights['mfb'][rare]:.2f} (a {precomputed.weight_spread['mfb']:.1f}x spread): "
+        f"its share of the loss grows to {share['mfb'][rare]:.2%}.",
         f"- **Focal loss** does not know which class is rare: it scales every pixel by (1 − p_t)^γ, moving the loss to whichever pixels are still wrong. "
         f"While all pixels are equally wrong the {rare_name}s hold {share['focal'][rare]:.2%} of it, as with cross-entropy.\n" + _focal_caveats(precomputed),
         f"- **Weighted focal** adds the (N − N_c)/N weights ({share['wfocal'][rare]:.2%} of the loss at the start) to that.",
@@ -211,7 +215,7 @@ def rare_class_verdict(precomputed: Precomputed, min_gain: float = 0.01, last: i
             worse = ", ".join(f"{names[c]} {iou['ce'][c]:.2f} → {iou[loss][c]:.2f}" for c in others if iou[loss][c] < iou["ce"][c])
             lines.append(
                 f"{_sentence_start(LOSS_LABELS[loss])} finds {recall[loss][rare]:.0%} of the {rare_name} pixels (recall {recall[loss][rare]:.2f}), yet its IoU is only {iou[loss][rare]:.2f}"
-                + (f", above cross-entropy's at each of those evaluations" if steady else ", above cross-entropy's on average but not at every evaluation")
+                + (", above cross-entropy's at each of those evaluations" if steady else ", above cross-entropy's on average but not at every evaluation")
                 + f": for every {rare_name} pixel it finds, it marks {false_positives_per_hit(iou[loss][rare], recall[loss][rare]):.1f} pixels of other classes as {rare_name}. "
                 "Recall (a class's accuracy) counts only the pixels it misses; IoU counts the false alarms too. "
                 + (f"The other classes pay for it: {worse}." if worse else "")
@@ -261,7 +265,7 @@ def camvid_markdown(schemes: dict[str, Any], card_losses: list[str]) -> str:
     low, high = min(range(len(names)), key=inverse.__getitem__), max(range(len(names)), key=inverse.__getitem__)
     rows = ["| class | share of pixels | (N − N_c)/N | median-frequency |", "| --- | --- | --- | --- |"]
     rows += [f"| {name} | {share[c]:.2%} | {inverse[c]:.3f} | {median[c]:.2f} |" for c, name in enumerate(names)]
-    trained = f" The shipped CamVid models were trained with {' and '.join(LOSS_LABELS.get(l, l) for l in card_losses)}." if card_losses else ""
+    trained = f" The shipped CamVid models were trained with {' and '.join(LOSS_LABELS.get(loss, loss) for loss in card_losses)}." if card_losses else ""
     return (
         "### The same weights on CamVid's training masks\n\n"
         f"With {len(names)} classes, (N − N_c)/N hardly rebalances: it runs from {inverse[low]:.3f} ({names[low]}, {share[low]:.0%} of the pixels) to {inverse[high]:.3f} ({names[high]}), "

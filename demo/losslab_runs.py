@@ -19,7 +19,6 @@ import numpy as np
 from segmodels.data.info import SHAPES
 from segmodels.losslab import LAB_LOSSES, LOSS_LABELS, MAX_GAMMA, RARE_CLASS, LabRecord
 
-
 CURVES_PATH = Path(__file__).resolve().parents[1] / "assets" / "losslab" / "curves.json"
 RUNS_PER_WINDOW = 3
 WINDOW_S = 600.0

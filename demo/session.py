@@ -81,7 +81,7 @@ class SessionCache:
         """``tab`` now shows results computed on ``current``."""
         self.results[tab] = current.identity
 
-    def watch(self, current: CurrentImage, tab: str) -> "StaleWatch":
+    def watch(self, current: CurrentImage, tab: str) -> StaleWatch:
         """Start a job of ``tab`` on ``current``: its results will be of that image."""
         self.mark(tab, current)
         return StaleWatch(self, current.identity, self.shown)

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import io
+import ipaddress
 import os
 import resource
 import struct
@@ -29,6 +29,7 @@ import zlib
 from pathlib import Path
 
 import httpx
+
 from loadlib import API, BrowserSession, RssSampler, browser_event, group_errors, http_client, shorten, summarize
 
 

@@ -7,25 +7,23 @@ bf16 autocast and channels_last, in interleaved rounds.
 
 Prints, per combination, each model's median and IQR (ms) and one whole click's (the image's
 upload to the device included), its ratio to the combination the Predictor picks by default
-on that device (marked "app"), and writes the same as JSON."""
+on that device (marked "app"), and writes the same as JSON. On a machine with the checkout but
+without the package (``pip install -e .``), run it as ``PYTHONPATH=. python scripts/device_latency.py ...``."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import random
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from segmodels import zoo  # noqa: E402
-from segmodels.benchmark import summarize_timings  # noqa: E402
-from segmodels.inference import Predictor  # noqa: E402
+from segmodels import zoo
+from segmodels.benchmark import summarize_timings
+from segmodels.inference import Predictor
 
 OPTION_SETS = {
     "fp32, NCHW": {"amp": False, "channels_last": False},

@@ -40,14 +40,13 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from segmodels import ARCH_NAMES, create_model  # noqa: E402
-from segmodels.cards import count_flops, count_parameters  # noqa: E402
-from segmodels.data import CAMVID  # noqa: E402
-from segmodels.losses import LOSS_NAMES  # noqa: E402
-from segmodels.training import Recipe, TrainConfig, load_recipe  # noqa: E402
+from segmodels import ARCH_NAMES, create_model
+from segmodels.cards import count_flops, count_parameters
+from segmodels.data import CAMVID
+from segmodels.losses import LOSS_NAMES
+from segmodels.training import Recipe, TrainConfig, load_recipe
 
+REPO = Path(__file__).resolve().parents[1]
 FAIR_V1 = REPO / "recipes" / "camvid_fair_v1.yaml"
 
 

@@ -26,19 +26,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from segmodels import zoo  # noqa: E402
-from segmodels.benchmark import summarize_timings, time_interleaved  # noqa: E402
-from segmodels.cards import count_parameters  # noqa: E402
-from segmodels.inference import onnxruntime_available, prepare_for_inference  # noqa: E402
-from segmodels.peers import SMP_CLASSES, build_smp, matched_width, runtime_runners, sizes  # noqa: E402
+from segmodels import zoo
+from segmodels.benchmark import summarize_timings, time_interleaved
+from segmodels.cards import count_parameters
+from segmodels.inference import onnxruntime_available, prepare_for_inference
+from segmodels.peers import SMP_CLASSES, build_smp, matched_width, runtime_runners, sizes
 
 NAMES = ["camvid/unet", "camvid/unetpp", "camvid/unet3p", "camvid/deeplabv3p"]
 IMAGES_PER_PASS = {"folded_cl_batch2": 2}

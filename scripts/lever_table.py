@@ -26,13 +26,11 @@ from pathlib import Path
 
 import torch
 
+from loss_table import RARE_CLASSES, _number
+from segmodels.training import LockstepRun, MemberPlan, load_recipe, read_camvid_frames, train_lockstep
+from segmodels.training.loop import imagenet_encoder_state
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "scripts")]
-from loss_table import RARE_CLASSES, _number  # noqa: E402
-
-from segmodels.training import LockstepRun, MemberPlan, load_recipe, read_camvid_frames, train_lockstep  # noqa: E402
-from segmodels.training.loop import imagenet_encoder_state  # noqa: E402
-
 FRAME_SIZE = (72, 96)
 BASELINE = {"crop_size": [56, 76], "batch_size": 8, "val_every": 1, "keep": "final", "flops_size": list(FRAME_SIZE)}
 LEVERS = {

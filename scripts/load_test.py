@@ -58,10 +58,8 @@ from typing import Any
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import attacks  # noqa: E402
-from loadlib import (  # noqa: E402
+import attacks
+from loadlib import (
     API,
     REPO_ROOT,
     AppModel,
@@ -211,7 +209,8 @@ async def scenario_students(target: Target, args: argparse.Namespace) -> tuple[d
             async with BrowserSession(target.http, target.base) as session:
                 first.append(await target.run_compare(session, args.timeout))
         report["warmup"] = [result_record(r) for r in first]
-        lines.append("Run(s) before the class (on a server this script started, the first is the cold figure): " + ", ".join(f"{r.seconds:.1f} s" + ("" if r.ok else f" ({shorten(r.error, 80)})") for r in first))
+        runs = ", ".join(f"{r.seconds:.1f} s" + ("" if r.ok else f" ({shorten(r.error, 80)})") for r in first)
+        lines.append(f"Run(s) before the class (on a server this script started, the first is the cold figure): {runs}")
     if args.settle:
         await asyncio.sleep(args.settle)
         lines.append(f"the class came {args.settle:g} s later (the server's idle-time benchmarks done meanwhile)")

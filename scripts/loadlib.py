@@ -28,10 +28,11 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -268,7 +269,7 @@ class RssSampler:
             self.sample()
             await asyncio.sleep(self.interval)
 
-    def start(self) -> "RssSampler":
+    def start(self) -> RssSampler:
         if self.pid is not None:
             self._task = asyncio.create_task(self._loop())
         return self
@@ -314,7 +315,8 @@ class AppServer:
     Use as a context manager: it is always stopped (SIGTERM to its group, SIGKILL after
     ``stop_timeout`` seconds) on the way out."""
 
-    def __init__(self, python: str = sys.executable, camvid: Path | None = None, env: dict[str, str] | None = None, log_path: Path | None = None, stop_timeout: float = 15.0, nofile: int | None = None) -> None:
+    def __init__(self, python: str = sys.executable, camvid: Path | None = None, env: dict[str, str] | None = None, log_path: Path | None = None,
+                 stop_timeout: float = 15.0, nofile: int | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.command = [python, str(REPO_ROOT / "app.py"), "--port", str(self.port), "--host", "127.0.0.1"]
@@ -375,7 +377,7 @@ class AppServer:
         except ProcessLookupError:
             pass
 
-    def __enter__(self) -> "AppServer":
+    def __enter__(self) -> AppServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -459,7 +461,7 @@ class AppModel:
         self.input_names = names
 
     @classmethod
-    async def fetch(cls, http: httpx.AsyncClient, base: str) -> "AppModel":
+    async def fetch(cls, http: httpx.AsyncClient, base: str) -> AppModel:
         config = await http.get(f"{base}/config")
         config.raise_for_status()
         info = await http.get(f"{base}{API}/info")
@@ -475,7 +477,7 @@ class AppModel:
         targets = dependency.get("targets") or [[None, None]]
         return Endpoint(dependency.get("id", index), dependency.get("api_name"), targets[0][0], slots)
 
-    def endpoint(self, api_name: str, fallback: Callable[["AppModel", dict], bool] | None = None) -> Endpoint:
+    def endpoint(self, api_name: str, fallback: Callable[[AppModel, dict], bool] | None = None) -> Endpoint:
         """The event named ``api_name``; else the first whose name is ``api_name_<n>`` (Gradio's
         name for a second event with the same function); else the first ``fallback`` accepts;
         ValueError listing the names otherwise."""
@@ -736,7 +738,7 @@ class BrowserSession:
             except asyncio.CancelledError:
                 pass
 
-    async def __aenter__(self) -> "BrowserSession":
+    async def __aenter__(self) -> BrowserSession:
         await self.open()
         return self
 

@@ -25,8 +25,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from segmodels.data import CAMVID  # noqa: E402
+from segmodels.data import CAMVID
 
 RARE_CLASSES = ("Pole", "SignSymbol", "Fence", "Pedestrian", "Bicyclist")
 LOSS_DESCRIPTIONS = {

@@ -17,17 +17,14 @@ import json
 import math
 import os
 import platform
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from segmodels.data.info import SHAPES  # noqa: E402
-from segmodels.losslab import LAB_LOSSES, LOSS_LABELS, RARE_CLASS, LabSettings, lab_class_weights, run_loss_lab  # noqa: E402
+from segmodels.data.info import SHAPES
+from segmodels.losslab import LAB_LOSSES, LOSS_LABELS, RARE_CLASS, LabSettings, lab_class_weights, run_loss_lab
 
 DECIMALS = 4
 

@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from segmodels import zoo  # noqa: E402
-from segmodels.data import CAMVID  # noqa: E402
-from segmodels.data.camvid import CamVidDataset  # noqa: E402
-from segmodels.inference import Predictor  # noqa: E402
-from segmodels.metrics import ConfusionMatrix  # noqa: E402
+from segmodels import zoo
+from segmodels.data import CAMVID
+from segmodels.data.camvid import CamVidDataset
+from segmodels.inference import Predictor
+from segmodels.metrics import ConfusionMatrix
 
 
 def agreement(predictors: dict[str, Predictor], name: str, dataset) -> dict:

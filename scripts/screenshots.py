@@ -16,14 +16,12 @@ import os
 import re
 import shutil
 import socket
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
 VIEWPORTS = {"desktop": (1440, 900), "phone": (390, 844)}

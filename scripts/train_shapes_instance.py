@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -26,17 +25,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from segmodels import zoo  # noqa: E402
-from segmodels.cards import (  # noqa: E402
+from segmodels import zoo
+from segmodels.cards import (
     count_flops,
     count_parameters,
     device_description,
     git_commit,
 )
-from segmodels.data import SHAPES, build_dataset  # noqa: E402
-from segmodels.panoptic import (  # noqa: E402
+from segmodels.data import SHAPES, build_dataset
+from segmodels.panoptic import (
     CENTRE_SIGMA,
     CENTRE_THRESHOLD,
     CENTRE_WEIGHT,
@@ -52,7 +49,7 @@ from segmodels.panoptic import (  # noqa: E402
     panoptic_loss,
     panoptic_spec,
 )
-from segmodels.training import learning_rate_factor  # noqa: E402
+from segmodels.training import learning_rate_factor
 
 NAME = "panoptic_deeplab"
 START_FROM = "shapes/deeplabv3p"

@@ -34,17 +34,16 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from segmodels import create_model
+from segmodels.cards import device_description
+from segmodels.data import CAMVID, CamVidDataset
+from segmodels.evaluation import autocast_for
+from segmodels.training import FrameSet, LockstepRun, load_recipe, train_recipe
+from segmodels.training.lockstep import build_model
+
 STARTED = time.monotonic()
 SCRIPTS = Path(__file__).resolve().parent
 REPO = SCRIPTS.parent
-sys.path[:0] = [str(REPO)]
-from segmodels import create_model  # noqa: E402
-from segmodels.cards import device_description  # noqa: E402
-from segmodels.data import CAMVID, CamVidDataset  # noqa: E402
-from segmodels.evaluation import autocast_for  # noqa: E402
-from segmodels.training import FrameSet, LockstepRun, load_recipe, train_recipe  # noqa: E402
-from segmodels.training.lockstep import build_model  # noqa: E402
-
 PACK_FORMAT = 2
 MANIFEST = "manifest.json"
 ENCODER = "efficientnet_lite0"
@@ -178,18 +177,19 @@ def pack(data_root: Path, out: Path, part_bytes: int | None = None, jpeg_quality
 
 def device_calls(manifest: dict, packed: str, recipe: str, budget_minutes: float) -> list[dict]:
     """The ``run`` calls that move the parts and train: one part each, the last one trains.
-    Each copies its part into /tmp/packed, which lives as long as the machine stays warm."""
+    Each copies its part into /tmp/packed, which lives as long as the machine stays warm. The device
+    has the checkout but not the installed package, so the commands put the checkout on PYTHONPATH."""
     stash = "mkdir -p /tmp/packed && cp " + f"{packed}/{MANIFEST} {packed}/camvid-*.tar /tmp/packed/ && "
     calls = []
     for index, part in enumerate(manifest["parts"], start=1):
         last = index == len(manifest["parts"])
         if last:
-            command = ("set -o pipefail; " + stash + "PYTHONUNBUFFERED=1 python3 scripts/train_zoo_gpu.py train --packed /tmp/packed "
+            command = ("set -o pipefail; " + stash + "PYTHONUNBUFFERED=1 PYTHONPATH=. python3 scripts/train_zoo_gpu.py train --packed /tmp/packed "
                        f"--recipe {recipe} --budget-minutes {budget_minutes:g} --out runs/gpu --bundle-dir $OUT 2>&1 | tee $OUT/train.log")
         elif index == 1:
-            command = stash + f"python3 scripts/train_zoo_gpu.py check --packed /tmp/packed --recipe {recipe}"
+            command = stash + f"PYTHONPATH=. python3 scripts/train_zoo_gpu.py check --packed /tmp/packed --recipe {recipe}"
         else:
-            command = stash + "python3 scripts/train_zoo_gpu.py check --packed /tmp/packed --parts-only"
+            command = stash + "PYTHONPATH=. python3 scripts/train_zoo_gpu.py check --packed /tmp/packed --parts-only"
         travel = manifest["checkout_bytes"] + part["bytes"] + 4096
         timeout = math.ceil(budget_minutes * 60 + 60) if last else 150 if index == 1 else 120
         calls.append({"carry": [f"{packed}/{MANIFEST}", f"{packed}/{part['file']}"], "command": command, "timeout_s": timeout, "travel_mib": round(travel / 2**20, 1)})

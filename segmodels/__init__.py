@@ -10,7 +10,8 @@ and built with :func:`create_model`; the project's trained weights come from
 from .encoders import ENCODERS, Encoder, create_encoder, register_encoder
 from .modelcard import ModelCard
 from .models import ARCH_NAMES, ARCHITECTURES, SegmentationModel, create_model, register_architecture
-from .zoo import list_models, pretrained, read_card as model_card
+from .zoo import list_models, pretrained
+from .zoo import read_card as model_card
 
 __version__ = "0.2.0"
 

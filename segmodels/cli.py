@@ -14,14 +14,14 @@ from torch.utils.data import Subset
 
 from . import zoo
 from .benchmark import benchmark_architectures, benchmark_model, format_rows, model_rows
-from .cards import count_parameters, model_from_spec
-from .inference import device_runtimes, onnxruntime_available, prepare_for_inference
-from .peers import compare_with_smp, format_comparison
+from .cards import count_parameters
 from .data import build_dataset, eval_transform
 from .encoders import ENCODERS
 from .evaluation import TestTimeAugmentation, evaluate, evaluation_report, format_report, write_report
+from .inference import device_runtimes, onnxruntime_available, prepare_for_inference
 from .losses import LOSS_NAMES
 from .models import ARCH_NAMES, ARCHITECTURES
+from .peers import compare_with_smp, format_comparison
 from .training import LockstepRun, TrainConfig, build_from_spec, load_recipe, read_camvid_frames, train, train_recipe
 
 

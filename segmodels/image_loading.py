@@ -14,8 +14,9 @@ import io
 import os
 import struct
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Sequence, Union
+from typing import IO, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -205,7 +206,8 @@ def _decode_bytes_per_pixel(mode: str) -> int:
     return stored + work + 3
 
 
-def _check_size(width: int, height: int, max_pixels: int, name: str, mode: str = "RGB", bytes_per_pixel: int | None = None, budget: int = MAX_DECODE_BYTES, advice: str = "Save it as an 8-bit image, or downscale it") -> None:
+def _check_size(width: int, height: int, max_pixels: int, name: str, mode: str = "RGB", bytes_per_pixel: int | None = None, budget: int = MAX_DECODE_BYTES,
+                advice: str = "Save it as an 8-bit image, or downscale it") -> None:
     """Reject zero-sized images, images above ``max_pixels``, and images whose decoding would
     need more than ``budget`` bytes at ``bytes_per_pixel`` (default: an image's decoding to RGB),
     from the header, before decoding."""

@@ -542,4 +542,5 @@ def _trim(cache: OrderedDict, limit: int = 512) -> None:
         cache.popitem(last=False)
 
 
-__all__ = ["BenchmarkInterrupted", "Latency", "Prediction", "Predictor", "device_runtimes", "fold_batchnorm", "onnxruntime_available", "onnxruntime_session", "prepare_for_inference", "run_prepared", "single_pass_latency"]
+__all__ = ["BenchmarkInterrupted", "Latency", "Prediction", "Predictor", "device_runtimes", "fold_batchnorm", "onnxruntime_available", "onnxruntime_session",
+           "prepare_for_inference", "run_prepared", "single_pass_latency"]

@@ -260,7 +260,7 @@ def _encoder_stages(model: SegmentationModel, probe: torch.Tensor) -> list[set[s
     """For each encoder feature, the (full) names of the modules that computing it adds."""
     stages, before = [], set()
     for levels in range(1, len(model.encoder.out_channels) + 1):
-        ran = _modules_run(model.encoder, lambda: model.encoder(probe, num_levels=levels))
+        ran = _modules_run(model.encoder, lambda levels=levels: model.encoder(probe, num_levels=levels))
         stages.append({f"encoder.{name}" if name else "encoder" for name in ran - before})
         before = ran
     return stages
@@ -329,7 +329,8 @@ def _build_graph(model: SegmentationModel) -> NetworkGraph:
 
     reductions = model.encoder.reductions
     nodes = [
-        NodeInfo(encoder_node(i), f"X({i},0)", "encoder", i, i, f"encoder feature at stride {reductions[i]}", _outermost(stages[i], owner), parameters.get(encoder_node(i), 0), fields[encoder_node(i)].size)
+        NodeInfo(encoder_node(i), f"X({i},0)", "encoder", i, i, f"encoder feature at stride {reductions[i]}", _outermost(stages[i], owner), parameters.get(encoder_node(i), 0),
+                 fields[encoder_node(i)].size)
         for i in range(num_features)
     ]
     separable: dict[str, tuple[SeparableConvInfo, ...]] = {}

@@ -171,7 +171,8 @@ def format_comparison(rows: list[dict]) -> str:
     header = f"{'model':<38} {'runtime':<11} {'params(M)':>9} {'GFLOPs':>7} {'median ms':>10} {'IQR ms':>7} {'/ ours':>7}"
     lines = [header, "-" * len(header)]
     for r in rows:
-        lines.append(f"{r['model']:<38} {r['runtime']:<11} {r['params_m']:>9.2f} {r['gflops']:>7.2f} {r['median_ms']:>10.1f} {r['iqr_ms']:>7.1f} {r['median_ms'] / ours[(r['arch'], r['runtime'])]:>7.2f}")
+        ratio = r["median_ms"] / ours[(r["arch"], r["runtime"])]
+        lines.append(f"{r['model']:<38} {r['runtime']:<11} {r['params_m']:>9.2f} {r['gflops']:>7.2f} {r['median_ms']:>10.1f} {r['iqr_ms']:>7.1f} {ratio:>7.2f}")
     if rows:
         lines.append(f"input {rows[0]['input']}, batch 1, {rows[0]['threads']} threads, every model {rows[0]['prepared']}; untrained weights")
     return "\n".join(lines)

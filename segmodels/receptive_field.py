@@ -39,7 +39,7 @@ class Field:
     def is_global(self) -> bool:
         return math.isinf(self.size)
 
-    def through(self, kernel: int, stride: int, dilation: int = 1, padding: int = 0) -> "Field":
+    def through(self, kernel: int, stride: int, dilation: int = 1, padding: int = 0) -> Field:
         if self.is_global:
             return self
         k_eff = dilation * (kernel - 1) + 1
@@ -49,7 +49,7 @@ class Field:
             start=self.start + ((k_eff - 1) / 2 - padding) * self.jump,
         )
 
-    def upsampled(self, factor: float, interpolates: bool) -> "Field":
+    def upsampled(self, factor: float, interpolates: bool) -> Field:
         """Upsampling by ``factor``: bilinear interpolation mixes two neighbours."""
         if self.is_global:
             return self

@@ -35,9 +35,9 @@ from PIL import Image
 
 from .data.camvid import CamVidDataset
 from .data.info import CAMVID
+from .decoders.deeplabv3p import ASPP_RATES
 from .losses import class_weights_inverse_share, class_weights_median_frequency, dataset_class_statistics
 from .metrics import ConfusionMatrix
-from .decoders.deeplabv3p import ASPP_RATES
 from .receptive_field import Field
 
 

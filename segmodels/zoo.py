@@ -1,5 +1,6 @@
 """The shipped model zoo: weights the project trained itself, under
-``assets/weights/<set>/<arch>.pt`` with a model card ``<arch>.json`` beside each.
+``<weights folder>/<set>/<arch>.pt`` with a model card ``<arch>.json`` beside each. The weights
+folder is :data:`WEIGHTS_DIR` unless a caller passes ``weights_dir`` (:func:`default_weights_dir`).
 
 A weight file is checked against the SHA-256 in its card before
 ``torch.load(weights_only=True)``; a model is loaded once per device and cached until its files change."""
@@ -7,6 +8,7 @@ A weight file is checked against the SHA-256 in its card before
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -16,7 +18,17 @@ from .cards import model_from_spec, sha256_of
 from .modelcard import ModelCard
 from .models import SegmentationModel
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "assets" / "weights"
+CHECKOUT_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "assets" / "weights"
+
+
+def default_weights_dir() -> Path:
+    """The weights folder when none is passed: the environment variable ``SEGMODELS_WEIGHTS``,
+    else ``assets/weights`` of the checkout this package runs from (``pip install -e .``)."""
+    configured = os.environ.get("SEGMODELS_WEIGHTS", "").strip()
+    return Path(configured).expanduser() if configured else CHECKOUT_WEIGHTS_DIR
+
+
+WEIGHTS_DIR = default_weights_dir()  # read once, when segmodels.zoo is imported
 
 
 class WeightsError(RuntimeError):
@@ -24,7 +36,7 @@ class WeightsError(RuntimeError):
 
 
 _cache: dict[tuple[str, str], tuple[tuple, SegmentationModel]] = {}
-_lock = threading.Lock()
+_lock = threading.RLock()  # load_model holds it while read_card takes it again
 
 
 def list_models(weights_dir: Path = WEIGHTS_DIR) -> list[str]:
@@ -47,7 +59,7 @@ def load_card(name: str, weights_dir: Path = WEIGHTS_DIR) -> dict:
     """The model card of a shipped model as its JSON dict (:func:`read_card` types it)."""
     path = card_path(name, weights_dir)
     if not path.is_file():
-        raise WeightsError(f"no shipped model {name!r}; shipped: {', '.join(list_models(weights_dir)) or 'none'}")
+        raise WeightsError(f"no shipped model {name!r} in {weights_dir} (set SEGMODELS_WEIGHTS to another folder); shipped: {', '.join(list_models(weights_dir)) or 'none'}")
     return json.loads(path.read_text())
 
 

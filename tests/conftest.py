@@ -94,7 +94,8 @@ def tiny_config(tiny_zoo):
     from demo import DemoConfig
 
     def make(**overrides):
-        fields = {"weights_dir": tiny_zoo, "camvid_dir": None, "device": "cpu", "warmup": 1, "repeats": 2, "num_shapes_examples": 3, "shapes_size": 64, "rf_input_size": (64, 64), "torch_threads": 1, "warm_up": False}
+        fields = {"weights_dir": tiny_zoo, "camvid_dir": None, "device": "cpu", "warmup": 1, "repeats": 2, "num_shapes_examples": 3, "shapes_size": 64, "rf_input_size": (64, 64),
+                  "torch_threads": 1, "warm_up": False}
         return DemoConfig(**(fields | overrides))
 
     return make
@@ -137,6 +138,7 @@ def build_fake_camvid(root: Path, weights: Path, tiny_zoo: Path, run_dir: Path) 
     run_dir.mkdir(parents=True)
     spec = model_spec("unet", "plain", CAMVID.num_classes, 4, {})
     torch.save({"model": model.state_dict(), "spec": spec, "epoch": 1}, run_dir / "best.pt")
-    (run_dir / "card.json").write_text(json.dumps({**spec, "note": "TEST FIXTURE: made-up scores", "dataset": CAMVID.to_dict(), "val_miou": 0.5, "val_per_class_iou": {n: 0.5 for n in CAMVID.class_names}}))
+    card = {**spec, "note": "TEST FIXTURE: made-up scores", "dataset": CAMVID.to_dict(), "val_miou": 0.5, "val_per_class_iou": dict.fromkeys(CAMVID.class_names, 0.5)}
+    (run_dir / "card.json").write_text(json.dumps(card))
     zoo.export_model(run_dir, "camvid/unet", weights_dir=weights)
     return root, weights

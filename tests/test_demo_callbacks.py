@@ -3,7 +3,6 @@ and the presenters' Gradio updates."""
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from types import SimpleNamespace

@@ -5,10 +5,9 @@ controls' handlers, the image files, the tables' latency columns, the charts, an
 from __future__ import annotations
 
 import inspect
-import math
 import json
+import math
 import os
-import shutil
 import sys
 import time
 
@@ -28,7 +27,6 @@ from demo.core import App, PredictionKey, SessionCache
 from demo.files import ImageFiles
 from demo.scores import latency_columns
 from demo.tabs import compare, instances, pruning, tab_modules
-from segmodels import zoo
 from segmodels.data import CAMVID, render_shapes
 from segmodels.inference import Latency
 from segmodels.metrics import ConfusionMatrix
@@ -320,7 +318,8 @@ def test_overlay_blends_class_colours_and_leaves_unknown_ids_alone():
 
 
 def test_pruning_chart_names_each_depth_on_a_log_axis():
-    table = pd.DataFrame({"Depth": ["L1", "L2"], "mIoU (this image)": [0.3, 0.7], "mIoU (card, val set)": [0.3, 0.72], "Latency (ms)": [15.3, 15.8], "GFLOPs": [2.1, 6.0], "Latency from": ["⚠ noisy", "benchmark"]})
+    table = pd.DataFrame({"Depth": ["L1", "L2"], "mIoU (this image)": [0.3, 0.7], "mIoU (card, val set)": [0.3, 0.72], "Latency (ms)": [15.3, 15.8], "GFLOPs": [2.1, 6.0],
+                          "Latency from": ["⚠ noisy", "benchmark"]})
     figure = figures.pruning_figure(table)
     assert [annotation.text for annotation in figure.layout.annotations] == ["L1", "L2"] and figure.layout.xaxis.type == "log"
     assert len(figure.data) == 2 and "latency %{customdata[1]:.1f} ms" in figure.data[0].hovertemplate
@@ -344,7 +343,8 @@ def test_blocks_settings_for_a_public_demo(tiny_config):
     assert all(fn.queue for fn in fns)
     assert [fn.api_name for fn in fns if fn.api_visibility != "private"] == ["compare"]
     model_events = {fn.api_name for fn in fns if fn.concurrency_id == "models"}
-    assert model_events == {"compare", "pruning", "pruning_tab", "receptive_fields", "receptive_tab", "effective_fields", "iou_map", "losses_tab_iou", "instances", "instances_tab", "instances_touching_show", "inside_look", "losslab_train"}
+    assert model_events == {"compare", "pruning", "pruning_tab", "receptive_fields", "receptive_tab", "effective_fields", "iou_map", "losses_tab_iou", "instances", "instances_tab",
+                            "instances_touching_show", "inside_look", "losslab_train"}
     # Model jobs wait for their turn in the fair scheduler (holding no thread), not in Gradio's queue.
     assert {fn.concurrency_limit for fn in fns if fn.concurrency_id == "models"} == {None}
     assert all(inspect.iscoroutinefunction(fn.fn) or inspect.isasyncgenfunction(fn.fn) for fn in fns if fn.concurrency_id == "models")
@@ -366,7 +366,8 @@ def test_api_outputs_are_named_and_optional_inputs_have_defaults(tiny_config):
 
 def test_tables_and_charts_are_hidden_until_they_have_results(tiny_config):
     config = build_demo(tiny_config()).get_config_file()
-    hidden = {c["props"].get("elem_id"): c["props"]["visible"] for c in config["components"] if c["props"].get("elem_id") in ("compare-table", "per-class-table", "compare-scatter", "pruning-table", "pruning-plot")}
+    results = ("compare-table", "per-class-table", "compare-scatter", "pruning-table", "pruning-plot")
+    hidden = {c["props"].get("elem_id"): c["props"]["visible"] for c in config["components"] if c["props"].get("elem_id") in results}
     assert hidden == dict.fromkeys(("compare-table", "per-class-table", "compare-scatter", "pruning-table", "pruning-plot"), False)
     tabs = [c["props"]["label"] for c in config["components"] if c["type"] == "tabitem"]
     assert tabs[:4] == ["Compare", "U-Net++ pruning", "Receptive field", "Losses and IoU"] and tabs[-1] == "Semantic vs instance"

@@ -10,8 +10,6 @@ from segmodels.encoders.efficientnet import efficientnet_lite0_imagenet, efficie
 from segmodels.models.base import IMAGENET_MEAN, IMAGENET_STD
 from segmodels.registry import Registry
 
-skimage = pytest.importorskip("skimage", reason="scikit-image ships the test photograph")
-
 
 def imagenet_batch(image: np.ndarray, size: int = 224) -> torch.Tensor:
     x = torch.from_numpy(image).permute(2, 0, 1).float().div(255).unsqueeze(0)
@@ -19,18 +17,24 @@ def imagenet_batch(image: np.ndarray, size: int = 224) -> torch.Tensor:
     return (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
 
-def test_efficientnet_lite0_package_weights_classify_a_cat():
+@pytest.fixture(scope="module")
+def cat_photo() -> np.ndarray:
+    """scikit-image's test photograph of a cat; only the tests that classify it skip without scikit-image."""
+    return pytest.importorskip("skimage", reason="scikit-image ships the test photograph").data.chelsea()
+
+
+def test_efficientnet_lite0_package_weights_classify_a_cat(cat_photo):
     model = efficientnet_lite0_imagenet(pretrained=True).eval()
     with torch.no_grad():
-        top5 = model(imagenet_batch(skimage.data.chelsea())).topk(5).indices[0].tolist()
+        top5 = model(imagenet_batch(cat_photo)).topk(5).indices[0].tolist()
     assert top5[0] in range(281, 286), top5  # ImageNet 281-285: domestic cats
 
 
-def test_random_weights_do_not_classify_the_cat():
+def test_random_weights_do_not_classify_the_cat(cat_photo):
     torch.manual_seed(0)
     model = efficientnet_lite0_imagenet(pretrained=False).eval()
     with torch.no_grad():
-        probabilities = model(imagenet_batch(skimage.data.chelsea())).softmax(1)[0]
+        probabilities = model(imagenet_batch(cat_photo)).softmax(1)[0]
     assert probabilities[281:286].sum() < 0.5
 
 

@@ -1,21 +1,17 @@
 """Recipe files: matched decoder budgets, CLI arguments that reproduce a recipe's run, and
 the shipped cards against the recipe they were trained with (recipes/camvid_fair_v1.yaml)."""
 
-import importlib.util
 import json
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
+import fair_recipe
 from segmodels.cli import build_parser
 from segmodels.training import TrainConfig, lever_defaults, load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("fair_recipe", REPO / "scripts" / "fair_recipe.py")
-fair_recipe = sys.modules.setdefault("fair_recipe", importlib.util.module_from_spec(spec))
-spec.loader.exec_module(fair_recipe)
 
 FAIR_V1 = load_recipe(REPO / "recipes" / "camvid_fair_v1.yaml")
 CANDIDATE = load_recipe(REPO / "recipes" / "camvid.yaml")

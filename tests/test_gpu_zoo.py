@@ -3,10 +3,8 @@ encoder weights and smp's sources are packed into several parts and read back, a
 candidate recipe (ours, an extra seed and smp's peers) trains in lock-step end to end and
 writes run folders that ``python -m segmodels export`` and ``evaluate`` take."""
 
-import importlib.util
 import json
 import shutil
-import sys
 import tarfile
 from pathlib import Path
 
@@ -15,14 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
+import train_zoo_gpu as gpu
 from segmodels import zoo
 from segmodels.cli import main as segmodels_main
 from segmodels.data import CAMVID
-
-REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("train_zoo_gpu", REPO / "scripts" / "train_zoo_gpu.py")
-gpu = sys.modules.setdefault("train_zoo_gpu", importlib.util.module_from_spec(spec))
-spec.loader.exec_module(gpu)
 
 TRAINING_CARD_KEYS = {"arch", "encoder", "num_classes", "options", "dataset", "training", "data_split", "epochs", "best_epoch", "val_miou", "val_per_class_iou",
                       "val_pixel_accuracy", "params", "flops", "flops_input_size", "train_seconds", "train_device", "world_size", "git_commit"}

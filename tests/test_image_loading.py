@@ -565,7 +565,7 @@ def test_mask_bomb_refused_from_its_header(tmp_path: Path) -> None:
     ])
     for name in ("bomb.png", "colour_bomb.png"):
         result = results[str(tmp_path / name)]
-        assert re.search(r"'%s' is too large to decode safely: 6300x6300 pixels .*the limit is 64 MB" % name, result["outcome"]), result
+        assert re.search(rf"'{name}' is too large to decode safely: 6300x6300 pixels .*the limit is 64 MB", result["outcome"]), result
         assert "Save it as a smaller single-channel" in result["outcome"]
         assert result["growth"] <= 100 * 2**20, result
     mismatched = results[str(tmp_path / "copy.png")]

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -111,29 +109,48 @@ def test_latency_is_measured_once_per_key(own_zoo):
     assert predictor.latency("shapes/unet", (32, 48)) is None and predictor.latency("shapes/unetpp", (32, 32), depth=1) is None
 
 
+class FakeClock:
+    """A monotonic clock that moves only when the test says so; ``wait_for_read`` returns once
+    someone (the benchmark thread) has read it after the call."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._read = threading.Event()
+
+    def __call__(self) -> float:
+        self._read.set()
+        return self.now
+
+    def wait_for_read(self) -> None:
+        self._read.clear()
+        assert self._read.wait(10), "the benchmark thread never looked at the clock"
+
+
+def wait_until(condition, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
 def test_idle_benchmarker_waits_for_quiet(tiny_config):
     from demo.engine import IdleBenchmarker
 
     predictor = Predictor(tiny_config().weights_dir, device="cpu")
-    benchmarker = IdleBenchmarker(predictor, idle_seconds=0.3, warmup=0, repeats=2)
+    clock = FakeClock()
+    benchmarker = IdleBenchmarker(predictor, idle_seconds=0.5, warmup=0, repeats=2, clock=clock)
     benchmarker.start()
-    release = threading.Event()
-
-    def request():
-        with benchmarker.busy():
-            benchmarker.request("shapes/unet", (32, 32), None)
-            release.wait(5)
-
-    worker = threading.Thread(target=request)
-    worker.start()
-    time.sleep(0.8)
-    assert predictor.latency("shapes/unet", (32, 32)) is None  # a request is running: nothing measured
-    release.set()
-    worker.join()
-    deadline = time.monotonic() + 10
-    while predictor.latency("shapes/unet", (32, 32)) is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert predictor.latency("shapes/unet", (32, 32)) is not None and benchmarker.pending() == 0
+    with benchmarker.busy():
+        benchmarker.request("shapes/unet", (32, 32), None)
+        clock.now = 100.0
+        clock.wait_for_read()
+        assert predictor.latency("shapes/unet", (32, 32)) is None and benchmarker.pending() == 1  # a request is running
+    clock.now = 100.25
+    clock.wait_for_read()
+    assert predictor.latency("shapes/unet", (32, 32)) is None and benchmarker.pending() == 1  # quiet for less than idle_seconds
+    clock.now = 100.5
+    wait_until(lambda: predictor.latency("shapes/unet", (32, 32)) is not None)
+    assert benchmarker.pending() == 0
 
 
 def test_a_noisy_or_old_benchmark_is_asked_for_again(tiny_config):
@@ -159,20 +176,20 @@ def test_a_request_interrupts_a_benchmark_which_runs_again_when_idle(tiny_config
     assert predictor.latency("shapes/unet", (32, 32)) is None
     passes = []
     labels = predictor._labels
-    monkeypatch.setattr(predictor, "_labels", lambda *args: passes.append(time.monotonic()) or time.sleep(0.05) or labels(*args))
-    benchmarker = IdleBenchmarker(predictor, idle_seconds=0.05, warmup=0, repeats=40)
+    monkeypatch.setattr(predictor, "_labels", lambda *args: passes.append(1) or time.sleep(0.05) or labels(*args))
+    clock = FakeClock()
+    benchmarker = IdleBenchmarker(predictor, idle_seconds=0.5, warmup=0, repeats=40, clock=clock)
     benchmarker.request("shapes/unet", (32, 32), None)
+    clock.now = 1.0
     benchmarker.start()
-    deadline = time.monotonic() + 10
-    while not passes and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: passes)
     with benchmarker.busy():
-        entered = time.monotonic()
-        time.sleep(0.5)
-        assert len([t for t in passes if t > entered]) <= 1  # at most the pass under way
-        assert predictor.latency("shapes/unet", (32, 32)) is None and benchmarker.pending() == 1  # asked for again
-    while predictor.latency("shapes/unet", (32, 32)) is None and time.monotonic() < deadline + 10:
-        time.sleep(0.05)
+        passes_before = len(passes)
+        wait_until(lambda: benchmarker.pending() == 1)  # interrupted and asked for again
+        assert len(passes) - passes_before <= 1  # at most the pass under way
+        assert predictor.latency("shapes/unet", (32, 32)) is None
+    clock.now = 2.0
+    wait_until(lambda: predictor.latency("shapes/unet", (32, 32)) is not None)
     assert predictor.latency("shapes/unet", (32, 32)).samples == 40
 
 
@@ -239,7 +256,6 @@ def test_a_runtime_far_slower_in_its_first_pass_is_not_timed_further(own_zoo, mo
 
 
 def test_device_latency_script_times_a_click_for_each_option_set(own_zoo, capsys):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
     import device_latency
 
     report = device_latency.main(["--device", "cpu", "--weights", str(own_zoo), "--set", "shapes", "--size", "32x48", "--rounds", "2"])

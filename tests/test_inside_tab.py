@@ -13,13 +13,12 @@ import pytest
 
 from demo import DemoConfig
 from demo.engine import Engine
+from demo.errors import InputError
 from demo.scheduler import FairScheduler
 from demo.serving import on_device
+from demo.tabs import inside
 from segmodels.data import render_shapes
 from segmodels.zoo import WEIGHTS_DIR
-
-from demo.errors import InputError
-from demo.tabs import inside
 
 ARCHS = ["unet", "unetpp", "unet3p", "deeplabv3p"]
 

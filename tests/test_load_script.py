@@ -4,27 +4,13 @@ itself is run by hand (python scripts/load_test.py ...), never by pytest."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import random
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-loadlib = _load("loadlib")
+import loadlib
 
 
 @pytest.mark.parametrize("q", [0, 5, 25, 50, 73.5, 95, 100])
@@ -101,7 +87,7 @@ def test_only_loopback_urls_are_accepted():
             loadlib.require_loopback(url)
 
 
-def fake_app() -> "loadlib.AppModel":
+def fake_app() -> loadlib.AppModel:
     components = [
         {"id": 1, "type": "state", "skip_api": True, "props": {"value": None}},
         {"id": 7, "type": "radio", "skip_api": False, "props": {"label": "Model set", "value": "camvid", "choices": [["CamVid", "camvid"], ["Shapes", "shapes"]]}},
@@ -158,8 +144,8 @@ def test_rss_of_this_process_tree():
 
 
 def test_uploaded_frames_are_camvid_val_frames_that_are_not_examples(tmp_path, monkeypatch):
-    sys.path.insert(0, str(SCRIPTS))
-    load_test = _load("load_test")
+    import load_test
+
     (tmp_path / "val").mkdir()
     for stem in ("a", "b", "c"):
         (tmp_path / "val" / f"{stem}.png").write_bytes(b"")
@@ -177,9 +163,8 @@ def test_the_attack_scenarios_parse_and_stay_bounded():
 
     from PIL import Image
 
-    sys.path.insert(0, str(SCRIPTS))
-    load_test = _load("load_test")
-    png_of_zeros = sys.modules["attacks"].png_of_zeros
+    import load_test
+    from attacks import png_of_zeros
 
     args = load_test.parse_args(["slowsockets", "--sockets", "1100", "--hold", "30", "--server-nofile", "1024", "--set", "shapes"])
     assert (args.sockets, args.hold, args.server_nofile, args.attacker_address) == (1100, 30.0, 1024, "127.0.0.2")

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from segmodels import evaluation
 from segmodels.cli import main as segmodels_main
 from segmodels.data import CAMVID
-from segmodels import evaluation
 from segmodels.training import FrameSet, LockstepRun, SmpPeer, TrainConfig, Trainer, peer_spec, train_lockstep
 from segmodels.training.ema import WeightAverage
 from segmodels.training.loop import epochs_that_fit

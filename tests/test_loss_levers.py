@@ -15,6 +15,7 @@ from segmodels.losses import (
     lovasz_softmax,
 )
 
+
 def jaccard_set_loss(mispredicted: set[int], truth: torch.Tensor) -> float:
     """Delta_J of a set of mispredicted pixels: |M| / |{y* = c} | M| (0 for the empty set)."""
     members = set(torch.nonzero(truth).flatten().tolist()) | mispredicted

@@ -1,19 +1,13 @@
 """scripts/loss_table.py on synthetic run folders shaped like ``python -m segmodels train`` output."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+import loss_table
 from segmodels.data import CAMVID
-
-REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("loss_table", REPO / "scripts" / "loss_table.py")
-loss_table = sys.modules.setdefault("loss_table", importlib.util.module_from_spec(spec))
-spec.loader.exec_module(loss_table)
 
 CLASSES = len(CAMVID.class_names)
 

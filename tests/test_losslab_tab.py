@@ -16,9 +16,9 @@ import gradio as gr
 import numpy as np
 import pytest
 
+from demo import losslab_charts, losslab_runs
 from demo.config import DemoConfig
 from demo.scheduler import FairScheduler
-from demo import losslab_charts, losslab_runs
 from demo.tabs.losslab import (
     LiveRunGate,
     LossLab,

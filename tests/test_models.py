@@ -9,10 +9,10 @@ import shutil
 
 import pytest
 import torch
-from conftest import assert_fingerprint, output_fingerprint
 from torch import nn
 
 import segmodels
+from conftest import assert_fingerprint, output_fingerprint
 from segmodels.blocks import ASPP, SPP, AtrousConv, AtrousSeparableConv, SeparableConv, separable_cost_ratio
 from segmodels.cards import count_flops, count_parameters
 from segmodels.decoders import DeepLabV3PlusDecoder
@@ -301,7 +301,8 @@ class TestDeepLabV3PlusSeparable(ArchitectureTester):
         decoder = DeepLabV3PlusDecoder(encoder_channels=(64, 256, 512, 1024, 2048), encoder_reductions=(2, 4, 8, 16, 16))
         assert n_params(decoder) == by_hand
         dense = DeepLabV3PlusDecoder((64, 256, 512, 1024, 2048), (2, 4, 8, 16, 16), separable=False)
-        assert n_params(dense) - n_params(decoder) == 3 * (9 * 2048 * 256 - 9 * 2048 - 2048 * 256 - 2 * 2048) + (9 * 304 * 256 - 9 * 304 - 304 * 256 - 2 * 304) + (9 * 256 * 256 - 9 * 256 - 256 * 256 - 2 * 256)
+        assert n_params(dense) - n_params(decoder) == (3 * (9 * 2048 * 256 - 9 * 2048 - 2048 * 256 - 2 * 2048) + (9 * 304 * 256 - 9 * 304 - 304 * 256 - 2 * 304)
+                                                       + (9 * 256 * 256 - 9 * 256 - 256 * 256 - 2 * 256))
 
     def test_camvid_sized_model_is_smaller_and_cheaper_than_the_dense_one(self):
         sizes = {}

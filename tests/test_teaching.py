@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
@@ -24,7 +23,6 @@ from segmodels.teaching import (
     receptive_field_steps,
     stacked_conv_receptive_field,
 )
-
 
 
 def _as_sequential(layers: tuple[ConvLayer, ...]) -> nn.Sequential:

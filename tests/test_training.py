@@ -12,7 +12,7 @@ from segmodels.benchmark import benchmark_architectures, format_rows
 from segmodels.cli import main
 from segmodels.data import SHAPES
 from segmodels.evaluation import evaluate, evaluation_report
-from segmodels.training import Trainer, TrainConfig, learning_rate_factor, train
+from segmodels.training import TrainConfig, Trainer, learning_rate_factor, train
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,9 +1,10 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_fingerprint
 
+from conftest import assert_fingerprint
 from segmodels import zoo
 from segmodels.cards import model_from_spec, model_spec
 from segmodels.data import SHAPES
@@ -141,6 +142,17 @@ def test_shipped_models_predict_what_they_predicted_before_the_redesign():
     assert recorded == set(SHIPPED_OUTPUTS)
 
 
+def test_the_weights_folder_is_set_by_segmodels_weights_else_the_checkouts(monkeypatch, weights_dir):
+    monkeypatch.setenv("SEGMODELS_WEIGHTS", str(weights_dir))
+    assert zoo.default_weights_dir() == weights_dir
+    monkeypatch.setenv("SEGMODELS_WEIGHTS", " ")
+    assert zoo.default_weights_dir() == zoo.CHECKOUT_WEIGHTS_DIR == Path(__file__).resolve().parents[1] / "assets" / "weights"
+    monkeypatch.delenv("SEGMODELS_WEIGHTS")
+    assert zoo.default_weights_dir() == zoo.CHECKOUT_WEIGHTS_DIR
+    with pytest.raises(zoo.WeightsError, match="set SEGMODELS_WEIGHTS"):
+        zoo.load_card("toy/segnet", weights_dir)
+
+
 def test_shipped_unetpp_models_are_the_paper_exact_design():
     """Both shipped U-Net++ models upsample with 2x2 transposed convolutions, as the paper."""
     for name in zoo.list_models():
@@ -150,7 +162,7 @@ def test_shipped_unetpp_models_are_the_paper_exact_design():
 
 
 def test_shipped_assets_fit_the_budget_and_record_their_evidence():
-    assets = zoo.WEIGHTS_DIR.parent
+    assets = zoo.CHECKOUT_WEIGHTS_DIR.parent
     assert sum(f.stat().st_size for f in assets.rglob("*") if f.is_file()) < 60e6
     for name in zoo.list_models():
         card = zoo.load_card(name)
@@ -206,6 +218,7 @@ def test_export_records_the_seed_spread_of_the_same_recipe(tmp_path, capsys):
     assert noise["spread"] == pytest.approx(0.0125)
     assert zoo.seed_noise("other", target) is None
     assert main(["zoo", "--weights", str(target)]) == 0
-    assert "toy run-to-run noise: toy/unet trained with the same recipe, val mIoU seed 0 0.7000, seed 1 0.7125: spread 0.0125 (each seed at its best validation: not used for verdicts)" in capsys.readouterr().out
+    assert ("toy run-to-run noise: toy/unet trained with the same recipe, val mIoU seed 0 0.7000, seed 1 0.7125: spread 0.0125 "
+            "(each seed at its best validation: not used for verdicts)") in capsys.readouterr().out
     (target / "toy" / "aaa.json").write_text("{not json")  # listed first, unreadable: passed over
     assert zoo.seed_noise("toy", target)["model"] == "toy/unet"

@@ -208,7 +208,8 @@ def graph_figure(view: NetworkView, mode: str = "activation", selected: str | No
         box_w, box_h = _box(node, aspect)
         picture = node_picture(node, mode)
         if picture is not None:
-            fig.add_layout_image(source=_data_uri(picture, FIGURE_THUMBNAIL), x=x, y=y, xref="x", yref="y", sizex=box_w, sizey=box_h, xanchor="center", yanchor="middle", sizing="stretch", opacity=1.0 if node.runs else 0.3, layer="above")
+            fig.add_layout_image(source=_data_uri(picture, FIGURE_THUMBNAIL), x=x, y=y, xref="x", yref="y", sizex=box_w, sizey=box_h, xanchor="center", yanchor="middle",
+                                 sizing="stretch", opacity=1.0 if node.runs else 0.3, layer="above")
         colour = KIND_COLOURS.get(node.info.kind, "#7f7f7f") if node.runs else GREY
         chosen = name == selected
         fig.add_shape(type="rect", x0=x - box_w / 2, x1=x + box_w / 2, y0=y - box_h / 2, y1=y + box_h / 2, line=dict(color="#e6007e" if chosen else colour, width=4 if chosen else 2), layer="above")
@@ -311,13 +312,16 @@ def summary_markdown(result: InsideResult) -> str:
     lines = [f"{title}: {len(running)} of {len(view.nodes)} nodes run at inference, {_count(view.flops, 'FLOPs')} and {view.parameters / 1e6:.2f} M parameters."]
     if view.pruning_depths:
         full = view.at_depth(max(view.pruning_depths))
-        lines.append(f"The full network (L{max(view.pruning_depths)}) needs {_count(full.flops, 'FLOPs')} and {full.parameters / 1e6:.2f} M parameters. Grey nodes do not run{_depth_name(view.depth)}; their maps come from the same pass of the full network (a node computes the same map at every depth that runs it).")
+        lines.append(f"The full network (L{max(view.pruning_depths)}) needs {_count(full.flops, 'FLOPs')} and {full.parameters / 1e6:.2f} M parameters. "
+                     f"Grey nodes do not run{_depth_name(view.depth)}; their maps come from the same pass of the full network "
+                     "(a node computes the same map at every depth that runs it).")
     elif len(running) < len(view.nodes):
         lines.append("Grey heads run only in training (deep supervision).")
     separable = [conv for node in running for conv in node.info.separable]
     if separable:
         weights, dense = sum(conv.weights for conv in separable), sum(conv.dense_weights for conv in separable)
-        lines.append(f"Its {len(separable)} depthwise separable convs have {weights:,} weights where dense ones would have {dense:,} ({weights / dense:.3f} of them; each one costs `1/C_out + 1/k²` of a dense conv).")
+        lines.append(f"Its {len(separable)} depthwise separable convs have {weights:,} weights where dense ones would have {dense:,} "
+                     f"({weights / dense:.3f} of them; each one costs `1/C_out + 1/k²` of a dense conv).")
     lines.append(f"One pass with hooks and the summaries took {view.seconds:.2f} s.")
     return " ".join(lines)
 
@@ -356,7 +360,8 @@ def build(shared: Shared) -> gr.Tab:
             result = look(app, example, image_file, mask_file, set_name, arch, depth)
             name = default_node(result.view)
             choices = node_choices(result.view)
-            return result, summary_markdown(result), graph_figure(result.view, mode, name), gr.update(choices=choices, value=name), node_markdown(result.view, name), node_image(result.view, name, mode)
+            return (result, summary_markdown(result), graph_figure(result.view, mode, name), gr.update(choices=choices, value=name),
+                    node_markdown(result.view, name), node_image(result.view, name, mode))
 
         @user_errors
         def on_depth(result: InsideResult | None, depth, mode, name):
@@ -392,7 +397,8 @@ def build(shared: Shared) -> gr.Tab:
             api_name="inside_look",
             **heavy,
         )
-        shared.depth_sl.change(on_depth, [view_state, shared.depth_sl, mode_radio, node_dd], [view_state, summary_md, graph_plot, node_md, node_img], show_progress="hidden", api_name="inside_relight", **shared.light)
+        shared.depth_sl.change(on_depth, [view_state, shared.depth_sl, mode_radio, node_dd], [view_state, summary_md, graph_plot, node_md, node_img],
+                               show_progress="hidden", api_name="inside_relight", **shared.light)
         mode_radio.change(on_mode, [view_state, mode_radio, node_dd], [graph_plot, node_img], show_progress="hidden", api_name="inside_mode", **shared.light)
         node_dd.input(on_node, [view_state, node_dd, mode_radio], [graph_plot, node_md, node_img], show_progress="hidden", api_name="inside_node", **shared.light)
         shared.set_radio.change(on_set, shared.set_radio, [arch_dd, look_btn], show_progress="hidden", api_name="inside_set", **shared.light)

@@ -180,11 +180,14 @@ def build(shared: Shared) -> gr.Tab:
                 iou_note = gr.Markdown(label="IoU note", elem_id="iou-note")
 
     weights = dict(fn=tab.weights, inputs=[*shared.image_inputs, shared.session], outputs=WEIGHTS.components(table=weights_table, chart=weights_chart, note=weights_note), **shared.light)
-    iou = dict(fn=shared.on_device(tab.iou), inputs=[*shared.image_inputs, model, class_name, shared.depth_sl, shared.session], outputs=IOU.components(map=error_map, note=iou_note, session=shared.session), show_progress_on=[iou_note], **shared.heavy)
+    iou = dict(fn=shared.on_device(tab.iou), inputs=[*shared.image_inputs, model, class_name, shared.depth_sl, shared.session],
+               outputs=IOU.components(map=error_map, note=iou_note, session=shared.session), show_progress_on=[iou_note], **shared.heavy)
     weights_btn.click(**weights, api_name="class_weights")
     iou_btn.click(**iou, api_name="iou_map")
     losses_tab.select(**weights, api_name="losses_tab").then(**iou, api_name="losses_tab_iou")
     gamma.change(tab.curves, gamma, curves, show_progress="hidden", api_name="loss_curves", **shared.light)
     shared.set_radio.change(tab.choices, shared.set_radio, CHOICES.components(model=model, class_name=class_name), show_progress="hidden", api_name="losses_choices", **shared.light)
-    shared.image_changed.change(tab.clear, [shared.image_changed, shared.session], CLEARED.components(table=weights_table, chart=weights_chart, note=weights_note, map=error_map, iou_note=iou_note), show_progress="hidden", api_name="losses_clear", **shared.light)
+    shared.image_changed.change(tab.clear, [shared.image_changed, shared.session],
+                                CLEARED.components(table=weights_table, chart=weights_chart, note=weights_note, map=error_map, iou_note=iou_note),
+                                show_progress="hidden", api_name="losses_clear", **shared.light)
     return losses_tab

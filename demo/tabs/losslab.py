@@ -55,8 +55,37 @@ import pandas as pd
 
 from segmodels.losslab import LAB_LOSSES, LOSS_LABELS, LabRecord, LabSettings, lab_class_weights, run_loss_lab
 
-from ..losslab_charts import LAST_EVALUATIONS, camvid_section, false_positives_per_hit, final_table, iou_figure, lab_weights_note, lab_weights_table, loss_figure, precomputed_figure, rare_class_verdict, run_description
-from ..losslab_runs import Admission, FOCAL_LOSSES, FORMULAS, GAMMA_SLIDER_MAX, LATEX, LabCurves, LabView, LiveRunGate, Precomputed, RUNS_PER_WINDOW, STOP_REASONS, class_values_text, minutes_text, budget_line, check_lab_request, load_precomputed
+from ..losslab_charts import (
+    LAST_EVALUATIONS,
+    camvid_section,
+    false_positives_per_hit,
+    final_table,
+    iou_figure,
+    lab_weights_note,
+    lab_weights_table,
+    loss_figure,
+    precomputed_figure,
+    rare_class_verdict,
+    run_description,
+)
+from ..losslab_runs import (
+    FOCAL_LOSSES,
+    FORMULAS,
+    GAMMA_SLIDER_MAX,
+    LATEX,
+    RUNS_PER_WINDOW,
+    STOP_REASONS,
+    Admission,
+    LabCurves,
+    LabView,
+    LiveRunGate,
+    Precomputed,
+    budget_line,
+    check_lab_request,
+    class_values_text,
+    load_precomputed,
+    minutes_text,
+)
 from ..scheduler import FairScheduler, Refused
 from ..serving import client_of
 
@@ -259,7 +288,8 @@ def build(shared) -> gr.Tab:
         schemes = lab_class_weights(settings=lab.settings)
         return lab_weights_table(schemes, precomputed.rare_class), lab_weights_note(schemes), camvid_section(app.config.camvid_dir, app.config.weights_dir)
 
-    train_button.click(train, [loss_radio, gamma_slider, previous_run], [status, loss_plot, iou_plot, previous_run], api_name="losslab_train", show_progress="hidden", **{**shared.heavy, "api_visibility": "private"})
+    train_button.click(train, [loss_radio, gamma_slider, previous_run], [status, loss_plot, iou_plot, previous_run], api_name="losslab_train", show_progress="hidden",
+                       **{**shared.heavy, "api_visibility": "private"})
     tab.select(weights, None, [weights_df, weights_md, camvid_md], api_name="losslab_weights", show_progress="hidden", **{**shared.light, "api_visibility": "private"})
     return tab
 

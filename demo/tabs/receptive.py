@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 DILATION_RATES = (1, 2)  # shown before the ASPP rates of the real model
 CLICK_SIDE = 320  # smallest longest side of the clickable image
+CLICK_PROMPT = "Click on the image: the effective receptive field of that pixel appears below for each chosen model."
 FIELDS = tuple(f"field_{arch}" for arch in ARCH_ORDER)
 CHARTS = View("chart", "table", "dilation", "summary")
 CLICKED = View(*FIELDS, "pooling", "pooling_note", "note")
@@ -118,7 +119,8 @@ class Receptive:
         row = int(np.clip(pixel[0], 0, current.size[0] - 1))
         col = int(np.clip(pixel[1], 0, current.size[1] - 1))
         overlays = {}
-        lines = [f"Effective receptive field of output pixel (row {row}, column {col}) of **{current.label}**, log scale from 1/1000 of the peak gradient (dark) to the peak (yellow); cyan square = theoretical receptive field."]
+        lines = [f"Effective receptive field of output pixel (row {row}, column {col}) of **{current.label}**, log scale from 1/1000 of the peak gradient (dark) "
+                 "to the peak (yellow); cyan square = theoretical receptive field."]
         for arch in archs:
             try:
                 erf = self.app.engine.effective_field(current.set_name, arch, current.image, (row, col), depth)
@@ -128,7 +130,8 @@ class Receptive:
                 continue
             overlays[arch] = figures.erf_overlay(current.image, erf, (row, col), theoretical)
             share = float((erf > 0.01).mean())
-            lines.append(f"- **{ARCH_NAMES[arch]}**: {share:.1%} of the image has a gradient above 1% of the peak; theoretical field {'whole image' if math.isinf(theoretical) else f'about {theoretical:.0f} px'}.")
+            field = "whole image" if math.isinf(theoretical) else f"about {theoretical:.0f} px"
+            lines.append(f"- **{ARCH_NAMES[arch]}**: {share:.1%} of the image has a gradient above 1% of the peak; theoretical field {field}.")
         if not overlays:
             raise ModelUnavailable("No model could compute a receptive field. " + " ".join(lines[1:]))
         aspp = self.aspp(current.set_name)
@@ -170,14 +173,15 @@ class Receptive:
         fields = self.effective_fields(current, models, depth, (int(y) // scale, int(x) // scale))
         if watch is not None and watch.stale:
             return CLICKED(note=session.stale_note(current))
-        slots = {f"field_{a}": gr.update(value=self.app.picture(fields.overlays[a]), label=ARCH_NAMES[a], visible=True) if a in fields.overlays else gr.update(value=None, visible=False) for a in ARCH_ORDER}
+        slots = {f"field_{a}": gr.update(value=self.app.picture(fields.overlays[a]), label=ARCH_NAMES[a], visible=True) if a in fields.overlays else gr.update(value=None, visible=False)
+                 for a in ARCH_ORDER}
         return CLICKED(**slots, pooling=gr.update(value=self.app.picture(fields.pooling), visible=True), pooling_note=fields.pooling_caption, note=fields.note)
 
     def show_image(self, example, image_file, mask_file, set_name, identity, session):
         """A new image was picked: show it to click on, and clear the receptive fields of another image."""
         hidden = gr.update(value=None, visible=False)
         outdated = not isinstance(session, SessionCache) or session.outdated("receptive", identity)
-        cleared = dict.fromkeys(FIELDS, hidden) | dict(pooling=hidden, pooling_note="", note="Click on the image: the effective receptive field of that pixel appears below for each chosen model.") if outdated else {}
+        cleared = dict.fromkeys(FIELDS, hidden) | dict(pooling=hidden, pooling_note="", note=CLICK_PROMPT) if outdated else {}
         try:
             current = self.app.current_image(example, image_file, mask_file, set_name)
         except (InputError, ModelUnavailable):  # the line under the controls says why
@@ -198,19 +202,24 @@ def build(shared: Shared) -> gr.Tab:
         with gr.Row(equal_height=False):
             click = gr.Image(label="Click a pixel of this image", interactive=False, format="png", height=340, min_width=300, buttons=[], elem_id="rf-click-image")
             with gr.Column(min_width=300):
-                note = gr.Markdown("Click on the image: the effective receptive field of that pixel appears below for each chosen model.", label="Effective receptive field note", elem_id="erf-note")
+                note = gr.Markdown(CLICK_PROMPT, label="Effective receptive field note", elem_id="erf-note")
         with gr.Row(equal_height=True):
-            fields = {slot: gr.Image(label=ARCH_NAMES[a], interactive=False, format="png", height=260, min_width=150, visible=False, buttons=["fullscreen"], elem_classes="seg-img") for slot, a in zip(FIELDS, ARCH_ORDER)}
-        pooling = gr.Image(label="What SPP (1x1, 2x2, 4x4 bins) and ASPP (taps at rate x output stride, around the clicked pixel) pool", interactive=False, format="png", height=480, visible=False, buttons=["fullscreen"])
+            fields = {slot: gr.Image(label=ARCH_NAMES[a], interactive=False, format="png", height=260, min_width=150, visible=False, buttons=["fullscreen"], elem_classes="seg-img")
+                      for slot, a in zip(FIELDS, ARCH_ORDER)}
+        pooling = gr.Image(label="What SPP (1x1, 2x2, 4x4 bins) and ASPP (taps at rate x output stride, around the clicked pixel) pool",
+                           interactive=False, format="png", height=480, visible=False, buttons=["fullscreen"])
         pooling_note = gr.Markdown(label="SPP and ASPP panels", elem_id="pooling-note")
         dilation = gr.Plot(label="Dilated 3x3 kernels", show_label=False)
         with gr.Accordion("Every layer (table)", open=False):
             table = gr.DataFrame(label="Receptive field of every layer", interactive=False, max_height=420)
 
-    charts = dict(fn=shared.on_device(tab.charts), inputs=[shared.set_radio, shared.models_cb, shared.depth_sl], outputs=CHARTS.components(chart=chart, table=table, dilation=dilation, summary=summary), **shared.heavy)
+    charts = dict(fn=shared.on_device(tab.charts), inputs=[shared.set_radio, shared.models_cb, shared.depth_sl],
+                  outputs=CHARTS.components(chart=chart, table=table, dilation=dilation, summary=summary), **shared.heavy)
     charts_btn.click(**charts, api_name="receptive_fields")
     receptive_tab.select(**charts, api_name="receptive_tab")
-    click.select(shared.on_device(tab.clicked), [*shared.image_inputs, shared.models_cb, shared.depth_sl, shared.session], CLICKED.components(**fields, pooling=pooling, pooling_note=pooling_note, note=note),
-                 api_name="effective_fields", show_progress_on=[note], **shared.heavy)
-    shared.image_changed.change(tab.show_image, [*shared.image_inputs, shared.image_changed, shared.session], SHOWN.components(click=click, **fields, pooling=pooling, pooling_note=pooling_note, note=note), show_progress="hidden", api_name="receptive_image", **shared.light)
+    click.select(shared.on_device(tab.clicked), [*shared.image_inputs, shared.models_cb, shared.depth_sl, shared.session],
+                 CLICKED.components(**fields, pooling=pooling, pooling_note=pooling_note, note=note), api_name="effective_fields", show_progress_on=[note], **shared.heavy)
+    shared.image_changed.change(tab.show_image, [*shared.image_inputs, shared.image_changed, shared.session],
+                                SHOWN.components(click=click, **fields, pooling=pooling, pooling_note=pooling_note, note=note),
+                                show_progress="hidden", api_name="receptive_image", **shared.light)
     return receptive_tab

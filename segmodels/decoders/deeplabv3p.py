@@ -8,8 +8,7 @@ import torch
 from torch import nn
 
 from ..blocks import ASPP, AtrousConv, ConvBNReLU, ImagePooling, SeparableConv, separable_cost_ratio, upsample_to
-from .base import Decoder
-from .base import DecoderGraph, GraphEdge, GraphNode, encoder_node
+from .base import Decoder, DecoderGraph, GraphEdge, GraphNode, encoder_node
 
 ASPP_RATES = {16: (6, 12, 18), 8: (12, 24, 36)}
 LABEL_SPACING = 1.3  # columns between the nodes of the low-level row, whose labels sit side by side
@@ -84,7 +83,8 @@ class DeepLabV3PlusDecoder(Decoder):
         edges += [GraphEdge(f"aspp.branches.{k}", "aspp.project", "concatenation") for k in range(len(self.aspp.branches))]
         low_level_width = self.low_level_project[0].out_channels
         row = self.low_level_index
-        nodes.append(GraphNode("low_level_project", f"Low-level 1x1 ({low_level_width})", "projection", row, deepest + 3, ("low_level_project",), f"1x1 conv reducing the stride-4 feature to {low_level_width} channels"))
+        nodes.append(GraphNode("low_level_project", f"Low-level 1x1 ({low_level_width})", "projection", row, deepest + 3, ("low_level_project",),
+                               f"1x1 conv reducing the stride-4 feature to {low_level_width} channels"))
         edges.append(GraphEdge(encoder_node(row), "low_level_project", "stride-4 feature"))
         for k, conv in enumerate(self.refine):
             if isinstance(conv, SeparableConv):

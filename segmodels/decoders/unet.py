@@ -9,8 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..blocks import DoubleConv
-from .base import Decoder
-from .base import DecoderGraph, GraphEdge, GraphNode, check_num_features, encoder_node
+from .base import Decoder, DecoderGraph, GraphEdge, GraphNode, check_num_features, encoder_node
 
 UPSAMPLING_MODES = ("bilinear", "transposed")
 
@@ -87,6 +86,7 @@ class UNetDecoder(Decoder):
             name = f"x{level}_{depth - level}"
             below = encoder_node(depth) if level == depth - 1 else f"x{level + 1}_{depth - level - 1}"
             mode = self.blocks[level].up.mode
-            nodes.append(GraphNode(name, f"X({level},{depth - level})", "decoder", level, 2 * depth - level, (f"blocks.{level}",), f"{mode} up-convolution of the node below, concatenated with the skip, two 3x3 convs"))
+            nodes.append(GraphNode(name, f"X({level},{depth - level})", "decoder", level, 2 * depth - level, (f"blocks.{level}",),
+                                   f"{mode} up-convolution of the node below, concatenated with the skip, two 3x3 convs"))
             edges += [GraphEdge(below, name, f"up-convolution x2 ({mode})"), GraphEdge(encoder_node(level), name, "skip connection (concatenation)")]
         return DecoderGraph(tuple(nodes), tuple(edges), {"main": f"x0_{depth}"})

@@ -8,8 +8,7 @@ import torch
 from torch import nn
 
 from ..blocks import ConvBNReLU, upsample_to
-from .base import Decoder
-from .base import DecoderGraph, GraphEdge, GraphNode, check_num_features, encoder_node
+from .base import Decoder, DecoderGraph, GraphEdge, GraphNode, check_num_features, encoder_node
 
 
 class FullScaleDecoderStage(nn.Module):
@@ -87,7 +86,8 @@ class UNet3PlusDecoder(Decoder):
         for index, stage in enumerate(self.stages):
             level = stage.level
             name = f"x_de{level + 1}"
-            nodes.append(GraphNode(name, f"X_De^{level + 1}", "decoder", level, 2 * deepest - level, (f"stages.{index}",), f"{num_levels} scales squeezed by 3x3 convs, concatenated and fused by a 3x3 conv"))
+            nodes.append(GraphNode(name, f"X_De^{level + 1}", "decoder", level, 2 * deepest - level, (f"stages.{index}",),
+                                   f"{num_levels} scales squeezed by 3x3 convs, concatenated and fused by a 3x3 conv"))
             for k, squeeze in enumerate(stage.shallower):
                 pool = squeeze[0]
                 operation = f"max-pool /{pool.kernel_size}, 3x3 conv" if isinstance(pool, nn.MaxPool2d) else "same scale, 3x3 conv"

@@ -8,8 +8,7 @@ import torch
 from torch import nn
 
 from ..blocks import DoubleConv, upsample_to
-from .base import Decoder
-from .base import DecoderGraph, GraphEdge, GraphNode, check_num_features
+from .base import Decoder, DecoderGraph, GraphEdge, GraphNode, check_num_features
 
 UPSAMPLING_MODES = ("transposed", "bilinear")
 

@@ -59,7 +59,7 @@ class TrainConfig:
     protocol: str = "train"
 
     @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
+    def from_dict(cls, values: dict) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         config = cls(**{k: v for k, v in values.items() if k in known})
         config.crop_size = tuple(config.crop_size)
