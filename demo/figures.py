@@ -351,8 +351,19 @@ def pruning_figure(table: pd.DataFrame) -> go.Figure:
     for column, label, dash in specs:
         if column in table and table[column].notna().any():
             values.append(table[column].to_numpy(dtype=float))
-            fig.add_trace(go.Scatter(x=table["GFLOPs"], y=table[column], mode="lines+markers", name=label, line=dict(dash=dash, width=3), marker=dict(size=12), cliponaxis=False,
-                                     customdata=table[["Depth", "Latency (ms)"]].to_numpy(), hovertemplate="%{customdata[0]}<br>mIoU %{y:.3f}<br>%{x:.2f} GFLOPs<br>latency %{customdata[1]:.1f} ms here<extra></extra>"))
+            fig.add_trace(
+                go.Scatter(
+                    x=table["GFLOPs"],
+                    y=table[column],
+                    mode="lines+markers",
+                    name=label,
+                    line=dict(dash=dash, width=3),
+                    marker=dict(size=12),
+                    cliponaxis=False,
+                    customdata=table[["Depth", "Latency (ms)"]].to_numpy(),
+                    hovertemplate="%{customdata[0]}<br>mIoU %{y:.3f}<br>%{x:.2f} GFLOPs<br>latency %{customdata[1]:.1f} ms here<extra></extra>",
+                )
+            )
     if not fig.data:
         return empty_figure("No mIoU to plot: this image has no ground truth and the card no pruning results.")
     x_range, y_range = _log_range(table["GFLOPs"].to_numpy(dtype=float)), _data_range(np.concatenate(values), pad_share=0.3, minimum_pad=0.02)
@@ -372,10 +383,22 @@ def receptive_field_figure(traces: dict[str, pd.DataFrame]) -> go.Figure:
     for name, df in traces.items():
         sizes = df["Receptive field (px)"].to_numpy(dtype=float)
         shown = np.where(np.isfinite(sizes), sizes, top)
-        hover = [f"{name}<br>#{i} {layer}<br>{op} k{k} s{s} d{d}<br>receptive field: {'whole image' if not math.isfinite(r) else f'{r:.0f} px'}" for i, layer, op, k, s, d, r in zip(df["Layer"], df["Module"], df["Op"], df["Kernel"], df["Stride"], df["Dilation"], sizes)]
-        fig.add_trace(go.Scatter(x=df["Layer"], y=shown, mode="lines+markers", name=name, line=dict(color=model_colour(name), width=2),
-                                 marker=dict(size=[12 if not math.isfinite(r) else 5 for r in sizes], symbol=["star" if not math.isfinite(r) else "circle" for r in sizes]),
-                                 hovertext=hover, hoverinfo="text"))
+        hover = [
+            f"{name}<br>#{i} {layer}<br>{op} k{k} s{s} d{d}<br>receptive field: {'whole image' if not math.isfinite(r) else f'{r:.0f} px'}"
+            for i, layer, op, k, s, d, r in zip(df["Layer"], df["Module"], df["Op"], df["Kernel"], df["Stride"], df["Dilation"], sizes)
+        ]
+        fig.add_trace(
+            go.Scatter(
+                x=df["Layer"],
+                y=shown,
+                mode="lines+markers",
+                name=name,
+                line=dict(color=model_colour(name), width=2),
+                marker=dict(size=[12 if not math.isfinite(r) else 5 for r in sizes], symbol=["star" if not math.isfinite(r) else "circle" for r in sizes]),
+                hovertext=hover,
+                hoverinfo="text",
+            )
+        )
     fig.add_hline(y=top, line=dict(dash="dot", color="#999"), annotation_text="global (whole image)", annotation_position="top left")
     fig.update_xaxes(title="layer (in execution order)")
     fig.update_yaxes(title="pixels (log scale)", type="log")
@@ -401,12 +424,28 @@ def dilation_figure(rates: list[int], aspp: list[int], output_stride: int) -> go
                 fig.add_shape(type="rect", x0=x - 0.5, x1=x + 0.5, y0=y - 0.5, y1=y + 0.5, fillcolor=colour, line=dict(width=0), xref=f"x{axis}", yref=f"y{axis}")
         note = f"<br>ASPP: in the input image the taps are {rate * output_stride} px apart (rate x output stride {output_stride})" if rate in aspp else ""
         taps = [(rate * dy, rate * dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
-        fig.add_trace(go.Scatter(x=[t[1] for t in taps], y=[t[0] for t in taps], mode="markers", marker=dict(size=1, color=colour), showlegend=False,
-                                 hovertext=[f"tap ({dy}, {dx}) of 9: the kernel covers {2 * rate + 1}x{2 * rate + 1} pixels{note}" for dy, dx in taps], hoverinfo="text"), row=row + 1, col=col + 1)
+        fig.add_trace(
+            go.Scatter(
+                x=[t[1] for t in taps],
+                y=[t[0] for t in taps],
+                mode="markers",
+                marker=dict(size=1, color=colour),
+                showlegend=False,
+                hovertext=[f"tap ({dy}, {dx}) of 9: the kernel covers {2 * rate + 1}x{2 * rate + 1} pixels{note}" for dy, dx in taps],
+                hoverinfo="text",
+            ),
+            row=row + 1,
+            col=col + 1,
+        )
         fig.update_xaxes(range=[-half, half], dtick=1, tick0=0.5, showticklabels=False, showgrid=rate <= 12, gridcolor="#e5e5e5", zeroline=False, row=row + 1, col=col + 1)
         fig.update_yaxes(range=[-half, half], dtick=1, tick0=0.5, showticklabels=False, showgrid=rate <= 12, gridcolor="#e5e5e5", zeroline=False, scaleanchor=f"x{axis}", row=row + 1, col=col + 1)
     fig.update_annotations(font_size=13)
-    _layout(fig, "Dilated 3x3 kernels", height=60 + 210 * rows, subtitle=f"rates {', '.join(map(str, rates))}; coloured squares = the 9 weights; grey grid = input pixels; red = the ASPP rates of DeepLabV3+")
+    _layout(
+        fig,
+        "Dilated 3x3 kernels",
+        height=60 + 210 * rows,
+        subtitle=f"rates {', '.join(map(str, rates))}; coloured squares = the 9 weights; grey grid = input pixels; red = the ASPP rates of DeepLabV3+",
+    )
     fig.update_layout(margin=dict(t=fig.layout.margin.t + 40))  # room for the first row's titles
     return fig
 
@@ -430,4 +469,3 @@ def loss_curves_figure(gamma: float) -> go.Figure:
     _layout(fig, f"Cross-entropy vs focal loss (gamma = {gamma:g})", subtitle=subtitle)
     fig.update_layout(legend=dict(orientation="v", yref="paper", yanchor="top", y=0.98, xanchor="right", x=0.99, bgcolor="rgba(255,255,255,0.85)"))  # inside, where the curves are low
     return fig
-

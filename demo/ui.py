@@ -45,7 +45,8 @@ CSS = """
   .results-table table, .results-table tbody, .results-table tr { display: block; width: 100%; }
   .results-table tr { border: 1px solid var(--border-color-primary); border-radius: 8px; margin: 0 0 0.6em; padding: 0.2em 0.5em; }
   .results-table tbody th { display: block; border: none; font-size: 1.08em; padding: 0.3em 0; }
-  .results-table td { display: flex; justify-content: space-between; align-items: baseline; gap: 0.8em; border: none; border-top: 1px solid var(--border-color-primary); padding: 0.3em 0; text-align: right; }
+  .results-table td { display: flex; justify-content: space-between; align-items: baseline; gap: 0.8em; border: none;
+                      border-top: 1px solid var(--border-color-primary); padding: 0.3em 0; text-align: right; }
   .results-table td::before { content: attr(data-label); text-align: left; color: var(--body-text-color-subdued); flex: 0 0 auto; max-width: 55%; }
   .results-table td.num { white-space: normal; }
   .prose table th, .prose table td { padding: 0.35em 0.45em !important; }  /* room for whole words on a narrow screen */
@@ -59,15 +60,28 @@ def launch_kwargs(config: DemoConfig) -> dict:
     upload_limit = config.max_uploads * config.max_file_size + 2**20
     upload_folder = uploads.UploadFolder(uploads.own_upload_folder, config.upload_cap_mb * 2**20, config.upload_timeout_s)
     return {
-        "app_kwargs": {"middleware": [Middleware(hardening.SecurityHeaders, frame_ancestors=config.frame_ancestors),
-                                      Middleware(serving.ApiRateLimit, burst=config.api_burst, per_second=config.api_per_second, trust_forwarded=config.trust_forwarded),
-                                      Middleware(uploads.UploadGuard, folder=upload_folder, max_files=config.max_uploads, max_bytes=upload_limit,
-                                                 reserve_bytes=config.disk_reserve_mb * 2**20, idle_timeout_s=config.upload_idle_s),
-                                      Middleware(serving.BodyLimit, max_body=config.max_body, max_upload=upload_limit, idle_timeout_s=config.max_body_idle_s),
-                                      Middleware(admission.Admission, per_client=config.per_client_jobs, per_api_client=config.api_burst, model_jobs=config.address_model_jobs, light_jobs=config.address_light_jobs,
-                                                 waiting_per_address=config.waiting_per_address, max_string=config.max_string, grace_s=config.listen_grace_s,
-                                                 trust_forwarded=config.trust_forwarded),
-                                      Middleware(serving.ResultReaders, grace_s=config.result_grace_s)]},
+        "app_kwargs": {
+            "middleware": [
+                Middleware(hardening.SecurityHeaders, frame_ancestors=config.frame_ancestors),
+                Middleware(serving.ApiRateLimit, burst=config.api_burst, per_second=config.api_per_second, trust_forwarded=config.trust_forwarded),
+                Middleware(
+                    uploads.UploadGuard, folder=upload_folder, max_files=config.max_uploads, max_bytes=upload_limit, reserve_bytes=config.disk_reserve_mb * 2**20, idle_timeout_s=config.upload_idle_s
+                ),
+                Middleware(serving.BodyLimit, max_body=config.max_body, max_upload=upload_limit, idle_timeout_s=config.max_body_idle_s),
+                Middleware(
+                    admission.Admission,
+                    per_client=config.per_client_jobs,
+                    per_api_client=config.api_burst,
+                    model_jobs=config.address_model_jobs,
+                    light_jobs=config.address_light_jobs,
+                    waiting_per_address=config.waiting_per_address,
+                    max_string=config.max_string,
+                    grace_s=config.listen_grace_s,
+                    trust_forwarded=config.trust_forwarded,
+                ),
+                Middleware(serving.ResultReaders, grace_s=config.result_grace_s),
+            ]
+        },
         "max_threads": 64,
         "max_file_size": config.max_file_size,
         "allowed_paths": [str(assets)] if assets.is_dir() else [],
@@ -124,9 +138,21 @@ def build_demo(config: DemoConfig | None = None) -> gr.Blocks:
                     with gr.Row():
                         set_radio = checked_by_callbacks(gr.Radio(app.set_choices(), value=set_name, label="Model set", info="Only sets with trained weights are offered.", min_width=240))
                         # Any example key passes to the callbacks, which check it (an API client may name another set's example).
-                        example_dd = gr.Dropdown(app.example_choices(set_name), value=app.default_example(set_name), label="Example (with ground truth)", min_width=200, elem_id="example", allow_custom_value=True)
-                    gallery = gr.Gallery(app.thumbnails(set_name), label="Tap an example", columns=8, rows=1, height=120, allow_preview=False, object_fit="cover", buttons=[], elem_id="examples",
-                                         selected_index=controls.thumbnail_of(set_name, app.default_example(set_name)))
+                        example_dd = gr.Dropdown(
+                            app.example_choices(set_name), value=app.default_example(set_name), label="Example (with ground truth)", min_width=200, elem_id="example", allow_custom_value=True
+                        )
+                    gallery = gr.Gallery(
+                        app.thumbnails(set_name),
+                        label="Tap an example",
+                        columns=8,
+                        rows=1,
+                        height=120,
+                        allow_preview=False,
+                        object_fit="cover",
+                        buttons=[],
+                        elem_id="examples",
+                        selected_index=controls.thumbnail_of(set_name, app.default_example(set_name)),
+                    )
                 with gr.Column(scale=2, min_width=280):
                     models_cb = checked_by_callbacks(gr.CheckboxGroup(app.model_choices(set_name), value=archs, label="Models to run"))
                     with gr.Row():
@@ -139,25 +165,56 @@ def build_demo(config: DemoConfig | None = None) -> gr.Blocks:
                 upload_md = gr.Markdown(upload_help(set_name), label="What the uploads may be", elem_id="upload-help")
             current_md = gr.Markdown(label="Current image", padding=True, elem_id="current-image")
 
-        shared = Shared(app, set_radio, example_dd, image_file, mask_file, models_cb, depth_sl, opacity_sl,
-                        session=gr.State(SessionCache(), time_to_live=config.state_ttl_s), current_md=current_md, image_changed=gr.State(""))
+        shared = Shared(
+            app,
+            set_radio,
+            example_dd,
+            image_file,
+            mask_file,
+            models_cb,
+            depth_sl,
+            opacity_sl,
+            session=gr.State(SessionCache(), time_to_live=config.state_ttl_s),
+            current_md=current_md,
+            image_changed=gr.State(""),
+        )
         with gr.Tabs(overflow_behavior="wrap"):  # every tab stays reachable on a phone, none behind a "..." menu
             for module in tab_modules():
                 module.build(shared)
 
         # ------------------------------------------------------------------ the shared controls' events
-        gr.on([demo.load, set_radio.change, example_dd.change, image_file.change, mask_file.change], controls.preview, [*shared.image_inputs, shared.session],
-              PREVIEW.components(current=current_md, image_changed=shared.image_changed), trigger_mode="always_last", show_progress="hidden", api_name="preview", **shared.light)
-        set_radio.change(controls.set_changed, [set_radio, example_dd], SET_CHANGED.components(models=models_cb, example=example_dd, gallery=gallery, depth=depth_sl, upload_help=upload_md),
-                         show_progress="hidden", api_name="set_changed", **shared.light)
+        gr.on(
+            [demo.load, set_radio.change, example_dd.change, image_file.change, mask_file.change],
+            controls.preview,
+            [*shared.image_inputs, shared.session],
+            PREVIEW.components(current=current_md, image_changed=shared.image_changed),
+            trigger_mode="always_last",
+            show_progress="hidden",
+            api_name="preview",
+            **shared.light,
+        )
+        set_radio.change(
+            controls.set_changed,
+            [set_radio, example_dd],
+            SET_CHANGED.components(models=models_cb, example=example_dd, gallery=gallery, depth=depth_sl, upload_help=upload_md),
+            show_progress="hidden",
+            api_name="set_changed",
+            **shared.light,
+        )
         models_cb.change(controls.models_changed, [set_radio, models_cb], depth_sl, show_progress="hidden", api_name="models_changed", **shared.light)
         # Every tap is sent ("multiple": Gradio's default drops a tap made while the one before is under way, and its "always_last"
         # re-sends the first tap's index), and taps run one at a time in the order made, so the last one wins; the highlight follows
         # the example actually chosen, however it was chosen, in the same order.
         in_order = dict(trigger_mode="multiple", show_progress="hidden", api_visibility="private", concurrency_id="gallery", concurrency_limit=1)
         gallery.select(controls.pick_example, set_radio, PICKED.components(example=example_dd, image_file=image_file, mask_file=mask_file), api_name="pick_example", **in_order)
-        gr.on([example_dd.change, image_file.change], lambda set_name, example, upload: controls.highlight(set_name, None if upload else example), [set_radio, example_dd, image_file], gallery,
-              api_name="highlight", **in_order)
+        gr.on(
+            [example_dd.change, image_file.change],
+            lambda set_name, example, upload: controls.highlight(set_name, None if upload else example),
+            [set_radio, example_dd, image_file],
+            gallery,
+            api_name="highlight",
+            **in_order,
+        )
         example_dd.input(lambda: (None, None), None, [image_file, mask_file], show_progress="hidden", api_name="clear_uploads", **shared.light)
         demo.unload(app.session_ended)
 

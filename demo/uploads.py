@@ -161,7 +161,9 @@ class UploadGuard:
       an upload may take);
     * an accepted upload that may take the kept files over the cap triggers a sweep."""
 
-    def __init__(self, app, folder: UploadFolder, max_files: int = 2, max_bytes: int = 24 * 2**20, reserve_bytes: int = 256 * 2**20, idle_timeout_s: float = 30.0, upload_path: str = "/gradio_api/upload"):
+    def __init__(
+        self, app, folder: UploadFolder, max_files: int = 2, max_bytes: int = 24 * 2**20, reserve_bytes: int = 256 * 2**20, idle_timeout_s: float = 30.0, upload_path: str = "/gradio_api/upload"
+    ):
         self.app = app
         self.folder = folder
         self.max_files = max_files
@@ -204,7 +206,7 @@ class UploadGuard:
             if message["type"] == "http.request" and delimiter is not None:
                 data = state["tail"] + message.get("body", b"")
                 state["delimiters"] += data.count(delimiter)
-                state["tail"] = data[-(len(delimiter) - 1):]
+                state["tail"] = data[-(len(delimiter) - 1) :]
                 if state["delimiters"] > self.max_files + 1:
                     await answer(413, f"Too many files: at most {self.max_files} a request.")
                     return {"type": "http.disconnect"}

@@ -132,7 +132,9 @@ def capture(page, out: Path, device: str) -> list[Path]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", type=Path, default=None, help="model zoo folder (default: the shipped assets/weights)")
-    parser.add_argument("--camvid", type=Path, default=Path(os.environ["SEGMODELS_CAMVID"]) if os.environ.get("SEGMODELS_CAMVID") else None, help="CamVid folder for the examples (env SEGMODELS_CAMVID)")
+    parser.add_argument(
+        "--camvid", type=Path, default=Path(os.environ["SEGMODELS_CAMVID"]) if os.environ.get("SEGMODELS_CAMVID") else None, help="CamVid folder for the examples (env SEGMODELS_CAMVID)"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "screenshots")
     parser.add_argument("--devices", nargs="+", choices=sorted(VIEWPORTS), default=list(VIEWPORTS))
     args = parser.parse_args(argv)

@@ -105,7 +105,8 @@ def test_compare_on_a_desktop(browser, url):
             mask.wait_for(timeout=10_000)
             assert mask.get_attribute("src")
         # The comparison table fits at 1440 px: every column visible without scrolling.
-        scroller = table.locator("table").first.evaluate("t => { let e = t; while (e && e.scrollWidth <= e.clientWidth + 1 && e.parentElement) e = e.parentElement; return e === document.documentElement ? 0 : (e ? e.scrollWidth - e.clientWidth : 0); }")
+        scroller = table.locator("table").first.evaluate("t => { let e = t; while (e && e.scrollWidth <= e.clientWidth + 1 && e.parentElement) e = e.parentElement; "
+            "return e === document.documentElement ? 0 : (e ? e.scrollWidth - e.clientWidth : 0); }")
         assert scroller <= 1, f"the table scrolls sideways by {scroller} px"
         # The scatter's legend names every model, inside the chart's box.
         scatter = page.locator("#compare-scatter")
@@ -265,7 +266,8 @@ def run_compare(page, device: dict) -> None:
 TABLE_FITS = """box => {
     const table = box.querySelector('table');
     const cells = Array.from(box.querySelectorAll('th, td'));
-    const broken = cells.filter(cell => { const style = getComputedStyle(cell); return style.wordBreak !== 'normal' || !['normal', 'break-word'].includes(style.overflowWrap) && style.overflowWrap !== 'normal'; });
+    const broken = cells.filter(cell => { const style = getComputedStyle(cell);
+        return style.wordBreak !== 'normal' || !['normal', 'break-word'].includes(style.overflowWrap) && style.overflowWrap !== 'normal'; });
     const overflowing = cells.filter(cell => cell.scrollWidth > cell.clientWidth + 1).map(cell => cell.innerText);
     return {wide: table.scrollWidth - box.clientWidth, overflowing, broken: broken.length,
             cards: getComputedStyle(table.querySelector('tbody tr')).display, label: getComputedStyle(table.querySelector('td'), '::before').content};
@@ -339,7 +341,8 @@ def test_fast_taps_the_last_one_wins_and_is_highlighted(browser, url, size):
         # Choosing from the menu moves the highlight too.
         page.locator("#example input").first.click()
         page.get_by_role("option", name="Shapes #1001").click()
-        page.wait_for_function("() => document.querySelector('#examples button.thumbnail-item:nth-child(1)') !== null && Array.from(document.querySelectorAll('#examples button.thumbnail-item')).findIndex(b => b.classList.contains('selected')) === 1", timeout=30_000)
+        page.wait_for_function("() => document.querySelector('#examples button.thumbnail-item:nth-child(1)') !== null && "
+            "Array.from(document.querySelectorAll('#examples button.thumbnail-item')).findIndex(b => b.classList.contains('selected')) === 1", timeout=30_000)
         assert not errors, errors
     finally:
         page.close()

@@ -197,7 +197,9 @@ def test_a_stopped_server_leaves_no_folder(tiny_zoo, tmp_path):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = {**os.environ, "SEGMODELS_UPLOAD_DIR": str(tmp_path / "uploads"), "TMPDIR": str(tmp_path), "SEGMODELS_THREADS": "1", "SEGMODELS_WARMUP": "0", "SEGMODELS_REPEATS": "1"}
-    server = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--weights", str(tiny_zoo)], cwd=Path(__file__).resolve().parent.parent, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = subprocess.Popen(
+        [sys.executable, "app.py", "--port", str(port), "--weights", str(tiny_zoo)], cwd=Path(__file__).resolve().parent.parent, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:

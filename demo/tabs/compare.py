@@ -253,5 +253,12 @@ def build(shared: Shared) -> gr.Tab:
         api_name="compare", show_progress="minimal", show_progress_on=[status], **(shared.heavy | {"api_visibility": "public"}),
     )
     shared.opacity_sl.release(tab.restyle, [*shared.image_inputs, shared.depth_sl, shared.opacity_sl, shared.session], RESTYLE.components(**components), show_progress="hidden", api_name="restyle", **shared.light)
-    shared.image_changed.change(tab.show_image, [*shared.image_inputs, shared.opacity_sl, shared.image_changed, shared.session], SHOWN.components(**components), show_progress="hidden", api_name="compare_image", **shared.light)
+    shared.image_changed.change(
+        tab.show_image,
+        [*shared.image_inputs, shared.opacity_sl, shared.image_changed, shared.session],
+        SHOWN.components(**components),
+        show_progress="hidden",
+        api_name="compare_image",
+        **shared.light,
+    )
     return compare_tab

@@ -214,8 +214,11 @@ class InstancesTab:
             return CHOICES()
         archs = self.app.model_choices(set_name)
         info = self.app.info(set_name)
-        return CHOICES(model=gr.update(choices=archs, value=archs[0][1] if archs else None, visible=instance_model(self.app, set_name) is None),
-                       class_name=gr.update(choices=class_choices(info), value=default_class(info)), touching=gr.update(value=touching_label(self.app, set_name) or "", visible=touching_label(self.app, set_name) is not None))
+        return CHOICES(
+            model=gr.update(choices=archs, value=archs[0][1] if archs else None, visible=instance_model(self.app, set_name) is None),
+            class_name=gr.update(choices=class_choices(info), value=default_class(info)),
+            touching=gr.update(value=touching_label(self.app, set_name) or "", visible=touching_label(self.app, set_name) is not None),
+        )
 
     def pick_touching(self, set_name):
         """The example with touching objects becomes the page's image (uploads cleared)."""
@@ -240,8 +243,13 @@ def build(shared: Shared) -> gr.Tab:
     with gr.Tab("Semantic vs instance", id="instances") as instances_tab:
         gr.Markdown(text.INSTANCES, latex_delimiters=text.LATEX)
         with gr.Row(elem_id="instances-controls"):
-            model = gr.Dropdown(archs, value=archs[0][1] if archs else None, label="Semantic model (sets without an instance model)", min_width=200,
-                                visible=bool(set_name) and instance_model(shared.app, set_name) is None)
+            model = gr.Dropdown(
+                archs,
+                value=archs[0][1] if archs else None,
+                label="Semantic model (sets without an instance model)",
+                min_width=200,
+                visible=bool(set_name) and instance_model(shared.app, set_name) is None,
+            )
             class_name = gr.Dropdown(class_choices(info), value=default_class(info), label="Class to split into regions and objects", min_width=200)
             show_btn = gr.Button("Colour by class, region and object", variant="primary", interactive=bool(shared.app.sets()), min_width=160)
             touching = touching_label(shared.app, set_name)
@@ -254,12 +262,25 @@ def build(shared: Shared) -> gr.Tab:
         note = gr.Markdown(label="Instances note", elem_id="instances-note")
 
     panels = dict(classes=classes, components=components, predicted=predicted, truth=truth)
-    show = dict(fn=shared.on_device(tab.show), inputs=[*shared.image_inputs, model, class_name, shared.depth_sl, shared.session],
-                outputs=VIEW.components(**panels, note=note, session=shared.session), show_progress_on=[note], **shared.heavy)
+    show = dict(
+        fn=shared.on_device(tab.show),
+        inputs=[*shared.image_inputs, model, class_name, shared.depth_sl, shared.session],
+        outputs=VIEW.components(**panels, note=note, session=shared.session),
+        show_progress_on=[note],
+        **shared.heavy,
+    )
     show_btn.click(**show, api_name="instances")
     instances_tab.select(**show, api_name="instances_tab")
-    touching_btn.click(tab.pick_touching, shared.set_radio, PICK.components(example=shared.example_dd, image_file=shared.image_file, mask_file=shared.mask_file),
-                       show_progress="hidden", api_name="instances_touching", **shared.light).then(**show, api_name="instances_touching_show")
-    shared.set_radio.change(tab.choices, shared.set_radio, CHOICES.components(model=model, class_name=class_name, touching=touching_btn), show_progress="hidden", api_name="instances_choices", **shared.light)
+    touching_btn.click(
+        tab.pick_touching,
+        shared.set_radio,
+        PICK.components(example=shared.example_dd, image_file=shared.image_file, mask_file=shared.mask_file),
+        show_progress="hidden",
+        api_name="instances_touching",
+        **shared.light,
+    ).then(**show, api_name="instances_touching_show")
+    shared.set_radio.change(
+        tab.choices, shared.set_radio, CHOICES.components(model=model, class_name=class_name, touching=touching_btn), show_progress="hidden", api_name="instances_choices", **shared.light
+    )
     shared.image_changed.change(tab.clear, [shared.image_changed, shared.session], CLEARED.components(**panels, note=note), show_progress="hidden", api_name="instances_clear", **shared.light)
     return instances_tab

@@ -115,7 +115,8 @@ class Pruning:
         if reused and len(reused) == sum(run.ok for run in result.runs):
             passes = "their masks were computed for an earlier request on this same image and shared, so no forward pass ran now."
         else:
-            passes = "one forward pass each" + (f"; {', '.join(reused)} had already run on this same image for an earlier request and {'was' if len(reused) == 1 else 'were'} shared." if reused else ".")
+            shared_note = f"; {', '.join(reused)} had already run on this same image for an earlier request and {'was' if len(reused) == 1 else 'were'} shared."
+            passes = "one forward pass each" + (shared_note if reused else ".")
         status = (f"**{result.image.label}**: {ARCH_NAMES[result.arch]} pruned to depths L{result.depths[0]} to L{result.depths[-1]}, each on the same input tensor: "
                   f"{passes}{truth}\n\n<small>{LATENCY_NOTE}</small>")
         yield VIEW(status=status, table=gr.update(value=figures.table_html(result.table, TABLE_LABEL), visible=True), plot=gr.update(value=figures.pruning_figure(result.table), visible=True))
@@ -136,7 +137,10 @@ def build(shared: Shared) -> gr.Tab:
         run_btn = gr.Button("Run U-Net++ at every depth (L1 to L4)", variant="primary", interactive=bool(shared.app.sets()))
         status = gr.Markdown(label="Pruning status", elem_id="pruning-status")
         with gr.Row(equal_height=True):
-            depths = {slot: gr.Image(label=f"L{i + 1}", interactive=False, format="png", height=260, min_width=150, visible=False, buttons=["fullscreen"], elem_classes="seg-img") for i, slot in enumerate(DEPTHS)}
+            depths = {
+                slot: gr.Image(label=f"L{i + 1}", interactive=False, format="png", height=260, min_width=150, visible=False, buttons=["fullscreen"], elem_classes="seg-img")
+                for i, slot in enumerate(DEPTHS)
+            }
         table = gr.HTML(label=TABLE_LABEL, visible=False, elem_id="pruning-table", padding=False)
         plot = gr.Plot(label="mIoU vs compute per depth", show_label=False, visible=False, elem_id="pruning-plot")
 

@@ -267,7 +267,10 @@ class TestSetTab:
         chosen = next((model for model in tests.models if model.arch == arch), tests.models[0])
         percent = row_percent(chosen.evaluation.confusion_matrix)
         if percent.shape != (len(tests.class_names),) * 2:
-            raise InputError(f"The test confusion matrix of {chosen.label} is {percent.shape[0]} x {percent.shape[1]}, but the {tests.set_label} set has {len(tests.class_names)} classes: its card is inconsistent.")
+            raise InputError(
+                f"The test confusion matrix of {chosen.label} is {percent.shape[0]} x {percent.shape[1]}, "
+                f"but the {tests.set_label} set has {len(tests.class_names)} classes: its card is inconsistent."
+            )
         return TestSetView(tests, chosen, percent, largest_confusions(percent, tests.class_names),
                            per_class_table(tests.models, tests.class_names), ranking_table(tests.models))
 
