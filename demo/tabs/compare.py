@@ -252,7 +252,10 @@ def build(shared: Shared) -> gr.Tab:
         shared.on_device(tab.stream), [*shared.image_inputs, shared.models_cb, shared.depth_sl, shared.opacity_sl, shared.session], VIEW.components(**components),
         api_name="compare", show_progress="minimal", show_progress_on=[status], **(shared.heavy | {"api_visibility": "public"}),
     )
-    shared.opacity_sl.release(tab.restyle, [*shared.image_inputs, shared.depth_sl, shared.opacity_sl, shared.session], RESTYLE.components(**components), show_progress="hidden", api_name="restyle", **shared.light)
+    shared.opacity_sl.release(
+        tab.restyle, [*shared.image_inputs, shared.depth_sl, shared.opacity_sl, shared.session], RESTYLE.components(**components),
+        show_progress="hidden", api_name="restyle", **shared.light,
+    )
     shared.image_changed.change(
         tab.show_image,
         [*shared.image_inputs, shared.opacity_sl, shared.image_changed, shared.session],
