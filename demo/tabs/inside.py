@@ -23,6 +23,7 @@ from PIL import Image
 from segmodels import ARCH_NAMES, zoo
 from segmodels.introspect import NetworkView, Node, SeparableConvInfo, look_inside
 
+from .. import explanations
 from ..errors import InputError, user_errors
 from ..figures import heat_colours
 
@@ -337,7 +338,7 @@ def build(shared: Shared) -> gr.Tab:
     keep = (gr.skip(),) * 5
 
     with gr.Tab("Inside the network", id="inside") as tab:
-        gr.Markdown(INTRO)
+        gr.Markdown(f"{INTRO} {explanations.inside_thumbnails()}")
         with gr.Row(equal_height=True):  # columns, so that they wrap on a phone
             with gr.Column(min_width=200):
                 arch_dd = gr.Dropdown([(ARCH_NAMES[a], a) for a in archs], value=archs[0] if archs else None, label="Architecture")
