@@ -129,7 +129,7 @@ def dilation_cost(facts: ModelFacts | None) -> str:
         return "**Dilation is not free.** " + NOT_SHIPPED.format(name="DeepLabV3+")
     if not facts.dilated_convs:
         return f"**Dilation is not free**, but the shipped {facts.arch_display}'s {facts.encoder_display} encoder has no dilated convolution to measure."
-    height, width = facts.card["flops_input_size"]
+    height, width = facts.card.get("flops_input_size") or (360, 480)
     os_ = facts.output_stride
     dilated = encoder_level_flops(facts.encoder, (height, width), os_)
     strided = encoder_level_flops(facts.encoder, (height, width), None)
@@ -267,7 +267,7 @@ def unet3p_skips(facts: ModelFacts | None, levels: int = 5) -> str:
     else:
         w = facts.widths
         runs = f"The shipped CamVid model squeezes to **{w['cat_channels']}**: {w['levels']} x {w['cat_channels']} = **{w['fused_channels']} channels** (read from its layers)."
-        name = facts.card["training"]["loss"]
+        name = (facts.card.get("training") or {}).get("loss", "its training loss")
         loss = LOSS_LABELS.get(name, name) + " averaged over the heads"
     return f"""\
 **U-Net 3+ in detail** (Huang et al. 2020). Each decoder stage gathers **all {levels} scales**: the
@@ -287,7 +287,7 @@ def shared_encoder(facts: dict[str, ModelFacts]) -> str:
     """The key fact for reading the Compare table: one encoder, matched decoders."""
     if not facts:
         return "**The four CamVid models.** " + NOT_SHIPPED.format(name="model")
-    encoders = {(f.encoder_display, f.encoder_parameters, bool(f.card and f.card["training"].get("pretrained"))) for f in facts.values()}
+    encoders = {(f.encoder_display, f.encoder_parameters, bool(f.card and (f.card.get("training") or {}).get("pretrained"))) for f in facts.values()}
     decoders = ", ".join(f"{f.arch_display} {_m(f.decoder_parameters)}" for f in facts.values())
     sizes = [f.decoder_parameters for f in facts.values()]
     if len(encoders) != 1:
