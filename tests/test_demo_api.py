@@ -213,6 +213,7 @@ def test_a_greedy_address_cannot_take_the_server(tiny_zoo):
         demo.close()
 
 
+@pytest.mark.slow
 def test_bounded_load_without_memory_growth(server):
     """20 concurrent clients, 5 rounds of compare each: every request succeeds or is told that
     the queue is full; after the first round (model loading, caches) the process grows by at
@@ -303,6 +304,7 @@ def test_a_closed_tab_deletes_its_uploads(tmp_path):
     assert not mine.exists() and not mine.parent.exists() and outside.exists()
 
 
+@pytest.mark.slow
 def test_a_bad_setting_stops_the_app_with_a_message_not_a_traceback(tmp_path):
     env = {**os.environ, "SEGMODELS_BACKEND": "tensorrt", "SEGMODELS_UPLOAD_DIR": str(tmp_path / "uploads")}
     done = subprocess.run([sys.executable, "app.py", "--port", "7999"], cwd=Path(__file__).resolve().parent.parent, env=env, capture_output=True, text=True, timeout=120)

@@ -28,6 +28,7 @@ TAB_DONE = {"U-Net++ pruning": r"pruned to depths", "Receptive field": r"largest
             "Semantic vs instance": r"ndimage\.label\) of"}
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary (/usr/bin/chromium); install it with scripts/install_chromium.sh"),
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
 ]

@@ -186,6 +186,7 @@ def server(instance_zoo):
     demo.close()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary; install it with scripts/install_chromium.sh")
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.parametrize("device", [dict(viewport={"width": 1440, "height": 900}), dict(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)], ids=["desktop", "phone"])

@@ -224,6 +224,7 @@ def test_shipped_curves_match_the_lab() -> None:
     assert shipped["torch_version"] and shipped["created"]
 
 
+@pytest.mark.slow
 def test_precompute_script_writes_and_updates(tmp_path) -> None:
     script = runpy.run_path(str(REPO / "scripts" / "precompute_losslab.py"), run_name="precompute")
     out = tmp_path / "curves.json"

@@ -49,6 +49,7 @@ def test_broken_card_is_a_weights_error(own_zoo: Path) -> None:
         zoo.read_card("shapes/unet", own_zoo)
 
 
+@pytest.mark.slow
 def test_test_record_once_per_model(own_zoo: Path) -> None:
     card = record_test("shapes/unetpp", None, own_zoo, resamples=200)
     depths = [result.depth for result in card.test.results]

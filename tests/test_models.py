@@ -255,6 +255,7 @@ class TestDeepLabV3Plus(ArchitectureTester):
             DeepLabV3Plus(create_encoder("plain", base_channels=4), 2, output_stride=8)
 
     @pytest.mark.skipif(not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "clang++")), reason="inductor generates C++ and needs a compiler")
+    @pytest.mark.slow
     def test_inductor_compiles_and_matches(self):
         """The full ``torch.compile`` path with C++ code generation, on the smallest model."""
         model = self.tiny_model()

@@ -60,6 +60,7 @@ def test_card_reports_mean_class_accuracy_and_per_class_iou_of_the_best_checkpoi
     assert list(card["val_per_class_iou"]) == list(SHAPES.class_names)
     assert list(card["val_per_class_iou"].values()) == pytest.approx((matrix.diagonal() / union).tolist(), nan_ok=True)
 
+@pytest.mark.slow
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     straight = tiny_config(tmp_path / "a", arch="unetpp", loss="wfocal", epochs=3)
     train(straight, show_progress=False)
@@ -119,6 +120,7 @@ def test_bench_rows_are_well_formed():
     assert "U-Net++ L4" in format_rows(rows)
 
 
+@pytest.mark.slow
 def test_cli_train_evaluate_bench_roundtrip(tmp_path, capsys):
     run = tmp_path / "run"
     main(["train", "--arch", "deeplabv3p", "--base-channels", "4", "--train-images", "4", "--val-images", "2", "--crop", "32", "--epochs", "1",
@@ -143,6 +145,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_on_cpu(tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
