@@ -353,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_parser.add_argument("--json", help="write the rows here")
     bench_parser.set_defaults(func=run_bench)
 
-    export_parser = commands.add_parser("export", help="copy a run's best checkpoint into assets/weights as fp16 with its card")
+    export_parser = commands.add_parser("export", help="copy a run's best checkpoint into the weights folder ($SEGMODELS_WEIGHTS, else assets/weights) as fp16 with its card")
     export_parser.add_argument("--run", required=True, help="training output directory")
     export_parser.add_argument("--name", required=True, help="zoo name such as camvid/unet")
     export_parser.add_argument("--evaluation", help="evaluate --json report to put in the card")
@@ -374,13 +374,13 @@ def build_parser() -> argparse.ArgumentParser:
     test_parser = commands.add_parser("test-card", help="evaluate shipped models once on their test split; write the figures and bootstrap intervals into their cards")
     test_parser.add_argument("models", nargs="+", help="shipped names such as camvid/unet")
     test_parser.add_argument("--data", dest="data_root", required=True, help="dataset root holding the test split")
-    test_parser.add_argument("--weights", help="zoo folder (default: assets/weights)")
+    test_parser.add_argument("--weights", help="zoo folder (default: $SEGMODELS_WEIGHTS, else assets/weights)")
     test_parser.add_argument("--device")
     test_parser.add_argument("--again", action="store_true", help="evaluate although the card already holds a test record of these weights (to reproduce it)")
     test_parser.set_defaults(func=run_test_card)
 
     zoo_parser = commands.add_parser("zoo", help="table of the shipped models from their cards (evaluate and bench results)")
-    zoo_parser.add_argument("--weights", help="zoo folder (default: assets/weights)")
+    zoo_parser.add_argument("--weights", help="zoo folder (default: $SEGMODELS_WEIGHTS, else assets/weights)")
     zoo_parser.set_defaults(func=run_zoo)
     return parser
 
