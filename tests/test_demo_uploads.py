@@ -129,12 +129,12 @@ def test_a_full_disk_or_an_unwritable_folder_gets_a_message_and_other_requests_g
     assert response.status_code == 507 and "cannot write its upload folder" in response.json()["error"]
 
 
-def test_an_error_while_gradio_writes_is_507_with_a_message():
+def test_an_error_while_gradio_writes_is_507_with_a_message(tmp_path):
     async def full_disk(scope, receive, send):
         await receive()
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    folder = uploads.UploadFolder(lambda: Path("/tmp"), cap_bytes=2**20, max_upload_s=60)
+    folder = uploads.UploadFolder(lambda: tmp_path, cap_bytes=2**20, max_upload_s=60)  # its sweeper deletes files there: never a shared folder
     client = TestClient(uploads.UploadGuard(full_disk, folder, reserve_bytes=0))
     response = client.post("/gradio_api/upload", content=multipart("a.png"), headers=MULTIPART)
     assert response.status_code == 507 and "could not store the file" in response.json()["error"]
