@@ -98,7 +98,8 @@ def class_weights_figure(table: pd.DataFrame) -> go.Figure:
     for column, name, colour, symbol in schemes:
         weights = present[column]
         low, high = weights.idxmin(), weights.idxmax()
-        spreads.append(f"{name} {weights[low]:.3g} ({present['Class'][low]}) to {weights[high]:.3g} ({present['Class'][high]}), {weights[high] / weights[low]:.1f}x")
+        ratio = f"{weights[high] / weights[low]:.1f}x" if weights[low] > 0 else "no ratio: the smallest weight is 0"
+        spreads.append(f"{name} {weights[low]:.3g} ({present['Class'][low]}) to {weights[high]:.3g} ({present['Class'][high]}), {ratio}")
         fig.add_trace(go.Scatter(x=present["Class"], y=weights, name=f"w_c, {name}", mode="lines+markers", marker=dict(size=10, color=colour, symbol=symbol), line=dict(width=2, color=colour)))
     fig.update_yaxes(type="log", dtick=1, title="share or weight (log scale)")
     absent = len(table) - len(present)
