@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..evaluation import autocast_for
+
 PHOTOMETRIC = ("none", "jitter", "strong")
 KEEP = ("best", "final")
 PROTOCOLS = ("train", "train+val")
@@ -117,3 +119,18 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     for parameter in model.parameters():
         (no_decay if parameter.ndim <= 1 else decay).append(parameter)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def optimisation_step(model, images, masks, criterion, optimizer, scaler, scheduler, device: torch.device) -> torch.Tensor:
+    """One step of either trainer: the loss averaged over every output the model returns (its
+    deep-supervision heads too), under autocast on CUDA, scaled backward, optimizer and
+    schedule stepped; returns the loss."""
+    with autocast_for(device):
+        outputs = model(images, return_all=True)
+        loss = sum(criterion(out.float(), masks) for out in outputs) / len(outputs)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    return loss

@@ -11,9 +11,9 @@ import torch
 from torch import Tensor, nn
 
 from ..cards import model_from_spec, model_spec
-from ..evaluation import autocast_for, evaluate
+from ..evaluation import evaluate
 from ..losses import build_loss
-from .config import TrainConfig, learning_rate_factor, parameter_groups, seed_everything
+from .config import TrainConfig, learning_rate_factor, optimisation_step, parameter_groups, seed_everything
 from .ema import WeightAverage
 from .frames import FrameDataset
 from .peers import SmpPeer, peer_spec
@@ -82,14 +82,7 @@ class ZooMember:
 
     def train_step(self, images: Tensor, masks: Tensor, device: torch.device) -> None:
         self.clock.mark()
-        with autocast_for(device):
-            outputs = self.model(images, return_all=True)
-            loss = sum(self.criterion(out.float(), masks) for out in outputs) / len(outputs)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
+        loss = optimisation_step(self.model, images, masks, self.criterion, self.optimizer, self.scaler, self.scheduler, device)
         if self.average is not None:
             self.average.update(self.model)
         self.loss_sum = loss.detach() if self.loss_sum is None else self.loss_sum + loss.detach()

@@ -21,10 +21,10 @@ from tqdm import tqdm
 
 from ..cards import model_from_spec, model_spec
 from ..data import build_dataset, eval_transform, train_transform
-from ..evaluation import autocast_for, evaluate
+from ..evaluation import evaluate
 from ..losses import build_loss, dataset_class_statistics
 from .card import build_card
-from .config import TrainConfig, learning_rate_factor, parameter_groups, save_atomically, seed_everything
+from .config import TrainConfig, learning_rate_factor, optimisation_step, parameter_groups, save_atomically, seed_everything
 
 LOCKSTEP_ONLY = {"ema_decay": 0.0, "keep": "best", "protocol": "train"}
 
@@ -151,14 +151,7 @@ class Trainer:
             masks = masks.to(self.device, non_blocking=True)
             if self.device.type == "cuda":
                 images = images.contiguous(memory_format=torch.channels_last)
-            with autocast_for(self.device):
-                outputs = self.ddp_model(images, return_all=True)
-                loss = sum(self.criterion(out.float(), masks) for out in outputs) / len(outputs)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.scheduler.step()
+            loss = optimisation_step(self.ddp_model, images, masks, self.criterion, self.optimizer, self.scaler, self.scheduler, self.device)
             total += loss.item() * images.shape[0]
             count += images.shape[0]
             progress.set_postfix(loss=f"{total / count:.4f}", img_s=f"{count / (time.perf_counter() - started):.1f}")
