@@ -11,7 +11,7 @@ from torch import nn
 from segmodels import evaluation
 from segmodels.cli import main as segmodels_main
 from segmodels.data import CAMVID
-from segmodels.training import FrameSet, LockstepRun, SmpPeer, TrainConfig, Trainer, peer_spec, train_lockstep
+from segmodels.training import FrameSet, LockstepRun, SmpPeer, TrainConfig, Trainer, loop, peer_spec, train_lockstep
 from segmodels.training.ema import WeightAverage
 from segmodels.training.loop import epochs_that_fit
 from segmodels.training.recipe import load_recipe, recipe_from_dict
@@ -109,20 +109,41 @@ def test_train_val_protocol_trains_on_both_splits_and_says_so(tmp_path):
     assert card["protocol"] == "train+val" and card["val_seen_in_training"] and card["data_split"]["train_images"] == 6
 
 
-def test_the_time_budget_stops_every_model_at_the_same_epoch_and_still_writes_results(tmp_path):
+class EpochClock:
+    """A clock that moves only when an epoch trains: every epoch takes ``epoch_seconds``, and
+    validation takes no time, whatever the machine's load."""
+
+    def __init__(self, monkeypatch, epoch_seconds: float):
+        self.now = 0.0
+        real_train_epoch = loop.train_epoch
+
+        def timed_train_epoch(*args):
+            losses = real_train_epoch(*args)
+            self.now += epoch_seconds
+            return losses
+
+        monkeypatch.setattr(loop, "train_epoch", timed_train_epoch)
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_time_budget_stops_every_model_at_the_same_epoch_and_still_writes_results(tmp_path, monkeypatch):
     recipe = recipe_from_dict({**TINY, "training": {**TINY["training"], "epochs": 5, "val_every": 2}})
-    cards = train_lockstep(recipe.members(tmp_path, "tiny"), tiny_frames(), None, LockstepRun(budget_seconds=1.0, device="cpu"), recipe, log=lambda text: None)
+    run = LockstepRun(budget_seconds=40.0, device="cpu", clock=EpochClock(monkeypatch, epoch_seconds=10.0))
+    cards = train_lockstep(recipe.members(tmp_path, "tiny"), tiny_frames(), None, run, recipe, log=lambda text: None)
     assert [card["epochs"] for card in cards] == [1, 1] and all(card["lockstep"]["stopped_by_time_budget"] and card["best_epoch"] == 1 for card in cards)
 
 
-@pytest.mark.slow
-def test_fit_budget_shortens_every_schedule_so_the_learning_rate_still_ends_at_zero(tmp_path):
-    """Timed on the wall clock (10 s budget): slow, and a loaded machine fits fewer epochs."""
+def test_fit_budget_shortens_every_schedule_so_the_learning_rate_still_ends_at_zero(tmp_path, monkeypatch):
+    """1 s epochs, a 10 s budget and two unvalidated models charged 2 x 0.5 s each for the
+    final evaluations: after epoch 2, floor((8 - 2) / 1.25) = 4 more epochs fit."""
     recipe = recipe_from_dict({**TINY, "training": {**TINY["training"], "epochs": 1000, "val_every": 1000}})
     logs = []
-    cards = train_lockstep(recipe.members(tmp_path, "tiny"), tiny_frames(), None, LockstepRun(budget_seconds=10.0, fit_budget=True, finish_reserve_seconds=0.0, device="cpu"), recipe, log=logs.append)
-    epochs = cards[0]["epochs"]
-    assert 2 < epochs < 1000 and cards[0]["training"]["epochs"] == epochs and cards[0]["lockstep"]["epochs_planned"] == 1000
+    run = LockstepRun(budget_seconds=10.0, fit_budget=True, finish_reserve_seconds=0.0, device="cpu", clock=EpochClock(monkeypatch, epoch_seconds=1.0))
+    cards = train_lockstep(recipe.members(tmp_path, "tiny"), tiny_frames(), None, run, recipe, log=logs.append)
+    assert [card["epochs"] for card in cards] == [6, 6] and all(card["training"]["epochs"] == 6 and not card["lockstep"]["stopped_by_time_budget"] for card in cards)
+    assert cards[0]["lockstep"]["epochs_planned"] == 1000
     last_lr = json.loads((tmp_path / "unet" / "history.jsonl").read_text().splitlines()[-1])["lr"]
     assert last_lr == pytest.approx(0.0, abs=1e-9) and any("every schedule now ends after epoch" in line for line in logs)
 

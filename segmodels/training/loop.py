@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -40,7 +41,8 @@ FIT_AT_EPOCH = 2
 
 @dataclass
 class LockstepRun:
-    """How one lock-step call runs (the recipe says what is trained)."""
+    """How one lock-step call runs (the recipe says what is trained). ``clock`` times the
+    budget, the epochs and the validations; ``started`` is read from it unless given."""
 
     budget_seconds: float = 480.0
     fit_budget: bool = False
@@ -48,7 +50,12 @@ class LockstepRun:
     val_batch_size: int = 16
     finish_reserve_seconds: float = 20.0
     device: str | None = None
-    started: float = field(default_factory=time.monotonic)
+    clock: Callable[[], float] = time.monotonic
+    started: float | None = None
+
+    def __post_init__(self):
+        if self.started is None:
+            self.started = self.clock()
 
 
 @dataclass
@@ -102,9 +109,9 @@ def validate_round(members: list[ZooMember], val_set: FrameDataset, run: Lockste
     """Validate every model; a model that keeps its best validated weights saves them."""
     results = {}
     for member in members:
-        started = time.perf_counter()
+        started = run.clock()
         metrics = member.validate(val_set, run.val_batch_size, device)
-        member.val_seconds = max(member.val_seconds, time.perf_counter() - started)
+        member.val_seconds = max(member.val_seconds, run.clock() - started)
         results[member.name] = metrics
         if member.config.keep == "best" and metrics["miou"] > member.best_miou:
             member.best_miou, member.best_epoch = metrics["miou"], epoch
@@ -198,29 +205,29 @@ def train_lockstep(plans: list[MemberPlan], frames: FrameSet, encoder_state: dic
     frames = frames.to(device)
     val_set = FrameDataset(frames.val_images, frames.val_masks, CAMVID.ignore_index)
     log(f"data: {len(frames.train_images)} training ({first.protocol}) and {len(frames.val_images)} val frames on {device_description(device)} "
-        f"after {time.monotonic() - run.started:.1f} s")
+        f"after {run.clock() - run.started:.1f} s")
     streams, members_by_stream = build_members(plans, frames, encoder_state, device)
     members = [member for group in members_by_stream.values() for member in group]
 
-    training_started = time.perf_counter()
+    training_started = run.clock()
     planned = epochs = first.epochs
     val_every = first.val_every
     epochs_done, stopped, epoch = 0, False, 0
     while epoch < epochs:
         epoch += 1
-        started = time.perf_counter()
+        started = run.clock()
         for member in members:
             member.start_epoch(epoch - 1)
         losses = train_epoch(streams, members_by_stream, device)
         if epoch % run.checkpoint_every == 0:
             for member in members:
                 save_atomically(member.checkpoint_state(epoch), member.output_dir / "last.pt")
-        epoch_seconds = time.perf_counter() - started
+        epoch_seconds = run.clock() - started
         epochs_done = epoch
         val_round_seconds = sum(member.val_seconds for member in members)
         if run.fit_budget and epoch == min(FIT_AT_EPOCH, epochs):
             finish = finish_estimate(members, epoch_seconds, run.finish_reserve_seconds)
-            fitted = epochs_that_fit(planned, epoch, epoch_seconds, deadline - time.monotonic(), finish, val_round_seconds, val_every)
+            fitted = epochs_that_fit(planned, epoch, epoch_seconds, deadline - run.clock(), finish, val_round_seconds, val_every)
             if fitted < epochs:
                 epochs = fitted
                 for member in members:
@@ -230,15 +237,15 @@ def train_lockstep(plans: list[MemberPlan], frames: FrameSet, encoder_state: dic
         if epoch < epochs:
             next_validates = (epoch + 1) % val_every == 0
             ahead = validates * val_round_seconds + EPOCH_TIME_MARGIN * epoch_seconds + next_validates * val_round_seconds
-            stopped = time_to_stop(time.monotonic(), deadline, ahead, finish_estimate(members, epoch_seconds, run.finish_reserve_seconds))
+            stopped = time_to_stop(run.clock(), deadline, ahead, finish_estimate(members, epoch_seconds, run.finish_reserve_seconds))
         results = validate_round(members, val_set, run, device, epoch) if validates or stopped or epoch == epochs else {}
         record_epoch(members, epoch, losses, results)
         scores = "  ".join(f"{name} {values['miou']:.4f}" for name, values in results.items())
-        log(f"epoch {epoch}/{epochs} in {time.perf_counter() - started:.1f} s" + (f"  val mIoU: {scores}" if scores else "") + f"  ({time.monotonic() - run.started:.0f} s elapsed)")
+        log(f"epoch {epoch}/{epochs} in {run.clock() - started:.1f} s" + (f"  val mIoU: {scores}" if scores else "") + f"  ({run.clock() - run.started:.0f} s elapsed)")
         if stopped:
-            log(f"time budget: every model stops after epoch {epoch} of {epochs} ({deadline - time.monotonic():.0f} s left for the cards)")
+            log(f"time budget: every model stops after epoch {epoch} of {epochs} ({deadline - run.clock():.0f} s left for the cards)")
             break
-    outcome = Outcome(epochs_done, planned, stopped, time.perf_counter() - training_started)
+    outcome = Outcome(epochs_done, planned, stopped, run.clock() - training_started)
     names = [member.name for member in members]
     cards = [write_card(member, val_set, frames, recipe, run, device, outcome, names) for member in members]
     for member, card in zip(members, cards):
