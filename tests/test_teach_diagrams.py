@@ -1,0 +1,35 @@
+"""The drawing of each architecture's graph (what the Inside-the-network tab plots): every node's
+(row, column) for the tiny plain-encoder models, pinned so that moving the diagrams out of the
+decoders cannot move a box. Rows grow with depth; heads sit 0.8 rows above the node they read."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from segmodels import create_model
+from segmodels.introspect import network_graph
+
+TINY = {"unet": {}, "unetpp": {}, "unet3p": {"cat_channels": 4}, "deeplabv3p": {"aspp_channels": 8, "low_level_channels": 4}}
+ENCODER = {f"x{i}_0": (i, i) for i in range(5)}
+POSITIONS = {
+    "unet": ENCODER | {"x3_1": (3, 5), "x2_2": (2, 6), "x1_3": (1, 7), "x0_4": (0, 8), "head.main": (-0.8, 8)},
+    "unetpp": ENCODER | {f"x{i}_{j}": (i, i + 2 * j) for j in range(1, 5) for i in range(5 - j)} | {f"head.x0_{j}": (-0.8, 2 * j) for j in (4, 1, 2, 3)},
+    "unet3p": ENCODER
+    | {"x_de4": (3, 5), "x_de3": (2, 6), "x_de2": (1, 7), "x_de1": (0, 8)}
+    | {"head.x_de1": (-0.8, 8), "head.x_de2": (0.2, 7), "head.x_de3": (1.2, 6), "head.x_de4": (2.2, 5), "head.x_de5": (3.2, 4)},
+    "deeplabv3p": ENCODER
+    | {f"aspp.branches.{k}": (2 + k, 5.5) for k in range(5)}
+    | {"aspp.project": (4, 7), "low_level_project": (2, 7), "refine.0": (2, 8.3), "refine.1": (2, 9.6), "head.main": (1.2, 9.6)},
+}
+
+
+@pytest.mark.parametrize("arch", TINY)
+def test_every_node_keeps_its_place(arch):
+    torch.manual_seed(0)
+    model = create_model(arch, 4, encoder="plain", pretrained=False, base_channels=4, **TINY[arch]).eval()
+    graph = network_graph(model)
+    drawn = {node.name: (node.row, node.column) for node in graph.nodes}
+    assert list(drawn) == list(POSITIONS[arch])
+    for name, (row, column) in POSITIONS[arch].items():
+        assert drawn[name] == pytest.approx((row, column)), name
