@@ -4,7 +4,7 @@ real pipeline and its atrous separable convolution, U-Net's up-convolution, U-Ne
 inference modes, U-Net 3+'s full-scale skips, the four CamVid models' shared encoder, U-Net's
 padded convolutions, the losses, and the mIoU of an image against that of a dataset. Every
 figure below comes from :mod:`segmodels` (its modules, the shipped models' cards and modules,
-:mod:`segmodels.teaching` and :mod:`segmodels.teaching_architecture`), so a change in the
+:mod:`segmodels.teach.numbers` and :mod:`segmodels.teach.architecture`), so a change in the
 library or in a shipped model changes the text; each text says what the paper uses and what
 the shipped model runs."""
 
@@ -15,12 +15,20 @@ import math
 from fractions import Fraction
 from pathlib import Path
 
-from segmodels.blocks import SPP
 from segmodels.decoders.deeplabv3p import DeepLabV3PlusDecoder
 from segmodels.decoders.unet3p import UNet3PlusDecoder
-from segmodels.introspect import STRETCH_QUANTILES
-from segmodels.losslab import LOSS_LABELS
-from segmodels.teaching import (
+from segmodels.teach.architecture import (
+    ModelFacts,
+    encoder_level_flops,
+    encoder_reductions,
+    gridding_coverage,
+    separable_cost,
+    shipped_facts,
+    valid_tap_share,
+)
+from segmodels.teach.feature_maps import STRETCH_QUANTILES
+from segmodels.teach.losslab import LOSS_LABELS
+from segmodels.teach.numbers import (
     RECEPTIVE_FIELD_EXAMPLE,
     aspp_branch_extents,
     aspp_rates_by_output_stride,
@@ -30,16 +38,7 @@ from segmodels.teaching import (
     stacked_conv_receptive_field,
     unet_valid_output_size,
 )
-from segmodels.teaching_architecture import (
-    PSP_BINS,
-    ModelFacts,
-    encoder_level_flops,
-    encoder_reductions,
-    gridding_coverage,
-    separable_cost,
-    shipped_facts,
-    valid_tap_share,
-)
+from segmodels.teach.pooling import PSP_BINS, SPP
 
 SHOWN_SET = "camvid"  # the set whose shipped models the explanations read
 NOT_SHIPPED = "*(no shipped CamVid {name} to read what runs here)*"
@@ -104,7 +103,7 @@ connected layers, which need a fixed-length input: it max-pools a feature map of
 average-pools the feature map into {", ".join(f"{b}x{b}" for b in PSP_BINS)} bins, reduces each pooled map to 1/{len(PSP_BINS)} of
 the channels with a 1x1 convolution, upsamples them bilinearly back to the map's size and
 concatenates them with the map itself, so every pixel carries its own features plus a summary of its
-region and of the whole image (`segmodels.teaching_architecture.PyramidPoolingModule`; no shipped model uses it).
+region and of the whole image (`segmodels.teach.pooling.PyramidPoolingModule`; no shipped model uses it).
 
 **ASPP** (atrous SPP) comes from **DeepLab v2** (Chen et al., TPAMI 2017): parallel 3x3
 convolutions *dilated* at several rates on the same map, all at the same resolution. **DeepLabV3**
@@ -156,7 +155,7 @@ output stride {os_} (feature strides {_stride_text(own)}; the U-Nets run it at {
 {"last level keeps" if levels == 1 else f"last {levels} levels keep"} a stride-{os_} map instead of halving it. On a {height} x {width} frame
 {"that level costs" if levels == 1 else "those levels cost"} **{_g(sum(dilated[changed]))} GFLOPs** against **{_g(sum(strided[changed]))}** at output stride {max(natural)}
 ({sum(dilated[changed]) / sum(strided[changed]):.1f}x: after the level's first convolution it computes {(max(natural) // os_) ** 2}x as many positions), out of
-{_g(sum(dilated))} against {_g(sum(strided))} GFLOPs for the whole encoder (`segmodels.teaching_architecture.encoder_level_flops`;
+{_g(sum(dilated))} against {_g(sum(strided))} GFLOPs for the whole encoder (`segmodels.teach.architecture.encoder_level_flops`;
 the Inside tab shows the same per node).
 
 **Large rates on small maps.** That frame's stride-{os_} map is {map_h} x {map_w}. A tap {largest} positions from

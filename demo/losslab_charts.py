@@ -1,5 +1,5 @@
 """The Loss lab's figures, tables and texts, all rendered from the runs' numbers (the
-precomputed curves, :func:`segmodels.losslab.lab_class_weights`, CamVid's weight schemes),
+precomputed curves, :func:`segmodels.teach.losslab.lab_class_weights`, CamVid's weight schemes),
 and the Losses tab's chart of the two weighting schemes on one mask."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from plotly.subplots import make_subplots
 
 from segmodels import zoo
 from segmodels.data.info import CAMVID
-from segmodels.losslab import LOSS_LABELS
-from segmodels.teaching import camvid_class_weight_schemes
+from segmodels.teach.losslab import LOSS_LABELS
+from segmodels.teach.numbers import camvid_class_weight_schemes
 
 from .losslab_runs import CLASS_COLOURS, FONT, LOSS_COLOURS, LOSS_TICKS, SHORT_LABELS, LabCurves, Precomputed
 
@@ -260,7 +260,7 @@ def lab_weights_note(weights: list[dict[str, Any]]) -> str:
 
 
 def camvid_markdown(schemes: dict[str, Any], card_losses: list[str]) -> str:
-    """Both schemes on CamVid's training masks (:func:`segmodels.teaching.class_weight_schemes`)."""
+    """Both schemes on CamVid's training masks (:func:`segmodels.teach.numbers.class_weight_schemes`)."""
     names, share = schemes["class_names"], schemes["pixel_share"]
     inverse, median = schemes["inverse_share"], schemes["median_frequency"]
     low, high = min(range(len(names)), key=inverse.__getitem__), max(range(len(names)), key=inverse.__getitem__)

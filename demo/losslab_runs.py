@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from segmodels.data.info import SHAPES
-from segmodels.losslab import LAB_LOSSES, LOSS_LABELS, MAX_GAMMA, RARE_CLASS, LabRecord
+from segmodels.teach.losslab import LAB_LOSSES, LOSS_LABELS, MAX_GAMMA, RARE_CLASS, LabRecord
 
 CURVES_PATH = Path(__file__).resolve().parents[1] / "assets" / "losslab" / "curves.json"
 RUNS_PER_WINDOW = 3

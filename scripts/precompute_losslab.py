@@ -2,7 +2,7 @@
 when the server is too busy for a live run.
 
 Usage: python scripts/precompute_losslab.py [--out assets/losslab/curves.json] [--budget 30]
-Every run uses the default :class:`segmodels.losslab.LabSettings` (600 steps or the time
+Every run uses the default :class:`segmodels.teach.losslab.LabSettings` (600 steps or the time
 budget, whichever comes first) on ``--threads`` CPU threads; on a shared machine raise
 ``--budget`` so that every run reaches the same step (the CPU seconds each run took are
 recorded next to its wall-clock time). ``--losses ce wce --update`` reruns some losses and
@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from segmodels.data.info import SHAPES
-from segmodels.losslab import LAB_LOSSES, LOSS_LABELS, RARE_CLASS, LabSettings, lab_class_weights, run_loss_lab
+from segmodels.teach.losslab import LAB_LOSSES, LOSS_LABELS, RARE_CLASS, LabSettings, lab_class_weights, run_loss_lab
 
 DECIMALS = 4
 

@@ -2,8 +2,9 @@
 
 The DeepLab ideas the dashboard teaches live here as real layers:
 :class:`AtrousConv` (dilated convolution), :class:`SeparableConv` and
-:class:`AtrousSeparableConv` (depthwise separable convolution, DeepLabV3+ Sec. 3.1),
-:class:`SPP` (He et al. 2014) and :class:`ASPP` (Chen et al. 2017, DeepLabV3 Sec. 3.3).
+:class:`AtrousSeparableConv` (depthwise separable convolution, DeepLabV3+ Sec. 3.1) and
+:class:`ASPP` (Chen et al. 2017, DeepLabV3 Sec. 3.3). The pooling modules the dashboard only
+teaches (SPP, PSPNet's pyramid pooling) are in :mod:`segmodels.teach.pooling`.
 """
 
 from __future__ import annotations
@@ -137,23 +138,6 @@ class ASPP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.project(torch.cat([branch(x) for branch in self.branches], dim=1))
-
-
-class SPP(nn.Module):
-    """Spatial Pyramid Pooling (He et al. 2014, Sec. 2.3): max-pools a feature map of any size
-    into fixed grids of bins (1x1, 2x2, 4x4 by default) and concatenates them, so the output
-    length is ``channels * sum(b * b for b in bins)`` whatever the input height and width."""
-
-    def __init__(self, bins: tuple[int, ...] = (1, 2, 4)):
-        super().__init__()
-        self.bins = tuple(bins)
-
-    def output_length(self, channels: int) -> int:
-        return channels * sum(b * b for b in self.bins)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = [F.adaptive_max_pool2d(x, b).flatten(1) for b in self.bins]  # each B x C*b*b
-        return torch.cat(pooled, dim=1)
 
 
 class SegmentationHead(nn.Conv2d):

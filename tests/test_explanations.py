@@ -9,10 +9,10 @@ import pytest
 
 from demo import explanations
 from segmodels import create_model, zoo
-from segmodels.introspect import STRETCH_QUANTILES
 from segmodels.receptive_field import output_field_size, theoretical_receptive_field
-from segmodels.teaching import unet_valid_output_size
-from segmodels.teaching_architecture import encoder_level_flops, model_facts, shipped_facts, valid_tap_share
+from segmodels.teach.architecture import encoder_level_flops, model_facts, shipped_facts, valid_tap_share
+from segmodels.teach.feature_maps import STRETCH_QUANTILES
+from segmodels.teach.numbers import unet_valid_output_size
 
 CAMVID_SHIPPED = {f"camvid/{arch}" for arch in ("unet", "unetpp", "unet3p", "deeplabv3p")} <= set(zoo.list_models())
 needs_camvid_models = pytest.mark.skipif(not CAMVID_SHIPPED, reason="needs the shipped CamVid models")

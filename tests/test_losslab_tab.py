@@ -37,8 +37,8 @@ from demo.tabs.losslab import (
     rare_class_verdict,
 )
 from segmodels.data.info import SHAPES
-from segmodels.losslab import LAB_LOSSES, MAX_GAMMA, RARE_CLASS, LabSettings, lab_class_weights
-from segmodels.teaching import class_weight_schemes
+from segmodels.teach.losslab import LAB_LOSSES, MAX_GAMMA, RARE_CLASS, LabSettings, lab_class_weights
+from segmodels.teach.numbers import class_weight_schemes
 
 # A live run of a few seconds on tiny data: rendering 80 images takes milliseconds.
 QUICK = LabSettings(train_images=64, eval_images=16, eval_every=5, max_steps=None, time_budget_s=2.5)

@@ -13,7 +13,7 @@ from torch import nn
 
 import segmodels
 from conftest import assert_fingerprint, output_fingerprint
-from segmodels.blocks import ASPP, SPP, AtrousConv, AtrousSeparableConv, SeparableConv, separable_cost_ratio
+from segmodels.blocks import ASPP, AtrousConv, AtrousSeparableConv, SeparableConv, separable_cost_ratio
 from segmodels.cards import count_flops, count_parameters
 from segmodels.decoders import DeepLabV3PlusDecoder
 from segmodels.encoders import create_encoder
@@ -332,12 +332,6 @@ class TestDeepLabV3PlusSeparable(ArchitectureTester):
 def test_architectures_are_listed_in_display_order():
     assert list(segmodels.ARCHITECTURES) == ["unet", "unetpp", "unet3p", "deeplabv3p"]
     assert dict(segmodels.ARCH_NAMES) == {"unet": "U-Net", "unetpp": "U-Net++", "unet3p": "U-Net 3+", "deeplabv3p": "DeepLabV3+"}
-
-
-def test_spp_gives_fixed_length_for_any_size():
-    spp = SPP((1, 2, 4))
-    for size in ((7, 9), (32, 32), (100, 3)):
-        assert spp(torch.rand(2, 5, *size)).shape == (2, spp.output_length(5)) == (2, 5 * 21)
 
 
 def test_atrous_conv_keeps_size_and_aspp_concatenates_five_branches():

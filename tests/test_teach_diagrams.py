@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
-from segmodels import create_model
-from segmodels.introspect import network_graph
+from segmodels import SegmentationModel, create_encoder, create_model
+from segmodels.blocks import SegmentationHead
+from segmodels.decoders import Decoder
+from segmodels.teach.network_graph import network_graph
 
 TINY = {"unet": {}, "unetpp": {}, "unet3p": {"cat_channels": 4}, "deeplabv3p": {"aspp_channels": 8, "low_level_channels": 4}}
 ENCODER = {f"x{i}_0": (i, i) for i in range(5)}
@@ -33,3 +36,20 @@ def test_every_node_keeps_its_place(arch):
     assert list(drawn) == list(POSITIONS[arch])
     for name, (row, column) in POSITIONS[arch].items():
         assert drawn[name] == pytest.approx((row, column)), name
+
+
+class Undeclared(Decoder):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(16, 8, 1)
+        self.out_channels = {"main": 8}
+
+    def forward(self, features):
+        return {"main": self.conv(features[-1])}
+
+
+def test_a_decoder_without_a_diagram_is_named():
+    encoder = create_encoder("plain", base_channels=1, num_stages=4)
+    undeclared = SegmentationModel(encoder, Undeclared(), {"main": SegmentationHead(8, 2)}).eval()
+    with pytest.raises(ValueError, match="Undeclared has no diagram"):
+        network_graph(undeclared)

@@ -1,5 +1,5 @@
 """The "Inside the network" tab (issue 13): the real graph of the chosen model, every node
-drawn with its feature map on the current image (:mod:`segmodels.introspect`), lit or grey
+drawn with its feature map on the current image (:mod:`segmodels.teach.look_inside`), lit or grey
 by the U-Net++ pruning depth, and one node's shape, channels, parameters, FLOPs and
 receptive field on demand.
 
@@ -21,7 +21,8 @@ import plotly.graph_objects as go
 from PIL import Image
 
 from segmodels import ARCH_NAMES, zoo
-from segmodels.introspect import NetworkView, Node, SeparableConvInfo, look_inside
+from segmodels.teach.look_inside import NetworkView, Node, look_inside
+from segmodels.teach.network_graph import SeparableConvInfo
 
 from .. import explanations
 from ..errors import InputError, user_errors

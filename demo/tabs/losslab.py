@@ -3,7 +3,7 @@ one of five losses and watch, live, what the loss does to the rare class (the tr
 0.5 % of the pixels), next to the previous run of the same browser tab and the precomputed
 runs of all five losses.
 
-The losses (:mod:`segmodels.losslab`), with ``p_t`` the predicted probability of pixel i's
+The losses (:mod:`segmodels.teach.losslab`), with ``p_t`` the predicted probability of pixel i's
 true class ``t_i``, ``N_c`` the training pixels of class c and ``N = sum_c N_c``:
 cross-entropy ``-log p_t``; weighted CE ``-w_t log p_t`` normalised by ``sum_i w_{t_i}`` with
 ``w_c = (N - N_c) / N``; the same with median-frequency weights ``w_c = median(freq) / freq_c``,
@@ -35,8 +35,8 @@ This module holds the tab's state (:class:`LossLab`), its presenter and its layo
 data and the live-run gate are in :mod:`demo.losslab_runs`, the figures and texts in
 :mod:`demo.losslab_charts`. The rare-class verdict and the final table are rendered from ``assets/losslab/curves.json``
 (written by ``scripts/precompute_losslab.py``), the weight table from
-:func:`segmodels.losslab.lab_class_weights`, and CamVid's weight spreads from
-:func:`segmodels.teaching.camvid_class_weight_schemes` when a CamVid folder is configured.
+:func:`segmodels.teach.losslab.lab_class_weights`, and CamVid's weight spreads from
+:func:`segmodels.teach.numbers.camvid_class_weight_schemes` when a CamVid folder is configured.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ import anyio
 import gradio as gr
 import pandas as pd
 
-from segmodels.losslab import LAB_LOSSES, LOSS_LABELS, LabRecord, LabSettings, lab_class_weights, run_loss_lab
+from segmodels.teach.losslab import LAB_LOSSES, LOSS_LABELS, LabRecord, LabSettings, lab_class_weights, run_loss_lab
 
 from ..losslab_charts import (
     LAST_EVALUATIONS,

@@ -14,8 +14,8 @@ import pandas as pd
 import torch
 
 from segmodels import ARCH_NAMES, create_model
-from segmodels.blocks import SPP
 from segmodels.receptive_field import aspp_rates, output_field_size
+from segmodels.teach.pooling import SPP
 
 from .. import explanations, figures, text
 from ..context import Shared, View

@@ -7,11 +7,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..blocks import ASPP, AtrousConv, ConvBNReLU, ImagePooling, SeparableConv, separable_cost_ratio, upsample_to
-from .base import Decoder, DecoderGraph, GraphEdge, GraphNode, encoder_node
+from ..blocks import ASPP, ConvBNReLU, SeparableConv, upsample_to
+from .base import Decoder
 
 ASPP_RATES = {16: (6, 12, 18), 8: (12, 24, 36)}
-LABEL_SPACING = 1.3  # columns between the nodes of the low-level row, whose labels sit side by side
 
 
 class DeepLabV3PlusDecoder(Decoder):
@@ -56,52 +55,3 @@ class DeepLabV3PlusDecoder(Decoder):
         low_level = self.low_level_project(features[self.low_level_index])  # B x 48 x H/4 x W/4
         context = upsample_to(self.aspp(features[-1]), low_level.shape[-2:])  # B x 256 x H/4 x W/4
         return {"main": self.refine(torch.cat([context, low_level], dim=1))}
-
-    def graph(self, num_features: int) -> DecoderGraph:
-        """ASPP's parallel branches (their rates read from the layers) on the deepest
-        feature, its 1x1 projection, the low-level projection of the stride-4 feature, and
-        the two 3x3 refining convs where both meet."""
-        if not self.low_level_index < num_features:
-            raise ValueError(f"{type(self).__name__} reads encoder feature {self.low_level_index}, so it needs more than {num_features} features")
-        deepest = num_features - 1
-        nodes, edges = [], []
-        for k, branch in enumerate(self.aspp.branches):
-            name = f"aspp.branches.{k}"
-            if isinstance(branch, SeparableConv):
-                label, kind = f"ASPP rate {branch.rate} dw+pw", "aspp"
-                detail = f"atrous separable conv: depthwise 3x3, rate {branch.rate} (taps {branch.rate} pixels apart), then {_pointwise(branch)}"
-            elif isinstance(branch, AtrousConv):
-                label, kind = f"ASPP rate {branch.rate}", "aspp"
-                detail = f"3x3 atrous conv, rate {branch.rate}: taps {branch.rate} pixels apart; {_as_separable(branch[0])}"
-            elif isinstance(branch, ImagePooling):
-                label, kind, detail = "Image pooling", "pooling", "global average pool, 1x1 conv, broadcast back to the map"
-            else:
-                label, kind, detail = "ASPP 1x1", "aspp", "1x1 conv"
-            nodes.append(GraphNode(name, label, kind, deepest - 2 + k, deepest + 1.5, (name,), detail))
-            edges.append(GraphEdge(encoder_node(deepest), name, "same feature to every branch"))
-        nodes.append(GraphNode("aspp.project", "ASPP projection", "projection", deepest, deepest + 3, ("aspp.project",), f"concatenation of the {len(self.aspp.branches)} branches, 1x1 conv"))
-        edges += [GraphEdge(f"aspp.branches.{k}", "aspp.project", "concatenation") for k in range(len(self.aspp.branches))]
-        low_level_width = self.low_level_project[0].out_channels
-        row = self.low_level_index
-        nodes.append(GraphNode("low_level_project", f"Low-level 1x1 ({low_level_width})", "projection", row, deepest + 3, ("low_level_project",),
-                               f"1x1 conv reducing the stride-4 feature to {low_level_width} channels"))
-        edges.append(GraphEdge(encoder_node(row), "low_level_project", "stride-4 feature"))
-        for k, conv in enumerate(self.refine):
-            if isinstance(conv, SeparableConv):
-                label, detail = f"Refine dw+pw #{k + 1}", f"separable conv: depthwise 3x3, then {_pointwise(conv)}"
-            else:
-                label, detail = f"Refine 3x3 #{k + 1}", f"3x3 conv; {_as_separable(conv[0])}"
-            nodes.append(GraphNode(f"refine.{k}", label, "refine", row, deepest + 3 + LABEL_SPACING * (k + 1), (f"refine.{k}",), detail))
-        edges += [GraphEdge("aspp.project", "refine.0", "bilinear upsampling to stride 4, concatenation"), GraphEdge("low_level_project", "refine.0", "concatenation")]
-        edges += [GraphEdge(f"refine.{k - 1}", f"refine.{k}") for k in range(1, len(self.refine))]
-        return DecoderGraph(tuple(nodes), tuple(edges), {"main": f"refine.{len(self.refine) - 1}"})
-
-
-def _pointwise(conv: SeparableConv) -> str:
-    return f"pointwise 1x1 from {conv.pointwise.in_channels} to {conv.pointwise.out_channels} channels"
-
-
-def _as_separable(dense: nn.Conv2d) -> str:
-    """What the depthwise separable form of a dense k x k conv would cost, as a share of it."""
-    out, k = dense.out_channels, dense.kernel_size[0]
-    return f"as a depthwise separable conv (separable=True) it would need 1/C_out + 1/k² = 1/{out} + 1/{k * k} = {separable_cost_ratio(out, k):.3f} of its weights and multiply-adds"

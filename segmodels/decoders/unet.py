@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..blocks import DoubleConv
-from .base import Decoder, DecoderGraph, GraphEdge, GraphNode, check_num_features, encoder_node
+from .base import Decoder
 
 UPSAMPLING_MODES = ("bilinear", "transposed")
 
@@ -75,18 +75,3 @@ class UNetDecoder(Decoder):
         for block, skip in zip(reversed(self.blocks), reversed(features[:-1])):
             y = block(y, skip)
         return {"main": y}
-
-    def graph(self, num_features: int) -> DecoderGraph:
-        """The block at level i is node X(i, L - i) in U-Net++'s notation (L: the deepest
-        level): the up-convolution of the node below meets the skip X(i, 0) there."""
-        depth = len(self.blocks)
-        check_num_features(self, num_features, depth + 1)
-        nodes, edges = [], []
-        for level in reversed(range(depth)):
-            name = f"x{level}_{depth - level}"
-            below = encoder_node(depth) if level == depth - 1 else f"x{level + 1}_{depth - level - 1}"
-            mode = self.blocks[level].up.mode
-            nodes.append(GraphNode(name, f"X({level},{depth - level})", "decoder", level, 2 * depth - level, (f"blocks.{level}",),
-                                   f"{mode} up-convolution of the node below, concatenated with the skip, two 3x3 convs"))
-            edges += [GraphEdge(below, name, f"up-convolution x2 ({mode})"), GraphEdge(encoder_node(level), name, "skip connection (concatenation)")]
-        return DecoderGraph(tuple(nodes), tuple(edges), {"main": f"x0_{depth}"})

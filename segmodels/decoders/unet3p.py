@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..blocks import ConvBNReLU, upsample_to
-from .base import Decoder, DecoderGraph, GraphEdge, GraphNode, check_num_features, encoder_node
+from .base import Decoder
 
 
 class FullScaleDecoderStage(nn.Module):
@@ -74,25 +74,3 @@ class UNet3PlusDecoder(Decoder):
         for stage in self.stages:
             decoded.insert(0, stage(features[: stage.level + 1], decoded))
         return {f"x_de{i}": feature for i, feature in enumerate(decoded, start=1)}
-
-    def graph(self, num_features: int) -> DecoderGraph:
-        """Each stage X_De^i gets N links (N encoder levels): max-pooled shallower encoder
-        features, the same-scale one, and the upsampled deeper stages; X_De^N is the deepest
-        encoder feature itself."""
-        num_levels = len(self.stages) + 1
-        check_num_features(self, num_features, num_levels)
-        deepest = num_levels - 1
-        nodes, edges = [], []
-        for index, stage in enumerate(self.stages):
-            level = stage.level
-            name = f"x_de{level + 1}"
-            nodes.append(GraphNode(name, f"X_De^{level + 1}", "decoder", level, 2 * deepest - level, (f"stages.{index}",),
-                                   f"{num_levels} scales squeezed by 3x3 convs, concatenated and fused by a 3x3 conv"))
-            for k, squeeze in enumerate(stage.shallower):
-                pool = squeeze[0]
-                operation = f"max-pool /{pool.kernel_size}, 3x3 conv" if isinstance(pool, nn.MaxPool2d) else "same scale, 3x3 conv"
-                edges.append(GraphEdge(encoder_node(k), name, operation))
-            deeper = [f"x_de{k + 1}" for k in range(level + 1, deepest)] + [encoder_node(deepest)]
-            edges += [GraphEdge(source, name, "bilinear upsampling, 3x3 conv") for source in deeper]
-        outputs = {f"x_de{level + 1}": f"x_de{level + 1}" for level in range(deepest)} | {f"x_de{num_levels}": encoder_node(deepest)}
-        return DecoderGraph(tuple(nodes), tuple(edges), outputs)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..blocks import DoubleConv, upsample_to
-from .base import Decoder, DecoderGraph, GraphEdge, GraphNode, check_num_features
+from .base import Decoder
 
 UPSAMPLING_MODES = ("transposed", "bilinear")
 
@@ -68,18 +68,3 @@ class UNetPlusPlusDecoder(Decoder):
                 below = self.up[name](below) if self.upsampling == "transposed" else upsample_to(below, grid[i, 0].shape[-2:])
                 grid[i, j] = self.nodes[name](torch.cat([*(grid[i, k] for k in range(j)), below], dim=1))
         return {f"x0_{j}": grid[0, j] for j in (depth, *range(1, depth))}
-
-    def graph(self, num_features: int) -> DecoderGraph:
-        """Every node X(i, j), j >= 1, drawn at row i and column i + 2j as in the paper's
-        Fig. 1: dense skips from X(i, 0..j-1) and the upsampled X(i + 1, j - 1) meet in it."""
-        check_num_features(self, num_features, self.max_depth + 1)
-        up = "transposed conv x2" if self.upsampling == "transposed" else "bilinear x2"
-        nodes, edges = [], []
-        for j in range(1, self.max_depth + 1):
-            for i in range(self.max_depth + 1 - j):
-                name = f"x{i}_{j}"
-                modules = (f"up.{name}", f"nodes.{name}") if self.upsampling == "transposed" else (f"nodes.{name}",)
-                nodes.append(GraphNode(name, f"X({i},{j})", "decoder", i, i + 2 * j, modules, f"concatenation of X({i},0..{j - 1}) and the {up} X({i + 1},{j - 1}), two 3x3 convs"))
-                edges += [GraphEdge(f"x{i}_{k}", name, "skip connection (concatenation)" if k == 0 else "dense skip (concatenation)") for k in range(j)]
-                edges.append(GraphEdge(f"x{i + 1}_{j - 1}", name, up))
-        return DecoderGraph(tuple(nodes), tuple(edges), {name: name for name in self.out_channels})

@@ -33,15 +33,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data.camvid import CamVidDataset
-from .data.info import CAMVID
-from .decoders.deeplabv3p import ASPP_RATES
-from .losses import class_weights_inverse_share, class_weights_median_frequency, dataset_class_statistics
-from .metrics import ConfusionMatrix
-from .receptive_field import Field
+from ..data.camvid import CamVidDataset
+from ..data.info import CAMVID
+from ..decoders.deeplabv3p import ASPP_RATES
+from ..losses import class_weights_inverse_share, class_weights_median_frequency, dataset_class_statistics
+from ..metrics import ConfusionMatrix
+from ..receptive_field import Field
 
 
-def _positive_int(name: str, value: Any) -> int:
+def positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return value
@@ -52,12 +52,12 @@ def stacked_conv_receptive_field(num_layers: int, kernel: int = 3) -> int:
     i.e. ``2n + 1`` for 3 x 3."""
     if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 0:
         raise ValueError(f"num_layers must be a non-negative integer, got {num_layers!r}")
-    return 1 + num_layers * (_positive_int("kernel", kernel) - 1)
+    return 1 + num_layers * (positive_int("kernel", kernel) - 1)
 
 
 def dilated_kernel_extent(kernel: int, rate: int) -> int:
     """Pixels spanned by a k x k kernel with dilation ``rate``: ``rate (k - 1) + 1``."""
-    return _positive_int("rate", rate) * (_positive_int("kernel", kernel) - 1) + 1
+    return positive_int("rate", rate) * (positive_int("kernel", kernel) - 1) + 1
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class ConvLayer:
 
     def __post_init__(self) -> None:
         for name in ("kernel", "stride", "dilation"):
-            _positive_int(name, getattr(self, name))
+            positive_int(name, getattr(self, name))
 
 
 RECEPTIVE_FIELD_EXAMPLE = (ConvLayer(), ConvLayer(), ConvLayer(stride=2), ConvLayer(), ConvLayer())
@@ -108,7 +108,7 @@ def class_weight_schemes(
     """Both weighting schemes for a set of masks (arrays or tensors of class ids, one image or a
     batch each), with each class's pixel share and each scheme's spread: the ratio of the
     largest to the smallest weight over the classes that occur."""
-    _positive_int("num_classes", num_classes)
+    positive_int("num_classes", num_classes)
     if class_names is not None and len(class_names) != num_classes:
         raise ValueError(f"class_names has {len(class_names)} names for {num_classes} classes")
     counts, image_counts = dataset_class_statistics(masks, num_classes, -100 if ignore_index is None else ignore_index)
@@ -219,7 +219,7 @@ def unet_valid_output_size(input_size: int, levels: int = 4, convs_per_stage: in
     """Output side of the U-Net paper's network with *valid* 3x3 convolutions (Ronneberger et
     al. 2015, Fig. 1): each convolution trims 2 pixels, each 2x2 max-pool halves, each 2x2
     up-convolution doubles; 572 -> 388. Raises ValueError when a pooling would split a pixel."""
-    size = _positive_int("input_size", input_size)
+    size = positive_int("input_size", input_size)
     for _ in range(levels):
         size -= 2 * convs_per_stage
         if size <= 0 or size % 2:
@@ -256,6 +256,7 @@ def aspp_branch_extents(output_stride: int) -> list[dict[str, int]]:
 
 
 __all__ = [
+    "positive_int",
     "unet_valid_output_size",
     "RECEPTIVE_FIELD_EXAMPLE",
     "ConvLayer",

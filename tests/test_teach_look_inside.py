@@ -1,5 +1,5 @@
-"""segmodels.introspect: the graph read from each architecture, what one hooked pass captures,
-and the errors for what it cannot look inside."""
+"""segmodels.teach.look_inside: the graph read from each architecture, what one hooked pass
+captures, and the errors for what it cannot look inside."""
 
 from __future__ import annotations
 
@@ -10,12 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from segmodels import SegmentationModel, create_encoder, create_model, zoo
-from segmodels.blocks import SegmentationHead
+from segmodels import SegmentationModel, create_model, zoo
 from segmodels.cards import count_flops, count_parameters
-from segmodels.decoders import Decoder
-from segmodels.introspect import look_inside, network_graph, principal_components, summarise, thumbnail_size
 from segmodels.receptive_field import aspp_rates
+from segmodels.teach.feature_maps import thumbnail_size
+from segmodels.teach.look_inside import look_inside
 
 TINY = {"unet": {}, "unetpp": {}, "unet3p": {"cat_channels": 4}, "deeplabv3p": {"aspp_channels": 8, "low_level_channels": 4}}
 SIZE = (70, 90)  # not a multiple of any stride: the model pads, the thumbnails crop
@@ -163,26 +162,6 @@ def test_thumbnails_are_bounded_and_keep_the_aspect_ratio():
         assert node.feature.pca.shape == (36, 48, 3) and node.feature.pca.dtype == np.uint8
 
 
-def test_thumbnails_ignore_the_padding():
-    feature = torch.rand(1, 5, 6, 8, generator=torch.Generator().manual_seed(0))
-    padded = feature.clone()
-    padded[..., 4:, :] = 1000.0
-    padded[..., :, 6:] = -1000.0
-    cropped = summarise(feature[..., :4, :6], (4, 6), (8, 12))
-    for with_padding, without in zip(summarise(padded, (4, 6), (8, 12)), cropped):
-        np.testing.assert_array_equal(with_padding, without)
-
-
-def test_pca_finds_the_direction_of_largest_variance():
-    generator = torch.Generator().manual_seed(0)
-    direction = torch.tensor([3.0, -4.0, 0.0, 0.0]) / 5
-    pixels = torch.randn(500, 1, generator=generator) * 10 * direction + torch.randn(500, 4, generator=generator) * 0.1
-    first = principal_components(pixels)[:, 0]
-    expected = (pixels - pixels.mean(0)) @ direction
-    assert torch.corrcoef(torch.stack([first, expected]))[0, 1].abs() > 0.999
-    assert principal_components(pixels[:, :2]).shape == (500, 3)  # fewer channels than colours: zero-padded
-
-
 def test_the_maps_show_the_image():
     left_bright = np.zeros((64, 64, 3), dtype=np.uint8)
     left_bright[:, :32] = 255
@@ -197,16 +176,6 @@ def test_no_hook_is_left_behind():
     with pytest.raises(ValueError):
         look_inside(model, image(), depth=9)
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
-
-
-class Undeclared(Decoder):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(16, 8, 1)
-        self.out_channels = {"main": 8}
-
-    def forward(self, features):
-        return {"main": self.conv(features[-1])}
 
 
 def test_errors_say_what_is_allowed():
@@ -229,10 +198,6 @@ def test_errors_say_what_is_allowed():
         look_inside(nn.Conv2d(3, 3, 1).eval(), image())
     with pytest.raises(ValueError, match="no node 'x9_9'"):
         look_inside(unet, image()).node("x9_9")
-    encoder = create_encoder("plain", base_channels=1, num_stages=4)
-    undeclared = SegmentationModel(encoder, Undeclared(), {"main": SegmentationHead(8, 2)}).eval()
-    with pytest.raises(ValueError, match="Undeclared does not declare its graph"):
-        network_graph(undeclared)
 
 
 @pytest.mark.parametrize("arch", ["unet", "unetpp", "unet3p", "deeplabv3p"])

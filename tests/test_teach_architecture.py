@@ -1,4 +1,4 @@
-"""Tests for segmodels.teaching_architecture: each computed fact against an independent
+"""Tests for segmodels.teach.architecture: each computed fact against an independent
 measurement with real layers (a convolution over a map of ones, a stack of convolutions on a
 delta, torch's FLOP counter) or against the shipped model cards."""
 
@@ -12,9 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from segmodels import create_model, zoo
 from segmodels.cards import count_flops, model_from_spec
 from segmodels.encoders import create_encoder
-from segmodels.teaching_architecture import (
-    PSP_BINS,
-    PyramidPoolingModule,
+from segmodels.teach.architecture import (
     encoder_level_flops,
     gridding_coverage,
     model_facts,
@@ -24,21 +22,6 @@ from segmodels.teaching_architecture import (
 )
 
 CAMVID_SHIPPED = {f"camvid/{arch}" for arch in ("unet", "unetpp", "unet3p", "deeplabv3p")} <= set(zoo.list_models())
-
-
-def test_pyramid_pooling_module_doubles_the_channels_at_the_same_size() -> None:
-    module = PyramidPoolingModule(16).eval()
-    assert module.bins == PSP_BINS == (1, 2, 3, 6)
-    x = torch.randn(2, 16, 12, 15)
-    out = module(x)
-    assert out.shape == (2, 32, 12, 15) and module.out_channels == 32
-    assert torch.equal(out[:, :16], x), "the input is concatenated unchanged"
-    pooled = [branch[0](x).shape[-2:] for branch in module.branches]
-    assert pooled == [(b, b) for b in PSP_BINS]
-    with pytest.raises(ValueError, match="at least the number of bins"):
-        PyramidPoolingModule(3)
-    with pytest.raises(ValueError, match="bins must be positive"):
-        PyramidPoolingModule(8, bins=(1, 0))
 
 
 @pytest.mark.parametrize("height, width, rate", [(23, 30, 18), (23, 30, 6), (9, 9, 4), (5, 40, 12)])

@@ -1,4 +1,4 @@
-"""Tests for segmodels.teaching: the numbers the teaching text renders."""
+"""Tests for segmodels.teach.numbers: the numbers the teaching text renders."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from torch import nn
 from segmodels import create_model
 from segmodels.metrics import miou
 from segmodels.receptive_field import aspp_rates, theoretical_receptive_field
-from segmodels.teaching import (
+from segmodels.teach.numbers import (
     RECEPTIVE_FIELD_EXAMPLE,
     ConvLayer,
     aspp_branch_extents,

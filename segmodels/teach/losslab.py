@@ -36,11 +36,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .data.info import SHAPES
-from .data.shapes import RARE_CLASS, RARE_EXTENT, RARE_IMAGE_FRACTION, check_imbalance_options, render_imbalanced_shapes
-from .losses import build_loss, dataset_class_statistics
-from .metrics import ConfusionMatrix
-from .models import create_model
+from ..data.info import SHAPES
+from ..data.shapes import RARE_CLASS, RARE_EXTENT, RARE_IMAGE_FRACTION, check_imbalance_options, render_imbalanced_shapes
+from ..losses import build_loss, dataset_class_statistics
+from ..metrics import ConfusionMatrix
+from ..models import create_model
 
 LAB_LOSSES = ("ce", "wce", "mfb", "focal", "wfocal")
 LOSS_LABELS = {

@@ -1,9 +1,5 @@
 """The architecture facts the teaching text quotes, read from models or computed, never typed.
 
-* :class:`PyramidPoolingModule`: PSPNet's pyramid pooling (Zhao, Shi, Qi, Wang & Jia, CVPR
-  2017, Sec. 3.2, Fig. 3): average-pool the feature map into 1x1, 2x2, 3x3 and 6x6 bins,
-  reduce each to ``C / 4`` channels with a 1x1 convolution, upsample bilinearly and
-  concatenate with the input: ``C + 4 (C / 4) = 2C`` channels at the input's size.
 * :func:`model_facts`: what a model really runs (widths, encoder and decoder parameters, the
   factor its logits are upsampled by, its dilated convolutions), read from its modules;
   :func:`shipped_facts` does it for every model card of a set (the widths are the card's
@@ -37,44 +33,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import zoo
-from .blocks import ConvBNReLU, upsample_to
-from .cards import count_flops, model_from_spec
-from .encoders import ENCODERS, create_encoder
-from .models import ARCH_NAMES, SegmentationModel
-
-PSP_BINS = (1, 2, 3, 6)
-PROBE_SIZE = (64, 64)
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
-class PyramidPoolingModule(nn.Module):
-    """PSPNet's pyramid pooling module (Zhao et al. 2017, Sec. 3.2): for each bin count b,
-    adaptive average pooling to b x b, a 1x1 conv-BN-ReLU to ``in_channels // len(bins)``
-    channels (the paper's 1/N), bilinear upsampling to the input's size; the input and the N
-    pooled maps are concatenated. Not used by the models here: a teaching block beside
-    :class:`segmodels.blocks.SPP` and :class:`segmodels.blocks.ASPP`."""
-
-    def __init__(self, in_channels: int, bins: Sequence[int] = PSP_BINS):
-        super().__init__()
-        _positive_int("in_channels", in_channels)
-        if not bins or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in bins):
-            raise ValueError(f"bins must be positive integers, got {bins!r}")
-        if in_channels < len(bins):
-            raise ValueError(f"in_channels ({in_channels}) must be at least the number of bins ({len(bins)})")
-        self.bins = tuple(bins)
-        branch_channels = in_channels // len(bins)
-        self.branches = nn.ModuleList(nn.Sequential(nn.AdaptiveAvgPool2d(b), ConvBNReLU(in_channels, branch_channels, kernel_size=1)) for b in self.bins)
-        self.out_channels = in_channels + branch_channels * len(bins)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = x.shape[-2:]
-        return torch.cat([x, *(upsample_to(branch(x), size) for branch in self.branches)], dim=1)
+from .. import zoo
+from ..blocks import separable_cost_ratio
+from ..cards import count_flops, model_from_spec
+from ..encoders import ENCODERS, create_encoder
+from ..models import ARCH_NAMES, SegmentationModel
+from .network_graph import PROBE_SIDE
+from .numbers import positive_int
 
 
 @dataclass(frozen=True)
@@ -161,11 +126,11 @@ def _logit_upsampling(model: SegmentationModel) -> int:
     model.eval()
     try:
         with torch.inference_mode():
-            model(torch.zeros(1, 3, *PROBE_SIZE, device=next(model.parameters()).device))
+            model(torch.zeros(1, 3, PROBE_SIDE, PROBE_SIDE, device=next(model.parameters()).device))
     finally:
         hook.remove()
         model.train(was_training)
-    return PROBE_SIZE[1] // sizes[0]
+    return PROBE_SIDE // sizes[0]
 
 
 def model_facts(model: SegmentationModel, arch: str, encoder: str, card: dict | None = None) -> ModelFacts:
@@ -240,7 +205,7 @@ def valid_tap_share(height: int, width: int, rate: int, kernel: int = 3) -> dict
     ``height`` x ``width`` map: the mean share of its taps that land on the map (the rest read
     padding), and the share of output positions where only the centre tap does."""
     for name, value in (("height", height), ("width", width), ("rate", rate), ("kernel", kernel)):
-        _positive_int(name, value)
+        positive_int(name, value)
     if kernel % 2 == 0:
         raise ValueError(f"kernel must be odd, got {kernel}")
     offsets = (np.arange(kernel) - kernel // 2) * rate
@@ -260,8 +225,8 @@ def gridding_coverage(layers: Sequence[tuple[int, int]]) -> float:
     positions inside the stack's span that reach the output through some path."""
     reached = {0}
     for kernel, dilation in layers:
-        _positive_int("kernel", kernel)
-        _positive_int("dilation", dilation)
+        positive_int("kernel", kernel)
+        positive_int("dilation", dilation)
         taps = [(t - kernel // 2) * dilation for t in range(kernel)]
         reached = {r + t for r in reached for t in taps}
     if not reached:
@@ -274,16 +239,14 @@ def separable_cost(in_channels: int, out_channels: int, kernel: int = 3) -> dict
     """Multiply-adds per output pixel of a dense ``kernel`` x ``kernel`` convolution and of a
     depthwise + pointwise one, their ratio and the closed form ``1 / C_out + 1 / k^2``."""
     for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("kernel", kernel)):
-        _positive_int(name, value)
+        positive_int(name, value)
     dense = kernel**2 * in_channels * out_channels
     separable = kernel**2 * in_channels + in_channels * out_channels
-    return {"dense": dense, "separable": separable, "ratio": separable / dense, "closed_form": 1 / out_channels + 1 / kernel**2}
+    return {"dense": dense, "separable": separable, "ratio": separable / dense, "closed_form": separable_cost_ratio(out_channels, kernel)}
 
 
 __all__ = [
     "ModelFacts",
-    "PSP_BINS",
-    "PyramidPoolingModule",
     "encoder_level_flops",
     "encoder_reductions",
     "gridding_coverage",

@@ -1,4 +1,4 @@
-"""Tests for Imbalanced Shapes (segmodels.data.shapes) and the loss lab (segmodels.losslab)."""
+"""Tests for Imbalanced Shapes (segmodels.data.shapes) and the loss lab (segmodels.teach.losslab)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 
 from segmodels.data.shapes import RARE_CLASS, ImbalancedShapesDataset, render_imbalanced_shapes, render_shapes
 from segmodels.losses import build_loss, class_weights_inverse_share, class_weights_median_frequency, dataset_class_statistics
-from segmodels.losslab import LAB_LOSSES, LabSettings, class_weights_used, lab_class_weights, lab_data, run_loss_lab
+from segmodels.teach.losslab import LAB_LOSSES, LabSettings, class_weights_used, lab_class_weights, lab_data, run_loss_lab
 
 SIZE = 64
 RARE_SHARE_BOUND = 0.01
