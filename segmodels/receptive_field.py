@@ -217,15 +217,9 @@ def aspp_rates(model: nn.Module) -> list[int]:
     return [m.rate for m in model.modules() if isinstance(m, ATROUS_CONVS)]
 
 
-def dilated_kernel_taps(rate: int, kernel: int = 3) -> list[tuple[int, int]]:
-    """Offsets (dy, dx) of a kernel's taps at a dilation rate: what an atrous conv looks at."""
-    half = kernel // 2
-    return [(rate * dy, rate * dx) for dy in range(-half, half + 1) for dx in range(-half, half + 1)]
-
-
 def output_field_size(layers: list[LayerField]) -> float:
     """Largest theoretical receptive field reached in the network."""
     return max((layer.size for layer in layers), default=1.0)
 
 
-__all__ = ["Field", "LayerField", "theoretical_receptive_field", "effective_receptive_field", "aspp_rates", "dilated_kernel_taps", "output_field_size"]
+__all__ = ["Field", "LayerField", "theoretical_receptive_field", "effective_receptive_field", "aspp_rates", "output_field_size"]

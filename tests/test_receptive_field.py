@@ -8,7 +8,6 @@ import segmodels
 from segmodels.receptive_field import (
     Field,
     aspp_rates,
-    dilated_kernel_taps,
     effective_receptive_field,
     output_field_size,
     theoretical_receptive_field,
@@ -64,10 +63,6 @@ def test_deeplab_image_pooling_is_global_and_aspp_rates_come_from_layers():
     dilations = {r.dilation for r in rows if r.name.startswith("decoder.aspp")}
     assert {6, 12, 18} <= dilations
     assert aspp_rates(model) == [6, 12, 18]
-
-
-def test_dilated_kernel_taps():
-    assert sorted(dilated_kernel_taps(2)) == sorted((2 * y, 2 * x) for y in (-1, 0, 1) for x in (-1, 0, 1))
 
 
 def test_effective_receptive_field_is_local_for_a_small_network():

@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import TINY_OPTIONS
 from segmodels import SegmentationModel, create_encoder, create_model
 from segmodels.blocks import SegmentationHead
 from segmodels.decoders import Decoder
 from segmodels.teach.network_graph import network_graph
 
-TINY = {"unet": {}, "unetpp": {}, "unet3p": {"cat_channels": 4}, "deeplabv3p": {"aspp_channels": 8, "low_level_channels": 4}}
 ENCODER = {f"x{i}_0": (i, i) for i in range(5)}
 POSITIONS = {
     "unet": ENCODER | {"x3_1": (3, 5), "x2_2": (2, 6), "x1_3": (1, 7), "x0_4": (0, 8), "head.main": (-0.8, 8)},
@@ -27,10 +27,10 @@ POSITIONS = {
 }
 
 
-@pytest.mark.parametrize("arch", TINY)
+@pytest.mark.parametrize("arch", TINY_OPTIONS)
 def test_every_node_keeps_its_place(arch):
     torch.manual_seed(0)
-    model = create_model(arch, 4, encoder="plain", pretrained=False, base_channels=4, **TINY[arch]).eval()
+    model = create_model(arch, 4, encoder="plain", pretrained=False, base_channels=4, **TINY_OPTIONS[arch]).eval()
     graph = network_graph(model)
     drawn = {node.name: (node.row, node.column) for node in graph.nodes}
     assert list(drawn) == list(POSITIONS[arch])

@@ -10,19 +10,19 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import TINY_OPTIONS
 from segmodels import SegmentationModel, create_model, zoo
 from segmodels.cards import count_flops, count_parameters
 from segmodels.receptive_field import aspp_rates
 from segmodels.teach.feature_maps import thumbnail_size
 from segmodels.teach.look_inside import look_inside
 
-TINY = {"unet": {}, "unetpp": {}, "unet3p": {"cat_channels": 4}, "deeplabv3p": {"aspp_channels": 8, "low_level_channels": 4}}
 SIZE = (70, 90)  # not a multiple of any stride: the model pads, the thumbnails crop
 
 
 def tiny(arch: str, encoder: str = "plain", **options) -> SegmentationModel:
     torch.manual_seed(0)
-    return create_model(arch, 4, encoder=encoder, pretrained=False, base_channels=4, **(TINY[arch] | options)).eval()
+    return create_model(arch, 4, encoder=encoder, pretrained=False, base_channels=4, **(TINY_OPTIONS[arch] | options)).eval()
 
 
 def image(size=SIZE, seed: int = 0) -> np.ndarray:
@@ -114,7 +114,7 @@ def test_separable_layers_show_what_they_save_against_dense_ones():
     assert f"1/12 + 1/9 = {1 / 12 + 1 / 9:.3f}" in dense.node("refine.1").info.detail  # what separable=True would cost
 
 
-@pytest.mark.parametrize("arch", list(TINY))
+@pytest.mark.parametrize("arch", list(TINY_OPTIONS))
 def test_captured_shapes_match_the_real_forward(arch):
     model = tiny(arch)
     view = look_inside(model, image())
@@ -132,7 +132,7 @@ def test_captured_shapes_match_the_real_forward(arch):
 
 
 @pytest.mark.parametrize("encoder", ["plain", "efficientnet_lite0"])
-@pytest.mark.parametrize("arch", list(TINY))
+@pytest.mark.parametrize("arch", list(TINY_OPTIONS))
 def test_every_parameter_and_flop_belongs_to_one_node(arch, encoder):
     model = tiny(arch, encoder)
     view = look_inside(model, image())

@@ -2,7 +2,7 @@
 them and where each node sits in the usual figure of the network, read from the decoder's
 modules (widths, rates, upsampling) so that the drawing follows the model that runs.
 
-A diagram is registered per decoder class (:func:`register_diagram`) and drawn by
+A diagram is registered per decoder class (:func:`register_diagram`) and looked up by
 :func:`diagram_for`; :mod:`segmodels.teach.network_graph` adds the encoder features and the
 heads. Rows grow with depth (coarser maps), columns along the data flow:
 
