@@ -25,6 +25,7 @@ from torch import nn
 from ..blocks import AtrousConv, ImagePooling, SeparableConv, separable_cost_ratio
 from ..decoders import DeepLabV3PlusDecoder, UNet3PlusDecoder, UNetDecoder, UNetPlusPlusDecoder
 
+HEAD_OFFSET = 0.8  # a head is drawn this many rows above the node it reads (segmodels.teach.network_graph adds the heads)
 LABEL_SPACING = 1.3  # columns between the nodes of DeepLabV3+'s low-level row, whose labels sit side by side
 
 
@@ -214,4 +215,4 @@ def _as_separable(dense: nn.Conv2d) -> str:
     return f"as a depthwise separable conv (separable=True) it would need 1/C_out + 1/k² = 1/{out} + 1/{k * k} = {separable_cost_ratio(out, k):.3f} of its weights and multiply-adds"
 
 
-__all__ = ["DIAGRAMS", "DecoderGraph", "Diagram", "GraphEdge", "GraphNode", "LABEL_SPACING", "diagram_for", "encoder_node", "register_diagram"]
+__all__ = ["DIAGRAMS", "HEAD_OFFSET", "DecoderGraph", "Diagram", "GraphEdge", "GraphNode", "LABEL_SPACING", "diagram_for", "encoder_node", "register_diagram"]

@@ -34,10 +34,9 @@ from torch import nn
 from ..blocks import SeparableConv
 from ..models import SegmentationModel
 from ..receptive_field import Field, theoretical_receptive_field
-from .diagrams import GraphEdge, diagram_for, encoder_node
+from .diagrams import HEAD_OFFSET, GraphEdge, diagram_for, encoder_node
 
 PROBE_SIDE = 64  # smallest side of the blank image the structure is probed with
-HEAD_OFFSET = 0.8  # a head is drawn this many rows above the node it reads
 
 
 @dataclass(frozen=True)
@@ -279,4 +278,4 @@ def network_graph(model: SegmentationModel) -> NetworkGraph:
         return graph
 
 
-__all__ = ["HEAD_OFFSET", "NetworkGraph", "NodeInfo", "PROBE_SIDE", "SeparableConvInfo", "check_model", "full_depth", "network_graph"]
+__all__ = ["NetworkGraph", "NodeInfo", "PROBE_SIDE", "SeparableConvInfo", "check_model", "full_depth", "network_graph"]
