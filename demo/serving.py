@@ -58,9 +58,9 @@ class ApiRateLimit:
     Gradio builds every new session's configuration on its event loop, so a burst of sixty
     unread API jobs from one address held up everyone's light events for seconds; beyond the limit a job is refused with 429 before Gradio sees it.
     Browsers (``queue/join``, one session per tab) are not limited here: a class behind one
-    address clicks Run together."""
+    address clicks Run together. ``clock`` refills the buckets (tests pass a fake one)."""
 
-    def __init__(self, app, burst: int = 10, per_second: float = 1.0, trust_forwarded: bool = False, remembered: int = 10_000):
+    def __init__(self, app, burst: int = 10, per_second: float = 1.0, trust_forwarded: bool = False, remembered: int = 10_000, clock: typing.Callable[[], float] = time.monotonic):
         if burst < 1 or per_second <= 0:
             raise ValueError(f"need burst >= 1 and per_second > 0, got {burst}, {per_second}")
         self.app = app
@@ -68,10 +68,11 @@ class ApiRateLimit:
         self.per_second = per_second
         self.trust_forwarded = trust_forwarded
         self.remembered = remembered
+        self.clock = clock
         self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # address -> (tokens, when)
 
     def allow(self, address: str) -> bool:
-        now = time.monotonic()
+        now = self.clock()
         tokens, then = self.buckets.pop(address, (float(self.burst), now))
         tokens = min(float(self.burst), tokens + (now - then) * self.per_second)
         allowed = tokens >= 1.0
