@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
-from .serving import CALL_PREFIX, address_of, refuse
+from .serving import CALL_PREFIX, Readers, address_of, refuse
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +78,12 @@ class Admission:
         self.per_client, self.per_api_client = per_client, per_api_client
         self.limits, self.waiting_per_address = {"model": model_jobs, "light": light_jobs}, waiting_per_address
         self.max_string, self.grace_s, self.max_wait_s, self.job_ttl_s = max_string, grace_s, max_wait_s, job_ttl_s
-        self.trust_forwarded, self.remembered, self.clock = trust_forwarded, remembered, clock
+        self.trust_forwarded, self.clock = trust_forwarded, clock
         self.jobs: dict[str, tuple[str, str, str, float]] = {}  # event id -> (address, client, kind, admitted)
         self.in_gradio: Counter = Counter()  # (address, kind) -> jobs in Gradio's hands, or granted and on their way
         self.held: Counter = Counter()  # client -> its jobs in Gradio's hands
         self.waiting: OrderedDict[str, OrderedDict[str, deque[_Waiter]]] = OrderedDict()  # address -> client -> waiters
-        self.listeners: dict[str, int] = {}
-        self.last_heard: OrderedDict[str, float] = OrderedDict()
+        self.listeners = Readers(remembered, clock)  # session -> its open result streams, and when it was last heard
         self.gradio_app = None
         self._poller: asyncio.Task | None = None
 
@@ -158,16 +157,11 @@ class Admission:
 
     # ------------------------------------------------------------------ listening
 
-    def heard(self, session: str) -> None:
-        self.last_heard[session] = self.clock()
-        self.last_heard.move_to_end(session)
-        while len(self.last_heard) > self.remembered:
-            self.last_heard.popitem(last=False)
-
     def listening(self, session: str) -> bool:
         """Whether a browser tab reads its results: its stream is open, or was (or it sent a
         job) within ``grace_s``."""
-        return bool(self.listeners.get(session)) or self.clock() - self.last_heard.get(session, float("-inf")) < self.grace_s
+        last_heard = self.listeners.last_seen(session)
+        return self.listeners.is_open(session) or (last_heard is not None and self.clock() - last_heard < self.grace_s)
 
     # ------------------------------------------------------------------ ASGI
 
@@ -187,14 +181,8 @@ class Admission:
 
     async def _listen(self, scope, receive, send):
         session = (parse_qs(scope.get("query_string", b"").decode("latin-1")).get("session_hash") or [""])[0]
-        self.listeners[session] = self.listeners.get(session, 0) + 1
-        try:
+        with self.listeners.reading(session):
             await self.app(scope, receive, send)
-        finally:
-            self.listeners[session] -= 1
-            if not self.listeners[session]:
-                del self.listeners[session]
-            self.heard(session)
 
     async def _admit(self, scope, receive, send, is_call: bool):
         chunks, more = [], True
@@ -223,7 +211,7 @@ class Admission:
         if self.waiting_at(address) >= self.waiting_per_address:
             return await refuse(send, 429, f"{self.waiting_per_address} requests from your address are already waiting: try again in a minute", ((b"retry-after", b"10"),))
         if isinstance(session, str):
-            self.heard(session)
+            self.listeners.seen(session)
         waiter = _Waiter(client, kind)
         self.waiting.setdefault(address, OrderedDict()).setdefault(client, deque()).append(waiter)
         self._grant()

@@ -4,7 +4,6 @@ and the API rate limit per address (demo.serving.ApiRateLimit)."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
@@ -254,14 +253,39 @@ def test_a_stream_read_to_the_end_or_cancelled_holds_the_device_only_meanwhile()
 @pytest.mark.parametrize("route", ["/gradio_api/call/compare/ev1", "/gradio_api/call/v2/compare/ev1"])
 def test_a_call_result_being_read_is_wanted_on_both_routes(route):
     """A ``/call`` or ``/call/v2`` reader keeps its job wanted past the grace time; once it
-    has gone, the job is no longer wanted."""
+    has gone, the job is no longer wanted; a job nobody has read yet is wanted for the grace time."""
     from demo.serving import ResultReaders
 
-    seen = []
+    clock, seen = FakeClock(), []
 
     async def reading(scope, receive, send):
-        seen.append(readers.still_wanted("ev1", time.monotonic() - 60))
+        seen.append(readers.still_wanted("ev1", submitted))
+        clock.now += 60
+        seen.append(readers.still_wanted("ev1", submitted))
 
-    readers = ResultReaders(reading, grace_s=10)
+    readers = ResultReaders(reading, grace_s=10, clock=clock)
+    submitted = readers.now()
+    assert readers.still_wanted("ev1", submitted)
     run(readers({"type": "http", "method": "GET", "path": route}, None, None))
-    assert seen == [True] and not readers.still_wanted("ev1", time.monotonic())
+    assert seen == [True, True] and not readers.still_wanted("ev1", readers.now())
+    unread = readers.now()
+    clock.now += 9
+    assert readers.still_wanted("ev2", unread)
+    clock.now += 2
+    assert not readers.still_wanted("ev2", unread)
+
+
+def test_readers_count_each_key_and_remember_the_latest():
+    from demo.serving import Readers
+
+    clock = FakeClock()
+    readers = Readers(remembered=2, clock=clock)
+    with readers.reading("a"):
+        with readers.reading("a"):
+            pass
+        assert readers.is_open("a") and readers.last_seen("a") is None  # one reader is still there
+        clock.now += 5
+    assert not readers.is_open("a") and readers.last_seen("a") == 1005.0
+    readers.seen("b")
+    readers.seen("c")
+    assert readers.last_seen("a") is None and readers.last_seen("c") == 1005.0  # only the two latest are remembered
