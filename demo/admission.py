@@ -23,7 +23,8 @@ plain HTTP API (``POST call/<name>``) and its newer route (``POST call/v2/<name>
 
 A job counts until it leaves Gradio's queue: its event id is looked up in Gradio's queue
 (``Blocks._queue.event_ids_to_events``, what Gradio's own routes use); a job not found there
-any more is done. Where that is not available a job counts for ``job_ttl_s``."""
+any more is done. Where that is not available a job counts for ``job_ttl_s``. ``job_ttl_s`` and
+``grace_s`` are measured on ``clock`` (tests pass a fake one)."""
 
 from __future__ import annotations
 
@@ -32,10 +33,11 @@ import json
 import logging
 import time
 from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
-from .serving import CALL_PREFIX, address_of, refuse
+from .serving import CALL_PREFIX, Readers, address_of, refuse
 
 log = logging.getLogger(__name__)
 
@@ -70,18 +72,18 @@ class Admission:
     """ASGI middleware (inside :class:`demo.serving.BodyLimit`, which bounds the bodies it reads)."""
 
     def __init__(self, app, per_client: int = 6, per_api_client: int = 10, model_jobs: int = 10, light_jobs: int = 8, waiting_per_address: int = 200, max_string: int = 2000,
-                 grace_s: float = 10.0, max_wait_s: float = 120.0, job_ttl_s: float = 600.0, trust_forwarded: bool = False, remembered: int = 10_000):
+                 grace_s: float = 10.0, max_wait_s: float = 120.0, job_ttl_s: float = 600.0, trust_forwarded: bool = False, remembered: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic):
         self.app = app
         self.per_client, self.per_api_client = per_client, per_api_client
         self.limits, self.waiting_per_address = {"model": model_jobs, "light": light_jobs}, waiting_per_address
         self.max_string, self.grace_s, self.max_wait_s, self.job_ttl_s = max_string, grace_s, max_wait_s, job_ttl_s
-        self.trust_forwarded, self.remembered = trust_forwarded, remembered
+        self.trust_forwarded, self.clock = trust_forwarded, clock
         self.jobs: dict[str, tuple[str, str, str, float]] = {}  # event id -> (address, client, kind, admitted)
         self.in_gradio: Counter = Counter()  # (address, kind) -> jobs in Gradio's hands, or granted and on their way
         self.held: Counter = Counter()  # client -> its jobs in Gradio's hands
         self.waiting: OrderedDict[str, OrderedDict[str, deque[_Waiter]]] = OrderedDict()  # address -> client -> waiters
-        self.listeners: dict[str, int] = {}
-        self.last_heard: OrderedDict[str, float] = OrderedDict()
+        self.listeners = Readers(remembered, clock)  # session -> its open result streams, and when it was last heard
         self.gradio_app = None
         self._poller: asyncio.Task | None = None
 
@@ -95,7 +97,7 @@ class Admission:
 
     def purge(self) -> None:
         """Forget the jobs that left Gradio's queue, then let waiting jobs in."""
-        queued, now = self._queued_ids(), time.monotonic()
+        queued, now = self._queued_ids(), self.clock()
         for event_id, (address, client, kind, admitted) in list(self.jobs.items()):
             if (queued is not None and event_id not in queued) or now - admitted > self.job_ttl_s:
                 del self.jobs[event_id]
@@ -155,16 +157,11 @@ class Admission:
 
     # ------------------------------------------------------------------ listening
 
-    def heard(self, session: str) -> None:
-        self.last_heard[session] = time.monotonic()
-        self.last_heard.move_to_end(session)
-        while len(self.last_heard) > self.remembered:
-            self.last_heard.popitem(last=False)
-
     def listening(self, session: str) -> bool:
         """Whether a browser tab reads its results: its stream is open, or was (or it sent a
         job) within ``grace_s``."""
-        return bool(self.listeners.get(session)) or time.monotonic() - self.last_heard.get(session, float("-inf")) < self.grace_s
+        last_heard = self.listeners.last_seen(session)
+        return self.listeners.is_open(session) or (last_heard is not None and self.clock() - last_heard < self.grace_s)
 
     # ------------------------------------------------------------------ ASGI
 
@@ -184,14 +181,8 @@ class Admission:
 
     async def _listen(self, scope, receive, send):
         session = (parse_qs(scope.get("query_string", b"").decode("latin-1")).get("session_hash") or [""])[0]
-        self.listeners[session] = self.listeners.get(session, 0) + 1
-        try:
+        with self.listeners.reading(session):
             await self.app(scope, receive, send)
-        finally:
-            self.listeners[session] -= 1
-            if not self.listeners[session]:
-                del self.listeners[session]
-            self.heard(session)
 
     async def _admit(self, scope, receive, send, is_call: bool):
         chunks, more = [], True
@@ -220,7 +211,7 @@ class Admission:
         if self.waiting_at(address) >= self.waiting_per_address:
             return await refuse(send, 429, f"{self.waiting_per_address} requests from your address are already waiting: try again in a minute", ((b"retry-after", b"10"),))
         if isinstance(session, str):
-            self.heard(session)
+            self.listeners.seen(session)
         waiter = _Waiter(client, kind)
         self.waiting.setdefault(address, OrderedDict()).setdefault(client, deque()).append(waiter)
         self._grant()
@@ -252,7 +243,7 @@ class Admission:
         if event_id is None:
             self._release(address, None, kind)
         else:
-            self.jobs[event_id] = (address, client, kind, time.monotonic())
+            self.jobs[event_id] = (address, client, kind, self.clock())
             self.held[client] += 1
             self._ensure_polling()
         self._grant()

@@ -14,7 +14,7 @@ coroutines (holding no thread), for :meth:`FairScheduler.turn`:
 * **clients that went away**: :meth:`cancel_session` drops a closed browser tab's jobs, a
   job whose ``still_wanted()`` says nobody is waiting for its result any more (an API client
   that never reads it) is dropped when its turn comes, and a job that waited longer than
-  ``max_wait_s`` is dropped.
+  ``max_wait_s`` is dropped (by ``clock``, which tests replace with a fake one).
 
 One job holds the turn at a time, so it has every core to itself."""
 
@@ -25,7 +25,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class Refused(RuntimeError):
@@ -40,20 +40,21 @@ class Superseded(RuntimeError):
 class Ticket:
     address: str
     session: str | None
+    created: float
     still_wanted: Callable[[], bool] | None = None
-    created: float = field(default_factory=time.monotonic)
     granted: asyncio.Future | None = None
 
 
 class FairScheduler:
     """Grants the device to one job at a time, round robin over client addresses."""
 
-    def __init__(self, per_address: int = 40, total: int = 200, max_wait_s: float = 600.0):
+    def __init__(self, per_address: int = 40, total: int = 200, max_wait_s: float = 600.0, clock: Callable[[], float] = time.monotonic):
         if per_address < 1 or total < per_address:
             raise ValueError(f"need 1 <= per_address <= total, got {per_address}, {total}")
         self.per_address = per_address
         self.total = total
         self.max_wait_s = max_wait_s
+        self._clock = clock
         self._waiting: OrderedDict[str, deque[Ticket]] = OrderedDict()  # address -> tickets; order = whose turn is next
         self._busy = False
         self.served = 0
@@ -89,7 +90,7 @@ class FairScheduler:
 
     def _grant_next(self) -> None:
         """Give the free device to the oldest ticket of the address whose turn it is."""
-        now = time.monotonic()
+        now = self._clock()
         for queue in list(self._waiting.values()):
             for stale in [t for t in queue if now - t.created > self.max_wait_s]:
                 self._drop(stale, Refused(f"Your run waited more than {self.max_wait_s:.0f} s and was dropped. Try again."))
@@ -118,7 +119,7 @@ class FairScheduler:
     async def turn(self, address: str | None, session: str | None, still_wanted: Callable[[], bool] | None = None) -> AsyncIterator[None]:
         """Wait for this job's turn (raises :class:`Refused` or :class:`Superseded`), then
         hold the device until the block ends."""
-        ticket = Ticket(address or "unknown", session, still_wanted)
+        ticket = Ticket(address or "unknown", session, self._clock(), still_wanted)
         ticket.granted = asyncio.get_running_loop().create_future()
         self._admit(ticket)
         self._grant_next()

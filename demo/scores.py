@@ -9,7 +9,7 @@ import math
 import time
 
 from segmodels import zoo
-from segmodels.bootstrap import BETTER, NOT_DISTINGUISHABLE, WORSE, paired_difference, verdict
+from segmodels.bootstrap import BETTER, NOT_DISTINGUISHABLE, WORSE, Entrant, against_best
 from segmodels.data import DatasetInfo
 from segmodels.inference import Latency
 from segmodels.modelcard import Evaluation
@@ -101,33 +101,40 @@ def test_miou_text(test: Evaluation | None) -> str:
 TEST_VERDICTS = {BETTER: "better than", WORSE: "worse than", NOT_DISTINGUISHABLE: "not distinguishable from"}
 
 
+def test_entrant(engine: Engine, set_name: str, run: ModelRun) -> Entrant | None:
+    """The run's card test mIoU, per-image matrices and resampling, for :func:`against_best`;
+    None without a test record."""
+    test = card_test(engine, set_name, run)
+    if test is None:
+        return None
+    record = engine.card(set_name, run.arch).test
+    try:
+        per_image, problem = read_per_image(f"{set_name}/{run.arch}", run.depth, engine.weights_dir), None
+    except (zoo.WeightsError, OSError, ValueError) as error:
+        per_image, problem = None, str(error)
+    return Entrant(test.miou, per_image, problem, record.resamples, record.seed)
+
+
 def test_standings(engine: Engine, set_name: str, runs: list[ModelRun]) -> list[str]:
     """Each run against the run with the best test mIoU shown: ``best on test``, or the
     paired-bootstrap verdict with the difference in mIoU and its 95% interval (``-`` where the
     card has no test record)."""
-    tests = [card_test(engine, set_name, run) for run in runs]
-    known = [i for i, test in enumerate(tests) if test is not None]
-    if not known:
-        return ["-"] * len(runs)
-    best = max(known, key=lambda i: tests[i].miou)
-    try:
-        best_images = read_per_image(f"{set_name}/{runs[best].arch}", runs[best].depth, engine.weights_dir)
-    except zoo.WeightsError:
-        return ["- (per-image test record unreadable)" if test is not None else "-" for test in tests]
-    standings = []
-    for i, (run, test) in enumerate(zip(runs, tests)):
-        if test is None:
-            standings.append("-")
-        elif i == best:
-            standings.append("best on test")
+    entrants = [test_entrant(engine, set_name, run) for run in runs]
+    known = [entrant for entrant in entrants if entrant is not None]
+    standings = iter(against_best(known))
+    texts = []
+    for entrant in entrants:
+        standing = next(standings) if entrant is not None else None
+        if standing is None:
+            texts.append("-")
+        elif standing.problem is not None:
+            texts.append("- (per-image test record unreadable)")
+        elif standing.best:
+            texts.append("best on test")
         else:
-            try:
-                difference = paired_difference(read_per_image(f"{set_name}/{run.arch}", run.depth, engine.weights_dir), best_images)
-            except (zoo.WeightsError, ValueError):
-                standings.append("- (per-image test record unreadable)")
-                continue
-            standings.append(f"{TEST_VERDICTS[verdict(difference)]} best: {difference.estimate:+.3f} [{difference.low:+.3f}, {difference.high:+.3f}]")
-    return standings
+            difference = standing.difference
+            texts.append(f"{TEST_VERDICTS[standing.verdict]} best: {difference.estimate:+.3f} [{difference.low:+.3f}, {difference.high:+.3f}]")
+    return texts
 
 
 TEST_NOTE = (
@@ -140,4 +147,4 @@ TEST_NOTE = (
 
 
 __all__ = ["LATENCY_NOTE", "NOISY", "TEST_NOTE", "card_miou", "card_per_class", "card_test", "latency_columns", "latency_origin", "origin_column",
-           "rounded", "test_miou_text", "test_standings"]
+           "rounded", "test_entrant", "test_miou_text", "test_standings"]

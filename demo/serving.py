@@ -58,9 +58,9 @@ class ApiRateLimit:
     Gradio builds every new session's configuration on its event loop, so a burst of sixty
     unread API jobs from one address held up everyone's light events for seconds; beyond the limit a job is refused with 429 before Gradio sees it.
     Browsers (``queue/join``, one session per tab) are not limited here: a class behind one
-    address clicks Run together."""
+    address clicks Run together. ``clock`` refills the buckets (tests pass a fake one)."""
 
-    def __init__(self, app, burst: int = 10, per_second: float = 1.0, trust_forwarded: bool = False, remembered: int = 10_000):
+    def __init__(self, app, burst: int = 10, per_second: float = 1.0, trust_forwarded: bool = False, remembered: int = 10_000, clock: typing.Callable[[], float] = time.monotonic):
         if burst < 1 or per_second <= 0:
             raise ValueError(f"need burst >= 1 and per_second > 0, got {burst}, {per_second}")
         self.app = app
@@ -68,10 +68,11 @@ class ApiRateLimit:
         self.per_second = per_second
         self.trust_forwarded = trust_forwarded
         self.remembered = remembered
+        self.clock = clock
         self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # address -> (tokens, when)
 
     def allow(self, address: str) -> bool:
-        now = time.monotonic()
+        now = self.clock()
         tokens, then = self.buckets.pop(address, (float(self.burst), now))
         tokens = min(float(self.burst), tokens + (now - then) * self.per_second)
         allowed = tokens >= 1.0
@@ -91,6 +92,43 @@ class ApiRateLimit:
         await refuse(send, 429, f"too many API calls from your address: at most {self.burst} at once, then {self.per_second:g} a second", ((b"retry-after", retry),))
 
 
+class Readers:
+    """Who reads what: how many readers each key (a browser tab's result stream, a ``/call``
+    job's result) has open, and when it was last seen: its last reader left, or
+    :meth:`seen` said so. The ``remembered`` most recent keys are kept; ``clock`` tells the
+    time (tests pass a fake one)."""
+
+    def __init__(self, remembered: int = 10_000, clock: typing.Callable[[], float] = time.monotonic):
+        self.remembered = remembered
+        self.clock = clock
+        self._open: dict[str, int] = {}
+        self._last_seen: OrderedDict[str, float] = OrderedDict()
+
+    @contextlib.contextmanager
+    def reading(self, key: str) -> typing.Iterator[None]:
+        """Count one more reader of ``key`` while the block runs."""
+        self._open[key] = self._open.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            self._open[key] -= 1
+            if not self._open[key]:
+                del self._open[key]
+                self.seen(key)
+
+    def seen(self, key: str) -> None:
+        self._last_seen[key] = self.clock()
+        self._last_seen.move_to_end(key)
+        while len(self._last_seen) > self.remembered:
+            self._last_seen.popitem(last=False)
+
+    def is_open(self, key: str) -> bool:
+        return key in self._open
+
+    def last_seen(self, key: str) -> float | None:
+        return self._last_seen.get(key)
+
+
 class ResultReaders:
     """ASGI middleware that notes which ``/call`` results someone is reading. An API client
     posts ``/gradio_api/call/<name>`` (or ``call/v2/<name>``; its job's session is the returned
@@ -98,12 +136,10 @@ class ResultReaders:
     within ``grace_s``, or whose reader went away, is no longer wanted. The middleware puts
     itself in the app's state, where :func:`on_device` finds it through the request."""
 
-    def __init__(self, app, grace_s: float = 10.0, remembered: int = 10_000):
+    def __init__(self, app, grace_s: float = 10.0, remembered: int = 10_000, clock: typing.Callable[[], float] = time.monotonic):
         self.app = app
         self.grace_s = grace_s
-        self.remembered = remembered
-        self.reading: dict[str, int] = {}
-        self.finished: OrderedDict[str, None] = OrderedDict()
+        self.readers = Readers(remembered, clock)
 
     async def __call__(self, scope, receive, send):
         if "app" in scope:
@@ -114,22 +150,17 @@ class ResultReaders:
             parts = parts[1:]
         if scope.get("method") != "GET" or len(parts) != 2:
             return await self.app(scope, receive, send)
-        event_id = parts[1]
-        self.reading[event_id] = self.reading.get(event_id, 0) + 1
-        try:
+        with self.readers.reading(parts[1]):
             await self.app(scope, receive, send)
-        finally:
-            self.reading[event_id] -= 1
-            if not self.reading[event_id]:
-                del self.reading[event_id]
-                self.finished[event_id] = None
-                while len(self.finished) > self.remembered:
-                    self.finished.popitem(last=False)
+
+    def now(self) -> float:
+        return self.readers.clock()
 
     def still_wanted(self, event_id: str, submitted: float) -> bool:
-        if event_id in self.reading:
+        """Someone reads the result, or nobody has yet and ``grace_s`` has not passed since ``submitted`` (:meth:`now`)."""
+        if self.readers.is_open(event_id):
             return True
-        return event_id not in self.finished and time.monotonic() - submitted < self.grace_s
+        return self.readers.last_seen(event_id) is None and self.now() - submitted < self.grace_s
 
 
 def _still_wanted(request: gr.Request | None, session: str | None):
@@ -145,7 +176,7 @@ def _still_wanted(request: gr.Request | None, session: str | None):
         readers = getattr(state, "result_readers", None)
         if readers is None:
             return None
-        submitted = time.monotonic()
+        submitted = readers.now()
         return lambda: readers.still_wanted(session, submitted)
     admission = getattr(state, "admission", None)
     return None if admission is None else (lambda: admission.listening(session))
@@ -331,4 +362,4 @@ def delete_uploads(paths: set[str], upload_dir: Path) -> int:
     return deleted
 
 
-__all__ = ["ApiRateLimit", "BodyLimit", "ResultReaders", "address_of", "client_of", "delete_uploads", "on_device"]
+__all__ = ["ApiRateLimit", "BodyLimit", "Readers", "ResultReaders", "address_of", "client_of", "delete_uploads", "on_device"]

@@ -30,7 +30,10 @@ from pathlib import Path
 
 import httpx
 
-from loadlib import API, BrowserSession, RssSampler, browser_event, group_errors, http_client, shorten, summarize
+from loadapp import API, preview_fallback
+from loadlib import BrowserSession, browser_event, http_client
+from loadserver import RssSampler
+from loadstats import group_errors, shorten, summarize
 
 
 def attacker_address(args: argparse.Namespace) -> str:
@@ -78,8 +81,6 @@ def preview_data(target, preview, values: dict) -> list:
 
 
 def preview_endpoint(target):
-    from load_test import preview_fallback
-
     example_id = target.compare.inputs[target.compare.slot("example")].component_id
     return target.app.endpoint("preview", preview_fallback(example_id))
 

@@ -12,6 +12,7 @@ Two models evaluated on the *same* images are compared with a **paired** bootstr
 resample draws one set of image indices and computes both models' mIoU on it, so the
 interval is the one of the difference ``mIoU_a - mIoU_b``; the images that are hard for
 both cancel out. A difference is called real only when its interval excludes zero.
+:func:`against_best` compares every model of a set with the best of them this way.
 
 Training noise is another source: the same recipe with another seed scores differently.
 When the spread of seeds is known (measured at a fixed final epoch), :func:`widen` adds it in
@@ -21,6 +22,7 @@ noise of standard deviation ``sqrt(2) * sigma_seed``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -163,3 +165,51 @@ def verdict(difference: Interval) -> str:
     if difference.high < 0:
         return WORSE
     return NOT_DISTINGUISHABLE
+
+
+@dataclass(frozen=True)
+class Entrant:
+    """One model in :func:`against_best`: its test mIoU, its ``N x K x K`` per-image confusion
+    matrices (None where they could not be read, ``problem`` saying why), and the resample count
+    and seed of its test record."""
+
+    miou: float
+    per_image: np.ndarray | None
+    problem: str | None = None
+    resamples: int = DEFAULT_RESAMPLES
+    seed: int = DEFAULT_SEED
+
+
+@dataclass(frozen=True)
+class Standing:
+    """One model against the best: ``difference`` is the paired interval of its mIoU minus the
+    best's; None for the best itself and for a model not compared (``problem`` says why: its
+    matrices or the best's could not be read, or they cover different images)."""
+
+    best: bool
+    difference: Interval | None = None
+    problem: str | None = None
+
+    @property
+    def verdict(self) -> str | None:
+        return None if self.difference is None else verdict(self.difference)
+
+
+def against_best(entrants: Sequence[Entrant], level: float = DEFAULT_LEVEL) -> list[Standing]:
+    """Every entrant against the one with the highest mIoU (the first of equals): a paired
+    bootstrap (:func:`paired_difference`) over the same images, with the best's resample count
+    and seed. One standing per entrant, in their order; the best's carries its own ``problem``."""
+    if not entrants:
+        return []
+    best = max(entrants, key=lambda entrant: entrant.miou)
+    standings = []
+    for entrant in entrants:
+        if entrant is best:
+            standings.append(Standing(best=True, problem=best.problem))
+        elif entrant.per_image is None or best.per_image is None:
+            standings.append(Standing(best=False, problem=entrant.problem or best.problem))
+        elif entrant.per_image.shape != best.per_image.shape:
+            standings.append(Standing(best=False, problem=f"{entrant.per_image.shape[0]} test images against {best.per_image.shape[0]}"))
+        else:
+            standings.append(Standing(best=False, difference=paired_difference(entrant.per_image, best.per_image, best.resamples, best.seed, level)))
+    return standings

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from . import zoo
-from .bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, Interval, bootstrap, paired_difference, verdict
+from .bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, Entrant, Interval, against_best, bootstrap
 from .cards import sha256_of
 from .data import build_dataset, eval_transform
 from .evaluation import evaluate_per_image
@@ -115,23 +115,15 @@ def record_test(name: str, data_root: str | Path, weights_dir: Path = zoo.WEIGHT
 
 
 def paired_standings(set_name: str, weights_dir: Path = zoo.WEIGHTS_DIR) -> list[tuple[str, Interval | None, str]]:
-    """Every full model of a set with a test record against the best of them: (name, the
-    paired-bootstrap interval of its mIoU minus the best's, verdict); the best has None."""
+    """Every full model of a set with a test record against the best of them
+    (:func:`segmodels.bootstrap.against_best`), highest mIoU first: (name, the paired-bootstrap
+    interval of its mIoU minus the best's, verdict); the best has None."""
     records = {}
     for name in zoo.list_models(weights_dir):
         if name.startswith(f"{set_name}/"):
             card = zoo.read_card(name, weights_dir)
             if card.test is not None:
                 records[name] = card
-    if not records:
-        return []
-    best = max(records, key=lambda name: records[name].test_result(None).miou)
-    best_images = read_per_image(best, None, weights_dir)
-    rows = []
-    for name, card in sorted(records.items(), key=lambda item: -item[1].test_result(None).miou):
-        if name == best:
-            rows.append((name, None, "best"))
-            continue
-        difference = paired_difference(read_per_image(name, None, weights_dir), best_images, card.test.resamples, card.test.seed)
-        rows.append((name, difference, verdict(difference)))
-    return rows
+    entrants = [Entrant(card.test_result(None).miou, read_per_image(name, None, weights_dir), None, card.test.resamples, card.test.seed) for name, card in records.items()]
+    standings = sorted(zip(records, entrants, against_best(entrants)), key=lambda row: -row[1].miou)
+    return [(name, standing.difference, "best" if standing.best else standing.verdict) for name, _, standing in standings]

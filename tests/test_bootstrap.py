@@ -12,7 +12,9 @@ from segmodels.bootstrap import (
     BETTER,
     NOT_DISTINGUISHABLE,
     WORSE,
+    Entrant,
     Interval,
+    against_best,
     bootstrap,
     mean_iou,
     paired_difference,
@@ -92,6 +94,23 @@ def test_paired_difference_and_verdict() -> None:
     assert verdict(close) == NOT_DISTINGUISHABLE
     with pytest.raises(ValueError, match="same images"):
         paired_difference(weak, weak[:-1])
+
+
+def test_each_model_against_the_best_uses_the_best_records_resampling() -> None:
+    weak, strong = random_per_image(60, 4, 0.6, 5), random_per_image(60, 4, 0.9, 6)
+    weak_miou, strong_miou = (float(mean_iou(m.sum(0))) for m in (weak, strong))
+    entrants = [Entrant(weak_miou, weak, resamples=50, seed=3), Entrant(strong_miou, strong, resamples=120, seed=1),
+                Entrant(strong_miou, strong.copy(), resamples=80, seed=2),  # ties with the best: the first of equals is the best
+                Entrant(0.5, None, "its per-image file is missing"), Entrant(0.4, weak[:30])]
+    standings = against_best(entrants)
+    assert [s.best for s in standings] == [False, True, False, False, False]
+    assert standings[0].difference == paired_difference(weak, strong, 120, 1) and standings[0].verdict == WORSE
+    assert standings[2].difference == paired_difference(strong, strong, 120, 1) and standings[2].verdict == NOT_DISTINGUISHABLE
+    assert standings[3].problem == "its per-image file is missing" and standings[3].difference is None and standings[3].verdict is None
+    assert standings[4].problem == "30 test images against 60"
+    unreadable_best = against_best([Entrant(0.9, None, "checksum differs"), Entrant(0.6, weak)])
+    assert unreadable_best[0].best and [s.problem for s in unreadable_best] == ["checksum differs"] * 2
+    assert against_best([]) == []
 
 
 def test_pairing_removes_the_difficulty_shared_by_both_models() -> None:

@@ -201,10 +201,9 @@ def test_a_greedy_address_cannot_take_the_server(tiny_zoo):
         assert [r.status_code for r in flood] == [200] * config.api_burst + [429] * (12 - config.api_burst)
         assert "too many API calls from your address" in flood[-1].text and flood[-1].headers["retry-after"] == "1"
         flood = flood[:config.api_burst]
-        started = time.perf_counter()
         result = client.predict(**compare_args(models=["unet"]))
-        assert "1 of 1 models ran" in result[0] and time.perf_counter() - started < 15.0
-        assert order.index("student") <= 2, order  # at most the running greedy job and one more before it
+        assert "1 of 1 models ran" in result[0]
+        assert order.index("student") <= 2, order  # at most the running greedy job and one more before it, however slow the machine
         refused = [greedy.get(f"/gradio_api/call/compare/{r.json()['event_id']}", timeout=10).text for r in flood[-3:]]
         assert all("from your network address" in text for text in refused), refused
         big = httpx.post(f"{url}/gradio_api/call/compare", json={"data": ["shapes-1000", None, None, "shapes", ["unet"] * 500_000, 4, 0.5, None]}, timeout=10)

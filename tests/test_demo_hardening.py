@@ -63,8 +63,10 @@ def test_half_sent_headers_time_out_and_whole_requests_are_served(hardened_serve
     port = hardened_server
     slow = socket.create_connection(("127.0.0.1", port))
     slow.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # the head never ends
-    started = time.monotonic()
-    assert closed_within(slow, 3) and time.monotonic() - started < 2
+    # Only the header timeout closes a connection whose head never ends (uvicorn's keep-alive
+    # timer does not run while a request is arriving), so a bound far above 0.5 s still tells
+    # it apart from no timeout, on a loaded machine too.
+    assert closed_within(slow, 30)
     whole = socket.create_connection(("127.0.0.1", port))
     whole.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     whole.settimeout(3)
@@ -73,7 +75,7 @@ def test_half_sent_headers_time_out_and_whole_requests_are_served(hardened_serve
         response += whole.recv(1024)
     assert response.startswith(b"HTTP/1.1 200")
     whole.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # the next request on the same connection stalls too
-    assert closed_within(whole, 3)
+    assert closed_within(whole, 30)
 
 
 def test_the_open_file_limit_is_raised_to_the_hard_limit():

@@ -1,5 +1,6 @@
-"""The pure helpers of the load benchmark (scripts/loadlib.py): statistics, the Server-Sent
-Events parser, error grouping and how an event's inputs are filled from /config. The benchmark
+"""The pure helpers of the load benchmark (scripts/loadstats.py, sse.py, loadserver.py,
+loadapp.py, loadlib.py): statistics, the Server-Sent Events parser, error grouping and how an
+event's inputs are filled from /config. The benchmark
 itself is run by hand (python scripts/load_test.py ...), never by pytest."""
 
 from __future__ import annotations
@@ -10,7 +11,11 @@ import random
 import numpy as np
 import pytest
 
+import loadapp
 import loadlib
+import loadserver
+import loadstats
+import sse
 
 
 @pytest.mark.parametrize("q", [0, 5, 25, 50, 73.5, 95, 100])
@@ -18,26 +23,26 @@ def test_percentile_matches_numpy(q):
     rng = random.Random(q)
     for size in (1, 2, 3, 10, 41):
         values = [rng.uniform(0, 400) for _ in range(size)]
-        assert loadlib.percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+        assert loadstats.percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
 
 
 def test_percentile_rejects_empty_and_out_of_range():
     with pytest.raises(ValueError, match="empty"):
-        loadlib.percentile([], 50)
+        loadstats.percentile([], 50)
     with pytest.raises(ValueError, match=r"\[0, 100\]"):
-        loadlib.percentile([1.0], 101)
+        loadstats.percentile([1.0], 101)
 
 
 def test_summarize_and_slope():
-    assert loadlib.summarize([]) == {"n": 0, "p50": None, "p95": None, "max": None, "mean": None}
-    stats = loadlib.summarize([4.0, 1.0, 3.0, 2.0])
+    assert loadstats.summarize([]) == {"n": 0, "p50": None, "p95": None, "max": None, "mean": None}
+    stats = loadstats.summarize([4.0, 1.0, 3.0, 2.0])
     assert stats["n"] == 4 and stats["p50"] == 2.5 and stats["max"] == 4.0 and stats["mean"] == 2.5
-    assert loadlib.linear_slope([(0, 100.0), (1, 102.0), (2, 104.0)]) == pytest.approx(2.0)
-    assert loadlib.linear_slope([(1, 5.0)]) is None and loadlib.linear_slope([(1, 5.0), (1, 6.0)]) is None
+    assert loadstats.linear_slope([(0, 100.0), (1, 102.0), (2, 104.0)]) == pytest.approx(2.0)
+    assert loadstats.linear_slope([(1, 5.0)]) is None and loadstats.linear_slope([(1, 5.0), (1, 6.0)]) is None
 
 
 def feed_in_pieces(text: str, sizes: list[int]) -> list:
-    parser, events, start, index = loadlib.SSEParser(), [], 0, 0
+    parser, events, start, index = sse.SSEParser(), [], 0, 0
     while start < len(text):
         size = sizes[index % len(sizes)]
         events += parser.feed(text[start: start + size])
@@ -74,20 +79,20 @@ def test_sse_parser_reads_a_50_mb_line_in_linear_time():
 
 
 def test_group_errors_counts_messages_that_differ_only_in_numbers():
-    groups = loadlib.group_errors(["Queue is full. Max size is 64 and size is 64.", "boom", "Queue is full. Max size is 64 and size is 65."])
+    groups = loadstats.group_errors(["Queue is full. Max size is 64 and size is 64.", "boom", "Queue is full. Max size is 64 and size is 65."])
     assert groups == [("Queue is full. Max size is 64 and size is 64.", 2), ("boom", 1)]
-    (message, count), = loadlib.group_errors(["x" * 10_000])
+    (message, count), = loadstats.group_errors(["x" * 10_000])
     assert count == 1 and len(message) < 300 and "10,000 chars" in message
 
 
 def test_only_loopback_urls_are_accepted():
-    assert loadlib.require_loopback("http://127.0.0.1:7860/") == "http://127.0.0.1:7860"
+    assert loadserver.require_loopback("http://127.0.0.1:7860/") == "http://127.0.0.1:7860"
     for url in ("http://example.com:7860", "http://10.0.0.2:7860", "ftp://127.0.0.1/", "127.0.0.1:7860"):
         with pytest.raises(ValueError, match="127.0.0.1"):
-            loadlib.require_loopback(url)
+            loadserver.require_loopback(url)
 
 
-def fake_app() -> loadlib.AppModel:
+def fake_app() -> loadapp.AppModel:
     components = [
         {"id": 1, "type": "state", "skip_api": True, "props": {"value": None}},
         {"id": 7, "type": "radio", "skip_api": False, "props": {"label": "Model set", "value": "camvid", "choices": [["CamVid", "camvid"], ["Shapes", "shapes"]]}},
@@ -104,7 +109,7 @@ def fake_app() -> loadlib.AppModel:
         {"id": 3, "api_name": "preview_2", "targets": [[0, "load"]], "inputs": [8, 7, 15], "outputs": [], "backend_fn": True},
     ]
     api_info = {"named_endpoints": {"/compare": {"parameters": [{"parameter_name": n} for n in ("example", "set_name", "models", "opacity")]}}}
-    return loadlib.AppModel({"components": components, "dependencies": dependencies}, api_info)
+    return loadapp.AppModel({"components": components, "dependencies": dependencies}, api_info)
 
 
 def test_an_event_is_filled_like_a_browser_fills_it():
@@ -129,33 +134,34 @@ def test_an_event_is_filled_like_a_browser_fills_it():
 
 
 def test_pick_example_and_file_urls():
-    assert loadlib.pick_example(["shapes-1", "camvid-a", "camvid-b"], "camvid") == "camvid-a"
-    assert loadlib.pick_example(["shapes-1"], "camvid") == "shapes-1"
+    assert loadapp.pick_example(["shapes-1", "camvid-a", "camvid-b"], "camvid") == "camvid-a"
+    assert loadapp.pick_example(["shapes-1"], "camvid") == "shapes-1"
     with pytest.raises(ValueError, match="no examples"):
-        loadlib.pick_example([], "camvid")
+        loadapp.pick_example([], "camvid")
     image = {"path": "/tmp/x.png", "url": "http://127.0.0.1:1/gradio_api/file=/tmp/x.png", "meta": {"_type": "gradio.FileData"}}
     assert loadlib.file_urls(["text", {"value": image}, [image, {"url": "http://elsewhere", "meta": {}}]]) == [image["url"], image["url"]]
 
 
 def test_rss_of_this_process_tree():
-    rss = loadlib.process_tree_rss_mb(os.getpid())
+    rss = loadserver.process_tree_rss_mb(os.getpid())
     assert rss is not None and 10 < rss < 100_000
-    assert loadlib.process_tree_rss_mb(2**22 + 12345) is None
+    assert loadserver.process_tree_rss_mb(2**22 + 12345) is None
 
 
 def test_uploaded_frames_are_camvid_val_frames_that_are_not_examples(tmp_path, monkeypatch):
+    import classroom
     import load_test
 
     (tmp_path / "val").mkdir()
     for stem in ("a", "b", "c"):
         (tmp_path / "val" / f"{stem}.png").write_bytes(b"")
     args = load_test.parse_args(["students", "--images", "uploads", "--camvid", str(tmp_path)])
-    assert [path.name for path in load_test.frames_to_upload(args, ["camvid-b"])] == ["a.png", "c.png"]
+    assert [path.name for path in classroom.frames_to_upload(args, ["camvid-b"])] == ["a.png", "c.png"]
     with pytest.raises(ValueError, match="holds no frame that is not an example"):
-        load_test.frames_to_upload(args, ["camvid-a", "camvid-b", "camvid-c"])
+        classroom.frames_to_upload(args, ["camvid-a", "camvid-b", "camvid-c"])
     monkeypatch.delenv("SEGMODELS_CAMVID", raising=False)
     with pytest.raises(ValueError, match="needs --set camvid and a CamVid folder"):
-        load_test.frames_to_upload(load_test.parse_args(["students", "--images", "uploads", "--set", "shapes"]), [])
+        classroom.frames_to_upload(load_test.parse_args(["students", "--images", "uploads", "--set", "shapes"]), [])
 
 
 def test_the_attack_scenarios_parse_and_stay_bounded():

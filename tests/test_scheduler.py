@@ -4,7 +4,6 @@ and the API rate limit per address (demo.serving.ApiRateLimit)."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
@@ -12,11 +11,22 @@ from demo.scheduler import FairScheduler, Refused, Superseded
 from demo.serving import ApiRateLimit, address_of
 
 
-async def job(scheduler: FairScheduler, address: str, session: str | None, log: list, name: str, hold: float = 0.01):
+class FakeClock:
+    """Time that moves only when a test says so."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def job(scheduler: FairScheduler, address: str, session: str | None, log: list, name: str, hold: asyncio.Event | None = None):
+    """A model job: holds the device until ``hold`` is set (or for one pass of the event loop)."""
     try:
         async with scheduler.turn(address, session):
             log.append(name)
-            await asyncio.sleep(hold)
+            await (hold.wait() if hold is not None else asyncio.sleep(0))
         return "ran"
     except Superseded:
         return "superseded"
@@ -30,10 +40,12 @@ def run(coroutine):
 
 def test_a_greedy_address_delays_another_by_at_most_one_job():
     async def scenario():
-        scheduler, log = FairScheduler(per_address=50, total=100), []
-        greedy = [asyncio.create_task(job(scheduler, "10.0.0.1", None, log, f"greedy{i}")) for i in range(20)]
+        scheduler, log, running = FairScheduler(per_address=50, total=100), [], asyncio.Event()
+        greedy = [asyncio.create_task(job(scheduler, "10.0.0.1", None, log, f"greedy{i}", hold=running if i == 0 else None)) for i in range(20)]
         await asyncio.sleep(0)
         normal = asyncio.create_task(job(scheduler, "10.0.0.2", "tab", log, "normal"))
+        await asyncio.sleep(0)
+        running.set()
         await asyncio.gather(*greedy, normal)
         return log
 
@@ -49,7 +61,8 @@ def test_one_job_at_a_time():
             async with scheduler.turn(address, None):
                 active[0] += 1
                 peak[0] = max(peak[0], active[0])
-                await asyncio.sleep(0.005)
+                for _ in range(3):
+                    await asyncio.sleep(0)  # the others get the event loop meanwhile
                 active[0] -= 1
 
         await asyncio.gather(*(counted(f"a{i % 3}") for i in range(12)))
@@ -60,12 +73,14 @@ def test_one_job_at_a_time():
 
 def test_a_new_click_supersedes_the_waiting_one_of_the_same_tab():
     async def scenario():
-        scheduler, log = FairScheduler(), []
-        blocker = asyncio.create_task(job(scheduler, "x", "other", log, "blocker", hold=0.05))
+        scheduler, log, running = FairScheduler(), [], asyncio.Event()
+        blocker = asyncio.create_task(job(scheduler, "x", "other", log, "blocker", hold=running))
         await asyncio.sleep(0)
         first = asyncio.create_task(job(scheduler, "y", "tab", log, "first"))
         await asyncio.sleep(0)
         second = asyncio.create_task(job(scheduler, "y", "tab", log, "second"))
+        await asyncio.sleep(0)
+        running.set()
         return await asyncio.gather(blocker, first, second), log
 
     results, log = run(scenario())
@@ -87,29 +102,41 @@ def test_per_address_and_total_bounds_refuse_at_once():
 
 
 def test_a_closed_tab_and_a_stale_job_are_dropped():
+    """A job that waited more than ``max_wait_s`` by the scheduler's clock is dropped when the
+    device is next free; one that came later and waited less runs."""
+
     async def scenario():
-        scheduler, log = FairScheduler(max_wait_s=0.05), []
-        blocker = asyncio.create_task(job(scheduler, "x", None, log, "blocker", hold=0.1))
+        clock, log, running = FakeClock(), [], asyncio.Event()
+        scheduler = FairScheduler(max_wait_s=60, clock=clock)
+        blocker = asyncio.create_task(job(scheduler, "x", None, log, "blocker", hold=running))
         await asyncio.sleep(0)
         closed = asyncio.create_task(job(scheduler, "y", "closed-tab", log, "closed"))
         stale = asyncio.create_task(job(scheduler, "z", None, log, "stale"))
         await asyncio.sleep(0)
         assert scheduler.cancel_session("closed-tab") == 1
-        return await asyncio.gather(blocker, closed, stale), log
+        clock.now += 45
+        fresh = asyncio.create_task(job(scheduler, "w", None, log, "fresh"))
+        await asyncio.sleep(0)
+        clock.now += 30  # stale has waited 75 s, fresh 30 s
+        running.set()
+        return await asyncio.gather(blocker, closed, stale, fresh), log
 
     results, log = run(scenario())
-    assert results[:2] == ["ran", "superseded"] and "waited more than" in results[2] and log == ["blocker"]
+    assert results[:2] == ["ran", "superseded"] and "waited more than 60 s" in results[2] and results[3] == "ran"
+    assert log == ["blocker", "fresh"]
 
 
 def test_a_cancelled_waiter_frees_its_place():
     async def scenario():
-        scheduler, log = FairScheduler(), []
-        blocker = asyncio.create_task(job(scheduler, "x", None, log, "blocker", hold=0.05))
+        scheduler, log, running = FairScheduler(), [], asyncio.Event()
+        blocker = asyncio.create_task(job(scheduler, "x", None, log, "blocker", hold=running))
         await asyncio.sleep(0)
         waiter = asyncio.create_task(job(scheduler, "y", None, log, "waiter"))
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)
         waiter.cancel()
         after = asyncio.create_task(job(scheduler, "z", None, log, "after"))
+        await asyncio.sleep(0)
+        running.set()
         await asyncio.gather(blocker, after, return_exceptions=True)
         return scheduler.waiting(), scheduler.busy, log
 
@@ -125,8 +152,8 @@ def test_bounds_must_make_sense():
 
 def test_a_job_nobody_waits_for_is_dropped_when_its_turn_comes():
     async def scenario():
-        scheduler, log = FairScheduler(), []
-        blocker = asyncio.create_task(job(scheduler, "x", None, log, "blocker", hold=0.02))
+        scheduler, log, running = FairScheduler(), [], asyncio.Event()
+        blocker = asyncio.create_task(job(scheduler, "x", None, log, "blocker", hold=running))
         await asyncio.sleep(0)
 
         async def api_job(name, wanted):
@@ -137,18 +164,24 @@ def test_a_job_nobody_waits_for_is_dropped_when_its_turn_comes():
             except Superseded:
                 return "dropped"
 
-        return await asyncio.gather(blocker, api_job("unread", False), api_job("read", True)), log
+        jobs = [asyncio.create_task(api_job("unread", False)), asyncio.create_task(api_job("read", True))]
+        await asyncio.sleep(0)
+        running.set()
+        return await asyncio.gather(blocker, *jobs), log
 
     results, log = run(scenario())
     assert results == ["ran", "dropped", "ran"] and log == ["blocker", "read"]
 
 
 def test_api_rate_limit_allows_a_burst_per_address_then_refills():
-    limit = ApiRateLimit(app=None, burst=3, per_second=20.0)
+    clock = FakeClock()
+    limit = ApiRateLimit(app=None, burst=3, per_second=20.0, clock=clock)
     assert [limit.allow("10.0.0.1") for _ in range(4)] == [True, True, True, False]
     assert limit.allow("10.0.0.2")  # another address has its own burst
-    time.sleep(0.06)  # 20 a second: at least one more
-    assert limit.allow("10.0.0.1")
+    clock.now += 0.04  # 20 a second: not yet one more
+    assert not limit.allow("10.0.0.1")
+    clock.now += 0.02
+    assert limit.allow("10.0.0.1") and not limit.allow("10.0.0.1")
     with pytest.raises(ValueError, match="burst >= 1"):
         ApiRateLimit(app=None, burst=0)
 
@@ -162,7 +195,8 @@ def test_the_forwarded_address_counts_only_behind_a_trusted_proxy():
 def test_a_stream_its_consumer_dropped_gives_the_device_back():
     """Gradio can fail while it handles a streamed result (copying an image into its cache) and
     drop the stream without closing it; the job is closed and the device given back after the
-    hand-off time, not whenever the garbage collector gets to it."""
+    hand-off time, not whenever the garbage collector gets to it (the dropped stream stays
+    referenced here, so only the hand-off can give the device back)."""
     from demo.serving import on_device
 
     scheduler = FairScheduler()
@@ -181,13 +215,19 @@ def test_a_stream_its_consumer_dropped_gives_the_device_back():
     async def scenario():
         dropped = on_device(stream, scheduler, handoff_s=0.2)()
         assert await dropped.__anext__() == "first mask" and scheduler.busy
-        await asyncio.sleep(0.6)  # nobody asks for the next item, nobody closes the stream
-        released = not scheduler.busy
-        other = await asyncio.wait_for(on_device(other_job, scheduler)(), 2)
-        return released, other, dropped  # the dropped stream is still referenced: no GC finalisation
+        # Nobody asks for the next item, nobody closes the stream; the bound is only there so
+        # that a broken hand-off fails the test instead of hanging it.
+        await asyncio.wait_for(released(scheduler), 60)
+        other = await on_device(other_job, scheduler)()
+        return other, dropped
 
-    released, other, _ = run(scenario())
-    assert released and closed == ["closed"] and other == "ran"
+    other, _ = run(scenario())
+    assert closed == ["closed"] and other == "ran"
+
+
+async def released(scheduler: FairScheduler) -> None:
+    while scheduler.busy:
+        await asyncio.sleep(0.01)
 
 
 def test_a_stream_read_to_the_end_or_cancelled_holds_the_device_only_meanwhile():
@@ -213,14 +253,39 @@ def test_a_stream_read_to_the_end_or_cancelled_holds_the_device_only_meanwhile()
 @pytest.mark.parametrize("route", ["/gradio_api/call/compare/ev1", "/gradio_api/call/v2/compare/ev1"])
 def test_a_call_result_being_read_is_wanted_on_both_routes(route):
     """A ``/call`` or ``/call/v2`` reader keeps its job wanted past the grace time; once it
-    has gone, the job is no longer wanted."""
+    has gone, the job is no longer wanted; a job nobody has read yet is wanted for the grace time."""
     from demo.serving import ResultReaders
 
-    seen = []
+    clock, seen = FakeClock(), []
 
     async def reading(scope, receive, send):
-        seen.append(readers.still_wanted("ev1", time.monotonic() - 60))
+        seen.append(readers.still_wanted("ev1", submitted))
+        clock.now += 60
+        seen.append(readers.still_wanted("ev1", submitted))
 
-    readers = ResultReaders(reading, grace_s=10)
+    readers = ResultReaders(reading, grace_s=10, clock=clock)
+    submitted = readers.now()
+    assert readers.still_wanted("ev1", submitted)
     run(readers({"type": "http", "method": "GET", "path": route}, None, None))
-    assert seen == [True] and not readers.still_wanted("ev1", time.monotonic())
+    assert seen == [True, True] and not readers.still_wanted("ev1", readers.now())
+    unread = readers.now()
+    clock.now += 9
+    assert readers.still_wanted("ev2", unread)
+    clock.now += 2
+    assert not readers.still_wanted("ev2", unread)
+
+
+def test_readers_count_each_key_and_remember_the_latest():
+    from demo.serving import Readers
+
+    clock = FakeClock()
+    readers = Readers(remembered=2, clock=clock)
+    with readers.reading("a"):
+        with readers.reading("a"):
+            pass
+        assert readers.is_open("a") and readers.last_seen("a") is None  # one reader is still there
+        clock.now += 5
+    assert not readers.is_open("a") and readers.last_seen("a") == 1005.0
+    readers.seen("b")
+    readers.seen("c")
+    assert readers.last_seen("a") is None and readers.last_seen("c") == 1005.0  # only the two latest are remembered

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from segmodels import ARCH_NAMES, ARCHITECTURES, testset, zoo
-from segmodels.bootstrap import BETTER, WORSE, Interval, paired_difference, verdict
+from segmodels.bootstrap import BETTER, WORSE, Entrant, Interval, against_best
 from segmodels.modelcard import Evaluation, TestRecord
 
 from .. import testset_charts, text
@@ -168,19 +168,17 @@ def ranking_table(models: list[ModelTest]) -> pd.DataFrame:
     """Each model's test mIoU with its interval, and its paired bootstrap difference to the
     best one (same images, the best's resample count and seed) with the verdict."""
     best = max(models, key=lambda m: m.evaluation.miou)
+    standings = against_best([Entrant(m.evaluation.miou, m.per_image, m.problem, m.record.resamples, m.record.seed) for m in models])
     rows = []
-    for model in sorted(models, key=lambda m: -m.evaluation.miou):
-        if model is best:
+    for model, standing in sorted(zip(models, standings), key=lambda pair: -pair[0].evaluation.miou):
+        if standing.best:
             comparison, difference = "-", "highest mIoU (the reference)" if len(models) > 1 else "the only model evaluated"
-        elif model.per_image is None or best.per_image is None:
-            comparison, difference = "-", f"not compared: {model.problem or best.problem}"
-        elif model.per_image.shape != best.per_image.shape:
-            comparison, difference = "-", f"not compared: {model.per_image.shape[0]} test images against {best.per_image.shape[0]}"
+        elif standing.difference is None:
+            comparison, difference = "-", f"not compared: {standing.problem}"
         else:
-            interval = paired_difference(model.per_image, best.per_image, best.record.resamples, best.record.seed)
-            judged = verdict(interval)
+            interval = standing.difference
             comparison = f"{interval.estimate:+.3f} ({interval.low:+.3f} to {interval.high:+.3f})"
-            relation = {BETTER: "better than", WORSE: "worse than"}.get(judged, "not distinguishable from")
+            relation = {BETTER: "better than", WORSE: "worse than"}.get(standing.verdict, "not distinguishable from")
             difference = f"{relation} {best.label}"
         rows.append({"Model": model.label, "Verdict": difference, "Minus the best (95% interval)": comparison,
                      "Test mIoU (95% interval)": f"{model.evaluation.miou:.3f} ({interval_text(model.evaluation.miou_interval)})"})
