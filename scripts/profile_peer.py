@@ -14,10 +14,12 @@ Three tables per architecture and precision (float32, bfloat16 autocast):
   difference;
 * **total**: wall milliseconds per pass without the profiler, in interleaved rounds.
 
-``--rewrite`` adds our model after :func:`segmodels.rewrites.rewrite_for_inference` as a third
-side. Example (one thread: the machine is shared)::
+``ours`` is prepared with :mod:`segmodels.rewrites` applied, as the Predictor runs it;
+``--unrewritten`` adds ``ours unrewritten``, prepared without them, as a third side.
+``--transposed`` times our transposed convolutions against 1x1 conv + pixel_shuffle instead.
+Example (one thread: the machine is shared)::
 
-    python scripts/profile_peer.py --arch unet unetpp --threads 1 --rewrite \\
+    python scripts/profile_peer.py --arch unet unetpp --threads 1 --unrewritten \\
         --options '{"unetpp": {"decoder_channels": [26, 52, 104, 208]}}'
 """
 
@@ -29,6 +31,7 @@ import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +45,6 @@ from segmodels.benchmark import time_interleaved  # noqa: E402
 from segmodels.inference import prepare_for_inference  # noqa: E402
 from segmodels.models import create_model  # noqa: E402
 from segmodels.peers import build_smp  # noqa: E402
-from segmodels.rewrites import rewrite_for_inference  # noqa: E402
 
 REGION = "region:"
 PRECISIONS = ("fp32", "bf16")
@@ -227,7 +229,7 @@ def main() -> int:
     parser.add_argument("--passes", type=int, default=5, help="profiled passes per side and precision")
     parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds timed without the profiler")
     parser.add_argument("--ops", type=int, default=10, help="op rows per table")
-    parser.add_argument("--rewrite", action="store_true", help="add our model after segmodels.rewrites.rewrite_for_inference")
+    parser.add_argument("--unrewritten", action="store_true", help="add our model prepared without segmodels.rewrites")
     parser.add_argument("--transposed", action="store_true", help="only time our transposed convolutions against 1x1 conv + pixel_shuffle")
     parser.add_argument("--options", type=json.loads, default={}, help='options per architecture as JSON, as bench --smp takes them')
     args = parser.parse_args()
@@ -241,8 +243,9 @@ def main() -> int:
             continue
         smp = build_smp(arch, args.num_classes, args.encoder)
         sides = {"ours": (prepare_for_inference(ours, channels_last=True), depth), "smp": (prepare_for_inference(smp, channels_last=True), None)}
-        if args.rewrite:
-            sides["ours rewritten"] = (rewrite_for_inference(sides["ours"][0]), depth)
+        if args.unrewritten:
+            with mock.patch("segmodels.rewrites.rewrite_for_inference", lambda model: model):
+                sides["ours unrewritten"] = (prepare_for_inference(ours, channels_last=True), depth)
         described = {"ours": describe_units(ours, args.size, depth), "smp": describe_units(smp, args.size, None)}
         profiled = {(side, p): profile_side(model, image, p, side_depth, args.passes) for side, (model, side_depth) in sides.items() for p in PRECISIONS}
         runners = {(side, p): pass_function(model, image, p, side_depth) for side, (model, side_depth) in sides.items() for p in PRECISIONS}
