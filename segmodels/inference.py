@@ -154,6 +154,7 @@ def prepare_for_inference(model: nn.Module, channels_last: bool = False, example
         folded = copy.deepcopy(model)
     else:
         log.debug("folded %d batch norms (largest logit change %.2g)", count, difference)
+    folded = importlib.import_module(".rewrites", __package__).rewrite_for_inference(folded)
     if channels_last:
         folded = folded.to(memory_format=torch.channels_last)
     return folded

@@ -82,6 +82,15 @@ def _pair(value) -> int:
     return int(value[0] if isinstance(value, (tuple, list)) else value)
 
 
+def _cropped(field: Field, index) -> Field:
+    """The field after indexing: a crop ``[..., start:, ...]`` of the width axis (the last
+    index) moves the first pixel's centre by ``start`` pixels of the feature map."""
+    width_index = index[-1] if isinstance(index, tuple) else None
+    if not isinstance(width_index, slice) or not isinstance(width_index.start, int) or width_index.start <= 0 or field.is_global:
+        return field
+    return Field(field.size, field.jump, field.start + width_index.start * field.jump)
+
+
 def _merge(fields: list[Field]) -> Field:
     if not fields:
         return Field()
@@ -163,6 +172,8 @@ class _FieldTracer(TorchFunctionMode):
             factor = (_pair(size) / source.shape[-1]) if size is not None else float(_pair(_arg(args, kwargs, 2, "scale_factor", 1)))
             mode = _arg(args, kwargs, 3, "mode", "nearest")
             return field if factor == 1 else field.upsampled(factor, interpolates=mode != "nearest")
+        if name == "__getitem__":
+            return _cropped(field, args[1])
         if name == "pad":
             pad = _arg(args, kwargs, 1, "pad", (0,))
             return Field(field.size, field.jump, field.start - pad[0] * field.jump)
