@@ -10,9 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import gradio as gr
 import numpy as np
@@ -33,7 +32,6 @@ from .sources import DATASETS, Example, Source, camvid_examples, load_example, l
 log = logging.getLogger(__name__)
 
 ARCH_ORDER = tuple(ARCHITECTURES)
-T = TypeVar("T")
 DECODED_KEPT = 32  # decoded images kept, so the events of one click decode their image once
 
 
@@ -206,16 +204,6 @@ class App:
         return info.class_names.index(class_name)
 
     # ------------------------------------------------------------------ the image of a request
-
-    def on_current_image(self, tab: str, example: Any, image_file: Any, mask_file: Any, set_name: Any, session: Any,
-                         work: Callable[[CurrentImage, SessionCache], T]) -> tuple[SessionCache, CurrentImage, T | None]:
-        """``work`` on the request's image for ``tab``, with the tab's session (a new one if it
-        has none); the result is None when the page moved on to another image meanwhile."""
-        session = session if isinstance(session, SessionCache) else SessionCache()
-        current = self.current_image(example, image_file, mask_file, set_name)
-        watch = session.watch(current, tab)
-        result = work(current, session)
-        return session, current, None if watch.stale else result
 
     def current_image(self, example: Any, image_file: Any, mask_file: Any, set_name: Any) -> CurrentImage:
         """The request's image (the upload when there is one, else the example), decoded once

@@ -176,6 +176,24 @@ def test_a_result_for_another_image_is_dropped(app):
     assert cleared["mask_unet"]["visible"] is False and cleared["table"]["visible"] is False and "Press **Run the models**" in cleared["status"]
 
 
+def test_a_click_is_checked_once_from_its_queue_note_to_its_run(app, monkeypatch):
+    """The queue note's parsed request is carried to the run that follows it; a run without
+    one (an API call), or with other inputs, parses its own."""
+    tab = compare.Compare(app)
+    session = SessionCache()
+    checks = []
+    original = app.check_models
+    monkeypatch.setattr(app, "check_models", lambda *args: checks.append(args) or original(*args))
+    inputs = (EXAMPLE, None, None, "shapes", ["unet"], 4, 0.5)
+    assert tab.queue_note(*inputs, session) == "Starting…" and len(checks) == 1
+    assert "1 of 1 models ran" in compare.VIEW.named(final(tab.stream(*inputs, session)))["status"] and len(checks) == 1
+    final(tab.stream(*inputs, session))
+    assert len(checks) == 2
+    tab.queue_note(*inputs, session)
+    final(tab.stream(*inputs[:-1], 0.6, session))
+    assert len(checks) == 4
+
+
 def test_compare_never_reloads_weights_and_a_click_decodes_once(tiny_config, own_zoo, monkeypatch):
     import demo.core
 
