@@ -21,12 +21,12 @@ from PIL import Image
 from conftest import build_fake_camvid
 from demo import build_demo, figures, launch_kwargs, pictures
 from demo.config import ASSETS_DIR
-from demo.view import View
 from demo.controls import PICKED, PREVIEW, SET_CHANGED, Controls
 from demo.core import App, PredictionKey, SessionCache
 from demo.files import ImageFiles
 from demo.scores import latency_columns
 from demo.tabs import compare, instances, pruning, tab_modules
+from demo.view import View
 from segmodels.data import CAMVID, render_shapes
 from segmodels.inference import Latency
 from segmodels.metrics import ConfusionMatrix
