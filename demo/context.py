@@ -43,7 +43,7 @@ class Shared:
     image_file: gr.File  # upload (filepath) or None
     mask_file: gr.File  # ground-truth mask upload or None
     models_cb: gr.CheckboxGroup  # chosen architectures (keys: unet, unetpp, unet3p, deeplabv3p)
-    depth_sl: gr.Slider  # U-Net++ pruning depth 1..4
+    depth_sl: gr.Slider  # U-Net++ pruning depth, over App.depth_range()
     opacity_sl: gr.Slider  # mask opacity 0..1
     session: gr.State  # this browser tab's demo.core.SessionCache
     current_md: gr.Markdown  # the "Current image" line under the controls

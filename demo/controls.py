@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import gradio as gr
 
+from .catalogue import set_label
 from .core import App
-from .engine import SET_LABELS
 from .errors import error_text, user_message
 from .session import session_of
 from .sources import mask_rule
@@ -68,7 +68,7 @@ class Controls:
             return SET_CHANGED()
         offered = [key for _, key in self.app.example_choices(set_name)]
         if not self.app.examples_of(set_name):
-            gr.Info(f"No {SET_LABELS.get(set_name, set_name)} examples on this server: upload an image of that kind (the examples shown have no ground truth for these classes).")
+            gr.Info(f"No {set_label(set_name)} examples on this server: upload an image of that kind (the examples shown have no ground truth for these classes).")
         archs = [a for _, a in self.app.model_choices(set_name)]
         chosen = example if example in offered else self.app.default_example(set_name)
         return SET_CHANGED(

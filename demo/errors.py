@@ -13,29 +13,16 @@ import errno
 import html
 import logging
 from collections.abc import Callable
-from typing import Any
 
 import gradio as gr
 import torch
 
-from .engine import ModelUnavailable, OutOfMemory, is_out_of_memory
+from .failures import InputError, ModelUnavailable, OutOfMemory, is_out_of_memory, short
 
 log = logging.getLogger(__name__)
 
 
 DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES})
-
-
-class InputError(ValueError):
-    """A user input cannot be used; the message is meant for the user."""
-
-
-def short(value: Any, limit: int = 60) -> str:
-    """``repr(value)`` cut to ``limit`` characters, so a huge argument is never echoed back."""
-    if isinstance(value, str) and len(value) > limit:
-        return f"{repr(value[:limit])[:-1]}…' ({len(value):,} characters)"
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def user_message(error: BaseException) -> str:

@@ -14,9 +14,10 @@ from plotly.subplots import make_subplots
 
 from segmodels.losses import cross_entropy_curve, focal_curve
 
+from .catalogue import MODEL_COLOURS
+
 FONT = dict(size=15)
 MODEBAR_REMOVED = ["zoom", "pan", "select", "lasso", "zoomin", "zoomout", "autoscale"]  # a narrow toolbar, at the side, off the title
-MODEL_COLOURS = {"U-Net": "#1f77b4", "U-Net++": "#ff7f0e", "U-Net 3+": "#2ca02c", "DeepLabV3+": "#d62728"}
 
 
 def _layout(fig: go.Figure, title: str, height: int = 420, subtitle: str | None = None) -> go.Figure:

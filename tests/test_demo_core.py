@@ -439,14 +439,14 @@ def test_an_image_asked_for_again_reuses_its_masks_across_sessions(tiny_config, 
 
 def test_the_pruning_tab_says_when_every_depth_was_shared(app):
     tab = pruning.Pruning(app)
-    first = pruning.VIEW.named(final(tab.stream(EXAMPLE, None, None, "shapes", 0.5, None)))["status"]
-    again = pruning.VIEW.named(final(tab.stream(EXAMPLE, None, None, "shapes", 0.5, None)))["status"]
+    first = tab.view.named(final(tab.stream(EXAMPLE, None, None, "shapes", 0.5, None)))["status"]
+    again = tab.view.named(final(tab.stream(EXAMPLE, None, None, "shapes", 0.5, None)))["status"]
     assert "one forward pass each." in first and "shared" not in first.split("<small>")[0]
     assert "their masks were computed for an earlier request on this same image and shared, so no forward pass ran now." in again
 
 
 def test_shared_masks_stay_within_their_memory_and_can_be_turned_off(tiny_config):
-    from demo.engine import SharedPrediction, SharedPredictions
+    from demo.shared_masks import SharedPrediction, SharedPredictions
 
     def entry(side):
         return SharedPrediction(np.zeros((side, side), np.uint8), "torch", Latency(1.0, 0.0, 1, "single pass", time.time()))

@@ -16,8 +16,9 @@ from .. import explanations, figures, pictures, text
 from ..context import Shared
 from ..contract import Job, outdated
 from ..core import ARCH_ORDER, App, CurrentImage, PredictionKey, SessionCache, file_path
-from ..engine import ModelRun, ModelUnavailable
+from ..engine import ModelRun
 from ..errors import InputError, error_text, raise_for_user, user_message
+from ..failures import ModelUnavailable
 from ..scores import LATENCY_NOTE, TEST_NOTE, card_miou, card_per_class, card_test, latency_columns, origin_column, rounded, test_standings
 from ..session import Request, session_of
 from ..view import View, hidden
@@ -156,7 +157,7 @@ class Compare:
         return f"sharing the mask of {step}, computed for an earlier request on this image…" if shared else f"running {step}…"
 
     def stream(self, example: str | None = None, image_file: str | None = None, mask_file: str | None = None, set_name: str | None = None,
-               models: list[str] | None = None, depth: float = 4, opacity: float = 0.8, session: SessionCache | None = None):
+               models: list[str] | None = None, depth: float | None = None, opacity: float = 0.8, session: SessionCache | None = None):
         """Run the chosen models on the image, streaming each mask as soon as its model is
         done; the last update repeats every value, so an API client gets a complete result."""
         def parse() -> Request:

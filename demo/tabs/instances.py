@@ -23,8 +23,8 @@ from .. import pictures, text
 from ..context import Shared
 from ..contract import Job, clear_outdated
 from ..core import App, CurrentImage, SessionCache
-from ..engine import ModelUnavailable
 from ..errors import shown_inline
+from ..failures import ModelUnavailable
 from ..session import Request, session_of
 from ..view import View, hidden
 

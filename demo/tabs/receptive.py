@@ -21,8 +21,8 @@ from .. import explanations, figures, pictures, text
 from ..context import Shared
 from ..contract import Job, no_image, outdated
 from ..core import ARCH_ORDER, App, CurrentImage
-from ..engine import ModelUnavailable
 from ..errors import InputError, shown_inline
+from ..failures import ModelUnavailable
 from ..session import Request, session_of
 from ..view import View, hidden
 

@@ -21,10 +21,10 @@ from segmodels.bootstrap import BETTER, WORSE, Interval, paired_difference, verd
 from segmodels.modelcard import Evaluation, TestRecord
 
 from .. import testset_charts, text
+from ..catalogue import set_label
 from ..context import Shared
 from ..contract import Job, no_image
 from ..core import App
-from ..engine import SET_LABELS
 from ..errors import InputError, short, shown_inline
 from ..session import Request
 from ..view import View, hidden
@@ -98,7 +98,7 @@ class TestSet:
     @property
     def set_label(self) -> str:
         """The set's name without its description: 'CamVid'."""
-        return SET_LABELS.get(self.set_name, self.set_name).split(" (")[0]
+        return set_label(self.set_name).split(" (")[0]
 
 
 @dataclass(frozen=True)
