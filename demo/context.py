@@ -33,34 +33,6 @@ def zero_gpu(fn):
         return fn
 
 
-class View:
-    """The named outputs of an event: a callback returns ``view(name=value, ...)`` (a tuple in
-    output order, ``gr.skip()`` for every name not given) instead of values matched to
-    outputs by position."""
-
-    def __init__(self, *names: str):
-        self.names = names
-
-    def __call__(self, **values) -> tuple:
-        unknown = set(values) - set(self.names)
-        if unknown:
-            raise TypeError(f"not outputs of this view: {', '.join(sorted(unknown))}")
-        return tuple(values.get(name, gr.skip()) for name in self.names)
-
-    def components(self, **components) -> list:
-        """The output components, in this view's order."""
-        return [components[name] for name in self.names]
-
-    def named(self, values: tuple) -> dict:
-        """{name: value} of a callback's output tuple (for tests)."""
-        return dict(zip(self.names, values, strict=True))
-
-
-def hidden() -> dict:
-    """A new update that empties and hides an output (Gradio consumes update dicts, so none is shared)."""
-    return gr.update(value=None, visible=False)
-
-
 @dataclass
 class Shared:
     """The shared controls and services of the dashboard, handed to each tab's ``build``."""
@@ -71,7 +43,7 @@ class Shared:
     image_file: gr.File  # upload (filepath) or None
     mask_file: gr.File  # ground-truth mask upload or None
     models_cb: gr.CheckboxGroup  # chosen architectures (keys: unet, unetpp, unet3p, deeplabv3p)
-    depth_sl: gr.Slider  # U-Net++ pruning depth 1..4
+    depth_sl: gr.Slider  # U-Net++ pruning depth, over App.depth_range()
     opacity_sl: gr.Slider  # mask opacity 0..1
     session: gr.State  # this browser tab's demo.core.SessionCache
     current_md: gr.Markdown  # the "Current image" line under the controls
@@ -96,4 +68,4 @@ class Shared:
         return serving.on_device(zero_gpu(fn), self.app.scheduler, self.app.config.trust_forwarded, self.app.config.stream_handoff_s)
 
 
-__all__ = ["LIGHT", "MODELS", "Shared", "View", "hidden", "zero_gpu"]
+__all__ = ["LIGHT", "MODELS", "Shared", "zero_gpu"]

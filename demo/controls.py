@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import gradio as gr
 
-from .context import View
-from .core import App, SessionCache
-from .engine import SET_LABELS
+from .catalogue import set_label
+from .core import App
 from .errors import error_text, user_message
+from .session import session_of
 from .sources import mask_rule
+from .view import View
 
 PREVIEW = View("current", "image_changed")
 SET_CHANGED = View("models", "example", "gallery", "depth", "upload_help")
@@ -47,7 +48,7 @@ class Controls:
         self.app.remember_uploads(getattr(request, "session_hash", None), image_file, mask_file)
         if not image_file and example not in {key for _, key in self.app.example_choices(set_name)} and set_name in self.app.sets():
             return PREVIEW()  # the set just changed: its own example is on the way
-        session = session if isinstance(session, SessionCache) else SessionCache()
+        session = session_of(session)
         started = session.version
         try:
             current = self.app.current_image(example, image_file, mask_file, set_name)
@@ -67,7 +68,7 @@ class Controls:
             return SET_CHANGED()
         offered = [key for _, key in self.app.example_choices(set_name)]
         if not self.app.examples_of(set_name):
-            gr.Info(f"No {SET_LABELS.get(set_name, set_name)} examples on this server: upload an image of that kind (the examples shown have no ground truth for these classes).")
+            gr.Info(f"No {set_label(set_name)} examples on this server: upload an image of that kind (the examples shown have no ground truth for these classes).")
         archs = [a for _, a in self.app.model_choices(set_name)]
         chosen = example if example in offered else self.app.default_example(set_name)
         return SET_CHANGED(

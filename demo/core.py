@@ -8,11 +8,11 @@ computed for another image than the one the page shows is dropped, never shown."
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import gradio as gr
 import numpy as np
@@ -21,19 +21,19 @@ from gradio import utils as gradio_utils
 from segmodels import ARCH_NAMES, ARCHITECTURES
 from segmodels.data import DatasetInfo
 
+from .catalogue import DATASETS, set_label
 from .config import DemoConfig
-from .engine import SET_LABELS, Engine, ModelUnavailable
-from .errors import InputError, short
+from .engine import Engine
+from .failures import InputError, ModelUnavailable, short
 from .files import ImageFiles
 from .scheduler import FairScheduler
 from .serving import delete_uploads
 from .session import CurrentImage, PredictionKey, SessionCache
-from .sources import DATASETS, Example, Source, camvid_examples, load_example, load_upload, shapes_examples
+from .sources import Example, Source, camvid_examples, load_example, load_upload, shapes_examples
 
 log = logging.getLogger(__name__)
 
 ARCH_ORDER = tuple(ARCHITECTURES)
-T = TypeVar("T")
 DECODED_KEPT = 32  # decoded images kept, so the events of one click decode their image once
 
 
@@ -82,7 +82,7 @@ class App:
         return list(self.engine.catalogue())
 
     def set_choices(self) -> list[tuple[str, str]]:
-        return [(SET_LABELS.get(s, s), s) for s in self.sets()]
+        return [(set_label(s), s) for s in self.sets()]
 
     def default_set(self) -> str | None:
         """The first set whose own examples are available (so the first view has ground
@@ -161,7 +161,7 @@ class App:
         if not sets:
             raise InputError(f"No trained models are installed (looked in {self.config.weights_dir}). Export weights there or set SEGMODELS_WEIGHTS.")
         if set_name not in sets:
-            labels = {SET_LABELS.get(s, s): s for s in sets}
+            labels = {set_label(s): s for s in sets}
             if set_name in labels:
                 return labels[set_name]
             raise InputError(f"Unknown model set {short(set_name)}; available: {', '.join(sets)}.")
@@ -187,14 +187,22 @@ class App:
             if arch not in ARCH_NAMES:
                 raise InputError(f"Unknown model {short(model)}; choose from {', '.join(ARCH_NAMES.values())}.")
             if arch not in shipped:
-                raise InputError(f"The {SET_LABELS.get(set_name, set_name)} set ships no {ARCH_NAMES[arch]} weights.")
+                raise InputError(f"The {set_label(set_name)} set ships no {ARCH_NAMES[arch]} weights.")
             if arch not in archs:
                 archs.append(arch)
         return sorted(archs, key=ARCH_ORDER.index)
 
-    @staticmethod
-    def check_depth(depth: Any) -> int:
-        return int(round(_number_in(depth, 4, 1, 4, "The U-Net++ depth")))
+    def depth_range(self) -> tuple[int, int]:
+        """(shallowest, deepest) depth the shipped models can be pruned to, from their cards
+        ((1, 1) when none can be: the depth then changes nothing)."""
+        return self.engine.model_sets.depth_range() or (1, 1)
+
+    def check_depth(self, depth: Any) -> int:
+        """The U-Net++ depth (the deepest when None), within the depths the shipped models
+        declare (any from 1 when none can be pruned: the depth then changes nothing)."""
+        declared = self.engine.model_sets.depth_range()
+        low, high = declared or (1, math.inf)
+        return int(round(_number_in(depth, high if declared else low, low, high, "The U-Net++ depth")))
 
     @staticmethod
     def check_opacity(opacity: Any) -> float:
@@ -206,16 +214,6 @@ class App:
         return info.class_names.index(class_name)
 
     # ------------------------------------------------------------------ the image of a request
-
-    def on_current_image(self, tab: str, example: Any, image_file: Any, mask_file: Any, set_name: Any, session: Any,
-                         work: Callable[[CurrentImage, SessionCache], T]) -> tuple[SessionCache, CurrentImage, T | None]:
-        """``work`` on the request's image for ``tab``, with the tab's session (a new one if it
-        has none); the result is None when the page moved on to another image meanwhile."""
-        session = session if isinstance(session, SessionCache) else SessionCache()
-        current = self.current_image(example, image_file, mask_file, set_name)
-        watch = session.watch(current, tab)
-        result = work(current, session)
-        return session, current, None if watch.stale else result
 
     def current_image(self, example: Any, image_file: Any, mask_file: Any, set_name: Any) -> CurrentImage:
         """The request's image (the upload when there is one, else the example), decoded once

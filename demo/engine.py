@@ -5,18 +5,16 @@ The predictor does the generic work (loading once per device, batch-norm folding
 forward pass per prediction, cached latency benchmarks). This module decides what a
 classroom server needs: which model set a name belongs to, turning every failure into a
 message, running one model after another so each result can be streamed as soon as it is
-ready, measuring latency only while the server is idle (:class:`IdleBenchmarker`), so a
+ready, measuring latency only while the server is idle (:class:`demo.benchmarker.IdleBenchmarker`), so a
 click costs one forward pass per model, and sharing the masks of an image every session
-asks for (:class:`SharedPredictions`), so a class on the teacher's example costs one."""
+asks for (:class:`demo.shared_masks.SharedPredictions`), so a class on the teacher's example costs one."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,35 +22,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segmodels import ARCH_NAMES, ARCHITECTURES, zoo
+from segmodels import ARCH_NAMES, zoo
 from segmodels.data import DatasetInfo
-from segmodels.inference import BenchmarkInterrupted, Latency, Predictor, single_pass_latency
+from segmodels.inference import Latency, Predictor, single_pass_latency
 from segmodels.metrics import ConfusionMatrix
 from segmodels.modelcard import ModelCard
 from segmodels.receptive_field import LayerField, effective_receptive_field, theoretical_receptive_field
 
+from .benchmarker import IdleBenchmarker
+from .catalogue import Catalogue, ModelSet
 from .config import DemoConfig
+from .failures import ModelUnavailable, OutOfMemory, is_out_of_memory
+from .shared_masks import SharedPrediction, SharedPredictions, image_digest
 
 log = logging.getLogger(__name__)
 
-SET_LABELS = {"camvid": "CamVid (street scenes, 11 classes)", "shapes": "Shapes (synthetic, 4 classes)"}
-SET_ORDER = ("camvid", "shapes")
-
-
-class ModelUnavailable(RuntimeError):
-    """One model cannot be used (missing or corrupted weights, broken card); others still can."""
-
-
-class OutOfMemory(RuntimeError):
-    """The device ran out of memory during a request; the message is meant for the user."""
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    """CUDA out-of-memory, or the CPU allocator / Python running out of memory."""
-    if isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)):
-        return True
-    text = str(error).lower()
-    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
 @dataclass
@@ -88,63 +72,13 @@ def image_metrics(labels: np.ndarray, gt: np.ndarray, info: DatasetInfo) -> dict
     return matrix.compute()
 
 
-def image_digest(image: np.ndarray) -> str:
-    """A key for an image's content: its shape and a BLAKE2b hash of its pixels."""
-    return f"{image.shape}:{hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16).hexdigest()}"
-
-
-@dataclass(frozen=True)
-class SharedPrediction:
-    labels: np.ndarray  # read-only: every session that asks for it gets this array
-    backend: str
-    latency: Latency  # the one pass that computed it, for a figure while no benchmark exists
-
-
-class SharedPredictions:
-    """Masks already computed, shared by every session: a class that runs the teacher's
-    example asks for the same image forty times, and each model runs on it once. Keyed by the
-    image's content, the model's files and the pruning depth; the least recently used are
-    dropped beyond ``max_bytes`` (0 keeps nothing)."""
-
-    def __init__(self, max_bytes: int):
-        self.max_bytes = max_bytes
-        self._entries: OrderedDict[tuple, SharedPrediction] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple) -> SharedPrediction | None:
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None:
-                self._entries.move_to_end(key)
-            return entry
-
-    def put(self, key: tuple, entry: SharedPrediction) -> None:
-        if entry.labels.nbytes > self.max_bytes:
-            return
-        entry.labels.flags.writeable = False
-        with self._lock:
-            previous = self._entries.pop(key, None)
-            self._bytes += entry.labels.nbytes - (previous.labels.nbytes if previous else 0)
-            self._entries[key] = entry
-            while self._bytes > self.max_bytes:
-                _, dropped = self._entries.popitem(last=False)
-                self._bytes -= dropped.labels.nbytes
-
-    @property
-    def bytes(self) -> int:
-        return self._bytes
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
 class Engine:
     """Loads, caches and runs the shipped models of one weights directory."""
 
     def __init__(self, config: DemoConfig):
         self.config = config
         self.predictor = Predictor(config.weights_dir, device=config.device, threads=config.torch_threads, backend=config.backend)
+        self.model_sets = Catalogue(config.weights_dir)
         self._rf: dict[tuple, list[LayerField]] = {}
         self._failures: dict[str, tuple[tuple, str, float]] = {}
         self.shared = SharedPredictions(config.shared_predictions_mb * 2**20)
@@ -162,33 +96,18 @@ class Engine:
 
     def catalogue(self) -> dict[str, list[str]]:
         """{set: [arch, ...]} of every shipped model, sets and archs in display order."""
-        found: dict[str, list[str]] = {}
-        for name in zoo.list_models(self.weights_dir):
-            set_name, _, arch = name.partition("/")
-            if arch in ARCHITECTURES:
-                found.setdefault(set_name, []).append(arch)
-        order = {a: i for i, a in enumerate(ARCHITECTURES)}
-        known = [s for s in SET_ORDER if s in found] + sorted(s for s in found if s not in SET_ORDER)
-        return {s: sorted(found[s], key=order.get) for s in known}
+        return self.model_sets.names()
+
+    def model_set(self, set_name: str) -> ModelSet:
+        return self.model_sets.model_set(set_name)
 
     def card(self, set_name: str, arch: str) -> ModelCard:
-        try:
-            return zoo.read_card(f"{set_name}/{arch}", self.weights_dir)
-        except (zoo.WeightsError, OSError, ValueError) as error:
-            raise ModelUnavailable(f"{ARCH_NAMES.get(arch, arch)} ({set_name}): model card unreadable: {error}") from error
+        """The model's card, read once per change of its files."""
+        return self.model_set(set_name).card(arch)
 
     def dataset_info(self, set_name: str) -> DatasetInfo:
         """Class names and colours of a set, from the first readable model card."""
-        for arch in self.catalogue().get(set_name, []):
-            try:
-                return self.card(set_name, arch).dataset
-            except ModelUnavailable:
-                continue
-        from .sources import DATASETS
-
-        if set_name in DATASETS:
-            return DATASETS[set_name]
-        raise ModelUnavailable(f"model set {set_name!r} has no readable model card")
+        return self.model_set(set_name).info
 
     # ------------------------------------------------------------------ models
 
@@ -256,11 +175,13 @@ class Engine:
         return shared, False
 
     def _run_one(self, set_name: str, arch: str, x: torch.Tensor, depth: int | None, gt: np.ndarray | None, info: DatasetInfo | None, digest: str) -> ModelRun:
-        result = ModelRun(arch, run_label(arch, depth), depth)
+        result = ModelRun(arch, run_label(arch, None))
         name = f"{set_name}/{arch}"
         size = tuple(x.shape[-2:])
         try:
-            self.model(set_name, arch)
+            depths = tuple(self.model(set_name, arch).pruning_depths)  # the request's one handle on this model
+            depth = min(depth, max(depths)) if depths and depth is not None else None
+            result.name, result.depth = run_label(arch, depth), depth
             prediction, result.reused = self._predict(name, x, depth, digest)
             result.labels = prediction.labels
             result.backend = prediction.backend
@@ -283,10 +204,10 @@ class Engine:
     def is_shared(self, set_name: str, arch: str, image: np.ndarray, depth: int | None) -> bool:
         """Whether this model's mask of ``image`` (at ``depth``, as :meth:`run_models` would
         prune it) is already among the :class:`SharedPredictions`, so no forward pass will run."""
-        if not self._loads(set_name, arch):
+        if self._failed(set_name, arch):
             return False
         name = f"{set_name}/{arch}"
-        return self.shared.get((image_digest(image), name, self.depth_for(set_name, arch, depth), zoo.file_stamp(name, self.weights_dir))) is not None
+        return self.shared.get((image_digest(image), name, self.declared_depth(set_name, arch, depth), zoo.file_stamp(name, self.weights_dir))) is not None
 
     def time_together(self, set_name: str, runs: list[ModelRun], size: tuple[int, int]) -> None:
         """Give the runs that succeeded the latency of their models timed together, in the same
@@ -305,7 +226,18 @@ class Engine:
 
     def label(self, set_name: str, arch: str, depth: int | None) -> str:
         """The name a run of ``arch`` will carry ("U-Net++ L3" for a pruned U-Net++)."""
-        return run_label(arch, self.depth_for(set_name, arch, depth) if self._loads(set_name, arch) else None)
+        return run_label(arch, None if self._failed(set_name, arch) else self.declared_depth(set_name, arch, depth))
+
+    def declared_depth(self, set_name: str, arch: str, depth: int | None) -> int | None:
+        """:meth:`depth_for` from the depths the model's card declares: no model is loaded."""
+        depths = self.model_set(set_name).pruning_depths(arch)
+        return min(depth, max(depths)) if depths and depth is not None else None
+
+    def _failed(self, set_name: str, arch: str) -> bool:
+        """Whether the model failed to load, and is not yet to be tried again (see :meth:`model`)."""
+        name = f"{set_name}/{arch}"
+        failed = self._failures.get(name)
+        return failed is not None and failed[0] == zoo.file_stamp(name, self.weights_dir) and time.monotonic() - failed[2] < self.config.model_retry_s
 
     def run_models(self, set_name: str, archs: list[str], image: np.ndarray, depth: int | None = None, gt: np.ndarray | None = None, info: DatasetInfo | None = None) -> Iterator[ModelRun]:
         """Each model in ``archs`` on the same tensor (decoded once, moved to the device once),
@@ -314,8 +246,7 @@ class Engine:
             x, digest = self.predictor.to_tensor(image), image_digest(image)
             for arch in archs:
                 with self.guard():
-                    run_depth = self.depth_for(set_name, arch, depth) if self._loads(set_name, arch) else None
-                    run = self._run_one(set_name, arch, x, run_depth, gt, info, digest)
+                    run = self._run_one(set_name, arch, x, depth, gt, info, digest)
                 yield run
 
     def _loads(self, set_name: str, arch: str) -> bool:
@@ -399,97 +330,3 @@ class Engine:
 
         threading.Thread(target=load_all, name="warm-up", daemon=True).start()
         self.benchmarker.start()
-
-
-class IdleBenchmarker:
-    """Measures latency benchmarks in a background thread, only while no request is running
-    and none ran for ``idle_seconds``: the models a request compared, timed together. A figure
-    older than ``max_age_s``, a noisy one, or one taken while other processes kept the machine
-    busy is measured again when a request asks for it.
-    Requests hold :meth:`busy`; the benchmark takes the predictor's lock one pass at a time
-    and stops (to be measured again when idle) as soon as a request is running, so a request
-    waits for at most one forward pass. ``clock`` tells how long the machine has been quiet (tests pass a fake one)."""
-
-    def __init__(self, predictor: Predictor, idle_seconds: float = 2.0, max_age_s: float = 1800.0, warmup: int = 1, repeats: int = 5, max_pending: int = 256,
-                 clock: Callable[[], float] = time.monotonic):
-        self._clock = clock
-        self.predictor = predictor
-        self.warmup, self.repeats = warmup, repeats
-        self.idle_seconds = idle_seconds
-        self.max_age_s = max_age_s
-        self.max_pending = max_pending
-        self._pending: dict[tuple, tuple[list[tuple[str, int | None]], tuple[int, int]]] = {}
-        self._active = 0
-        self._last_request = 0.0
-        self._condition = threading.Condition()
-        self._thread: threading.Thread | None = None
-
-    @contextmanager
-    def busy(self) -> Iterator[None]:
-        with self._condition:
-            self._active += 1
-        try:
-            yield
-        finally:
-            with self._condition:
-                self._active -= 1
-                self._last_request = self._clock()
-                self._condition.notify_all()
-
-    def _requested(self) -> bool:
-        return self._active > 0
-
-    def request(self, name: str, size: tuple[int, int], depth: int | None) -> None:
-        """Ask for a benchmark of this key unless a fresh, steady one is cached."""
-        self.request_together([(name, depth)], size)
-
-    def request_together(self, models: list[tuple[str, int | None]], size: tuple[int, int]) -> None:
-        """Ask for a benchmark of ``models`` timed together (:meth:`Predictor.measure_together`)
-        unless fresh figures of them, steady and taken on a quiet machine, are cached."""
-        models = list(dict.fromkeys(models))
-        if len(models) == 1:
-            figures = [self.predictor.latency(models[0][0], size, models[0][1])]
-        else:
-            figures = list((self.predictor.latency_together(models, size) or {None: None}).values())
-        if all(figure is not None and not figure.noisy and not figure.busy and time.time() - figure.measured_at < self.max_age_s for figure in figures):
-            return
-        key = (tuple(sorted(models, key=str)), tuple(size))
-        with self._condition:
-            if key not in self._pending and len(self._pending) < self.max_pending:
-                self._pending[key] = (models, tuple(size))
-                self._condition.notify_all()
-
-    def pending(self) -> int:
-        return len(self._pending)
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="idle-benchmark", daemon=True)
-            self._thread.start()
-
-    def _wait_for_idle(self) -> tuple[list[tuple[str, int | None]], tuple[int, int]]:
-        with self._condition:
-            while True:
-                quiet = self._clock() - self._last_request
-                if self._pending and self._active == 0 and quiet >= self.idle_seconds:
-                    key = next(iter(self._pending))
-                    return self._pending.pop(key)
-                self._condition.wait(timeout=max(0.05, self.idle_seconds - quiet) if self._pending else None)
-
-    def _loop(self) -> None:
-        while True:
-            models, size = self._wait_for_idle()
-            try:
-                self.predictor.measure_together(models, size, self.warmup, self.repeats, interrupted=self._requested)
-            except BenchmarkInterrupted:
-                self.request_together(models, size)
-            except Exception as error:  # noqa: BLE001 - a broken model is reported by requests, not here
-                log.warning("latency benchmark of %s failed: %s", ", ".join(name for name, _ in models), error)
-
-    def run_pending(self) -> None:
-        """Measure everything pending now, in this thread (tests and scripts)."""
-        while self._pending:
-            with self._condition:
-                key = next(iter(self._pending))
-                models, size = self._pending.pop(key)
-            self.predictor.measure_together(models, size, self.warmup, self.repeats)

@@ -1,42 +1,28 @@
 """What a user sees when something fails: a message, never a traceback.
 
-Callbacks raise :class:`InputError` for bad input. :func:`inline_errors` writes the message
-of any failure into one of the event's own outputs (a status line), where it stays
-readable beside what it is about; :func:`user_errors` (for API endpoints, whose clients
-need an error) raises a :class:`gradio.Error` whose toast stays on the page until it is
-closed (a toast that fades after a few seconds is easily missed in a classroom)."""
+Callbacks raise :class:`InputError` for bad input. Every tab's :class:`demo.contract.Job`
+turns a failure into a message: :func:`shown_inline` writes it into one of the event's own
+outputs (a status line), where it stays readable beside what it is about; :func:`raise_for_user`
+(for API endpoints, whose clients need an error) raises a :class:`gradio.Error` whose toast
+stays on the page until it is closed (a toast that fades after a few seconds is easily
+missed in a classroom)."""
 
 from __future__ import annotations
 
 import errno
-import functools
 import html
-import inspect
 import logging
 from collections.abc import Callable
-from typing import Any
 
 import gradio as gr
 import torch
 
-from .engine import ModelUnavailable, OutOfMemory, is_out_of_memory
+from .failures import InputError, ModelUnavailable, OutOfMemory, is_out_of_memory, short
 
 log = logging.getLogger(__name__)
 
 
 DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES})
-
-
-class InputError(ValueError):
-    """A user input cannot be used; the message is meant for the user."""
-
-
-def short(value: Any, limit: int = 60) -> str:
-    """``repr(value)`` cut to ``limit`` characters, so a huge argument is never echoed back."""
-    if isinstance(value, str) and len(value) > limit:
-        return f"{repr(value[:limit])[:-1]}…' ({len(value):,} characters)"
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def user_message(error: BaseException) -> str:
@@ -64,41 +50,12 @@ def as_gradio_error(error: BaseException) -> gr.Error:
     return gr.Error(user_message(error), duration=None, print_exception=False)
 
 
-def _on_failure(fn, handle: Callable[[Exception], object]):
-    """``fn`` (a plain or streaming callback) with every exception passed to ``handle``, whose
-    return value becomes the result (for a stream: its last update); ``handle`` may raise."""
-    if inspect.isgeneratorfunction(fn):
-
-        @functools.wraps(fn)
-        def streaming(*args, **kwargs):
-            try:
-                yield from fn(*args, **kwargs)
-            except Exception as error:  # noqa: BLE001 - every failure becomes a message
-                yield handle(error)
-
-        return streaming
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except Exception as error:  # noqa: BLE001 - every failure becomes a message
-            return handle(error)
-
-    return wrapper
-
-
-def _raise_for_user(error: Exception):
+def raise_for_user(error: Exception):
+    """Raise ``error`` again as a lasting :class:`gradio.Error` with the message meant for the user."""
     message = user_message(error)  # an unexpected failure is logged there, once
     if isinstance(error, (gr.Error, InputError, ModelUnavailable, OutOfMemory)):
         log.warning("request refused: %s", message)  # one line: a bad value is no server fault
     raise gr.Error(message, duration=None, print_exception=False) from None
-
-
-def user_errors(fn):
-    """Turn every failure of ``fn`` into a lasting :class:`gradio.Error` with a message meant
-    for the user; works for plain and for streaming (generator) callbacks."""
-    return _on_failure(fn, _raise_for_user)
 
 
 def error_text(message: str) -> str:
@@ -106,10 +63,9 @@ def error_text(message: str) -> str:
     return f'<p class="inline-error">⚠ {html.escape(message, quote=False)}</p>'
 
 
-def inline_errors(show: Callable[[str], tuple]):
-    """Decorator: every failure of the callback becomes ``show(error_text(message))``, the
-    callback's outputs with the message in place (for plain and streaming callbacks)."""
-    return lambda fn: _on_failure(fn, lambda error: show(error_text(user_message(error))))
+def shown_inline(show: Callable[[str], tuple]) -> Callable[[Exception], tuple]:
+    """A failure as ``show(error_text(message))``: the callback's outputs with the message in place."""
+    return lambda error: show(error_text(user_message(error)))
 
 
-__all__ = ["InputError", "as_gradio_error", "error_text", "inline_errors", "short", "user_errors", "user_message"]
+__all__ = ["InputError", "as_gradio_error", "error_text", "raise_for_user", "short", "shown_inline", "user_message"]

@@ -7,6 +7,7 @@ for another image is dropped, never shown beside this one."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -56,13 +57,24 @@ class SessionCache:
     ``shown`` is the identity of the image the page shows, set by whatever shows an image
     (the preview as soon as a new image is picked, a run as it starts), ``version`` counts
     those settings; ``predictions`` are the model outputs on image ``image``; ``results`` the
-    identity of the image each tab's results on screen were computed for."""
+    identity of the image each tab's results on screen were computed for; ``parsed`` carries
+    a click's request from its queue note to its run, so it is checked and decoded once."""
 
     shown: str | None = None
     version: int = 0
     image: str | None = None
     predictions: dict[PredictionKey, np.ndarray] = field(default_factory=dict)
     results: dict[str, str] = field(default_factory=dict)
+    parsed: tuple[tuple, Request] | None = None  # the last request a queue note parsed, with its raw inputs
+
+    def keep_parsed(self, inputs: tuple, request: Request) -> None:
+        """Keep the request a queue note parsed for the run that follows it."""
+        self.parsed = (inputs, request)
+
+    def take_parsed(self, inputs: tuple) -> Request | None:
+        """The request kept for these very inputs (once), else None."""
+        kept, self.parsed = self.parsed, None
+        return kept[1] if kept is not None and kept[0] == inputs else None
 
     def predictions_for(self, current: CurrentImage) -> dict[PredictionKey, np.ndarray]:
         return dict(self.predictions) if self.image == current.identity else {}
@@ -111,4 +123,28 @@ class StaleWatch:
         return self.session.shown not in (self.shown_at_start, self.identity)
 
 
-__all__ = ["CurrentImage", "PredictionKey", "SessionCache", "StaleWatch"]
+def session_of(value: Any) -> SessionCache:
+    """A callback's session value as a :class:`SessionCache` (a new one for an API call, which has none)."""
+    return value if isinstance(value, SessionCache) else SessionCache()
+
+
+@dataclass(eq=False)
+class Request:
+    """One click, parsed once: the page's image (decoded once; None for a tab that uses no
+    image), the tab's checked choices, and the browser tab's session. ``watch`` is set when a
+    job starts on the image and tells whether the page has moved on since."""
+
+    current: CurrentImage | None
+    session: SessionCache
+    archs: list[str] = field(default_factory=list)
+    depth: int | None = None
+    opacity: float | None = None
+    choices: dict[str, Any] = field(default_factory=dict)
+    watch: StaleWatch | None = None
+
+    @property
+    def stale(self) -> bool:
+        return self.watch is not None and self.watch.stale
+
+
+__all__ = ["CurrentImage", "PredictionKey", "Request", "SessionCache", "StaleWatch", "session_of"]

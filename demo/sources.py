@@ -14,20 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from segmodels.data import CAMVID, SHAPES, CamVidDataset, DatasetInfo, render_shapes
+from segmodels.data import CAMVID, CamVidDataset, render_shapes
 from segmodels.image_loading import ImageLoadError, load_image_with_original_size, load_mask
 
-from .errors import InputError
+from .catalogue import DATASETS, TRAINED_ON, UNLABELLED_COLOURS
+from .failures import InputError
 
 log = logging.getLogger(__name__)
 
-DATASETS: dict[str, DatasetInfo] = {"shapes": SHAPES, "camvid": CAMVID}
-# The colour of unlabelled (void) pixels in a dataset's colour-coded masks: black in
-# CamVid (Brostow et al. 2009); Shapes has no void (black is its background class).
-UNLABELLED_COLOURS: dict[str, tuple[int, int, int]] = {"camvid": (0, 0, 0)}
-# What each set's models learned from, and the shorter side below which an upload says little to them.
-TRAINED_ON = {"camvid": "360x480 px street scenes", "shapes": "128x128 px pictures"}
-SMALL_SIDE = 64
+SMALL_SIDE = 64  # the shorter side below which an upload says little to the models
 
 
 @dataclass(frozen=True)

@@ -156,7 +156,10 @@ def build_demo(config: DemoConfig | None = None) -> gr.Blocks:
                 with gr.Column(scale=2, min_width=280):
                     models_cb = checked_by_callbacks(gr.CheckboxGroup(app.model_choices(set_name), value=archs, label="Models to run"))
                     with gr.Row():
-                        depth_sl = gr.Slider(1, 4, value=4, step=1, label="U-Net++ depth (L1 = most pruned)", visible=bool(app.prunable(set_name, archs)), min_width=150)
+                        shallowest, deepest = app.depth_range()
+                        # Gradio needs two values; with a single depth (no prunable model) the slider stays hidden.
+                        depth_sl = gr.Slider(shallowest, max(deepest, shallowest + 1), value=deepest, step=1,
+                                              label="U-Net++ depth (L1 = most pruned)", visible=bool(app.prunable(set_name, archs)), min_width=150)
                         opacity_sl = gr.Slider(0.0, 1.0, value=0.8, step=0.05, label="Mask opacity", min_width=150)
             with gr.Accordion("…or upload your own image (and, optionally, its ground-truth mask)", open=False):
                 with gr.Row():

@@ -179,6 +179,51 @@ def test_a_result_for_another_image_is_dropped(app):
     assert cleared["mask_unet"]["visible"] is False and cleared["table"]["visible"] is False and "Press **Run the models**" in cleared["status"]
 
 
+def test_a_click_is_checked_once_from_its_queue_note_to_its_run(app, monkeypatch):
+    """The queue note's parsed request is carried to the run that follows it; a run without
+    one (an API call), or with other inputs, parses its own."""
+    tab = compare.Compare(app)
+    session = SessionCache()
+    checks = []
+    original = app.check_models
+    monkeypatch.setattr(app, "check_models", lambda *args: checks.append(args) or original(*args))
+    inputs = (EXAMPLE, None, None, "shapes", ["unet"], 4, 0.5)
+    assert tab.queue_note(*inputs, session) == "Starting…" and len(checks) == 1
+    assert "1 of 1 models ran" in compare.VIEW.named(final(tab.stream(*inputs, session)))["status"] and len(checks) == 1
+    final(tab.stream(*inputs, session))
+    assert len(checks) == 2
+    tab.queue_note(*inputs, session)
+    final(tab.stream(*inputs[:-1], 0.6, session))
+    assert len(checks) == 4
+
+
+def test_a_compare_click_reads_the_cards_once_and_takes_one_handle_per_model(tiny_config, own_zoo, monkeypatch):
+    """A Compare click of four models: the set's cards are read once per change of their files
+    (none when nothing changed; only the changed one, by the catalogue and by the model's
+    reload, when one changed) and each model is handed out once."""
+    app = App(tiny_config(weights_dir=own_zoo))
+    tab, session = compare.Compare(app), SessionCache()
+    inputs = (EXAMPLE, None, None, "shapes", ALL, 4, 0.5)
+    final(tab.stream(*inputs, session))  # the models loaded, the cards read
+    reads, handles = [], []
+    original_read, original_model = zoo.read_card, app.engine.model
+    monkeypatch.setattr(zoo, "read_card", lambda name, *args, **kwargs: reads.append(name) or original_read(name, *args, **kwargs))
+    monkeypatch.setattr(app.engine, "model", lambda set_name, arch: handles.append(arch) or original_model(set_name, arch))
+
+    def click(example: str) -> dict:
+        reads.clear()
+        handles.clear()
+        tab.queue_note(example, *inputs[1:], session)
+        return compare.VIEW.named(final(tab.stream(example, *inputs[1:], session)))
+
+    assert "4 of 4 models ran" in click("shapes-1001")["status"]
+    assert reads == [] and sorted(handles) == sorted(ALL)
+    card = own_zoo / "shapes" / "unet3p.json"
+    card.write_text(card.read_text())  # the same card written again: a new file
+    assert "4 of 4 models ran" in click("shapes-1002")["status"]
+    assert set(reads) == {"shapes/unet3p"} and sorted(handles) == sorted(ALL)
+
+
 def test_compare_never_reloads_weights_and_a_click_decodes_once(tiny_config, own_zoo, monkeypatch):
     import demo.core
 
@@ -224,7 +269,7 @@ def test_pruning_rows_for_every_declared_depth(app):
     assert all(a < b for a, b in zip(params, params[1:])), params
     assert (table["Latency (ms)"] > 0).all() and table["mIoU (this image)"].notna().all()
     assert table["mIoU (card, val set)"].tolist() == pytest.approx([0.46, 0.52, 0.58, 0.64])
-    steps = [pruning.VIEW.named(out) for out in tab.stream(EXAMPLE, None, None, "shapes", 0.5, None)]
+    steps = [tab.view.named(out) for out in tab.stream(EXAMPLE, None, None, "shapes", 0.5, None)]
     assert len(steps) == 5 and "L1 to L2 done" in steps[1]["status"] and steps[1]["depth_2"]["label"] == "U-Net++ L3: waiting…"
     out = steps[-1]
     assert "L1 to L4" in out["status"] and len(out["plot"]["value"].data) == 2 and "Latency from" in out["table"]["value"]
@@ -232,7 +277,8 @@ def test_pruning_rows_for_every_declared_depth(app):
 
 def test_pruning_without_a_prunable_model_says_so(app, monkeypatch):
     monkeypatch.setattr(app, "pruning_depths", lambda set_name, arch: ())
-    out = pruning.VIEW.named(final(pruning.Pruning(app).stream(EXAMPLE, None, None, "shapes", 0.5, None)))
+    tab = pruning.Pruning(app)
+    out = tab.view.named(final(tab.stream(EXAMPLE, None, None, "shapes", 0.5, None)))
     assert "ships no model that can be pruned" in out["status"] and "inline-error" in out["status"]
 
 

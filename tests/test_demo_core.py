@@ -19,14 +19,14 @@ import torch
 from PIL import Image
 
 from conftest import build_fake_camvid
-from demo import build_demo, figures, launch_kwargs
+from demo import build_demo, figures, launch_kwargs, pictures
 from demo.config import ASSETS_DIR
-from demo.context import View
 from demo.controls import PICKED, PREVIEW, SET_CHANGED, Controls
 from demo.core import App, PredictionKey, SessionCache
 from demo.files import ImageFiles
 from demo.scores import latency_columns
 from demo.tabs import compare, instances, pruning, tab_modules
+from demo.view import View
 from segmodels.data import CAMVID, render_shapes
 from segmodels.inference import Latency
 from segmodels.metrics import ConfusionMatrix
@@ -309,11 +309,11 @@ def test_results_tables_fit_any_screen_as_html():
 def test_overlay_blends_class_colours_and_leaves_unknown_ids_alone():
     image = np.full((2, 4, 3), 100, dtype=np.uint8)
     labels = np.array([[0, 1, 11, 255], [-1, 3, 300, 2]])
-    assert figures.overlay(image, labels, CAMVID, 0.0).tolist() == image.tolist()
-    opaque = figures.overlay(image, labels, CAMVID, 1.0)
+    assert pictures.overlay(image, labels, CAMVID, 0.0).tolist() == image.tolist()
+    opaque = pictures.overlay(image, labels, CAMVID, 1.0)
     assert opaque[0, 0].tolist() == list(CAMVID.colors[0]) and opaque[1, 1].tolist() == list(CAMVID.colors[3])
     assert opaque[0, 2:].tolist() == [[100] * 3] * 2 and opaque[1, [0, 2]].tolist() == [[100] * 3] * 2  # void, ignore, negative, too large
-    half = figures.overlay(image, np.array([[0, 1, 11, 255]], dtype=np.uint8), CAMVID, 0.5)
+    half = pictures.overlay(image, np.array([[0, 1, 11, 255]], dtype=np.uint8), CAMVID, 0.5)
     assert np.abs(half[0, 1].astype(int) - (np.array(CAMVID.colors[1]) + 100) / 2).max() <= 1
 
 
@@ -439,14 +439,14 @@ def test_an_image_asked_for_again_reuses_its_masks_across_sessions(tiny_config, 
 
 def test_the_pruning_tab_says_when_every_depth_was_shared(app):
     tab = pruning.Pruning(app)
-    first = pruning.VIEW.named(final(tab.stream(EXAMPLE, None, None, "shapes", 0.5, None)))["status"]
-    again = pruning.VIEW.named(final(tab.stream(EXAMPLE, None, None, "shapes", 0.5, None)))["status"]
+    first = tab.view.named(final(tab.stream(EXAMPLE, None, None, "shapes", 0.5, None)))["status"]
+    again = tab.view.named(final(tab.stream(EXAMPLE, None, None, "shapes", 0.5, None)))["status"]
     assert "one forward pass each." in first and "shared" not in first.split("<small>")[0]
     assert "their masks were computed for an earlier request on this same image and shared, so no forward pass ran now." in again
 
 
 def test_shared_masks_stay_within_their_memory_and_can_be_turned_off(tiny_config):
-    from demo.engine import SharedPrediction, SharedPredictions
+    from demo.shared_masks import SharedPrediction, SharedPredictions
 
     def entry(side):
         return SharedPrediction(np.zeros((side, side), np.uint8), "torch", Latency(1.0, 0.0, 1, "single pass", time.time()))

@@ -149,7 +149,8 @@ def test_security_headers_and_no_development_reload_stream(monkeypatch):
 
 
 def test_a_model_that_failed_to_load_is_tried_again_later(tiny_config):
-    from demo.engine import Engine, ModelUnavailable
+    from demo.engine import Engine
+    from demo.failures import ModelUnavailable
 
     engine = Engine(tiny_config(model_retry_s=0.3))
     load, attempts = engine.predictor.model, []

@@ -134,7 +134,7 @@ def wait_until(condition, seconds: float = 30.0) -> None:
 
 
 def test_idle_benchmarker_waits_for_quiet(tiny_config):
-    from demo.engine import IdleBenchmarker
+    from demo.benchmarker import IdleBenchmarker
 
     predictor = Predictor(tiny_config().weights_dir, device="cpu")
     clock = FakeClock()
@@ -154,7 +154,7 @@ def test_idle_benchmarker_waits_for_quiet(tiny_config):
 
 
 def test_a_noisy_or_old_benchmark_is_asked_for_again(tiny_config):
-    from demo.engine import IdleBenchmarker
+    from demo.benchmarker import IdleBenchmarker
 
     predictor = Predictor(tiny_config().weights_dir, device="cpu", backend="torch")
     benchmarker = IdleBenchmarker(predictor, max_age_s=60)
@@ -168,7 +168,7 @@ def test_a_noisy_or_old_benchmark_is_asked_for_again(tiny_config):
 
 
 def test_a_request_interrupts_a_benchmark_which_runs_again_when_idle(tiny_config, monkeypatch):
-    from demo.engine import IdleBenchmarker
+    from demo.benchmarker import IdleBenchmarker
 
     predictor = Predictor(tiny_config().weights_dir, device="cpu", backend="torch")
     with pytest.raises(BenchmarkInterrupted):

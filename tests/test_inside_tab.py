@@ -14,8 +14,10 @@ import pytest
 from demo import DemoConfig
 from demo.engine import Engine
 from demo.errors import InputError
+from demo.inside_graph import GREY, edge_path
 from demo.scheduler import FairScheduler
 from demo.serving import on_device
+from demo.session import SessionCache
 from demo.tabs import inside
 from segmodels.data import render_shapes
 from segmodels.zoo import WEIGHTS_DIR
@@ -28,6 +30,11 @@ class CurrentImage:
     key: str
     label: str
     image: np.ndarray
+    set_name: str
+
+    @property
+    def identity(self) -> str:
+        return f"{self.set_name}/{self.key}"
 
 
 class StandInApp:
@@ -54,7 +61,7 @@ class StandInApp:
 
     def current_image(self, example, image_file, mask_file, set_name) -> CurrentImage:
         self.images_decoded += 1
-        return CurrentImage(str(example), f"example {example}", self.image)
+        return CurrentImage(str(example), f"example {example}", self.image, set_name)
 
 
 @dataclass
@@ -65,6 +72,8 @@ class StandInShared:
     image_file: gr.File
     mask_file: gr.File
     depth_sl: gr.Slider
+    session: gr.State
+    image_changed: gr.State
     scheduler: FairScheduler = field(default_factory=FairScheduler)
     light: dict = field(default_factory=lambda: {"api_visibility": "private", "concurrency_limit": 4, "concurrency_id": "light"})
     heavy: dict = field(default_factory=lambda: {"concurrency_limit": None, "concurrency_id": "models"})
@@ -87,6 +96,8 @@ def build_tab(config: DemoConfig, image: np.ndarray, set_name: str):
             gr.File(),
             gr.File(),
             gr.Slider(1, 4, value=4, step=1),
+            gr.State(SessionCache()),
+            gr.State(""),
         )
         tab = inside.build(shared)
     events = {fn.api_name: fn for fn in blocks.fns.values() if fn.fn is not None}
@@ -111,10 +122,10 @@ def tiny_tab(tiny_config, shapes_image):
 def test_build_wires_stable_events(tiny_tab):
     _, tab, events = tiny_tab
     assert isinstance(tab, gr.Tab) and tab.id == "inside"
-    assert {"inside_look", "inside_relight", "inside_mode", "inside_node", "inside_set"} <= set(events)
+    assert {"inside_look", "inside_relight", "inside_mode", "inside_node", "inside_set", "inside_clear"} <= set(events)
     look = events["inside_look"]
     assert look.concurrency_id == "models" and look.api_visibility == "private"
-    assert all(events[name].concurrency_id == "light" for name in ("inside_relight", "inside_mode", "inside_node", "inside_set"))
+    assert all(events[name].concurrency_id == "light" for name in ("inside_relight", "inside_mode", "inside_node", "inside_set", "inside_clear"))
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -137,7 +148,7 @@ def test_depth_relights_the_unetpp_grid_without_running_the_model(tiny_tab):
     state, summary, figure, *_ = call(events["inside_look"], "0", None, None, "shapes", "unetpp", 2, "pca")
     assert "L2" in summary
     grey = {shape.line.color for shape, node in zip(figure.layout.shapes, state.view.nodes) if not node.runs}
-    assert grey == {inside.GREY}
+    assert grey == {GREY}
     faded = [image.opacity for image, node in zip(figure.layout.images, state.view.nodes) if not node.runs]
     assert len(faded) == 12 and set(faded) == {0.3}  # the 9 X(i,j) with i + j > 2 (X(3,0), X(4,0) included) and 3 heads
     relit, summary4, figure4, node_md, _ = call(events["inside_relight"], state, 4, "pca", "x1_2")
@@ -147,6 +158,31 @@ def test_depth_relights_the_unetpp_grid_without_running_the_model(tiny_tab):
     assert app.images_decoded == 1
     _, _, _, node_md2, _ = call(events["inside_relight"], state, 1, "pca", "x1_2")
     assert "pruned away (runs from L3)" in node_md2
+
+
+def test_a_look_at_another_image_is_dropped_and_cleared(tiny_tab):
+    """The Inside tab keeps the stale-result rules of every tab: a look whose image the page
+    left meanwhile is not shown, and a change of image clears a look at another image."""
+    _, _, events = tiny_tab
+    session = SessionCache()
+    session.show("shapes/0")
+    state, *_ = call(events["inside_look"], "0", None, None, "shapes", "unet", 4, "activation", session)
+    assert state is not None and session.results["inside"] == "shapes/0"
+    assert call(events["inside_clear"], "shapes/0", session) == (gr.skip(),) * 6  # its own image: kept
+    cleared = call(events["inside_clear"], "shapes/1", session)
+    assert cleared[0] is None and cleared[1] == "" and cleared[3]["choices"] == []
+    session.show("shapes/1")  # the page moves on while a look at image 0 runs
+    shown_at_start = session.shown
+    original = session.watch
+
+    def page_moves_on(current, tab):
+        watch = original(current, tab)
+        session.show("shapes/2")
+        return watch
+
+    session.watch = page_moves_on
+    stale = call(events["inside_look"], "0", None, None, "shapes", "unet", 4, "activation", session)
+    assert shown_at_start == "shapes/1" and stale[0] == gr.skip() and "the image changed" in stale[1]
 
 
 def test_node_details(tiny_tab):
@@ -203,13 +239,13 @@ def test_shipped_models_of_both_sets(set_name, size):
 def test_edges_bow_around_the_nodes_they_would_cross():
     box = (0.45, 0.35)
     row = [(column, 0.0, *box) for column in (2.0, 4.0, 6.0)]  # X(0,1), X(0,2), X(0,3) between X(0,0) and X(0,4)
-    straight = inside.edge_path((0, 0), (2, -1), row)
+    straight = edge_path((0, 0), (2, -1), row)
     assert straight.tolist() == [[0, 0], [2, -1]]
-    curve = inside.edge_path((0, 0), (8, 0), row)
+    curve = edge_path((0, 0), (8, 0), row)
     assert curve[0].tolist() == [0, 0] and curve[-1].tolist() == [8, 0]
     for column, y, half_w, half_h in row:
         near = curve[np.abs(curve[:, 0] - column) < half_w]
         assert (np.abs(near[:, 1] - y) >= half_h).all()  # the curve passes above or below, not through
     assert (curve[:, 1] >= 0).all()  # above the row when both sides are free
     above = [(4.0, 0.6, *box)]  # a node in the way above: the curve takes the free side
-    assert (inside.edge_path((0, 0), (8, 0), row + above)[:, 1] <= 0).all()
+    assert (edge_path((0, 0), (8, 0), row + above)[:, 1] <= 0).all()

@@ -12,12 +12,16 @@ import pandas as pd
 
 from segmodels import ARCH_NAMES
 
-from .. import explanations, figures, text
-from ..context import Shared, View, hidden
-from ..core import ARCH_ORDER, App, CurrentImage, PredictionKey, SessionCache
-from ..engine import ModelRun, ModelUnavailable
-from ..errors import InputError, error_text, user_errors, user_message
+from .. import explanations, figures, pictures, text
+from ..context import Shared
+from ..contract import Job, outdated
+from ..core import ARCH_ORDER, App, CurrentImage, PredictionKey, SessionCache, file_path
+from ..engine import ModelRun
+from ..errors import InputError, error_text, raise_for_user, user_message
+from ..failures import ModelUnavailable
 from ..scores import LATENCY_NOTE, TEST_NOTE, card_miou, card_per_class, card_test, latency_columns, origin_column, rounded, test_standings
+from ..session import Request, session_of
+from ..view import View, hidden
 
 RUNTIME_NAMES = {"torch": "PyTorch", "torch-bf16": "PyTorch in bfloat16", "onnxruntime": "ONNX Runtime"}
 MASKS = tuple(f"mask_{arch}" for arch in ARCH_ORDER)
@@ -27,6 +31,11 @@ VIEW = View("status", "legend", "image", "truth", *MASKS, "table", "scatter", "b
 RESTYLE = View("truth", *MASKS)
 SHOWN = View("status", "legend", "image", "truth", *MASKS, "table", "scatter", "bars", "per_class", "table_page", "per_class_page")
 TABLE_LABEL = "Comparison on this image"
+
+
+def run_inputs(example, image_file, mask_file, set_name, models, depth, opacity) -> tuple:
+    """A click's raw inputs, as the queue note and the run that follows it both see them."""
+    return example, file_path(image_file), file_path(mask_file), set_name, models, depth, opacity
 
 
 @dataclass
@@ -47,6 +56,8 @@ class Compare:
 
     def __init__(self, app: App):
         self.app = app
+        self.run = Job("compare", self.compute, self.present, raise_for_user, self.stopped)
+        self.redraw = Job(None, self.kept_masks, self.present_redraw, raise_for_user)
 
     # ------------------------------------------------------------------ typed
 
@@ -62,15 +73,30 @@ class Compare:
             return set_name
         return named.dataset
 
-    def request(self, example, image_file, mask_file, set_name, models, depth) -> tuple[CurrentImage, list[str], int]:
+    def parse(self, example, image_file, mask_file, set_name, models, depth, opacity, session) -> Request:
+        """The click checked and its image decoded: the chosen models in display order, the
+        depth, the opacity."""
         set_name = self.set_for(example, image_file, set_name)
         archs = self.app.check_models(set_name, models)
         depth = self.app.check_depth(depth)
-        return self.app.current_image(example, image_file, mask_file, set_name), archs, depth
+        current = self.app.current_image(example, image_file, mask_file, set_name)
+        return Request(current, session_of(session), archs, depth, self.app.check_opacity(opacity))
 
     def runs(self, current: CurrentImage, archs: list[str], depth: int) -> Iterator[ModelRun]:
         """Each model on the same tensor, yielded as soon as it is done."""
         return self.app.engine.run_models(current.set_name, archs, current.image, depth, current.gt, current.info)
+
+    def compute(self, request: Request) -> Iterator[list[ModelRun] | CompareResult]:
+        """The runs so far (none at first), one more as each model is done, then the result.
+        Each mask is remembered in the session while the page still shows its image."""
+        current, runs = request.current, []
+        yield []
+        for run in self.runs(current, request.archs, request.depth):
+            runs.append(run)
+            if run.ok and not request.stale:
+                request.session.remember(current, PredictionKey(run.arch, run.depth), run.labels)
+            yield list(runs)
+        yield self.result(current, runs)
 
     def result(self, current: CurrentImage, runs: list[ModelRun]) -> CompareResult:
         if not any(run.ok for run in runs):
@@ -105,19 +131,20 @@ class Compare:
 
     def compare(self, example, image_file, mask_file, set_name, models, depth) -> CompareResult:
         """Every chosen model on the image, one forward pass each (tests and scripts)."""
-        current, archs, depth = self.request(example, image_file, mask_file, set_name, models, depth)
-        return self.result(current, list(self.runs(current, archs, depth)))
+        *_, result = self.compute(self.parse(example, image_file, mask_file, set_name, models, depth, None, None))
+        return result
 
     # ------------------------------------------------------------------ presenters
 
-    def queue_note(self, example, image_file, mask_file, set_name, models, depth, opacity) -> str:
+    def queue_note(self, example, image_file, mask_file, set_name, models, depth, opacity, session=None) -> str:
         """Shown at once when Run is pressed: what is wrong with the request (it stays on the
-        page, beside the button), else how many runs are ahead of it on the device."""
+        page, beside the button), else how many runs are ahead of it on the device. The parsed
+        request is kept in the session for the run that follows."""
         try:
-            self.request(example, image_file, mask_file, set_name, models, depth)
-            self.app.check_opacity(opacity)
+            request = self.parse(example, image_file, mask_file, set_name, models, depth, opacity, session)
         except Exception as error:  # noqa: BLE001 - the run that follows reports it too
             return error_text(user_message(error))
+        request.session.keep_parsed(run_inputs(example, image_file, mask_file, set_name, models, depth, opacity), request)
         ahead = self.app.scheduler.waiting() + int(self.app.scheduler.busy)
         return f"Waiting for the device: {ahead} run{'s' if ahead != 1 else ''} ahead of yours (one at a time, shared fairly)…" if ahead else "Starting…"
 
@@ -129,43 +156,53 @@ class Compare:
         step = f"{ARCH_NAMES[arch]} ({done + 1} of {len(archs)})"
         return f"sharing the mask of {step}, computed for an earlier request on this image…" if shared else f"running {step}…"
 
-    @user_errors
     def stream(self, example: str | None = None, image_file: str | None = None, mask_file: str | None = None, set_name: str | None = None,
-               models: list[str] | None = None, depth: float = 4, opacity: float = 0.8, session: SessionCache | None = None):
+               models: list[str] | None = None, depth: float | None = None, opacity: float = 0.8, session: SessionCache | None = None):
         """Run the chosen models on the image, streaming each mask as soon as its model is
         done; the last update repeats every value, so an API client gets a complete result."""
-        current, archs, depth = self.request(example, image_file, mask_file, set_name, models, depth)
-        opacity = self.app.check_opacity(opacity)
-        session = session if isinstance(session, SessionCache) else SessionCache()
-        session.show(current.identity)  # its first update shows this image and names it
-        watch = session.watch(current, "compare")
-        picture = self.app.picture
-        present = set(np.unique(current.gt).tolist()) if current.gt is not None else None
-        truth = picture(figures.overlay(current.image, current.gt, current.info, opacity)) if current.gt is not None else None
+        def parse() -> Request:
+            inputs = run_inputs(example, image_file, mask_file, set_name, models, depth, opacity)
+            request = session_of(session).take_parsed(inputs) or self.parse(example, image_file, mask_file, set_name, models, depth, opacity, session)
+            request.session.show(request.current.identity)  # its first update shows this image and names it
+            return request
+
+        yield from self.run.stream(parse)
+
+    def stopped(self, request: Request) -> tuple:
+        return VIEW(status=f"Stopped: the image changed while the models ran on **{request.current.label}**; its results are not shown. Press **Run the models** again.")
+
+    def present(self, request: Request, step: list[ModelRun] | CompareResult) -> tuple:
+        """The first update shows the image and a waiting table; each run its mask; the result everything."""
+        current, archs, depth = request.current, request.archs, request.depth
+        if isinstance(step, CompareResult):
+            return self.present_result(request, step)
+        if step:
+            run = step[-1]
+            slot = self.mask(request, run.labels) if run.ok else gr.update(value=None, label=f"{ARCH_NAMES[run.arch]}: unavailable (see status)")  # a value alone: no component rebuilt
+            following = self.next_step(current, archs, depth, len(step)) if len(step) < len(archs) else "making the table…"
+            return VIEW(status=f"**{current.label}**: {following}", **{f"mask_{run.arch}": slot})
         waiting = pd.DataFrame({"Model": [ARCH_NAMES[a] for a in archs], "Status": "waiting…"})
-        yield VIEW(
-            status=f"**{current.label}**: {self.next_step(current, archs, depth, 0)}", legend=figures.legend_html(current.info, present),
-            image=picture(current.image), truth=truth, current=current.summary(), table=gr.update(value=waiting, visible=False),
+        return VIEW(
+            status=f"**{current.label}**: {self.next_step(current, archs, depth, 0)}", legend=self.legend(current),
+            image=self.app.picture(current.image), truth=self.truth(request), current=current.summary(), table=gr.update(value=waiting, visible=False),
             table_page=gr.update(value=figures.table_html(waiting, TABLE_LABEL), visible=True), scatter=hidden(), bars=hidden(), per_class=hidden(), per_class_page=hidden(),
             **{f"mask_{a}": gr.update(value=None, label=self.app.engine.label(current.set_name, a, depth) if a in archs else ARCH_NAMES[a], visible=a in archs) for a in ARCH_ORDER},
         )
-        stopped = VIEW(status=f"Stopped: the image changed while the models ran on **{current.label}**; its results are not shown. Press **Run the models** again.")
-        runs, masks = [], {}
-        for run in self.runs(current, archs, depth):
-            if watch.stale:
-                yield stopped
-                return
-            runs.append(run)
-            if run.ok:
-                session.remember(current, PredictionKey(run.arch, run.depth), run.labels)
-                masks[run.arch] = picture(figures.overlay(current.image, run.labels, current.info, opacity))
-            slot = masks[run.arch] if run.ok else gr.update(value=None, label=f"{ARCH_NAMES[run.arch]}: unavailable (see status)")  # a value alone: no component rebuilt
-            following = self.next_step(current, archs, depth, len(runs)) if len(runs) < len(archs) else "making the table…"
-            yield VIEW(status=f"**{current.label}**: {following}", **{f"mask_{run.arch}": slot})
-        result = self.result(current, runs)
-        if watch.stale:
-            yield stopped
-            return
+
+    def mask(self, request: Request, labels: np.ndarray) -> str:
+        return self.app.picture(pictures.overlay(request.current.image, labels, request.current.info, request.opacity))
+
+    def truth(self, request: Request) -> str | None:
+        current = request.current
+        return self.app.picture(pictures.overlay(current.image, current.gt, current.info, request.opacity)) if current.gt is not None else None
+
+    @staticmethod
+    def legend(current: CurrentImage) -> str:
+        return pictures.legend_html(current.info, set(np.unique(current.gt).tolist()) if current.gt is not None else None)
+
+    def present_result(self, request: Request, result: CompareResult) -> tuple:
+        """The status, every mask again, the tables and the charts (a complete update)."""
+        current, runs = request.current, result.runs
         ok = sum(run.ok for run in runs)
         runtimes = " and ".join(sorted({RUNTIME_NAMES[run.backend] for run in runs if run.ok}))
         device = self.app.engine.device.type.upper()
@@ -182,42 +219,46 @@ class Compare:
             lines.append(f"\n<small>{TEST_NOTE}</small>")
         lines.append(f"\n<small>{LATENCY_NOTE}</small>")
         has_gt = current.gt is not None
-        yield VIEW(
-            status="\n".join(lines), legend=figures.legend_html(current.info, present), image=picture(current.image), truth=truth,
-            **{f"mask_{a}": masks.get(a) for a in ARCH_ORDER}, table=result.table, scatter=gr.update(value=figures.miou_cost_figure(result.table, has_gt), visible=True),
+        masks = {f"mask_{run.arch}": self.mask(request, run.labels) for run in runs if run.ok}
+        return VIEW(
+            status="\n".join(lines), legend=self.legend(current), image=self.app.picture(current.image), truth=self.truth(request),
+            **{name: masks.get(name) for name in MASKS}, table=result.table, scatter=gr.update(value=figures.miou_cost_figure(result.table, has_gt), visible=True),
             bars=gr.update(value=figures.per_class_figure(result.per_class, current.info.class_names, result.per_class_source), visible=True),
             per_class=gr.update(value=result.per_class, label=f"Per-class IoU ({result.per_class_source})"), table_page=figures.table_html(result.table, TABLE_LABEL),
-            per_class_page=gr.update(value=figures.table_html(result.per_class, f"Per-class IoU ({result.per_class_source})"), visible=True), current=current.summary(), session=session,
+            per_class_page=gr.update(value=figures.table_html(result.per_class, f"Per-class IoU ({result.per_class_source})"), visible=True), current=current.summary(),
+            session=request.session,
         )
 
-    @user_errors
     def restyle(self, example, image_file, mask_file, set_name, depth, opacity, session):
         """A new mask opacity: redraw the ground truth and this image's masks; no model runs."""
-        opacity = self.app.check_opacity(opacity)
-        current = self.app.current_image(example, image_file, mask_file, set_name)
-        predictions = session.predictions_for(current) if isinstance(session, SessionCache) else {}
-        masks = {}
-        for arch in ARCH_ORDER:
-            labels = predictions.get(PredictionKey(arch, self.app.engine.depth_for(current.set_name, arch, self.app.check_depth(depth)))) if arch in self.app.archs(current.set_name) else None
-            if labels is not None:
-                masks[f"mask_{arch}"] = self.app.picture(figures.overlay(current.image, labels, current.info, opacity))
-        truth = self.app.picture(figures.overlay(current.image, current.gt, current.info, opacity)) if current.gt is not None else None
-        return RESTYLE(truth=truth, **masks)
+        def parse() -> Request:
+            opacity_ = self.app.check_opacity(opacity)
+            current = self.app.current_image(example, image_file, mask_file, set_name)
+            return Request(current, session_of(session), self.app.archs(current.set_name), self.app.check_depth(depth), opacity_)
+
+        return self.redraw.answer(parse)
+
+    def kept_masks(self, request: Request) -> dict[str, np.ndarray]:
+        """{arch: mask} of the chosen depth's predictions this session keeps for the image."""
+        predictions = request.session.predictions_for(request.current)
+        keys = {arch: PredictionKey(arch, self.app.engine.depth_for(request.current.set_name, arch, request.depth)) for arch in ARCH_ORDER if arch in request.archs}
+        return {arch: predictions[key] for arch, key in keys.items() if key in predictions}
+
+    def present_redraw(self, request: Request, masks: dict[str, np.ndarray]) -> tuple:
+        return RESTYLE(truth=self.truth(request), **{f"mask_{arch}": self.mask(request, labels) for arch, labels in masks.items()})
 
     def show_image(self, example, image_file, mask_file, set_name, opacity, identity, session):
         """A new image was picked: show it (and its ground truth) and clear the results of
         another image."""
-        outdated = not isinstance(session, SessionCache) or session.outdated("compare", identity)
-        cleared = {name: hidden() for name in (*MASKS, "table", "scatter", "bars", "per_class", "table_page", "per_class_page")} if outdated else {}
+        stale = outdated("compare", identity, session)
+        cleared = {name: hidden() for name in (*MASKS, "table", "scatter", "bars", "per_class", "table_page", "per_class_page")} if stale else {}
         try:
             current = self.app.current_image(example, image_file, mask_file, set_name)
-            opacity = self.app.check_opacity(opacity)
+            request = Request(current, session_of(session), opacity=self.app.check_opacity(opacity))
         except (InputError, ModelUnavailable):  # the line under the controls says why
             return SHOWN(status="", image=None, truth=None, **cleared)
-        truth = self.app.picture(figures.overlay(current.image, current.gt, current.info, opacity)) if current.gt is not None else None
-        present = set(np.unique(current.gt).tolist()) if current.gt is not None else None
-        status = "Press **Run the models** to segment this image with every chosen model." if outdated else gr.skip()
-        return SHOWN(status=status, legend=figures.legend_html(current.info, present), image=self.app.picture(current.image), truth=truth, **cleared)
+        status = "Press **Run the models** to segment this image with every chosen model." if stale else gr.skip()
+        return SHOWN(status=status, legend=self.legend(current), image=self.app.picture(current.image), truth=self.truth(request), **cleared)
 
 
 def build(shared: Shared) -> gr.Tab:
@@ -228,7 +269,7 @@ def build(shared: Shared) -> gr.Tab:
     with gr.Tab("Compare", id="compare") as compare_tab:
         run_btn = gr.Button("Run the models", variant="primary", size="lg", interactive=bool(shared.app.sets()))
         status = gr.Markdown(label="Status", elem_id="compare-status")
-        legend = gr.HTML(figures.legend_html(shared.app.info(set_name)), label="Class colours")
+        legend = gr.HTML(pictures.legend_html(shared.app.info(set_name)), label="Class colours")
         with gr.Row(equal_height=True):
             image = gr.Image(label="Image", height=300, min_width=150, elem_id="input-image", **image_style)
             truth = gr.Image(label="Ground truth", height=300, min_width=150, elem_id="gt-image", **image_style)
@@ -248,8 +289,9 @@ def build(shared: Shared) -> gr.Tab:
 
     components = dict(status=status, legend=legend, image=image, truth=truth, **masks, table=table, scatter=scatter, bars=bars, per_class=per_class,
                       table_page=table_page, per_class_page=per_class_page, current=shared.current_md, session=shared.session)
-    run_btn.click(tab.queue_note, [*shared.image_inputs, shared.models_cb, shared.depth_sl, shared.opacity_sl], status, show_progress="hidden", api_name="compare_queue", **shared.light).then(
-        shared.on_device(tab.stream), [*shared.image_inputs, shared.models_cb, shared.depth_sl, shared.opacity_sl, shared.session], VIEW.components(**components),
+    inputs = [*shared.image_inputs, shared.models_cb, shared.depth_sl, shared.opacity_sl, shared.session]
+    run_btn.click(tab.queue_note, inputs, status, show_progress="hidden", api_name="compare_queue", **shared.light).then(
+        shared.on_device(tab.stream), inputs, VIEW.components(**components),
         api_name="compare", show_progress="minimal", show_progress_on=[status], **(shared.heavy | {"api_visibility": "public"}),
     )
     shared.opacity_sl.release(

@@ -19,11 +19,14 @@ from segmodels.panoptic import (
     predict_panoptic,
 )
 
-from .. import figures, text
-from ..context import Shared, View, hidden
+from .. import pictures, text
+from ..context import Shared
+from ..contract import Job, clear_outdated
 from ..core import App, CurrentImage, SessionCache
-from ..engine import ModelUnavailable
-from ..errors import inline_errors
+from ..errors import shown_inline
+from ..failures import ModelUnavailable
+from ..session import Request, session_of
+from ..view import View, hidden
 
 ALL_CLASSES = "all classes"
 PANELS = ("classes", "components", "predicted", "truth")
@@ -130,6 +133,8 @@ class InstancesTab:
 
     def __init__(self, app: App):
         self.app = app
+        self.colouring = Job("instances", self.computed, self.present, shown_inline(lambda message: VIEW(**{panel: hidden() for panel in PANELS}, note=message)),
+                             lambda request: VIEW(note=request.session.stale_note(request.current)))
 
     def instances(self, current: CurrentImage, arch, class_name, depth, session: SessionCache) -> Instances:
         """With an instance model for the set: its semantic mask, the connected components of
@@ -193,20 +198,24 @@ class InstancesTab:
 
     # ------------------------------------------------------------------ presenters
 
-    @inline_errors(lambda message: VIEW(**{panel: hidden() for panel in PANELS}, note=message))
     def show(self, example, image_file, mask_file, set_name, arch, class_name, depth, session):
-        session, current, result = self.app.on_current_image("instances", example, image_file, mask_file, set_name, session,
-                                                             lambda current, session: self.instances(current, arch, class_name, depth, session))
-        if result is None:
-            return VIEW(note=session.stale_note(current))
+        def parse() -> Request:
+            current = self.app.current_image(example, image_file, mask_file, set_name)
+            return Request(current, session_of(session), choices={"arch": arch, "class_name": class_name, "depth": depth})
 
+        return self.colouring.answer(parse)
+
+    def computed(self, request: Request) -> Instances:
+        return self.instances(request.current, request.choices["arch"], request.choices["class_name"], request.choices["depth"], request.session)
+
+    def present(self, request: Request, result: Instances) -> tuple:
         def panel(picture: np.ndarray | None) -> dict:
             return gr.update(value=self.app.picture(picture), visible=True) if picture is not None else hidden()
 
-        predicted = None if result.predicted is None else with_centres(figures.instance_colours(result.predicted), result.centres)
-        truth = None if result.truth is None else figures.instance_colours(result.truth)
-        return VIEW(classes=panel(figures.overlay(result.image.image, result.labels, result.image.info, 0.85)), components=panel(figures.instance_colours(result.components)),
-                    predicted=panel(predicted), truth=panel(truth), note=result.note, session=session)
+        predicted = None if result.predicted is None else with_centres(pictures.instance_colours(result.predicted), result.centres)
+        truth = None if result.truth is None else pictures.instance_colours(result.truth)
+        return VIEW(classes=panel(pictures.overlay(result.image.image, result.labels, result.image.info, 0.85)), components=panel(pictures.instance_colours(result.components)),
+                    predicted=panel(predicted), truth=panel(truth), note=result.note, session=request.session)
 
     def choices(self, set_name):
         """A new model set: its models (hidden when an instance model makes the mask) and classes."""
@@ -228,9 +237,7 @@ class InstancesTab:
     @staticmethod
     def clear(identity, session):
         """A new image was picked: the results of another image go."""
-        if isinstance(session, SessionCache) and not session.outdated("instances", identity):
-            return CLEARED()
-        return CLEARED(**{panel: hidden() for panel in PANELS}, note="Press the button (or open this tab again) for the new image.")
+        return clear_outdated("instances", identity, session, CLEARED, **{panel: hidden() for panel in PANELS}, note="Press the button (or open this tab again) for the new image.")
 
 
 def build(shared: Shared) -> gr.Tab:

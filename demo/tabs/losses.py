@@ -16,11 +16,14 @@ from segmodels.data import DatasetInfo
 from segmodels.losses import class_weights_inverse_share, class_weights_median_frequency, pixel_counts
 from segmodels.metrics import ERROR_FN, ERROR_FP, ERROR_TP, iou_error_map
 
-from .. import explanations, figures, text
-from ..context import Shared, View, hidden
+from .. import explanations, figures, pictures, text
+from ..context import Shared
+from ..contract import Job, clear_outdated
 from ..core import ARCH_ORDER, App, CurrentImage, SessionCache
-from ..errors import InputError, inline_errors
+from ..errors import InputError, shown_inline
 from ..losslab_charts import class_weights_figure
+from ..session import Request, session_of
+from ..view import View, hidden
 
 WEIGHTS = View("table", "chart", "note")
 IOU = View("map", "note", "session")
@@ -85,12 +88,20 @@ class Losses:
 
     def __init__(self, app: App):
         self.app = app
+        self.counting = Job("losses", lambda request: self.class_weights(request.current, request.session), self.present_weights,
+                            shown_inline(lambda message: WEIGHTS(table=hidden(), chart=hidden(), note=message)),
+                            lambda request: WEIGHTS(note=request.session.stale_note(request.current)))
+        self.mapping = Job("losses", self.mapped, self.present_iou, shown_inline(lambda message: IOU(map=hidden(), note=message)),
+                           lambda request: IOU(note=request.session.stale_note(request.current)))
 
-    def class_weights(self, current: CurrentImage, session: SessionCache | None) -> ClassWeights:
+    def mapped(self, request: Request) -> IouMap:
+        return self.iou_map(request.current, request.choices["arch"], request.choices["class_name"], request.choices["depth"], request.session)
+
+    def class_weights(self, current: CurrentImage, session: SessionCache) -> ClassWeights:
         """Counted on the ground truth, else on the first prediction already made for the image."""
         if current.gt is not None:
             return ClassWeights(current, class_weight_table(current.gt, current.info), "the ground-truth mask")
-        predictions = session.predictions_for(current) if isinstance(session, SessionCache) else {}
+        predictions = session.predictions_for(current)
         if not predictions:
             raise InputError("This image has no ground-truth mask. Upload one with the image, or press Run on the Compare tab so a predicted mask can be counted instead.")
         key = min(predictions, key=lambda k: ARCH_ORDER.index(k.arch))
@@ -108,12 +119,11 @@ class Losses:
 
     # ------------------------------------------------------------------ presenters
 
-    @inline_errors(lambda message: WEIGHTS(table=hidden(), chart=hidden(), note=message))
     def weights(self, example, image_file, mask_file, set_name, session):
-        current = self.app.current_image(example, image_file, mask_file, set_name)
-        if isinstance(session, SessionCache):
-            session.mark("losses", current)
-        result = self.class_weights(current, session)
+        return self.counting.answer(lambda: Request(self.app.current_image(example, image_file, mask_file, set_name), session_of(session)))
+
+    @staticmethod
+    def present_weights(request: Request, result: ClassWeights) -> tuple:
         note = f"Counted on {result.origin} of **{result.image.label}**: N = {result.total} labelled pixels."
         return WEIGHTS(table=gr.update(value=result.table, visible=True), chart=gr.update(value=class_weights_figure(result.table), visible=True), note=note)
 
@@ -125,18 +135,21 @@ class Losses:
             gamma = 2.0
         return figures.loss_curves_figure(max(0.0, gamma) if math.isfinite(gamma) else 2.0)
 
-    @inline_errors(lambda message: IOU(map=hidden(), note=message))
     def iou(self, example, image_file, mask_file, set_name, arch, class_name, depth, session):
-        session, current, result = self.app.on_current_image("losses", example, image_file, mask_file, set_name, session,
-                                                             lambda current, session: self.iou_map(current, arch, class_name, depth, session))
-        if result is None:
-            return IOU(note=session.stale_note(current))
+        def parse() -> Request:
+            current = self.app.current_image(example, image_file, mask_file, set_name)
+            return Request(current, session_of(session), choices={"arch": arch, "class_name": class_name, "depth": depth})
+
+        return self.mapping.answer(parse)
+
+    def present_iou(self, request: Request, result: IouMap) -> tuple:
+        class_name = result.class_name
         if math.isnan(result.iou):
             formula = f"**{class_name}** is neither in the ground truth nor in the prediction: its IoU is undefined and it does not count towards mIoU."
         else:
             formula = f"IoU({class_name}) = TP / (TP + FP + FN) = {result.tp} / ({result.tp} + {result.fp} + {result.fn}) = **{result.iou:.3f}**"
         note = f"{ARCH_NAMES[result.arch]} on **{result.image.label}**. Green **TP = {result.tp}**, red **FP = {result.fp}**, blue **FN = {result.fn}** pixels.\n\n{formula}"
-        return IOU(map=gr.update(value=self.app.picture(figures.error_map_image(result.image.image, result.codes)), visible=True), note=note, session=session)
+        return IOU(map=gr.update(value=self.app.picture(pictures.error_map_image(result.image.image, result.codes)), visible=True), note=note, session=request.session)
 
     def choices(self, set_name):
         """A new model set: its models and classes."""
@@ -149,9 +162,7 @@ class Losses:
     @staticmethod
     def clear(identity, session):
         """A new image was picked: the results of another image go."""
-        if isinstance(session, SessionCache) and not session.outdated("losses", identity):
-            return CLEARED()
-        return CLEARED(table=hidden(), chart=hidden(), note="", map=hidden(), iou_note="")
+        return clear_outdated("losses", identity, session, CLEARED, table=hidden(), chart=hidden(), note="", map=hidden(), iou_note="")
 
 
 def build(shared: Shared) -> gr.Tab:

@@ -55,6 +55,7 @@ import pandas as pd
 
 from segmodels.teach.losslab import LAB_LOSSES, LOSS_LABELS, LabRecord, LabSettings, lab_class_weights, run_loss_lab
 
+from ..contract import Job, no_image
 from ..losslab_charts import (
     LAST_EVALUATIONS,
     camvid_section,
@@ -88,6 +89,7 @@ from ..losslab_runs import (
 )
 from ..scheduler import FairScheduler, Refused
 from ..serving import client_of
+from ..session import Request
 
 log = logging.getLogger(__name__)
 
@@ -240,12 +242,41 @@ def present(view: LabView, precomputed: Precomputed, max_steps: int) -> tuple:
     )
 
 
+class LossLabTab:
+    """The tab's handlers: a live run (parsed, computed by :meth:`LossLab.views` and
+    presented by :func:`present` through a :class:`demo.contract.Job`) and the weight tables."""
+
+    def __init__(self, lab: LossLab, trust_forwarded: bool, camvid_dir, weights_dir):
+        self.lab, self.trust_forwarded, self.camvid_dir, self.weights_dir = lab, trust_forwarded, camvid_dir, weights_dir
+        self.max_steps = lab.settings.max_steps or lab.precomputed.max_steps
+        self.training = Job(None, lambda request: lab.views(**request.choices), lambda request, view: present(view, lab.precomputed, self.max_steps), failed_run)
+
+    async def train(self, loss, gamma, previous, request: gr.Request):
+        def parse() -> Request:
+            address, session = client_of(request, self.trust_forwarded)
+            return no_image(loss=loss, gamma=gamma, previous=previous, address=address, client=session or address)
+
+        async for outputs in self.training.astream(parse):
+            yield outputs
+
+    def weights(self) -> tuple[pd.DataFrame, str, str]:
+        schemes = lab_class_weights(settings=self.lab.settings)
+        return lab_weights_table(schemes, self.lab.precomputed.rare_class), lab_weights_note(schemes), camvid_section(self.camvid_dir, self.weights_dir)
+
+
+def failed_run(error: Exception):
+    """A live run that failed: the student sees a message, the log the details."""
+    log.error("loss lab run failed", exc_info=error)
+    raise gr.Error(f"The live run failed ({type(error).__name__}); the precomputed curves below still show every loss.") from None
+
+
 def build(shared) -> gr.Tab:
     """The Loss lab tab: formulas and weights, the live run, the precomputed runs and the verdict."""
     app = shared.app
     precomputed = load_precomputed()
     lab = LossLab(precomputed, app.scheduler, mark_busy=app.engine.benchmarker.busy)
-    max_steps = lab.settings.max_steps or precomputed.max_steps
+    handlers = LossLabTab(lab, app.config.trust_forwarded, app.config.camvid_dir, app.config.weights_dir)
+    max_steps = handlers.max_steps
     choices = [(LOSS_LABELS[loss], loss) for loss in LAB_LOSSES]
 
     with gr.Tab("Loss lab", id="losslab") as tab:
@@ -275,22 +306,9 @@ def build(shared) -> gr.Tab:
             weights_md = gr.Markdown()
             camvid_md = gr.Markdown()
 
-    async def train(loss, gamma, previous, request: gr.Request):
-        address, session = client_of(request, app.config.trust_forwarded)
-        try:
-            async for view in lab.views(loss, gamma, previous, address, session or address):
-                yield present(view, precomputed, max_steps)
-        except Exception as error:  # noqa: BLE001 - the student sees a message, the log the details
-            log.exception("loss lab run failed")
-            raise gr.Error(f"The live run failed ({type(error).__name__}); the precomputed curves below still show every loss.") from None
-
-    def weights() -> tuple[pd.DataFrame, str, str]:
-        schemes = lab_class_weights(settings=lab.settings)
-        return lab_weights_table(schemes, precomputed.rare_class), lab_weights_note(schemes), camvid_section(app.config.camvid_dir, app.config.weights_dir)
-
-    train_button.click(train, [loss_radio, gamma_slider, previous_run], [status, loss_plot, iou_plot, previous_run], api_name="losslab_train", show_progress="hidden",
+    train_button.click(handlers.train, [loss_radio, gamma_slider, previous_run], [status, loss_plot, iou_plot, previous_run], api_name="losslab_train", show_progress="hidden",
                        **{**shared.heavy, "api_visibility": "private"})
-    tab.select(weights, None, [weights_df, weights_md, camvid_md], api_name="losslab_weights", show_progress="hidden", **{**shared.light, "api_visibility": "private"})
+    tab.select(handlers.weights, None, [weights_df, weights_md, camvid_md], api_name="losslab_weights", show_progress="hidden", **{**shared.light, "api_visibility": "private"})
     return tab
 
 

@@ -17,11 +17,14 @@ from segmodels import ARCH_NAMES, create_model
 from segmodels.receptive_field import aspp_rates, output_field_size
 from segmodels.teach.pooling import SPP
 
-from .. import explanations, figures, text
-from ..context import Shared, View
-from ..core import ARCH_ORDER, App, CurrentImage, SessionCache
-from ..engine import ModelUnavailable
-from ..errors import InputError, inline_errors
+from .. import explanations, figures, pictures, text
+from ..context import Shared
+from ..contract import Job, no_image, outdated
+from ..core import ARCH_ORDER, App, CurrentImage
+from ..errors import InputError, shown_inline
+from ..failures import ModelUnavailable
+from ..session import Request, session_of
+from ..view import View, hidden
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,9 @@ class Receptive:
 
     def __init__(self, app: App):
         self.app = app
+        self.layers = Job(None, self.charted, self.present_charts, shown_inline(lambda message: CHARTS(summary=message)))
+        self.click = Job("receptive", self.clicked_fields, self.present_fields, shown_inline(lambda message: CLICKED(note=message)),
+                         lambda request: CLICKED(note=request.session.stale_note(request.current)))
         self._untrained: dict[int, torch.nn.Module] = {}
 
     def table(self, set_name, models, depth) -> pd.DataFrame:
@@ -128,25 +134,31 @@ class Receptive:
             except ModelUnavailable as error:
                 lines.append(f"- {error}")
                 continue
-            overlays[arch] = figures.erf_overlay(current.image, erf, (row, col), theoretical)
+            overlays[arch] = pictures.erf_overlay(current.image, erf, (row, col), theoretical)
             share = float((erf > 0.01).mean())
             field = "whole image" if math.isinf(theoretical) else f"about {theoretical:.0f} px"
             lines.append(f"- **{ARCH_NAMES[arch]}**: {share:.1%} of the image has a gradient above 1% of the peak; theoretical field {field}.")
         if not overlays:
             raise ModelUnavailable("No model could compute a receptive field. " + " ".join(lines[1:]))
         aspp = self.aspp(current.set_name)
-        pooling = figures.pooling_illustration(current.image, SPP().bins, aspp.rates, aspp.output_stride, (row, col))
-        caption = figures.pooling_caption(current.size, SPP().bins, aspp.rates, aspp.output_stride, (row, col))
+        pooling = pictures.pooling_illustration(current.image, SPP().bins, aspp.rates, aspp.output_stride, (row, col))
+        caption = pictures.pooling_caption(current.size, SPP().bins, aspp.rates, aspp.output_stride, (row, col))
         return EffectiveFields(current, (row, col), overlays, pooling, caption, "\n".join(lines))
 
     # ------------------------------------------------------------------ presenters
 
-    @inline_errors(lambda message: CHARTS(summary=message))
     def charts(self, set_name, models, depth):
         """The theoretical receptive-field chart, its per-layer table, the dilation figure, a summary."""
-        table = self.table(set_name, models, depth)
+        return self.layers.answer(lambda: no_image(set_name=set_name, models=models, depth=depth))
+
+    def charted(self, request: Request) -> tuple[pd.DataFrame, Aspp]:
+        choices = request.choices
+        return self.table(choices["set_name"], choices["models"], choices["depth"]), self.aspp(self.app.check_set(choices["set_name"]))
+
+    @staticmethod
+    def present_charts(request: Request, charted: tuple[pd.DataFrame, Aspp]) -> tuple:
+        table, aspp = charted
         traces = {name: frame for name, frame in table.groupby("Model", sort=False)}
-        aspp = self.aspp(self.app.check_set(set_name))
         summary = ["| Model | layers | largest theoretical receptive field |", "|---|---|---|"]
         for name, frame in traces.items():
             largest = float(frame["Receptive field (px)"].max())
@@ -158,30 +170,34 @@ class Receptive:
         dilation = figures.dilation_figure(sorted(set(DILATION_RATES) | set(aspp.rates)), aspp.rates, aspp.output_stride)
         return CHARTS(chart=figures.receptive_field_figure(traces), table=display, dilation=dilation, summary="\n".join(summary))
 
-    @inline_errors(lambda message: CLICKED(note=message))
     def clicked(self, example, image_file, mask_file, set_name, models, depth, session, evt: gr.SelectData):
         """A click on the image (``evt.index`` = (x, y) on the enlarged image): the ERF images,
         the SPP / ASPP illustration and a note naming the image they were computed on."""
-        if evt is None or evt.index is None:
-            raise InputError("Click on the image to choose a pixel.")
-        current = self.app.current_image(example, image_file, mask_file, set_name)
-        if isinstance(session, SessionCache) and session.shown not in (None, current.identity):
-            raise InputError("The image changed: click on the new image.")
-        watch = session.watch(current, "receptive") if isinstance(session, SessionCache) else None
-        scale = click_scale(current.size)
-        x, y = evt.index[:2]
-        fields = self.effective_fields(current, models, depth, (int(y) // scale, int(x) // scale))
-        if watch is not None and watch.stale:
-            return CLICKED(note=session.stale_note(current))
+        def parse() -> Request:
+            if evt is None or evt.index is None:
+                raise InputError("Click on the image to choose a pixel.")
+            current = self.app.current_image(example, image_file, mask_file, set_name)
+            request = Request(current, session_of(session), choices={"models": models, "depth": depth})
+            if request.session.shown not in (None, current.identity):
+                raise InputError("The image changed: click on the new image.")
+            scale = click_scale(current.size)
+            x, y = evt.index[:2]
+            request.choices["pixel"] = (int(y) // scale, int(x) // scale)
+            return request
+
+        return self.click.answer(parse)
+
+    def clicked_fields(self, request: Request) -> EffectiveFields:
+        return self.effective_fields(request.current, request.choices["models"], request.choices["depth"], request.choices["pixel"])
+
+    def present_fields(self, request: Request, fields: EffectiveFields) -> tuple:
         slots = {f"field_{a}": gr.update(value=self.app.picture(fields.overlays[a]), label=ARCH_NAMES[a], visible=True) if a in fields.overlays else gr.update(value=None, visible=False)
                  for a in ARCH_ORDER}
         return CLICKED(**slots, pooling=gr.update(value=self.app.picture(fields.pooling), visible=True), pooling_note=fields.pooling_caption, note=fields.note)
 
     def show_image(self, example, image_file, mask_file, set_name, identity, session):
         """A new image was picked: show it to click on, and clear the receptive fields of another image."""
-        hidden = gr.update(value=None, visible=False)
-        outdated = not isinstance(session, SessionCache) or session.outdated("receptive", identity)
-        cleared = dict.fromkeys(FIELDS, hidden) | dict(pooling=hidden, pooling_note="", note=CLICK_PROMPT) if outdated else {}
+        cleared = dict.fromkeys(FIELDS, hidden()) | dict(pooling=hidden(), pooling_note="", note=CLICK_PROMPT) if outdated("receptive", identity, session) else {}
         try:
             current = self.app.current_image(example, image_file, mask_file, set_name)
         except (InputError, ModelUnavailable):  # the line under the controls says why

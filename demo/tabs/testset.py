@@ -21,10 +21,13 @@ from segmodels.bootstrap import BETTER, WORSE, Entrant, Interval, against_best
 from segmodels.modelcard import Evaluation, TestRecord
 
 from .. import testset_charts, text
-from ..context import Shared, View, hidden
+from ..catalogue import set_label
+from ..context import Shared
+from ..contract import Job, no_image
 from ..core import App
-from ..engine import SET_LABELS
-from ..errors import InputError, inline_errors, short
+from ..errors import InputError, short, shown_inline
+from ..session import Request
+from ..view import View, hidden
 
 VIEW = View("status", "model", "heatmap", "confusions", "per_class", "ranking")
 CONFUSIONS_NAMED = 2
@@ -95,7 +98,7 @@ class TestSet:
     @property
     def set_label(self) -> str:
         """The set's name without its description: 'CamVid'."""
-        return SET_LABELS.get(self.set_name, self.set_name).split(" (")[0]
+        return set_label(self.set_name).split(" (")[0]
 
 
 @dataclass(frozen=True)
@@ -224,6 +227,7 @@ class TestSetTab:
 
     def __init__(self, app: App):
         self.app = app
+        self.reading = Job(None, self.viewed, self.present, shown_inline(lambda message: VIEW(status=message, heatmap=hidden(), confusions="", per_class=hidden(), ranking=hidden())))
 
     def collect(self, set_name: str, depth: int) -> TestSet:
         """Every shipped model of the set with its test record, U-Net++ at ``depth`` (its
@@ -274,12 +278,20 @@ class TestSetTab:
 
     # ------------------------------------------------------------------ presenter
 
-    @inline_errors(lambda message: VIEW(status=message, heatmap=hidden(), confusions="", per_class=hidden(), ranking=hidden()))
     def show(self, set_name, arch, depth):
+        return self.reading.answer(lambda: no_image(set_name=set_name, arch=arch, depth=depth))
+
+    def viewed(self, request: Request) -> TestSetView | NoTestRecords:
+        """The view, or why there is none."""
         try:
-            result = self.view(set_name, arch, depth)
+            return self.view(request.choices["set_name"], request.choices["arch"], request.choices["depth"])
         except NoTestRecords as missing:
-            return VIEW(status=str(missing), model=gr.update(choices=[], value=None), heatmap=hidden(), confusions="", per_class=hidden(), ranking=hidden())
+            return missing
+
+    @staticmethod
+    def present(request: Request, result: TestSetView | NoTestRecords) -> tuple:
+        if isinstance(result, NoTestRecords):
+            return VIEW(status=str(result), model=gr.update(choices=[], value=None), heatmap=hidden(), confusions="", per_class=hidden(), ranking=hidden())
         tests, chosen = result.tests, result.chosen
         evaluation = chosen.evaluation
         resamples = " or ".join(str(n) for n in sorted({m.record.resamples for m in tests.models}))

@@ -1,0 +1,111 @@
+"""Latency benchmarks measured only while the server is idle (:class:`IdleBenchmarker`), so a
+click costs one forward pass per model."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from segmodels.inference import BenchmarkInterrupted, Predictor
+
+log = logging.getLogger(__name__)
+
+
+class IdleBenchmarker:
+    """Measures latency benchmarks in a background thread, only while no request is running
+    and none ran for ``idle_seconds``: the models a request compared, timed together. A figure
+    older than ``max_age_s``, a noisy one, or one taken while other processes kept the machine
+    busy is measured again when a request asks for it.
+    Requests hold :meth:`busy`; the benchmark takes the predictor's lock one pass at a time
+    and stops (to be measured again when idle) as soon as a request is running, so a request
+    waits for at most one forward pass. ``clock`` tells how long the machine has been quiet (tests pass a fake one)."""
+
+    def __init__(self, predictor: Predictor, idle_seconds: float = 2.0, max_age_s: float = 1800.0, warmup: int = 1, repeats: int = 5, max_pending: int = 256,
+                 clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self.predictor = predictor
+        self.warmup, self.repeats = warmup, repeats
+        self.idle_seconds = idle_seconds
+        self.max_age_s = max_age_s
+        self.max_pending = max_pending
+        self._pending: dict[tuple, tuple[list[tuple[str, int | None]], tuple[int, int]]] = {}
+        self._active = 0
+        self._last_request = 0.0
+        self._condition = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def busy(self) -> Iterator[None]:
+        with self._condition:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._active -= 1
+                self._last_request = self._clock()
+                self._condition.notify_all()
+
+    def _requested(self) -> bool:
+        return self._active > 0
+
+    def request(self, name: str, size: tuple[int, int], depth: int | None) -> None:
+        """Ask for a benchmark of this key unless a fresh, steady one is cached."""
+        self.request_together([(name, depth)], size)
+
+    def request_together(self, models: list[tuple[str, int | None]], size: tuple[int, int]) -> None:
+        """Ask for a benchmark of ``models`` timed together (:meth:`Predictor.measure_together`)
+        unless fresh figures of them, steady and taken on a quiet machine, are cached."""
+        models = list(dict.fromkeys(models))
+        if len(models) == 1:
+            figures = [self.predictor.latency(models[0][0], size, models[0][1])]
+        else:
+            figures = list((self.predictor.latency_together(models, size) or {None: None}).values())
+        if all(figure is not None and not figure.noisy and not figure.busy and time.time() - figure.measured_at < self.max_age_s for figure in figures):
+            return
+        key = (tuple(sorted(models, key=str)), tuple(size))
+        with self._condition:
+            if key not in self._pending and len(self._pending) < self.max_pending:
+                self._pending[key] = (models, tuple(size))
+                self._condition.notify_all()
+
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="idle-benchmark", daemon=True)
+            self._thread.start()
+
+    def _wait_for_idle(self) -> tuple[list[tuple[str, int | None]], tuple[int, int]]:
+        with self._condition:
+            while True:
+                quiet = self._clock() - self._last_request
+                if self._pending and self._active == 0 and quiet >= self.idle_seconds:
+                    key = next(iter(self._pending))
+                    return self._pending.pop(key)
+                self._condition.wait(timeout=max(0.05, self.idle_seconds - quiet) if self._pending else None)
+
+    def _loop(self) -> None:
+        while True:
+            models, size = self._wait_for_idle()
+            try:
+                self.predictor.measure_together(models, size, self.warmup, self.repeats, interrupted=self._requested)
+            except BenchmarkInterrupted:
+                self.request_together(models, size)
+            except Exception as error:  # noqa: BLE001 - a broken model is reported by requests, not here
+                log.warning("latency benchmark of %s failed: %s", ", ".join(name for name, _ in models), error)
+
+    def run_pending(self) -> None:
+        """Measure everything pending now, in this thread (tests and scripts)."""
+        while self._pending:
+            with self._condition:
+                key = next(iter(self._pending))
+                models, size = self._pending.pop(key)
+            self.predictor.measure_together(models, size, self.warmup, self.repeats)
+
+
+__all__ = ["IdleBenchmarker"]
