@@ -1,21 +1,28 @@
 """What the dashboard knows of the model sets, in one place: each set's label and place in
-the menu, its classes and colours, the colour of each architecture in the charts, and the
-cards of its shipped models, read once per change of their files (:class:`Catalogue`).
+the menu, its classes and colours, the order and chart colour of each architecture, the
+bundled examples of each dataset, and the cards of its shipped models, read once per change
+of their files (:class:`Catalogue`).
 
 Below :mod:`demo.engine`, :mod:`demo.sources` and :mod:`demo.figures`: it imports nothing of
-the dashboard but its exceptions."""
+the dashboard but its exceptions and settings."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from segmodels import ARCH_NAMES, ARCHITECTURES, zoo
-from segmodels.data import CAMVID, SHAPES, DatasetInfo
+from segmodels.data import CAMVID, SHAPES, CamVidDataset, DatasetInfo
 from segmodels.modelcard import ModelCard
 
+from .config import DemoConfig
 from .failures import ModelUnavailable
+
+log = logging.getLogger(__name__)
+
+ARCH_ORDER = tuple(ARCHITECTURES)
 
 SET_LABELS = {"camvid": "CamVid (street scenes, 11 classes)", "shapes": "Shapes (synthetic, 4 classes)"}
 SET_ORDER = ("camvid", "shapes")
@@ -31,6 +38,38 @@ MODEL_COLOURS = {"U-Net": "#1f77b4", "U-Net++": "#ff7f0e", "U-Net 3+": "#2ca02c"
 def set_label(set_name: str | None) -> str:
     """'CamVid (street scenes, 11 classes)'; an unknown set by its name."""
     return SET_LABELS.get(set_name or "", set_name or "")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One bundled example: a held-out Shapes image or a CamVid validation image."""
+
+    key: str
+    label: str
+    dataset: str
+    seed: int | None = None
+    size: int = 128
+    image_path: Path | None = None
+    mask_path: Path | None = None
+
+
+def shapes_examples(seed: int, count: int, size: int) -> list[Example]:
+    return [Example(f"shapes-{seed + i}", f"Shapes #{seed + i}", "shapes", seed=seed + i, size=size) for i in range(count)]
+
+
+def camvid_examples(root: Path | None, count: int) -> tuple[list[Example], str | None]:
+    """Up to ``count`` evenly spaced CamVid validation images; (examples, problem or None)."""
+    if root is None:
+        return [], None
+    try:
+        dataset = CamVidDataset(root, split="val")
+    except (FileNotFoundError, OSError) as error:
+        log.warning("CamVid examples unavailable: %s", error)
+        return [], f"CamVid examples unavailable: {error}"
+    files = dataset.files
+    step = max(1, len(files) // max(count, 1))
+    picked = list(zip(files, dataset.mask_files))[::step][:count]
+    return [Example(f"camvid-{image.stem}", f"CamVid val {image.stem}", "camvid", image_path=image, mask_path=mask) for image, mask in picked], None
 
 
 @dataclass(frozen=True)
@@ -72,12 +111,30 @@ class ModelSet:
 
 class Catalogue:
     """The model sets of a weights folder, each card read again only when its files change
-    (a stat of each file per look, no parsing)."""
+    (a stat of each file per look, no parsing), and the bundled examples (``camvid_problem``
+    says why there are no CamVid ones, when they could not be listed)."""
 
-    def __init__(self, weights_dir: Path):
+    def __init__(self, weights_dir: Path, examples: list[Example] | None = None, camvid_problem: str | None = None):
         self.weights_dir = weights_dir
+        self.examples: tuple[Example, ...] = tuple(examples or ())
+        self.camvid_problem = camvid_problem
+        self._by_name = {e.key: e for e in self.examples} | {e.label: e for e in self.examples}
         self._sets: dict[str, tuple[dict[str, tuple], ModelSet]] = {}
         self._lock = threading.Lock()
+
+    @classmethod
+    def for_config(cls, config: DemoConfig) -> Catalogue:
+        """The models of ``config.weights_dir`` with the CamVid validation and Shapes examples the settings ask for."""
+        camvid, problem = camvid_examples(config.camvid_dir, config.num_camvid_examples)
+        return cls(config.weights_dir, camvid + shapes_examples(config.shapes_seed, config.num_shapes_examples, config.shapes_size), problem)
+
+    def example(self, name: object) -> Example | None:
+        """The example with this key or label, else None."""
+        return self._by_name.get(name) if isinstance(name, str) else None
+
+    def examples_of(self, dataset: str | None) -> list[Example]:
+        """The examples from ``dataset`` (the one a set's models were trained on)."""
+        return [e for e in self.examples if e.dataset == dataset]
 
     def names(self) -> dict[str, list[str]]:
         """{set: [arch, ...]} of every shipped model, sets and archs in display order."""
@@ -118,4 +175,4 @@ class Catalogue:
         return model_set
 
 
-__all__ = ["DATASETS", "MODEL_COLOURS", "SET_LABELS", "SET_ORDER", "TRAINED_ON", "UNLABELLED_COLOURS", "Catalogue", "ModelSet", "set_label"]
+__all__ = ["ARCH_ORDER", "DATASETS", "MODEL_COLOURS", "SET_LABELS", "SET_ORDER", "TRAINED_ON", "UNLABELLED_COLOURS", "Catalogue", "Example", "ModelSet", "set_label"]

@@ -43,9 +43,9 @@ class Shared:
     image_file: gr.File  # upload (filepath) or None
     mask_file: gr.File  # ground-truth mask upload or None
     models_cb: gr.CheckboxGroup  # chosen architectures (keys: unet, unetpp, unet3p, deeplabv3p)
-    depth_sl: gr.Slider  # U-Net++ pruning depth, over App.depth_range()
+    depth_sl: gr.Slider  # U-Net++ pruning depth, over App.choices.depth_range()
     opacity_sl: gr.Slider  # mask opacity 0..1
-    session: gr.State  # this browser tab's demo.core.SessionCache
+    session: gr.State  # this browser tab's demo.session.SessionCache
     current_md: gr.Markdown  # the "Current image" line under the controls
     image_changed: gr.State  # identity of the image the page shows ("" for none); its .change clears stale results
     light: dict = field(init=False)
@@ -59,7 +59,7 @@ class Shared:
 
     @property
     def image_inputs(self) -> list:
-        """The inputs that name the image of a request (for ``App.current_image``)."""
+        """The inputs that name the image of a request (for ``App.images.current``)."""
         return [self.example_dd, self.image_file, self.mask_file, self.set_radio]
 
     def on_device(self, fn):

@@ -75,10 +75,10 @@ def image_metrics(labels: np.ndarray, gt: np.ndarray, info: DatasetInfo) -> dict
 class Engine:
     """Loads, caches and runs the shipped models of one weights directory."""
 
-    def __init__(self, config: DemoConfig):
+    def __init__(self, config: DemoConfig, model_sets: Catalogue):
         self.config = config
         self.predictor = Predictor(config.weights_dir, device=config.device, threads=config.torch_threads, backend=config.backend)
-        self.model_sets = Catalogue(config.weights_dir)
+        self.model_sets = model_sets
         self._rf: dict[tuple, list[LayerField]] = {}
         self._failures: dict[str, tuple[tuple, str, float]] = {}
         self.shared = SharedPredictions(config.shared_predictions_mb * 2**20)

@@ -8,34 +8,18 @@ uploaded twice is the same image, and two different pictures never share a name.
 from __future__ import annotations
 
 import hashlib
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from segmodels.data import CAMVID, CamVidDataset, render_shapes
+from segmodels.data import CAMVID, render_shapes
 from segmodels.image_loading import ImageLoadError, load_image_with_original_size, load_mask
 
-from .catalogue import DATASETS, TRAINED_ON, UNLABELLED_COLOURS
+from .catalogue import DATASETS, TRAINED_ON, UNLABELLED_COLOURS, Example
 from .failures import InputError
 
-log = logging.getLogger(__name__)
-
 SMALL_SIDE = 64  # the shorter side below which an upload says little to the models
-
-
-@dataclass(frozen=True)
-class Example:
-    """One bundled example: a held-out Shapes image or a CamVid validation image."""
-
-    key: str
-    label: str
-    dataset: str
-    seed: int | None = None
-    size: int = 128
-    image_path: Path | None = None
-    mask_path: Path | None = None
 
 
 @dataclass
@@ -58,25 +42,6 @@ class Source:
     def gt_for(self, dataset: str) -> np.ndarray | None:
         """The ground truth when it uses ``dataset``'s classes, else None."""
         return self.gt if self.gt is not None and self.gt_dataset == dataset else None
-
-
-def shapes_examples(seed: int, count: int, size: int) -> list[Example]:
-    return [Example(f"shapes-{seed + i}", f"Shapes #{seed + i}", "shapes", seed=seed + i, size=size) for i in range(count)]
-
-
-def camvid_examples(root: Path | None, count: int) -> tuple[list[Example], str | None]:
-    """Up to ``count`` evenly spaced CamVid validation images; (examples, problem or None)."""
-    if root is None:
-        return [], None
-    try:
-        dataset = CamVidDataset(root, split="val")
-    except (FileNotFoundError, OSError) as error:
-        log.warning("CamVid examples unavailable: %s", error)
-        return [], f"CamVid examples unavailable: {error}"
-    files = dataset.files
-    step = max(1, len(files) // max(count, 1))
-    picked = list(zip(files, dataset.mask_files))[::step][:count]
-    return [Example(f"camvid-{image.stem}", f"CamVid val {image.stem}", "camvid", image_path=image, mask_path=mask) for image, mask in picked], None
 
 
 def load_example(example: Example, max_side: int) -> Source:

@@ -11,7 +11,8 @@ from . import admission, hardening, serving, text, uploads
 from .config import ASSETS_DIR, DemoConfig
 from .context import Shared
 from .controls import PICKED, PREVIEW, SET_CHANGED, Controls, checked_by_callbacks, upload_help
-from .core import App, SessionCache
+from .core import App
+from .session import SessionCache
 from .tabs import tab_modules
 
 CSS = """
@@ -117,32 +118,33 @@ def build_demo(config: DemoConfig | None = None) -> gr.Blocks:
     """The dashboard as a ``gr.Blocks`` with its queue configured (not yet launched)."""
     config = config or DemoConfig()
     app = App(config)
+    choices = app.choices
     controls = Controls(app)
-    set_name = app.default_set()
-    archs = app.archs(set_name)
+    set_name = choices.default_set()
+    archs = choices.archs(set_name)
     if config.warm_up:
-        app.engine.warm_up(app.usual_sizes())
+        app.engine.warm_up(app.images.usual_sizes())
 
     with gr.Blocks(title="Semantic segmentation dashboard", delete_cache=(3600, 3600), analytics_enabled=False) as demo:
         demo.dashboard = app  # for tests and app.py
         gr.Markdown(text.INTRO, latex_delimiters=text.LATEX)
-        if not app.sets():
+        if not choices.sets():
             gr.Markdown(text.NO_MODELS.format(weights_dir=config.weights_dir))
-        if app.camvid_problem:
-            gr.Markdown(f"*{app.camvid_problem}*")
+        if app.catalogue.camvid_problem:
+            gr.Markdown(f"*{app.catalogue.camvid_problem}*")
 
         # The image and the models, shared by every tab: columns that wrap on a phone.
         with gr.Group(elem_id="controls"):
             with gr.Row(equal_height=False):
                 with gr.Column(scale=3, min_width=300):
                     with gr.Row():
-                        set_radio = checked_by_callbacks(gr.Radio(app.set_choices(), value=set_name, label="Model set", info="Only sets with trained weights are offered.", min_width=240))
+                        set_radio = checked_by_callbacks(gr.Radio(choices.set_choices(), value=set_name, label="Model set", info="Only sets with trained weights are offered.", min_width=240))
                         # Any example key passes to the callbacks, which check it (an API client may name another set's example).
                         example_dd = gr.Dropdown(
-                            app.example_choices(set_name), value=app.default_example(set_name), label="Example (with ground truth)", min_width=200, elem_id="example", allow_custom_value=True
+                            choices.example_choices(set_name), value=choices.default_example(set_name), label="Example (with ground truth)", min_width=200, elem_id="example", allow_custom_value=True
                         )
                     gallery = gr.Gallery(
-                        app.thumbnails(set_name),
+                        app.images.thumbnails(set_name),
                         label="Tap an example",
                         columns=8,
                         rows=1,
@@ -151,15 +153,15 @@ def build_demo(config: DemoConfig | None = None) -> gr.Blocks:
                         object_fit="cover",
                         buttons=[],
                         elem_id="examples",
-                        selected_index=controls.thumbnail_of(set_name, app.default_example(set_name)),
+                        selected_index=controls.thumbnail_of(set_name, choices.default_example(set_name)),
                     )
                 with gr.Column(scale=2, min_width=280):
-                    models_cb = checked_by_callbacks(gr.CheckboxGroup(app.model_choices(set_name), value=archs, label="Models to run"))
+                    models_cb = checked_by_callbacks(gr.CheckboxGroup(choices.model_choices(set_name), value=archs, label="Models to run"))
                     with gr.Row():
-                        shallowest, deepest = app.depth_range()
+                        shallowest, deepest = choices.depth_range()
                         # Gradio needs two values; with a single depth (no prunable model) the slider stays hidden.
                         depth_sl = gr.Slider(shallowest, max(deepest, shallowest + 1), value=deepest, step=1,
-                                              label="U-Net++ depth (L1 = most pruned)", visible=bool(app.prunable(set_name, archs)), min_width=150)
+                                              label="U-Net++ depth (L1 = most pruned)", visible=bool(choices.prunable(set_name, archs)), min_width=150)
                         opacity_sl = gr.Slider(0.0, 1.0, value=0.8, step=0.05, label="Mask opacity", min_width=150)
             with gr.Accordion("…or upload your own image (and, optionally, its ground-truth mask)", open=False):
                 with gr.Row():

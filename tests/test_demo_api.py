@@ -115,7 +115,7 @@ def test_the_readme_example_on_a_server_that_opens_on_camvid(camvid, request, ti
         config = DemoConfig(camvid_dir=request.getfixturevalue("camvid_root"), device="cpu", torch_threads=1, warm_up=False)
     demo, url = launch(config)
     try:
-        assert demo.dashboard.default_set() == "camvid"
+        assert demo.dashboard.choices.default_set() == "camvid"
         exec(compile(readme_client_code(url), "README.md", "exec"), {})
         printed = capfd.readouterr().out
         ran = "U-Net: mIoU" if camvid == "fake" else "U-Net++ L4: mIoU"  # the models the page starts with: the fake CamVid set has U-Net only
@@ -192,7 +192,7 @@ def test_a_greedy_address_cannot_take_the_server(tiny_zoo):
         yield from original(set_name, archs, image, *args, **kwargs)
 
     engine.run_models = slow
-    student_image_mean = demo.dashboard.current_image("shapes-1000", None, None, "shapes").image.mean()
+    student_image_mean = demo.dashboard.images.current("shapes-1000", None, None, "shapes").image.mean()
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch_kwargs(config))
     try:
         greedy = httpx.Client(base_url=url, transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=10)

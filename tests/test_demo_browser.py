@@ -178,7 +178,7 @@ def test_a_thumbnail_tapped_right_after_the_menu_shows_the_image_the_models_ran_
     "Current image" line, the status and the image shown all name the image the models ran on,
     even when the first image's preview is slow (so it finishes after the others started)."""
     app = server.dashboard
-    resolve = app.current_image
+    resolve = app.images.current
 
     def slow_for_the_first_example(example, *args, **kwargs):
         if example == "shapes-1000":
@@ -186,7 +186,7 @@ def test_a_thumbnail_tapped_right_after_the_menu_shows_the_image_the_models_ran_
         return resolve(example, *args, **kwargs)
 
     page, errors = open_page(browser, server.local_url, PHONE)
-    monkeypatch.setattr(app, "current_image", slow_for_the_first_example)
+    monkeypatch.setattr(app.images, "current", slow_for_the_first_example)
     try:
         page.locator("#example input").first.click()
         page.keyboard.press("Escape")

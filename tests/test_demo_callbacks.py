@@ -16,8 +16,9 @@ from PIL import Image
 from scipy import ndimage
 
 from demo import build_demo
-from demo.core import App, PredictionKey, SessionCache
+from demo.core import App
 from demo.errors import InputError
+from demo.session import PredictionKey, SessionCache
 from demo.tabs import compare, instances, losses, pruning, receptive
 from segmodels import zoo
 from segmodels.data import SHAPES, render_shapes
@@ -185,8 +186,8 @@ def test_a_click_is_checked_once_from_its_queue_note_to_its_run(app, monkeypatch
     tab = compare.Compare(app)
     session = SessionCache()
     checks = []
-    original = app.check_models
-    monkeypatch.setattr(app, "check_models", lambda *args: checks.append(args) or original(*args))
+    original = app.check.models
+    monkeypatch.setattr(app.check, "models", lambda *args: checks.append(args) or original(*args))
     inputs = (EXAMPLE, None, None, "shapes", ["unet"], 4, 0.5)
     assert tab.queue_note(*inputs, session) == "Starting…" and len(checks) == 1
     assert "1 of 1 models ran" in compare.VIEW.named(final(tab.stream(*inputs, session)))["status"] and len(checks) == 1
@@ -225,14 +226,14 @@ def test_a_compare_click_reads_the_cards_once_and_takes_one_handle_per_model(tin
 
 
 def test_compare_never_reloads_weights_and_a_click_decodes_once(tiny_config, own_zoo, monkeypatch):
-    import demo.core
+    import demo.request_images
 
     app = App(tiny_config(weights_dir=own_zoo))
     loads, tensors, decodes = [], [], []
-    original_load, original_tensor, original_example = zoo.load_state_dict_checked, app.engine.predictor.to_tensor, demo.core.load_example
+    original_load, original_tensor, original_example = zoo.load_state_dict_checked, app.engine.predictor.to_tensor, demo.request_images.load_example
     monkeypatch.setattr(zoo, "load_state_dict_checked", lambda *a, **k: loads.append(a) or original_load(*a, **k))
     monkeypatch.setattr(app.engine.predictor, "to_tensor", lambda image: tensors.append(image.shape) or original_tensor(image))
-    monkeypatch.setattr(demo.core, "load_example", lambda *a, **k: decodes.append(a) or original_example(*a, **k))
+    monkeypatch.setattr(demo.request_images, "load_example", lambda *a, **k: decodes.append(a) or original_example(*a, **k))
     from demo.controls import Controls
 
     # One click: the preview and every tab that shows the new image share one decoding.
@@ -276,7 +277,7 @@ def test_pruning_rows_for_every_declared_depth(app):
 
 
 def test_pruning_without_a_prunable_model_says_so(app, monkeypatch):
-    monkeypatch.setattr(app, "pruning_depths", lambda set_name, arch: ())
+    monkeypatch.setattr(app.choices, "pruning_depths", lambda set_name, arch: ())
     tab = pruning.Pruning(app)
     out = tab.view.named(final(tab.stream(EXAMPLE, None, None, "shapes", 0.5, None)))
     assert "ships no model that can be pruned" in out["status"] and "inline-error" in out["status"]
@@ -313,7 +314,7 @@ def test_effective_receptive_field_of_a_clicked_pixel(app):
     assert out["field_unet"]["visible"] and out["field_unet"]["value"] and out["field_deeplabv3p"]["visible"] and not out["field_unetpp"]["visible"]
     assert read(out["pooling"]["value"]).ndim == 3 and "row 10, column 20" in out["note"] and "Shapes #1000" in out["note"]
     assert "ASPP rate 6: taps 96 px apart" in out["pooling_note"]
-    current = app.current_image(EXAMPLE, None, None, "shapes")
+    current = app.images.current(EXAMPLE, None, None, "shapes")
     fields = tab.effective_fields(current, ["unet"], 4, (500, -3))  # clamped into the image
     assert fields.pixel == (63, 0) and fields.overlays["unet"].shape == (64, 64, 3)
     # A click on an image the page no longer shows is refused, not answered with another image's fields.
@@ -363,7 +364,7 @@ def test_iou_map_counts_match_the_table(app):
     last = compare.VIEW.named(final(compare.Compare(app).stream(EXAMPLE, None, None, "shapes", ["unet"], 4, 0.5, None)))
     session, per_class = last["session"], last["per_class"]["value"]
     tab = losses.Losses(app)
-    result = tab.iou_map(app.current_image(EXAMPLE, None, None, "shapes"), "unet", "background", 4, session)
+    result = tab.iou_map(app.images.current(EXAMPLE, None, None, "shapes"), "unet", "background", 4, session)
     _, gt, _ = example_image_and_mask()
     codes = iou_error_map(session.predictions[PredictionKey("unet", None)], gt, 0)
     assert (result.tp, result.fp, result.fn) == (int((codes == 1).sum()), int((codes == 2).sum()), int((codes == 3).sum()))
@@ -385,7 +386,7 @@ def test_iou_map_needs_ground_truth_and_a_known_class(app, tmp_path):
 
 def test_instances_from_shapes_ground_truth(app):
     _, _, truth = example_image_and_mask()
-    result = instances.InstancesTab(app).instances(app.current_image(EXAMPLE, None, None, "shapes"), "unet", "all classes", 4, SessionCache())
+    result = instances.InstancesTab(app).instances(app.images.current(EXAMPLE, None, None, "shapes"), "unet", "all classes", 4, SessionCache())
     assert result.truth_count == len(np.unique(truth[truth > 0])) and "Ground truth" in result.note
     assert result.predicted is None and "ships no instance model" in result.note  # the tiny zoo has none
     out = instances.VIEW.named(instances.InstancesTab(app).show(EXAMPLE, None, None, "shapes", "unet", "all classes", 4, None))
@@ -396,7 +397,7 @@ def test_instances_from_shapes_ground_truth(app):
 def test_instances_as_connected_components_without_ground_truth(app, tmp_path):
     path = save_png(tmp_path / "photo.png", example_image_and_mask()[0])
     session = SessionCache()
-    result = instances.InstancesTab(app).instances(app.current_image(None, path, None, "shapes"), "unet", "background", 4, session)
+    result = instances.InstancesTab(app).instances(app.images.current(None, path, None, "shapes"), "unet", "background", 4, session)
     labels = session.predictions[PredictionKey("unet", None)]
     assert result.truth is None and result.component_count == ndimage.label(labels == 0)[1]
     assert "connected components" in result.note and "Ground truth" not in result.note
@@ -457,14 +458,14 @@ def test_huge_or_odd_model_lists_are_answered_at_once(app, models, message, monk
     """Refused before any lookup of the shipped models, or looked up once for the one model. The
     duration bound is generous on purpose (a loaded CI machine): it only catches work that grows
     with the square of the list (500,000 names: about 10^11 steps), which would take hours."""
-    archs, lookups = app.archs, []
-    monkeypatch.setattr(app, "archs", lambda set_name: lookups.append(set_name) or archs(set_name))
+    archs, lookups = app.choices.archs, []
+    monkeypatch.setattr(app.choices, "archs", lambda set_name: lookups.append(set_name) or archs(set_name))
     started = time.perf_counter()
     if message is None:
-        assert app.check_models("shapes", models) == ["unet"] and lookups == ["shapes"]
+        assert app.check.models("shapes", models) == ["unet"] and lookups == ["shapes"]
     else:
         with pytest.raises(InputError, match=message):
-            app.check_models("shapes", models)
+            app.check.models("shapes", models)
         assert lookups == []
     assert time.perf_counter() - started < 30
 

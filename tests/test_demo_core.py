@@ -22,9 +22,10 @@ from conftest import build_fake_camvid
 from demo import build_demo, figures, launch_kwargs, pictures
 from demo.config import ASSETS_DIR
 from demo.controls import PICKED, PREVIEW, SET_CHANGED, Controls
-from demo.core import App, PredictionKey, SessionCache
+from demo.core import App
 from demo.files import ImageFiles
 from demo.scores import latency_columns
+from demo.session import PredictionKey, SessionCache
 from demo.tabs import compare, instances, pruning, tab_modules
 from demo.view import View
 from segmodels.data import CAMVID, render_shapes
@@ -64,13 +65,13 @@ def test_a_preview_overtaken_by_a_run_on_a_newer_choice_is_dropped(app, monkeypa
     """A slow preview of the old image finishes after Run started on the new one: it must not
     name the old image over the run's results (the new image's own preview follows)."""
     session = SessionCache()
-    resolve = app.current_image
+    resolve = app.images.current
 
     def run_starts_meanwhile(example, *args):
         session.show(f"shapes/{started_on}")  # what Compare.stream does as it starts
         return resolve(example, *args)
 
-    monkeypatch.setattr(app, "current_image", run_starts_meanwhile)
+    monkeypatch.setattr(app.images, "current", run_starts_meanwhile)
     started_on = "shapes-1002"
     assert Controls(app).preview(EXAMPLE, None, None, "shapes", session) == PREVIEW() and session.shown == "shapes/shapes-1002"
     started_on = EXAMPLE  # a run on the very image previewed: the preview completes
@@ -143,11 +144,11 @@ def camvid_setup(tiny_zoo, tmp_path):
 def test_camvid_examples_and_set(tiny_config, camvid_setup, monkeypatch):
     root, weights = camvid_setup
     app = App(tiny_config(weights_dir=weights, camvid_dir=root))
-    assert app.sets() == ["camvid", "shapes"] and app.default_set() == "camvid"
-    assert App(tiny_config(weights_dir=weights)).default_set() == "shapes"  # no CamVid examples to start on
+    assert app.choices.sets() == ["camvid", "shapes"] and app.choices.default_set() == "camvid"
+    assert App(tiny_config(weights_dir=weights)).choices.default_set() == "shapes"  # no CamVid examples to start on
     # Each set offers its own examples only (the CamVid list no longer offers Shapes).
-    assert [key for _, key in app.example_choices("camvid")] == ["camvid-0001TP_000010", "camvid-0001TP_000040"]
-    assert [key for _, key in app.example_choices("shapes")] == ["shapes-1000", "shapes-1001", "shapes-1002"]
+    assert [key for _, key in app.choices.example_choices("camvid")] == ["camvid-0001TP_000010", "camvid-0001TP_000040"]
+    assert [key for _, key in app.choices.example_choices("shapes")] == ["shapes-1000", "shapes-1001", "shapes-1002"]
     notices = []
     monkeypatch.setattr(gr, "Info", notices.append)
     Controls(App(tiny_config(weights_dir=weights))).set_changed("camvid", EXAMPLE)
@@ -168,7 +169,7 @@ def test_camvid_examples_and_set(tiny_config, camvid_setup, monkeypatch):
     matrix = ConfusionMatrix(11, 11)
     matrix.update(torch.from_numpy(result.runs[0].labels.astype(np.int64)), torch.from_numpy(result.image.gt.astype(np.int64)))
     assert result.table["mIoU (this image)"].item() == pytest.approx(matrix.compute()["miou"], abs=1e-4)
-    current = app.current_image("camvid-0001TP_000010", None, None, "camvid")
+    current = app.images.current("camvid-0001TP_000010", None, None, "camvid")
     found = instances.InstancesTab(app).instances(current, "unet", "Car", 4, SessionCache())
     assert "connected components" in found.note and "Car" in found.note and found.component_count >= 0 and found.predicted is None
     # An API call that names a Shapes example where the page offers CamVid ones runs the Shapes
@@ -188,7 +189,7 @@ def test_a_camvid_colour_mask_with_black_unlabelled_pixels(tiny_config, camvid_s
     colours = CAMVID.colorize(ids)  # void (11) is black
     assert (colours[ids == 11] == 0).all()
     image = save_png(tmp_path / "street.png", np.array(Image.open(root / "val" / "0001TP_000010.png")))
-    current = app.current_image(None, image, save_png(tmp_path / "mask.png", colours), "camvid")
+    current = app.images.current(None, image, save_png(tmp_path / "mask.png", colours), "camvid")
     assert np.array_equal(current.gt, ids)
 
 
@@ -212,13 +213,13 @@ def test_preview_and_environment(tiny_config, camvid_setup, monkeypatch):
 
 def test_session_cache_is_typed_and_per_image(app):
     session = SessionCache()
-    current = app.current_image(EXAMPLE, None, None, "shapes")
-    labels = app.predict(current, "unetpp", 2, session)
+    current = app.images.current(EXAMPLE, None, None, "shapes")
+    labels = app.predictions.predict(current, "unetpp", 2, session)
     assert list(session.predictions) == [PredictionKey("unetpp", 2)]
-    assert app.predict(current, "unetpp", 2, session) is labels  # from the session, not run again
-    other = app.current_image("shapes-1001", None, None, "shapes")
+    assert app.predictions.predict(current, "unetpp", 2, session) is labels  # from the session, not run again
+    other = app.images.current("shapes-1001", None, None, "shapes")
     assert session.predictions_for(other) == {}
-    app.predict(other, "unet", 4, session)
+    app.predictions.predict(other, "unet", 4, session)
     assert session.image == other.identity and len(session.predictions) == 1  # the old image's predictions are gone
 
 
@@ -245,7 +246,7 @@ def test_every_image_output_is_a_file_never_an_array(app):
             assert not isinstance(shown, np.ndarray), name
     for name, value in compare.SHOWN.named(compare.Compare(app).show_image(EXAMPLE, None, None, "shapes", 0.5, f"shapes/{EXAMPLE}", None)).items():
         assert not isinstance(value, np.ndarray), name
-    assert [np.asarray(Image.open(path)).shape for path in app.thumbnails("shapes")] == [(64, 64, 3)] * 3
+    assert [np.asarray(Image.open(path)).shape for path in app.images.thumbnails("shapes")] == [(64, 64, 3)] * 3
 
 
 def test_latency_columns_flag_doubtful_figures_beside_them():
@@ -408,7 +409,7 @@ def test_a_model_failing_on_an_image_is_reported_and_the_others_still_run(app, m
         return predict(name, x, depth)
 
     monkeypatch.setattr(app.engine.predictor, "predict", failing)
-    current = app.current_image(EXAMPLE, None, None, "shapes")
+    current = app.images.current(EXAMPLE, None, None, "shapes")
     runs = list(app.engine.run_models("shapes", ["unet", "deeplabv3p"], current.image, 4, current.gt, current.info))
     assert runs[0].error == "U-Net failed on this image (RuntimeError: boom)" and runs[1].ok
 
@@ -426,7 +427,7 @@ def test_an_image_asked_for_again_reuses_its_masks_across_sessions(tiny_config, 
     third = compare.VIEW.named(final(tab.stream(EXAMPLE, None, None, "shapes", ["unet", "deeplabv3p"], 4, 0.5, None)))
     assert len(passes) == 3 and "one forward pass each; U-Net had already run on this same image for an earlier request, so its mask was shared." in third["status"]
     assert second["table"]["mIoU (this image)"].tolist() == first["table"]["mIoU (this image)"].tolist()
-    reused = list(app.engine.run_models("shapes", ["unet"], app.current_image(EXAMPLE, None, None, "shapes").image, 4))[0]
+    reused = list(app.engine.run_models("shapes", ["unet"], app.images.current(EXAMPLE, None, None, "shapes").image, 4))[0]
     assert reused.reused and not reused.labels.flags.writeable  # one array for every session: nobody may draw on it
     tab.compare("shapes-1001", None, None, "shapes", ["unet"], 4)  # another image runs
     tab.compare(EXAMPLE, None, None, "shapes", ["unetpp"], 2)  # another depth runs
@@ -460,7 +461,7 @@ def test_shared_masks_stay_within_their_memory_and_can_be_turned_off(tiny_config
     shared.put(("huge",), entry(20))  # larger than all of it: not kept
     assert shared.get(("huge",)) is None and shared.bytes == 200
     off = App(tiny_config(shared_predictions_mb=0))
-    image = off.current_image(EXAMPLE, None, None, "shapes").image
+    image = off.images.current(EXAMPLE, None, None, "shapes").image
     for _ in range(2):
         assert not list(off.engine.run_models("shapes", ["unet"], image, 4))[0].reused
     with pytest.raises(ValueError, match="shared_predictions_mb must be at least 0"):
@@ -480,8 +481,8 @@ def test_the_app_and_the_readme_quote_one_val_miou():
     quoted = dict(re.findall(r"^\| ((?:camvid|shapes)/\w+(?: L\d)?) \| (0\.\d{4}) \|", readme, flags=re.MULTILINE))
     app = App(DemoConfig(camvid_dir=None, device="cpu", warm_up=False))
     checked = 0
-    for set_name in app.sets():
-        for arch in app.archs(set_name):
+    for set_name in app.choices.sets():
+        for arch in app.choices.archs(set_name):
             depths = [entry.depth for entry in app.engine.card(set_name, arch).pruning] or [None]
             for depth in depths:
                 name = f"{set_name}/{arch}" + (f" L{depth}" if depth else "")

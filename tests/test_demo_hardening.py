@@ -149,10 +149,12 @@ def test_security_headers_and_no_development_reload_stream(monkeypatch):
 
 
 def test_a_model_that_failed_to_load_is_tried_again_later(tiny_config):
+    from demo.catalogue import Catalogue
     from demo.engine import Engine
     from demo.failures import ModelUnavailable
 
-    engine = Engine(tiny_config(model_retry_s=0.3))
+    config = tiny_config(model_retry_s=0.3)
+    engine = Engine(config, Catalogue(config.weights_dir))
     load, attempts = engine.predictor.model, []
 
     def out_of_descriptors(name):

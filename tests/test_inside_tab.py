@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import gradio as gr
 import numpy as np
@@ -12,6 +13,7 @@ import plotly.graph_objects as go
 import pytest
 
 from demo import DemoConfig
+from demo.catalogue import Catalogue
 from demo.engine import Engine
 from demo.errors import InputError
 from demo.inside_graph import GREY, edge_path
@@ -38,13 +40,16 @@ class CurrentImage:
 
 
 class StandInApp:
-    """The parts of demo.core.App the tab calls, over a real Engine."""
+    """The parts of demo.core.App the tab calls (its choices, checks and request images), over a real Engine."""
 
     def __init__(self, config: DemoConfig, image: np.ndarray):
         self.config = config
-        self.engine = Engine(config)
+        self.engine = Engine(config, Catalogue(config.weights_dir))
         self.image = image
         self.images_decoded = 0
+        self.choices = SimpleNamespace(archs=self.archs)
+        self.check = SimpleNamespace(set_name=self.check_set, depth=self.check_depth)
+        self.images = SimpleNamespace(current=self.current_image)
 
     def archs(self, set_name: str) -> list[str]:
         return self.engine.catalogue().get(set_name, [])

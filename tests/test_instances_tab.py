@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from demo import DemoConfig
-from demo.core import App, SessionCache
+from demo.core import App
+from demo.session import SessionCache
 from demo.tabs import instances
 from segmodels import create_model, zoo
 from segmodels.cards import model_spec
@@ -78,7 +79,7 @@ def test_touching_objects_are_found_among_the_examples(app):
     assert not instances.merges_touching(apart, np.where(apart > 0, objects, 0))
     assert not instances.merges_touching(np.where(objects == 2, 2, squares), objects)  # touching, but of two classes
     key, label = instances.touching_example(app, "shapes")
-    current = app.current_image(key, None, None, "shapes")
+    current = app.images.current(key, None, None, "shapes")
     assert instances.merges_touching(current.gt, current.instances) and label in instances.touching_label(app, "shapes")
     assert instances.PICK.named(instances.InstancesTab(app).pick_touching("shapes")) == {"example": key, "image_file": None, "mask_file": None}
 
@@ -86,14 +87,14 @@ def test_touching_objects_are_found_among_the_examples(app):
 def test_the_instance_model_is_not_a_fifth_semantic_model(app, instance_zoo):
     assert instance_models(instance_zoo, "shapes") == ["panoptic_deeplab"]
     assert not any("instance" in name for name in zoo.list_models(instance_zoo))
-    assert app.archs("shapes") == ["unet", "unetpp", "unet3p", "deeplabv3p"]
+    assert app.choices.archs("shapes") == ["unet", "unetpp", "unet3p", "deeplabv3p"]
     assert not any("instance" in name for name in zoo.list_models())  # the shipped zoo as well
     assert instance_models(zoo.WEIGHTS_DIR, "shapes") == ["panoptic_deeplab"] and instance_models(zoo.WEIGHTS_DIR, "camvid") == []
 
 
 def test_with_an_instance_model_four_panels_whose_counts_match_the_note(app):
     tab = instances.InstancesTab(app)
-    current = app.current_image("shapes-1000", None, None, "shapes")
+    current = app.images.current("shapes-1000", None, None, "shapes")
     result = tab.instances(current, "unet", "all classes", 4, SessionCache())
     assert result.source == "Panoptic-DeepLab" and result.predicted is not None
     assert result.component_count == connected_components(result.labels, SHAPES_THING_CLASSES)[1]
@@ -109,7 +110,7 @@ def test_with_an_instance_model_four_panels_whose_counts_match_the_note(app):
 
 def test_one_class_and_stuff(app):
     tab = instances.InstancesTab(app)
-    current = app.current_image("shapes-1000", None, None, "shapes")
+    current = app.images.current("shapes-1000", None, None, "shapes")
     circles = tab.instances(current, "unet", "circle", 4, SessionCache())
     assert not np.isin(circles.labels[circles.predicted > 0], [2, 3]).any()
     assert set(np.unique(current.gt[circles.truth > 0])) <= {1}
@@ -141,7 +142,7 @@ def best_iou(region: np.ndarray, labelled: np.ndarray) -> float:
 
 
 def test_the_shipped_model_separates_touching_circles_that_connected_components_merge(shipped_app):
-    current = shipped_app.current_image(TOUCHING_CIRCLES, None, None, "shapes")
+    current = shipped_app.images.current(TOUCHING_CIRCLES, None, None, "shapes")
     circles = [current.instances == i for i in np.unique(current.instances[current.gt == 1])]
     assert len(circles) == 2 and connected_components(current.gt, [1])[1] == 1  # one region in the ground truth's own mask
     result = instances.InstancesTab(shipped_app).instances(current, None, "all classes", 4, SessionCache())

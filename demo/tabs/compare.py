@@ -13,14 +13,16 @@ import pandas as pd
 from segmodels import ARCH_NAMES
 
 from .. import explanations, figures, pictures, text
+from ..catalogue import ARCH_ORDER
 from ..context import Shared
 from ..contract import Job, outdated
-from ..core import ARCH_ORDER, App, CurrentImage, PredictionKey, SessionCache, file_path
+from ..core import App
 from ..engine import ModelRun
 from ..errors import InputError, error_text, raise_for_user, user_message
 from ..failures import ModelUnavailable
 from ..scores import LATENCY_NOTE, TEST_NOTE, card_miou, card_per_class, card_test, latency_columns, origin_column, rounded, test_standings
-from ..session import Request, session_of
+from ..session import CurrentImage, PredictionKey, Request, SessionCache, session_of
+from ..session_uploads import file_path
 from ..view import View, hidden
 
 RUNTIME_NAMES = {"torch": "PyTorch", "torch-bf16": "PyTorch in bfloat16", "onnxruntime": "ONNX Runtime"}
@@ -65,11 +67,11 @@ class Compare:
         """The set whose models run: ``set_name``, unless the request names an example that the
         page never offers with that set (an API call with ``example="shapes-1000"`` on a server
         that opens on CamVid): then the example's own set, so it runs with its ground truth."""
-        set_name = self.app.check_set(set_name)
+        set_name = self.app.check.set_name(set_name)
         if image_file or not isinstance(example, str):
             return set_name
-        named = next((e for e in self.app.examples if example in (e.key, e.label)), None)
-        if named is None or named in self.app.gallery_examples(set_name) or named.dataset not in self.app.sets():
+        named = self.app.catalogue.example(example)
+        if named is None or named in self.app.choices.gallery_examples(set_name) or named.dataset not in self.app.choices.sets():
             return set_name
         return named.dataset
 
@@ -77,10 +79,10 @@ class Compare:
         """The click checked and its image decoded: the chosen models in display order, the
         depth, the opacity."""
         set_name = self.set_for(example, image_file, set_name)
-        archs = self.app.check_models(set_name, models)
-        depth = self.app.check_depth(depth)
-        current = self.app.current_image(example, image_file, mask_file, set_name)
-        return Request(current, session_of(session), archs, depth, self.app.check_opacity(opacity))
+        archs = self.app.check.models(set_name, models)
+        depth = self.app.check.depth(depth)
+        current = self.app.images.current(example, image_file, mask_file, set_name)
+        return Request(current, session_of(session), archs, depth, self.app.check.opacity(opacity))
 
     def runs(self, current: CurrentImage, archs: list[str], depth: int) -> Iterator[ModelRun]:
         """Each model on the same tensor, yielded as soon as it is done."""
@@ -184,17 +186,17 @@ class Compare:
         waiting = pd.DataFrame({"Model": [ARCH_NAMES[a] for a in archs], "Status": "waiting…"})
         return VIEW(
             status=f"**{current.label}**: {self.next_step(current, archs, depth, 0)}", legend=self.legend(current),
-            image=self.app.picture(current.image), truth=self.truth(request), current=current.summary(), table=gr.update(value=waiting, visible=False),
+            image=self.app.files.path(current.image), truth=self.truth(request), current=current.summary(), table=gr.update(value=waiting, visible=False),
             table_page=gr.update(value=figures.table_html(waiting, TABLE_LABEL), visible=True), scatter=hidden(), bars=hidden(), per_class=hidden(), per_class_page=hidden(),
             **{f"mask_{a}": gr.update(value=None, label=self.app.engine.label(current.set_name, a, depth) if a in archs else ARCH_NAMES[a], visible=a in archs) for a in ARCH_ORDER},
         )
 
     def mask(self, request: Request, labels: np.ndarray) -> str:
-        return self.app.picture(pictures.overlay(request.current.image, labels, request.current.info, request.opacity))
+        return self.app.files.path(pictures.overlay(request.current.image, labels, request.current.info, request.opacity))
 
     def truth(self, request: Request) -> str | None:
         current = request.current
-        return self.app.picture(pictures.overlay(current.image, current.gt, current.info, request.opacity)) if current.gt is not None else None
+        return self.app.files.path(pictures.overlay(current.image, current.gt, current.info, request.opacity)) if current.gt is not None else None
 
     @staticmethod
     def legend(current: CurrentImage) -> str:
@@ -221,7 +223,7 @@ class Compare:
         has_gt = current.gt is not None
         masks = {f"mask_{run.arch}": self.mask(request, run.labels) for run in runs if run.ok}
         return VIEW(
-            status="\n".join(lines), legend=self.legend(current), image=self.app.picture(current.image), truth=self.truth(request),
+            status="\n".join(lines), legend=self.legend(current), image=self.app.files.path(current.image), truth=self.truth(request),
             **{name: masks.get(name) for name in MASKS}, table=result.table, scatter=gr.update(value=figures.miou_cost_figure(result.table, has_gt), visible=True),
             bars=gr.update(value=figures.per_class_figure(result.per_class, current.info.class_names, result.per_class_source), visible=True),
             per_class=gr.update(value=result.per_class, label=f"Per-class IoU ({result.per_class_source})"), table_page=figures.table_html(result.table, TABLE_LABEL),
@@ -232,9 +234,9 @@ class Compare:
     def restyle(self, example, image_file, mask_file, set_name, depth, opacity, session):
         """A new mask opacity: redraw the ground truth and this image's masks; no model runs."""
         def parse() -> Request:
-            opacity_ = self.app.check_opacity(opacity)
-            current = self.app.current_image(example, image_file, mask_file, set_name)
-            return Request(current, session_of(session), self.app.archs(current.set_name), self.app.check_depth(depth), opacity_)
+            opacity_ = self.app.check.opacity(opacity)
+            current = self.app.images.current(example, image_file, mask_file, set_name)
+            return Request(current, session_of(session), self.app.choices.archs(current.set_name), self.app.check.depth(depth), opacity_)
 
         return self.redraw.answer(parse)
 
@@ -253,12 +255,12 @@ class Compare:
         stale = outdated("compare", identity, session)
         cleared = {name: hidden() for name in (*MASKS, "table", "scatter", "bars", "per_class", "table_page", "per_class_page")} if stale else {}
         try:
-            current = self.app.current_image(example, image_file, mask_file, set_name)
-            request = Request(current, session_of(session), opacity=self.app.check_opacity(opacity))
+            current = self.app.images.current(example, image_file, mask_file, set_name)
+            request = Request(current, session_of(session), opacity=self.app.check.opacity(opacity))
         except (InputError, ModelUnavailable):  # the line under the controls says why
             return SHOWN(status="", image=None, truth=None, **cleared)
         status = "Press **Run the models** to segment this image with every chosen model." if stale else gr.skip()
-        return SHOWN(status=status, legend=self.legend(current), image=self.app.picture(current.image), truth=self.truth(request), **cleared)
+        return SHOWN(status=status, legend=self.legend(current), image=self.app.files.path(current.image), truth=self.truth(request), **cleared)
 
 
 def build(shared: Shared) -> gr.Tab:
@@ -267,9 +269,9 @@ def build(shared: Shared) -> gr.Tab:
     set_name = shared.set_radio.value
     image_style = dict(interactive=False, format="png", buttons=["fullscreen"], elem_classes="seg-img")
     with gr.Tab("Compare", id="compare") as compare_tab:
-        run_btn = gr.Button("Run the models", variant="primary", size="lg", interactive=bool(shared.app.sets()))
+        run_btn = gr.Button("Run the models", variant="primary", size="lg", interactive=bool(shared.app.choices.sets()))
         status = gr.Markdown(label="Status", elem_id="compare-status")
-        legend = gr.HTML(pictures.legend_html(shared.app.info(set_name)), label="Class colours")
+        legend = gr.HTML(pictures.legend_html(shared.app.choices.info(set_name)), label="Class colours")
         with gr.Row(equal_height=True):
             image = gr.Image(label="Image", height=300, min_width=150, elem_id="input-image", **image_style)
             truth = gr.Image(label="Ground truth", height=300, min_width=150, elem_id="gt-image", **image_style)

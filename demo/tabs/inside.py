@@ -60,13 +60,13 @@ class InsideResult:
 
 def parse_look(app: App, example, image_file, mask_file, set_name, arch, depth, mode, session) -> Request:
     """Check the request and decode its image once."""
-    set_name = app.check_set(set_name)
-    archs = app.archs(set_name)
+    set_name = app.check.set_name(set_name)
+    archs = app.choices.archs(set_name)
     if arch not in archs:
         allowed = ", ".join(f"{ARCH_NAMES.get(a, a)} ({a})" for a in archs) or "none"
         raise InputError(f"Choose one of the architectures of this model set: {allowed}; got {str(arch)[:60]!r}.")
-    depth = app.check_depth(depth)
-    return Request(app.current_image(example, image_file, mask_file, set_name), session_of(session), [arch], depth, choices={"mode": mode})
+    depth = app.check.depth(depth)
+    return Request(app.images.current(example, image_file, mask_file, set_name), session_of(session), [arch], depth, choices={"mode": mode})
 
 
 def look(app: App, request: Request) -> InsideResult:
@@ -219,7 +219,7 @@ class Inside:
         result = request.choices["result"]
         if result is None or not result.view.pruning_depths:
             return None
-        depth = self.app.check_depth(request.choices["depth"])
+        depth = self.app.check.depth(request.choices["depth"])
         return InsideResult(result.view.at_depth(min(depth, max(result.view.pruning_depths))), result.set_name, result.arch, result.image_label)
 
     @staticmethod
@@ -246,7 +246,7 @@ class Inside:
         return view(**{key: value for key, value in outputs.items() if key in view.names})
 
     def on_set(self, set_name):
-        choices = self.app.archs(set_name) if set_name else []
+        choices = self.app.choices.archs(set_name) if set_name else []
         return gr.update(choices=[(ARCH_NAMES[a], a) for a in choices], value=choices[0] if choices else None), gr.update(interactive=bool(choices))
 
     @staticmethod
@@ -260,7 +260,7 @@ def build(shared: Shared) -> gr.Tab:
     app = shared.app
     tab_handlers = Inside(app)
     set_name = shared.set_radio.value
-    archs = app.archs(set_name) if set_name else []
+    archs = app.choices.archs(set_name) if set_name else []
 
     with gr.Tab("Inside the network", id="inside") as tab:
         gr.Markdown(f"{INTRO} {explanations.inside_thumbnails()}")

@@ -22,10 +22,10 @@ from segmodels.panoptic import (
 from .. import pictures, text
 from ..context import Shared
 from ..contract import Job, clear_outdated
-from ..core import App, CurrentImage, SessionCache
+from ..core import App
 from ..errors import shown_inline
 from ..failures import ModelUnavailable
-from ..session import Request, session_of
+from ..session import CurrentImage, Request, SessionCache, session_of
 from ..view import View, hidden
 
 ALL_CLASSES = "all classes"
@@ -106,8 +106,8 @@ def merges_touching(semantic: np.ndarray, instances: np.ndarray) -> bool:
 
 def touching_example(app: App, set_name: str | None) -> tuple[str, str] | None:
     """(key, label) of the set's first example in which objects of one class touch, or None."""
-    for example in app.examples_of(set_name):
-        current = app.current_image(example.key, None, None, set_name)
+    for example in app.catalogue.examples_of(set_name):
+        current = app.images.current(example.key, None, None, set_name)
         if current.instances is not None and merges_touching(current.gt, current.instances):
             return example.key, example.label
     return None
@@ -115,7 +115,7 @@ def touching_example(app: App, set_name: str | None) -> tuple[str, str] | None:
 
 def touching_label(app: App, set_name: str | None) -> str | None:
     """The text of the button that shows the set's example with touching objects (None: no such example)."""
-    found = touching_example(app, set_name) if set_name in app.sets() else None
+    found = touching_example(app, set_name) if set_name in app.choices.sets() else None
     return f"Show {found[1]}: touching objects" if found else None
 
 
@@ -145,14 +145,14 @@ class InstancesTab:
         if class_name in (None, "", ALL_CLASSES):
             targets = model.thing_classes if model else list(range(current.info.num_classes))
         else:
-            targets = [self.app.check_class(current.info, class_name)]
+            targets = [self.app.check.class_name(current.info, class_name)]
         truth, truth_count = None, 0
         if current.instances is not None:
             truth = np.where(np.isin(current.gt, targets), current.instances, 0)
             truth_count = len(np.unique(truth[truth > 0]))
         if model is None:
-            arch = self.app.check_models(current.set_name, [arch] if arch else [])[0]
-            labels = self.app.predict(current, arch, self.app.check_depth(depth), session)
+            arch = self.app.check.models(current.set_name, [arch] if arch else [])[0]
+            labels = self.app.predictions.predict(current, arch, self.app.check.depth(depth), session)
             components, count = connected_components(labels, targets)
             result = Instances(current, labels, ARCH_NAMES[arch], components, count, None, 0, np.zeros((0, 2)), truth, truth_count, "")
         else:
@@ -200,7 +200,7 @@ class InstancesTab:
 
     def show(self, example, image_file, mask_file, set_name, arch, class_name, depth, session):
         def parse() -> Request:
-            current = self.app.current_image(example, image_file, mask_file, set_name)
+            current = self.app.images.current(example, image_file, mask_file, set_name)
             return Request(current, session_of(session), choices={"arch": arch, "class_name": class_name, "depth": depth})
 
         return self.colouring.answer(parse)
@@ -210,7 +210,7 @@ class InstancesTab:
 
     def present(self, request: Request, result: Instances) -> tuple:
         def panel(picture: np.ndarray | None) -> dict:
-            return gr.update(value=self.app.picture(picture), visible=True) if picture is not None else hidden()
+            return gr.update(value=self.app.files.path(picture), visible=True) if picture is not None else hidden()
 
         predicted = None if result.predicted is None else with_centres(pictures.instance_colours(result.predicted), result.centres)
         truth = None if result.truth is None else pictures.instance_colours(result.truth)
@@ -219,10 +219,10 @@ class InstancesTab:
 
     def choices(self, set_name):
         """A new model set: its models (hidden when an instance model makes the mask) and classes."""
-        if set_name not in self.app.sets():
+        if set_name not in self.app.choices.sets():
             return CHOICES()
-        archs = self.app.model_choices(set_name)
-        info = self.app.info(set_name)
+        archs = self.app.choices.model_choices(set_name)
+        info = self.app.choices.info(set_name)
         return CHOICES(
             model=gr.update(choices=archs, value=archs[0][1] if archs else None, visible=instance_model(self.app, set_name) is None),
             class_name=gr.update(choices=class_choices(info), value=default_class(info)),
@@ -231,7 +231,7 @@ class InstancesTab:
 
     def pick_touching(self, set_name):
         """The example with touching objects becomes the page's image (uploads cleared)."""
-        found = touching_example(self.app, set_name) if set_name in self.app.sets() else None
+        found = touching_example(self.app, set_name) if set_name in self.app.choices.sets() else None
         return PICK(example=found[0], image_file=None, mask_file=None) if found else PICK()
 
     @staticmethod
@@ -244,8 +244,8 @@ def build(shared: Shared) -> gr.Tab:
     """The semantic-vs-instance tab, its components and its events."""
     tab = InstancesTab(shared.app)
     set_name = shared.set_radio.value
-    archs = shared.app.model_choices(set_name)
-    info = shared.app.info(set_name)
+    archs = shared.app.choices.model_choices(set_name)
+    info = shared.app.choices.info(set_name)
     image_style = dict(interactive=False, format="png", height=260, min_width=150, visible=False, buttons=["fullscreen"], elem_classes="seg-img")
     with gr.Tab("Semantic vs instance", id="instances") as instances_tab:
         gr.Markdown(text.INSTANCES, latex_delimiters=text.LATEX)
@@ -258,7 +258,7 @@ def build(shared: Shared) -> gr.Tab:
                 visible=bool(set_name) and instance_model(shared.app, set_name) is None,
             )
             class_name = gr.Dropdown(class_choices(info), value=default_class(info), label="Class to split into regions and objects", min_width=200)
-            show_btn = gr.Button("Colour by class, region and object", variant="primary", interactive=bool(shared.app.sets()), min_width=160)
+            show_btn = gr.Button("Colour by class, region and object", variant="primary", interactive=bool(shared.app.choices.sets()), min_width=160)
             touching = touching_label(shared.app, set_name)
             touching_btn = gr.Button(touching or "", visible=touching is not None, min_width=160)
         with gr.Row(equal_height=True):

@@ -17,12 +17,13 @@ from segmodels.losses import class_weights_inverse_share, class_weights_median_f
 from segmodels.metrics import ERROR_FN, ERROR_FP, ERROR_TP, iou_error_map
 
 from .. import explanations, figures, pictures, text
+from ..catalogue import ARCH_ORDER
 from ..context import Shared
 from ..contract import Job, clear_outdated
-from ..core import ARCH_ORDER, App, CurrentImage, SessionCache
+from ..core import App
 from ..errors import InputError, shown_inline
 from ..losslab_charts import class_weights_figure
-from ..session import Request, session_of
+from ..session import CurrentImage, Request, SessionCache, session_of
 from ..view import View, hidden
 
 WEIGHTS = View("table", "chart", "note")
@@ -108,11 +109,11 @@ class Losses:
         return ClassWeights(current, class_weight_table(predictions[key], current.info), f"the mask predicted by {ARCH_NAMES[key.arch]} (no ground truth for this image)")
 
     def iou_map(self, current: CurrentImage, arch, class_name, depth, session: SessionCache) -> IouMap:
-        arch = self.app.check_models(current.set_name, [arch] if arch else [])[0]
+        arch = self.app.check.models(current.set_name, [arch] if arch else [])[0]
         if current.gt is None:
             raise InputError("The IoU map needs a ground-truth mask: pick an example or upload a mask with your image.")
-        class_index = self.app.check_class(current.info, class_name)
-        labels = self.app.predict(current, arch, self.app.check_depth(depth), session)
+        class_index = self.app.check.class_name(current.info, class_name)
+        labels = self.app.predictions.predict(current, arch, self.app.check.depth(depth), session)
         codes = iou_error_map(labels, current.gt, class_index, current.info.ignore_index)
         tp, fp, fn = (int((codes == c).sum()) for c in (ERROR_TP, ERROR_FP, ERROR_FN))
         return IouMap(current, arch, class_name, codes, tp, fp, fn)
@@ -120,7 +121,7 @@ class Losses:
     # ------------------------------------------------------------------ presenters
 
     def weights(self, example, image_file, mask_file, set_name, session):
-        return self.counting.answer(lambda: Request(self.app.current_image(example, image_file, mask_file, set_name), session_of(session)))
+        return self.counting.answer(lambda: Request(self.app.images.current(example, image_file, mask_file, set_name), session_of(session)))
 
     @staticmethod
     def present_weights(request: Request, result: ClassWeights) -> tuple:
@@ -137,7 +138,7 @@ class Losses:
 
     def iou(self, example, image_file, mask_file, set_name, arch, class_name, depth, session):
         def parse() -> Request:
-            current = self.app.current_image(example, image_file, mask_file, set_name)
+            current = self.app.images.current(example, image_file, mask_file, set_name)
             return Request(current, session_of(session), choices={"arch": arch, "class_name": class_name, "depth": depth})
 
         return self.mapping.answer(parse)
@@ -149,14 +150,14 @@ class Losses:
         else:
             formula = f"IoU({class_name}) = TP / (TP + FP + FN) = {result.tp} / ({result.tp} + {result.fp} + {result.fn}) = **{result.iou:.3f}**"
         note = f"{ARCH_NAMES[result.arch]} on **{result.image.label}**. Green **TP = {result.tp}**, red **FP = {result.fp}**, blue **FN = {result.fn}** pixels.\n\n{formula}"
-        return IOU(map=gr.update(value=self.app.picture(pictures.error_map_image(result.image.image, result.codes)), visible=True), note=note, session=request.session)
+        return IOU(map=gr.update(value=self.app.files.path(pictures.error_map_image(result.image.image, result.codes)), visible=True), note=note, session=request.session)
 
     def choices(self, set_name):
         """A new model set: its models and classes."""
-        if set_name not in self.app.sets():
+        if set_name not in self.app.choices.sets():
             return CHOICES()
-        archs = self.app.model_choices(set_name)
-        info = self.app.info(set_name)
+        archs = self.app.choices.model_choices(set_name)
+        info = self.app.choices.info(set_name)
         return CHOICES(model=gr.update(choices=archs, value=archs[0][1] if archs else None), class_name=gr.update(choices=list(info.class_names), value=default_iou_class(info)))
 
     @staticmethod
@@ -169,12 +170,12 @@ def build(shared: Shared) -> gr.Tab:
     """The losses tab, its components and its events."""
     tab = Losses(shared.app)
     set_name = shared.set_radio.value
-    archs = shared.app.model_choices(set_name)
-    info = shared.app.info(set_name)
+    archs = shared.app.choices.model_choices(set_name)
+    info = shared.app.choices.info(set_name)
     with gr.Tab("Losses and IoU", id="losses") as losses_tab:
         gr.Markdown(text.LOSSES, latex_delimiters=text.LATEX)
         gr.Markdown(explanations.weighted_losses(), latex_delimiters=text.LATEX)
-        weights_btn = gr.Button("Count the pixels of each class", variant="primary", interactive=bool(shared.app.sets()))
+        weights_btn = gr.Button("Count the pixels of each class", variant="primary", interactive=bool(shared.app.choices.sets()))
         weights_note = gr.Markdown(label="Class weights note", elem_id="weights-note")
         with gr.Row():
             weights_table = gr.DataFrame(label="Class pixel counts and weights", interactive=False, min_width=300, visible=False)
@@ -184,7 +185,7 @@ def build(shared: Shared) -> gr.Tab:
         with gr.Row():
             model = gr.Dropdown(archs, value=archs[0][1] if archs else None, label="Model", min_width=180)
             class_name = gr.Dropdown(list(info.class_names), value=default_iou_class(info), label="Class", min_width=180)
-            iou_btn = gr.Button("Show TP / FP / FN", variant="primary", interactive=bool(shared.app.sets()), min_width=160)
+            iou_btn = gr.Button("Show TP / FP / FN", variant="primary", interactive=bool(shared.app.choices.sets()), min_width=160)
         with gr.Row(equal_height=False):
             error_map = gr.Image(label="IoU map: TP green, FP red, FN blue", interactive=False, format="png", height=320, min_width=300, visible=False, buttons=["fullscreen"], elem_classes="seg-img")
             with gr.Column(min_width=300):

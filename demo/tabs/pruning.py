@@ -15,12 +15,12 @@ from .. import figures, pictures, text
 from ..catalogue import set_label
 from ..context import Shared
 from ..contract import Job, clear_outdated
-from ..core import App, CurrentImage
+from ..core import App
 from ..engine import ModelRun
 from ..errors import InputError, shown_inline
 from ..failures import ModelUnavailable
 from ..scores import LATENCY_NOTE, card_miou, card_test, latency_columns, origin_column, rounded
-from ..session import Request, session_of
+from ..session import CurrentImage, Request, session_of
 from ..view import View, hidden
 
 TABLE_LABEL = "Pruning trade-off on this image"
@@ -43,15 +43,15 @@ class Pruning:
 
     def __init__(self, app: App):
         self.app = app
-        low, high = app.depth_range()
+        low, high = app.choices.depth_range()
         self.slots = tuple(f"depth_{i}" for i in range(high - low + 1))  # a mask image per depth the shipped models declare
         self.view = View("status", *self.slots, "table", "plot")
         self.run = Job("pruning", lambda request: self.steps(request.current), self.present, shown_inline(lambda message: self.view(status=message)), self.stopped)
 
     def prunable_arch(self, set_name: str) -> str:
         """The first shipped architecture of the set that declares pruning depths."""
-        for arch in self.app.archs(set_name):
-            if self.app.pruning_depths(set_name, arch):
+        for arch in self.app.choices.archs(set_name):
+            if self.app.choices.pruning_depths(set_name, arch):
                 return arch
         raise InputError(f"The {set_label(set_name)} set ships no model that can be pruned (U-Net++), so there is nothing to prune.")
 
@@ -60,7 +60,7 @@ class Pruning:
         finished result once more, timed together."""
         set_name = current.set_name
         arch = self.prunable_arch(set_name)
-        depths = self.app.pruning_depths(set_name, arch)
+        depths = self.app.choices.pruning_depths(set_name, arch)
         runs = []
         for run in self.app.engine.run_depths(set_name, arch, current.image, current.gt, current.info):
             if not run.ok:
@@ -86,10 +86,10 @@ class Pruning:
         } for run in runs])
 
     def parse(self, example, image_file, mask_file, set_name, opacity=None, session=None) -> Request:
-        opacity = self.app.check_opacity(opacity)
-        set_name = self.app.check_set(set_name)
+        opacity = self.app.check.opacity(opacity)
+        set_name = self.app.check.set_name(set_name)
         self.prunable_arch(set_name)
-        return Request(self.app.current_image(example, image_file, mask_file, set_name), session_of(session), opacity=opacity)
+        return Request(self.app.images.current(example, image_file, mask_file, set_name), session_of(session), opacity=opacity)
 
     def result(self, example, image_file, mask_file, set_name) -> PruningResult:
         """Every depth on the image (tests and scripts)."""
@@ -112,7 +112,7 @@ class Pruning:
         for slot, depth in zip(self.slots, shown):
             run = next((r for r in result.runs if r.depth == depth), None)
             name = f"{ARCH_NAMES[result.arch]} L{depth}"
-            picture = self.app.picture(pictures.overlay(result.image.image, run.labels, result.image.info, request.opacity)) if run else None
+            picture = self.app.files.path(pictures.overlay(result.image.image, run.labels, result.image.info, request.opacity)) if run else None
             slots[slot] = gr.update(value=picture, label=name if run else f"{name}: waiting…", visible=True)
         slots |= {slot: hidden() for slot in self.slots[len(shown):]}
         return self.view(status=f"**{result.image.label}**: {ARCH_NAMES[result.arch]} at L{result.depths[0]} to L{result.runs[-1].depth} done…", **slots)
@@ -140,8 +140,8 @@ def build(shared: Shared) -> gr.Tab:
     tab = Pruning(shared.app)
     with gr.Tab("U-Net++ pruning", id="pruning") as pruning_tab:
         gr.Markdown(text.PRUNING, latex_delimiters=text.LATEX)
-        low, high = shared.app.depth_range()
-        run_btn = gr.Button(f"Run U-Net++ at every depth (L{low} to L{high})", variant="primary", interactive=bool(shared.app.sets()))
+        low, high = shared.app.choices.depth_range()
+        run_btn = gr.Button(f"Run U-Net++ at every depth (L{low} to L{high})", variant="primary", interactive=bool(shared.app.choices.sets()))
         status = gr.Markdown(label="Pruning status", elem_id="pruning-status")
         with gr.Row(equal_height=True):
             depths = {

@@ -18,12 +18,13 @@ from segmodels.receptive_field import aspp_rates, output_field_size
 from segmodels.teach.pooling import SPP
 
 from .. import explanations, figures, pictures, text
+from ..catalogue import ARCH_ORDER
 from ..context import Shared
 from ..contract import Job, no_image, outdated
-from ..core import ARCH_ORDER, App, CurrentImage
+from ..core import App
 from ..errors import InputError, shown_inline
 from ..failures import ModelUnavailable
-from ..session import Request, session_of
+from ..session import CurrentImage, Request, session_of
 from ..view import View, hidden
 
 log = logging.getLogger(__name__)
@@ -81,9 +82,9 @@ class Receptive:
 
     def table(self, set_name, models, depth) -> pd.DataFrame:
         """One row per conv / pool layer of each chosen model, in execution order."""
-        set_name = self.app.check_set(set_name)
-        archs = self.app.check_models(set_name, models)
-        depth = self.app.check_depth(depth)
+        set_name = self.app.check.set_name(set_name)
+        archs = self.app.check.models(set_name, models)
+        depth = self.app.check.depth(depth)
         frames = []
         for arch in archs:
             layers = self.app.engine.receptive_field(set_name, arch, depth)
@@ -103,7 +104,7 @@ class Receptive:
 
     def aspp(self, set_name: str) -> Aspp:
         """Read from the first shipped model that has an ASPP, else from an untrained DeepLabV3+."""
-        for arch in self.app.archs(set_name):
+        for arch in self.app.choices.archs(set_name):
             try:
                 with self.app.engine.guard():
                     model = self.app.engine.model(set_name, arch)
@@ -112,7 +113,7 @@ class Receptive:
                 continue
             if aspp_rates(model):
                 return Aspp(aspp_rates(model), int(model.output_stride), f"read from the shipped {ARCH_NAMES[arch]} ({set_name}) with segmodels.receptive_field.aspp_rates")
-        classes = self.app.info(set_name).num_classes
+        classes = self.app.choices.info(set_name).num_classes
         if classes not in self._untrained:
             self._untrained[classes] = create_model("deeplabv3p", classes, encoder="plain", pretrained=False, base_channels=4, aspp_channels=8, low_level_channels=4).eval()
         model = self._untrained[classes]
@@ -120,8 +121,8 @@ class Receptive:
 
     def effective_fields(self, current: CurrentImage, models, depth, pixel: tuple[int, int]) -> EffectiveFields:
         """ERF heat maps of the output pixel (row, col), clamped into the image."""
-        archs = self.app.check_models(current.set_name, models)
-        depth = self.app.check_depth(depth)
+        archs = self.app.check.models(current.set_name, models)
+        depth = self.app.check.depth(depth)
         row = int(np.clip(pixel[0], 0, current.size[0] - 1))
         col = int(np.clip(pixel[1], 0, current.size[1] - 1))
         overlays = {}
@@ -153,7 +154,7 @@ class Receptive:
 
     def charted(self, request: Request) -> tuple[pd.DataFrame, Aspp]:
         choices = request.choices
-        return self.table(choices["set_name"], choices["models"], choices["depth"]), self.aspp(self.app.check_set(choices["set_name"]))
+        return self.table(choices["set_name"], choices["models"], choices["depth"]), self.aspp(self.app.check.set_name(choices["set_name"]))
 
     @staticmethod
     def present_charts(request: Request, charted: tuple[pd.DataFrame, Aspp]) -> tuple:
@@ -176,7 +177,7 @@ class Receptive:
         def parse() -> Request:
             if evt is None or evt.index is None:
                 raise InputError("Click on the image to choose a pixel.")
-            current = self.app.current_image(example, image_file, mask_file, set_name)
+            current = self.app.images.current(example, image_file, mask_file, set_name)
             request = Request(current, session_of(session), choices={"models": models, "depth": depth})
             if request.session.shown not in (None, current.identity):
                 raise InputError("The image changed: click on the new image.")
@@ -191,18 +192,18 @@ class Receptive:
         return self.effective_fields(request.current, request.choices["models"], request.choices["depth"], request.choices["pixel"])
 
     def present_fields(self, request: Request, fields: EffectiveFields) -> tuple:
-        slots = {f"field_{a}": gr.update(value=self.app.picture(fields.overlays[a]), label=ARCH_NAMES[a], visible=True) if a in fields.overlays else gr.update(value=None, visible=False)
+        slots = {f"field_{a}": gr.update(value=self.app.files.path(fields.overlays[a]), label=ARCH_NAMES[a], visible=True) if a in fields.overlays else gr.update(value=None, visible=False)
                  for a in ARCH_ORDER}
-        return CLICKED(**slots, pooling=gr.update(value=self.app.picture(fields.pooling), visible=True), pooling_note=fields.pooling_caption, note=fields.note)
+        return CLICKED(**slots, pooling=gr.update(value=self.app.files.path(fields.pooling), visible=True), pooling_note=fields.pooling_caption, note=fields.note)
 
     def show_image(self, example, image_file, mask_file, set_name, identity, session):
         """A new image was picked: show it to click on, and clear the receptive fields of another image."""
         cleared = dict.fromkeys(FIELDS, hidden()) | dict(pooling=hidden(), pooling_note="", note=CLICK_PROMPT) if outdated("receptive", identity, session) else {}
         try:
-            current = self.app.current_image(example, image_file, mask_file, set_name)
+            current = self.app.images.current(example, image_file, mask_file, set_name)
         except (InputError, ModelUnavailable):  # the line under the controls says why
             return SHOWN(click=None, **(cleared | {"note": ""}))
-        return SHOWN(click=gr.update(value=self.app.picture(click_image(current.image)), label=f"Click a pixel of {current.label}"), **cleared)
+        return SHOWN(click=gr.update(value=self.app.files.path(click_image(current.image)), label=f"Click a pixel of {current.label}"), **cleared)
 
 
 def build(shared: Shared) -> gr.Tab:
@@ -212,7 +213,7 @@ def build(shared: Shared) -> gr.Tab:
         gr.Markdown(text.RECEPTIVE_FIELD, latex_delimiters=text.LATEX)
         with gr.Accordion("The arithmetic: 2n + 1, dilation, strides; SPP, PSPNet and ASPP; what dilation costs", open=False):
             gr.Markdown(explanations.context(shared.app.config.weights_dir), latex_delimiters=text.LATEX)
-        charts_btn = gr.Button("Show the receptive fields of the chosen models", variant="primary", interactive=bool(shared.app.sets()))
+        charts_btn = gr.Button("Show the receptive fields of the chosen models", variant="primary", interactive=bool(shared.app.choices.sets()))
         summary = gr.Markdown(label="Receptive field summary")
         chart = gr.Plot(label="Theoretical receptive field by layer", show_label=False)
         with gr.Row(equal_height=False):

@@ -234,7 +234,7 @@ class TestSetTab:
         deepest evaluated depth when ``depth`` is deeper)."""
         weights_dir = self.app.engine.weights_dir
         models, missing, unreadable = [], [], []
-        for arch in self.app.archs(set_name):
+        for arch in self.app.choices.archs(set_name):
             name = f"{set_name}/{arch}"
             try:
                 card = zoo.read_card(name, weights_dir)
@@ -255,13 +255,13 @@ class TestSetTab:
             except (zoo.WeightsError, OSError, ValueError) as error:
                 per_image, problem = None, str(error)
             models.append(ModelTest(arch, at, evaluation, card.test, per_image, problem, card.val_miou(at)))
-        return TestSet(set_name, self.app.info(set_name).class_names, models, missing, unreadable)
+        return TestSet(set_name, self.app.choices.info(set_name).class_names, models, missing, unreadable)
 
     def view(self, set_name, arch, depth) -> TestSetView:
         """The chosen model's confusion matrix, every model's per-class IoU and the ranking;
         :class:`NoTestRecords` when no model of the set has been evaluated on test."""
-        set_name = self.app.check_set(set_name)
-        tests = self.collect(set_name, self.app.check_depth(depth))
+        set_name = self.app.check.set_name(set_name)
+        tests = self.collect(set_name, self.app.check.depth(depth))
         if not tests.models:
             raise NoTestRecords(no_record_sentence(tests.set_label, set_name, tests.missing, tests.unreadable))
         if arch not in (None, "") and arch not in ARCHITECTURES:
