@@ -17,7 +17,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -225,9 +225,14 @@ class Engine:
         return min(depth, max(depths))
 
     @contextmanager
-    def guard(self) -> Iterator[None]:
-        """Serialise model work; turn out-of-memory into :class:`OutOfMemory` after freeing the cache."""
-        with self.predictor.lock:
+    def guard(self, exclusive: bool = True) -> Iterator[None]:
+        """Turn out-of-memory into :class:`OutOfMemory` after freeing the cache. ``exclusive``
+        also holds the predictor's run lock, for model work outside
+        :meth:`Predictor.predict` (hooks, gradients, other networks), so it runs alone;
+        predictions need not, since the predictor holds that lock around each forward pass only
+        and loads a model under that model's own lock (the lock order is in
+        :mod:`segmodels.inference`)."""
+        with self.predictor.run_lock if exclusive else nullcontext():
             try:
                 yield
             except Exception as error:
@@ -313,7 +318,7 @@ class Engine:
         with self.benchmarker.busy():
             x, digest = self.predictor.to_tensor(image), image_digest(image)
             for arch in archs:
-                with self.guard():
+                with self.guard(exclusive=False):
                     run_depth = self.depth_for(set_name, arch, depth) if self._loads(set_name, arch) else None
                     run = self._run_one(set_name, arch, x, run_depth, gt, info, digest)
                 yield run
@@ -331,7 +336,7 @@ class Engine:
             depths = self.pruning_depths(set_name, arch)
             x, digest = self.predictor.to_tensor(image), image_digest(image)
             for depth in depths:
-                with self.guard():
+                with self.guard(exclusive=False):
                     run = self._run_one(set_name, arch, x, depth, gt, info, digest)
                 yield run
 
@@ -381,15 +386,21 @@ class Engine:
     def _loadable(self, set_name: str) -> list[str]:
         return [arch for arch in self.catalogue().get(set_name, []) if self._loads(set_name, arch)]
 
-    def warm_up(self, sizes: dict[str, tuple[int, int]]) -> None:
+    def warm_up(self, sizes: dict[str, tuple[int, int]]) -> threading.Thread:
         """Load every shipped model and queue latency benchmarks at each set's usual image size
         (the models a page compares first, timed together), in the background, so the first
-        click is fast."""
+        click is fast. The sets of ``sizes`` load first, in its order (:meth:`demo.core.App.usual_sizes`
+        lists the default set first), then the others. Each load holds only its model's load
+        lock, so a request never waits for the warm-up to load a model it does not run. Returns
+        the loading thread."""
+        catalogue = self.catalogue()
+        order = [s for s in sizes if s in catalogue] + [s for s in catalogue if s not in sizes]
+
         def load_all():
-            for set_name, archs in self.catalogue().items():
-                for arch in archs:
+            for set_name in order:
+                for arch in catalogue[set_name]:
                     try:
-                        with self.guard():
+                        with self.guard(exclusive=False):
                             self.model(set_name, arch)
                     except (ModelUnavailable, OutOfMemory) as error:
                         log.warning("warm-up: %s", error)
@@ -397,8 +408,10 @@ class Engine:
                     for models in self._usual_groups(set_name):
                         self.benchmarker.request_together(models, sizes[set_name])
 
-        threading.Thread(target=load_all, name="warm-up", daemon=True).start()
+        loading = threading.Thread(target=load_all, name="warm-up", daemon=True)
+        loading.start()
         self.benchmarker.start()
+        return loading
 
 
 class IdleBenchmarker:
@@ -406,7 +419,7 @@ class IdleBenchmarker:
     and none ran for ``idle_seconds``: the models a request compared, timed together. A figure
     older than ``max_age_s``, a noisy one, or one taken while other processes kept the machine
     busy is measured again when a request asks for it.
-    Requests hold :meth:`busy`; the benchmark takes the predictor's lock one pass at a time
+    Requests hold :meth:`busy`; the benchmark takes the predictor's run lock one pass at a time
     and stops (to be measured again when idle) as soon as a request is running, so a request
     waits for at most one forward pass. ``clock`` tells how long the machine has been quiet (tests pass a fake one)."""
 

@@ -46,7 +46,26 @@ Models that are compared are timed together (:meth:`Predictor.measure_together`)
 each per round, round after round, so a slowdown of the machine (another program, another
 job) falls on all of them alike and their order is measured under the same conditions. Each
 figure records how much of the machine other processes used meanwhile
-(:class:`segmodels.benchmark.MachineLoad`), so a figure taken on a busy machine is flagged."""
+(:class:`segmodels.benchmark.MachineLoad`), so a figure taken on a busy machine is flagged.
+
+Locking (a server loads models in one thread while requests run in others):
+
+* :attr:`Predictor.run_lock` is held only around forward passes (a prediction, one timed pass,
+  a FLOP count), so one pass at a time has every thread;
+* a **load lock per model** is held while that model is read, SHA-checked, folded and prepared,
+  and nothing else: a request for a loaded model never waits for another model's load, a request
+  for model X waits only for X's load (or does it itself), and two threads that need X load it
+  once;
+* a **build lock per ONNX Runtime session key** is held while that session is exported and
+  built (it needs the model, so it may take the model's load lock, never the run lock);
+* a short **state lock** guards the caches and is held for no work.
+
+Lock order: run lock, then a session build lock, then a load lock, then the state lock. A thread
+takes a lock only while it holds none of those after it, and no lock is held while waiting for one
+before it (a load never takes the run lock or another model's load lock), so the locks cannot
+deadlock. :class:`Predictor` itself loads and builds before it takes the run lock; a caller that
+holds the run lock for work of its own (hooks or gradients on a shared model) may still load, as
+the order allows, at the cost of the passes that wait meanwhile."""
 
 from __future__ import annotations
 
@@ -267,7 +286,9 @@ class Predictor:
 
     Every model is read once from ``weights_dir`` (SHA-256 checked), prepared with
     :func:`prepare_for_inference`, and read again only when its weight file or card is
-    replaced. ``lock`` serialises all model work, so one job at a time uses every thread.
+    replaced. :attr:`run_lock` serialises forward passes, so one pass at a time uses every
+    thread; loading a model and building a session hold only their own locks (see the module
+    docstring for the lock order).
 
     Args:
         weights_dir: the zoo (``<set>/<arch>.pt`` + ``.json``).
@@ -306,7 +327,10 @@ class Predictor:
             torch.set_num_threads(threads)
         self.channels_last = self.device.type == "cpu" if channels_last is None else channels_last
         self.amp = bool(amp)
-        self.lock = threading.RLock()
+        self.run_lock = threading.RLock()
+        self._state_lock = threading.Lock()
+        self._load_locks: dict[str, threading.Lock] = {}
+        self._build_locks: dict[tuple, threading.Lock] = {}
         self._models: dict[str, LoadedModel] = {}
         self._latency: OrderedDict[tuple, Latency] = OrderedDict()
         self._flops: OrderedDict[tuple, int] = OrderedDict()
@@ -321,16 +345,27 @@ class Predictor:
         return self._loaded(name).model
 
     def _loaded(self, name: str) -> LoadedModel:
+        """The model as loaded from its current files: read and prepared under its own load
+        lock only, by the first thread that needs it while the others that need it wait."""
         stamp = zoo.file_stamp(name, self.weights_dir)
-        with self.lock:
+        loaded = self._models.get(name)
+        if loaded is not None and loaded.stamp == stamp:
+            return loaded
+        with self._lock_of(self._load_locks, name):
             loaded = self._models.get(name)
-            if loaded is None or loaded.stamp != stamp:
-                raw = zoo.read_model(name, self.weights_dir)
-                params = {None: count_parameters(raw)} | {d: count_parameters(raw, depth=d) for d in raw.pruning_depths}
-                model = prepare_for_inference(raw.to(self.device), channels_last=self.channels_last)
-                loaded = self._models[name] = LoadedModel(model, stamp, params)
+            if loaded is not None and loaded.stamp == stamp:
+                return loaded
+            raw = zoo.read_model(name, self.weights_dir)
+            params = {None: count_parameters(raw)} | {d: count_parameters(raw, depth=d) for d in raw.pruning_depths}
+            loaded = LoadedModel(prepare_for_inference(raw.to(self.device), channels_last=self.channels_last), stamp, params)
+            with self._state_lock:
+                self._models[name] = loaded
                 self._forget(name)
             return loaded
+
+    def _lock_of(self, locks: dict, key) -> threading.Lock:
+        with self._state_lock:
+            return locks.setdefault(key, threading.Lock())
 
     def _forget(self, name: str) -> None:
         for cache in (self._latency, self._flops, self._sessions, self._chosen):
@@ -349,11 +384,14 @@ class Predictor:
     def flops(self, name: str, size: tuple[int, int], depth: int | None = None) -> int:
         """FLOPs of one pass at ``size`` (cached)."""
         key = (name, depth, tuple(size))
-        with self.lock:
-            if key not in self._flops:
-                self._flops[key] = count_flops(self.model(name), tuple(size), **self._options(depth))
+        model = self.model(name)
+        if key not in self._flops:
+            with self.run_lock:
+                flops = count_flops(model, tuple(size), **self._options(depth))
+            with self._state_lock:
+                self._flops[key] = flops
                 _trim(self._flops)
-            return self._flops[key]
+        return self._flops[key]
 
     # ------------------------------------------------------------------ running
 
@@ -381,14 +419,18 @@ class Predictor:
         if "onnxruntime" not in self.runtimes:
             return None
         key = self._session_key(name, size, depth)
-        with self.lock:
-            if key not in self._sessions and build:
-                try:
-                    self._sessions[key] = onnxruntime_session(self.model(name), key[2], depth, self.threads or torch.get_num_threads())
-                except Exception as error:  # noqa: BLE001 - PyTorch runs what cannot be exported
-                    log.warning("%s (depth %s, %s): ONNX export failed, PyTorch runs it: %s", name, depth, key[2], error)
-                    self._sessions[key] = None
-                _trim(self._sessions, MAX_SESSIONS)
+        if key not in self._sessions and build:
+            with self._lock_of(self._build_locks, key):
+                if key not in self._sessions:
+                    try:
+                        session = onnxruntime_session(self.model(name), key[2], depth, self.threads or torch.get_num_threads())
+                    except Exception as error:  # noqa: BLE001 - PyTorch runs what cannot be exported
+                        log.warning("%s (depth %s, %s): ONNX export failed, PyTorch runs it: %s", name, depth, key[2], error)
+                        session = None
+                    with self._state_lock:
+                        self._sessions[key] = session
+                        _trim(self._sessions, MAX_SESSIONS)
+        with self._state_lock:
             if key in self._sessions:
                 self._sessions.move_to_end(key)
             return self._sessions.get(key)
@@ -402,12 +444,13 @@ class Predictor:
 
     def predict(self, name: str, x: torch.Tensor, depth: int | None = None) -> Prediction:
         """Class ids of one forward pass on the prepared tensor ``x``, how long it took and
-        what ran it."""
-        with self.lock:
-            model = self.model(name)
-            self._check_depth(name, model, depth)
-            runtime = self.runtime(name, x.shape[-2:], depth)
-            session = self._session(name, x.shape[-2:], depth) if runtime == "onnxruntime" else None
+        what ran it. The model is loaded first, if need be; :attr:`run_lock` is held for the
+        pass alone."""
+        model = self.model(name)
+        self._check_depth(name, model, depth)
+        runtime = self.runtime(name, x.shape[-2:], depth)
+        session = self._session(name, x.shape[-2:], depth) if runtime == "onnxruntime" else None
+        with self.run_lock:
             started = time.perf_counter()
             labels = self._labels(model, x, depth, runtime, session)
             return Prediction(labels, (time.perf_counter() - started) * 1000, runtime)
@@ -442,31 +485,37 @@ class Predictor:
         pair per round) after ``warmup`` passes each. A model whose runtime an earlier benchmark
         chose is timed with that one (``every_runtime``: with every runtime of :attr:`runtimes`
         again); for the others an ONNX Runtime session is built first (left out where the
-        export fails). Holds :attr:`lock` for one pass at a time, so a waiting job gets the
-        device between passes. A runtime whose first timed pass is over :data:`LOSING_FACTOR`
+        export fails). Holds :attr:`run_lock` for one pass at a time, so a waiting job gets the
+        device between passes; sessions are built without it. A runtime whose first timed pass is over :data:`LOSING_FACTOR`
         times its model's best one is left out of the rounds (bfloat16 on a processor without
         bfloat16 units would hold the device for seconds a pass). Before every pass
-        ``interrupted()`` is asked; when it is true, :class:`BenchmarkInterrupted` is raised and
+        ``interrupted()`` is asked, and before every session build; when it is true, :class:`BenchmarkInterrupted` is raised and
         nothing is cached (an app asks whether a request is waiting, so a benchmark never
         delays one by more than one pass)."""
         x = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0)).to(self.device)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         passes = {}
+
+        def stop_if_interrupted():
+            if interrupted is not None and interrupted():
+                raise BenchmarkInterrupted(f"{', '.join(name for name, _ in models)} ({size}): a request came first")
+
         for name, depth in models:
             model = self.model(name)
             self._check_depth(name, model, depth)
             chosen = None if every_runtime else self._chosen.get(self._session_key(name, size, depth))
+            if chosen in (None, "onnxruntime") and "onnxruntime" in self.runtimes:
+                stop_if_interrupted()
             session = self._session(name, size, depth, build=chosen in (None, "onnxruntime"))
             for runtime in (chosen,) if chosen else self.runtimes:
                 if runtime != "onnxruntime" or session is not None:
                     passes[((name, depth), runtime)] = (model, depth, session)
 
         def one_pass(runtime: str, pair: tuple):
-            if interrupted is not None and interrupted():
-                raise BenchmarkInterrupted(f"{', '.join(name for name, _ in models)} ({size}): a request came first")
+            stop_if_interrupted()
             model, depth, session = passes[pair]
-            with self.lock:
+            with self.run_lock:
                 self._labels(model, x, depth, runtime, session)
 
         timings = {pair: time_forward(partial(one_pass, pair[1], pair), self.device, warmup, 1) for pair in passes}
@@ -495,7 +544,7 @@ class Predictor:
         load = MachineLoad()
         timings = self.time_together(models, size, warmup, repeats, interrupted)
         figures = self._keep(timings, size, load.others_share())
-        with self.lock:
+        with self._state_lock:
             self._together[self._group_key(models, size)] = figures
             _trim(self._together)
         return figures
@@ -521,7 +570,7 @@ class Predictor:
             fastest = min(summaries, key=lambda runtime: summaries[runtime]["median_ms"])
             figure = Latency(summaries[fastest]["median_ms"], summaries[fastest]["iqr_ms"], len(timings[((name, depth), fastest)]), "benchmark", now, others_share, len(models), fastest)
             key = self._session_key(name, size, depth)
-            with self.lock:
+            with self._state_lock:
                 self._chosen[key] = fastest
                 _trim(self._chosen)
                 if fastest != "onnxruntime":
