@@ -1,8 +1,9 @@
 """Running the shipped models for the dashboard: the app's policy around
-:class:`segmodels.inference.Predictor`.
+:class:`segmodels.inference.Predictor` and the :class:`segmodels.inference.RuntimeSelector`
+it owns.
 
 The predictor does the generic work (loading once per device, batch-norm folding, one
-forward pass per prediction, cached latency benchmarks). This module decides what a
+forward pass per prediction); the selector keeps the latency book and picks each key's runtime. This module decides what a
 classroom server needs: which model set a name belongs to, turning every failure into a
 message, running one model after another so each result can be streamed as soon as it is
 ready, measuring latency only while the server is idle (:class:`IdleBenchmarker`), so a
@@ -26,7 +27,7 @@ import torch
 
 from segmodels import ARCH_NAMES, ARCHITECTURES, zoo
 from segmodels.data import DatasetInfo
-from segmodels.inference import BenchmarkInterrupted, Latency, Predictor, single_pass_latency
+from segmodels.inference import BenchmarkInterrupted, Latency, Predictor, RuntimeSelector, single_pass_latency
 from segmodels.metrics import ConfusionMatrix
 from segmodels.modelcard import ModelCard
 from segmodels.receptive_field import LayerField, effective_receptive_field, theoretical_receptive_field
@@ -144,11 +145,12 @@ class Engine:
 
     def __init__(self, config: DemoConfig):
         self.config = config
-        self.predictor = Predictor(config.weights_dir, device=config.device, threads=config.torch_threads, backend=config.backend)
+        self.predictor = Predictor(config.weights_dir, device=config.device, threads=config.torch_threads)
+        self.selector = RuntimeSelector.for_backend(self.predictor, config.backend)
         self._rf: dict[tuple, list[LayerField]] = {}
         self._failures: dict[str, tuple[tuple, str, float]] = {}
         self.shared = SharedPredictions(config.shared_predictions_mb * 2**20)
-        self.benchmarker = IdleBenchmarker(self.predictor, config.idle_seconds, config.latency_max_age_s, config.warmup, config.repeats)
+        self.benchmarker = IdleBenchmarker(self.selector, config.idle_seconds, config.latency_max_age_s, config.warmup, config.repeats)
 
     # ------------------------------------------------------------------ what is shipped
 
@@ -255,7 +257,7 @@ class Engine:
         shared = self.shared.get(key)
         if shared is not None:
             return shared, True
-        prediction = self.predictor.predict(name, x, depth)
+        prediction = self.selector.predict(name, x, depth)
         shared = SharedPrediction(prediction.labels, prediction.backend, single_pass_latency(prediction))
         self.shared.put(key, shared)
         return shared, False
@@ -269,7 +271,7 @@ class Engine:
             prediction, result.reused = self._predict(name, x, depth, digest)
             result.labels = prediction.labels
             result.backend = prediction.backend
-            result.latency = self.predictor.latency(name, size, depth) or prediction.latency
+            result.latency = self.selector.latency(name, size, depth) or prediction.latency
             result.params = self.predictor.parameters(name, depth)
             result.flops = self.predictor.flops(name, size, depth)
         except ModelUnavailable as error:
@@ -303,7 +305,7 @@ class Engine:
         if not models:
             return
         self.benchmarker.request_together(models, size)
-        figures = self.predictor.latency_together(models, size)
+        figures = self.selector.latency_together(models, size)
         for run, model in zip(done, models):
             if figures is not None:
                 run.latency, run.timed_together = figures[model], True
@@ -423,10 +425,10 @@ class IdleBenchmarker:
     and stops (to be measured again when idle) as soon as a request is running, so a request
     waits for at most one forward pass. ``clock`` tells how long the machine has been quiet (tests pass a fake one)."""
 
-    def __init__(self, predictor: Predictor, idle_seconds: float = 2.0, max_age_s: float = 1800.0, warmup: int = 1, repeats: int = 5, max_pending: int = 256,
+    def __init__(self, selector: RuntimeSelector, idle_seconds: float = 2.0, max_age_s: float = 1800.0, warmup: int = 1, repeats: int = 5, max_pending: int = 256,
                  clock: Callable[[], float] = time.monotonic):
         self._clock = clock
-        self.predictor = predictor
+        self.selector = selector
         self.warmup, self.repeats = warmup, repeats
         self.idle_seconds = idle_seconds
         self.max_age_s = max_age_s
@@ -457,13 +459,13 @@ class IdleBenchmarker:
         self.request_together([(name, depth)], size)
 
     def request_together(self, models: list[tuple[str, int | None]], size: tuple[int, int]) -> None:
-        """Ask for a benchmark of ``models`` timed together (:meth:`Predictor.measure_together`)
+        """Ask for a benchmark of ``models`` timed together (:meth:`RuntimeSelector.measure_together`)
         unless fresh figures of them, steady and taken on a quiet machine, are cached."""
         models = list(dict.fromkeys(models))
         if len(models) == 1:
-            figures = [self.predictor.latency(models[0][0], size, models[0][1])]
+            figures = [self.selector.latency(models[0][0], size, models[0][1])]
         else:
-            figures = list((self.predictor.latency_together(models, size) or {None: None}).values())
+            figures = list((self.selector.latency_together(models, size) or {None: None}).values())
         if all(figure is not None and not figure.noisy and not figure.busy and time.time() - figure.measured_at < self.max_age_s for figure in figures):
             return
         key = (tuple(sorted(models, key=str)), tuple(size))
@@ -493,7 +495,7 @@ class IdleBenchmarker:
         while True:
             models, size = self._wait_for_idle()
             try:
-                self.predictor.measure_together(models, size, self.warmup, self.repeats, interrupted=self._requested)
+                self.selector.measure_together(models, size, self.warmup, self.repeats, interrupted=self._requested)
             except BenchmarkInterrupted:
                 self.request_together(models, size)
             except Exception as error:  # noqa: BLE001 - a broken model is reported by requests, not here
@@ -505,4 +507,4 @@ class IdleBenchmarker:
             with self._condition:
                 key = next(iter(self._pending))
                 models, size = self._pending.pop(key)
-            self.predictor.measure_together(models, size, self.warmup, self.repeats)
+            self.selector.measure_together(models, size, self.warmup, self.repeats)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from segmodels import zoo
-from segmodels.inference import Predictor
+from segmodels.inference import Predictor, RuntimeSelector
 
 JOIN_S = 60.0
 
@@ -59,7 +59,7 @@ def image_tensor():
 
 
 def test_a_load_in_progress_does_not_block_a_prediction_of_a_loaded_model(own_zoo, monkeypatch, image_tensor):
-    predictor = Predictor(own_zoo, device="cpu", backend="torch")
+    predictor = Predictor(own_zoo, device="cpu")
     x = image_tensor(predictor)
     predictor.model("shapes/unet")
     load = BlockedLoad(monkeypatch, "shapes/unet3p")
@@ -81,7 +81,7 @@ def test_a_load_in_progress_does_not_block_a_prediction_of_a_loaded_model(own_zo
 
 
 def test_a_request_for_a_model_being_loaded_waits_for_that_load_only(own_zoo, monkeypatch, image_tensor):
-    predictor = Predictor(own_zoo, device="cpu", backend="torch")
+    predictor = Predictor(own_zoo, device="cpu")
     x = image_tensor(predictor)
     load = BlockedLoad(monkeypatch, "shapes/unetpp")
     loader, _ = in_thread(predictor.model, "shapes/unetpp")
@@ -103,7 +103,7 @@ def test_concurrent_first_uses_load_a_model_once(own_zoo, monkeypatch, image_ten
     """Every thread has asked for the model (read its file stamp) before the first read
     returns, so each either waits for that load or finds it done: one read in all."""
     users = 4
-    predictor = Predictor(own_zoo, device="cpu", backend="torch")
+    predictor = Predictor(own_zoo, device="cpu")
     x = image_tensor(predictor)
     arrived, arrival = [0], threading.Condition()
     stamp = zoo.file_stamp
@@ -135,9 +135,11 @@ def test_concurrent_first_uses_load_a_model_once(own_zoo, monkeypatch, image_ten
 
 
 def test_run_build_and_load_locks_under_contention_finish(own_zoo, image_tensor):
-    """Predictions, loads, FLOP counts, benchmarks that build sessions, and a caller that holds
-    the run lock while it loads (the order allows it), all at once: every thread finishes."""
-    predictor = Predictor(own_zoo, device="cpu", backend="auto")
+    """Predictions, loads, FLOP counts, benchmarks of every runtime (ONNX Runtime sessions
+    built where installed), and a caller that holds the run lock while it loads (the order
+    allows it), all at once: every thread finishes."""
+    predictor = Predictor(own_zoo, device="cpu")
+    selector = RuntimeSelector(predictor)
     x = image_tensor(predictor)
     start = threading.Barrier(5)
 
@@ -152,7 +154,7 @@ def test_run_build_and_load_locks_under_contention_finish(own_zoo, image_tensor)
 
     def benchmarking():
         start.wait(JOIN_S)
-        return sorted(predictor.measure_together([("shapes/unet", None), ("shapes/unetpp", 2)], (32, 40), warmup=0, repeats=2))
+        return sorted(selector.measure_together([("shapes/unet", None), ("shapes/unetpp", 2)], (32, 40), warmup=0, repeats=2))
 
     def counting():
         start.wait(JOIN_S)
