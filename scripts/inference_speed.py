@@ -12,8 +12,10 @@ the Predictor's ``torch-bf16`` runtime), ``folded_cl_batch2`` (two images stacke
 batching two students' requests would do; its figure is per image), ``compiled``
 (``torch.compile`` of the folded model), ``onnxruntime`` (the folded channels_last model in ONNX
 Runtime as the Predictor's onnxruntime runtime runs it, if installed). ``folded_cl``,
-``folded_cl_bf16`` and ``onnxruntime`` are the Predictor's own preparation and runtimes
-(:func:`segmodels.inference.prepare_for_inference`, :func:`segmodels.peers.runtime_runners`).
+``folded_cl_bf16`` and ``onnxruntime`` are the Predictor's own preparation and runtime objects
+(:func:`segmodels.inference.prepare_for_inference`, :mod:`segmodels.runtime.runtimes` through
+:func:`segmodels.peers.runtime_runners`); ``python -m segmodels bench --models camvid/unet
+--runtimes torch torch-bf16 onnxruntime`` times those three alone, through a Predictor.
 
 ``--smp`` adds segmentation_models_pytorch's U-Net, U-Net++ and DeepLabV3+ on the same encoder
 (``tu-efficientnet_lite0``, untrained: latency does not depend on the weights), smp's defaults

@@ -7,8 +7,8 @@ into the convolutions and, optionally, its weights in channels_last.
   sqrt(var + eps) + beta`` (``torch.nn.utils.fuse_conv_bn_eval``). One pass over memory per
   layer is saved; the outputs are unchanged up to float rounding, which is checked.
 * **channels_last** memory format, where it measurably wins (``python -m segmodels bench
-  --models camvid/unet --runtimes torch`` with and without ``--channels-last`` measures it on
-  the machine at hand)."""
+  --models camvid/unet --fold-bn`` with and without ``--channels-last`` measures it on the
+  machine at hand)."""
 
 from __future__ import annotations
 
