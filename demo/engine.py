@@ -233,7 +233,7 @@ class Engine:
         :meth:`Predictor.predict` (hooks, gradients, other networks), so it runs alone;
         predictions need not, since the predictor holds that lock around each forward pass only
         and loads a model under that model's own lock (the lock order is in
-        :mod:`segmodels.inference`)."""
+        :mod:`segmodels.runtime.predictor`)."""
         with self.predictor.run_lock if exclusive else nullcontext():
             try:
                 yield
