@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from segmodels.inference import BenchmarkInterrupted, Predictor
+from segmodels.runtime import BenchmarkInterrupted, RuntimeSelector
 
 log = logging.getLogger(__name__)
 
@@ -19,14 +19,14 @@ class IdleBenchmarker:
     and none ran for ``idle_seconds``: the models a request compared, timed together. A figure
     older than ``max_age_s``, a noisy one, or one taken while other processes kept the machine
     busy is measured again when a request asks for it.
-    Requests hold :meth:`busy`; the benchmark takes the predictor's lock one pass at a time
+    Requests hold :meth:`busy`; the benchmark takes the predictor's run lock one pass at a time
     and stops (to be measured again when idle) as soon as a request is running, so a request
     waits for at most one forward pass. ``clock`` tells how long the machine has been quiet (tests pass a fake one)."""
 
-    def __init__(self, predictor: Predictor, idle_seconds: float = 2.0, max_age_s: float = 1800.0, warmup: int = 1, repeats: int = 5, max_pending: int = 256,
+    def __init__(self, selector: RuntimeSelector, idle_seconds: float = 2.0, max_age_s: float = 1800.0, warmup: int = 1, repeats: int = 5, max_pending: int = 256,
                  clock: Callable[[], float] = time.monotonic):
         self._clock = clock
-        self.predictor = predictor
+        self.selector = selector
         self.warmup, self.repeats = warmup, repeats
         self.idle_seconds = idle_seconds
         self.max_age_s = max_age_s
@@ -57,13 +57,13 @@ class IdleBenchmarker:
         self.request_together([(name, depth)], size)
 
     def request_together(self, models: list[tuple[str, int | None]], size: tuple[int, int]) -> None:
-        """Ask for a benchmark of ``models`` timed together (:meth:`Predictor.measure_together`)
+        """Ask for a benchmark of ``models`` timed together (:meth:`RuntimeSelector.measure_together`)
         unless fresh figures of them, steady and taken on a quiet machine, are cached."""
         models = list(dict.fromkeys(models))
         if len(models) == 1:
-            figures = [self.predictor.latency(models[0][0], size, models[0][1])]
+            figures = [self.selector.latency(models[0][0], size, models[0][1])]
         else:
-            figures = list((self.predictor.latency_together(models, size) or {None: None}).values())
+            figures = list((self.selector.latency_together(models, size) or {None: None}).values())
         if all(figure is not None and not figure.noisy and not figure.busy and time.time() - figure.measured_at < self.max_age_s for figure in figures):
             return
         key = (tuple(sorted(models, key=str)), tuple(size))
@@ -93,7 +93,7 @@ class IdleBenchmarker:
         while True:
             models, size = self._wait_for_idle()
             try:
-                self.predictor.measure_together(models, size, self.warmup, self.repeats, interrupted=self._requested)
+                self.selector.measure_together(models, size, self.warmup, self.repeats, interrupted=self._requested)
             except BenchmarkInterrupted:
                 self.request_together(models, size)
             except Exception as error:  # noqa: BLE001 - a broken model is reported by requests, not here
@@ -105,7 +105,7 @@ class IdleBenchmarker:
             with self._condition:
                 key = next(iter(self._pending))
                 models, size = self._pending.pop(key)
-            self.predictor.measure_together(models, size, self.warmup, self.repeats)
+            self.selector.measure_together(models, size, self.warmup, self.repeats)
 
 
 __all__ = ["IdleBenchmarker"]

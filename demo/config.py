@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from segmodels import zoo
-from segmodels.inference import BACKENDS
+from segmodels.runtime import BACKENDS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ASSETS_DIR = REPO_ROOT / "assets"
@@ -45,7 +45,7 @@ class DemoConfig:
         backend: what runs the models: ``auto`` (once a model's latency was benchmarked at an
             image size, the fastest of PyTorch, PyTorch in bfloat16 and ONNX Runtime measured
             on this machine; PyTorch before), or ``torch``, ``torch-bf16`` or ``onnxruntime``
-            for every model (:mod:`segmodels.inference`); env ``SEGMODELS_BACKEND``.
+            for every model (:mod:`segmodels.runtime`); env ``SEGMODELS_BACKEND``.
         max_side: uploads are downscaled so their longest side is at most this.
         warmup, repeats: untimed and timed forward passes behind each latency benchmark
             (measured once per model, depth, input size, device and threads, while idle).

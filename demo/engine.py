@@ -1,8 +1,9 @@
 """Running the shipped models for the dashboard: the app's policy around
-:class:`segmodels.inference.Predictor`.
+:class:`segmodels.runtime.Predictor` and the :class:`segmodels.runtime.RuntimeSelector`
+it owns.
 
 The predictor does the generic work (loading once per device, batch-norm folding, one
-forward pass per prediction, cached latency benchmarks). This module decides what a
+forward pass per prediction); the selector keeps the latency book and picks each key's runtime. This module decides what a
 classroom server needs: which model set a name belongs to, turning every failure into a
 message, running one model after another so each result can be streamed as soon as it is
 ready, measuring latency only while the server is idle (:class:`demo.benchmarker.IdleBenchmarker`), so a
@@ -15,7 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,10 +25,10 @@ import torch
 
 from segmodels import ARCH_NAMES, zoo
 from segmodels.data import DatasetInfo
-from segmodels.inference import Latency, Predictor, single_pass_latency
 from segmodels.metrics import ConfusionMatrix
 from segmodels.modelcard import ModelCard
 from segmodels.receptive_field import LayerField, effective_receptive_field, theoretical_receptive_field
+from segmodels.runtime import Latency, Predictor, RuntimeSelector, single_pass_latency
 
 from .benchmarker import IdleBenchmarker
 from .catalogue import Catalogue, ModelSet
@@ -77,12 +78,13 @@ class Engine:
 
     def __init__(self, config: DemoConfig, model_sets: Catalogue):
         self.config = config
-        self.predictor = Predictor(config.weights_dir, device=config.device, threads=config.torch_threads, backend=config.backend)
+        self.predictor = Predictor(config.weights_dir, device=config.device, threads=config.torch_threads)
+        self.selector = RuntimeSelector.for_backend(self.predictor, config.backend)
         self.model_sets = model_sets
         self._rf: dict[tuple, list[LayerField]] = {}
         self._failures: dict[str, tuple[tuple, str, float]] = {}
         self.shared = SharedPredictions(config.shared_predictions_mb * 2**20)
-        self.benchmarker = IdleBenchmarker(self.predictor, config.idle_seconds, config.latency_max_age_s, config.warmup, config.repeats)
+        self.benchmarker = IdleBenchmarker(self.selector, config.idle_seconds, config.latency_max_age_s, config.warmup, config.repeats)
 
     # ------------------------------------------------------------------ what is shipped
 
@@ -144,9 +146,14 @@ class Engine:
         return min(depth, max(depths))
 
     @contextmanager
-    def guard(self) -> Iterator[None]:
-        """Serialise model work; turn out-of-memory into :class:`OutOfMemory` after freeing the cache."""
-        with self.predictor.lock:
+    def guard(self, exclusive: bool = True) -> Iterator[None]:
+        """Turn out-of-memory into :class:`OutOfMemory` after freeing the cache. ``exclusive``
+        also holds the predictor's run lock, for model work outside
+        :meth:`Predictor.predict` (hooks, gradients, other networks), so it runs alone;
+        predictions need not, since the predictor holds that lock around each forward pass only
+        and loads a model under that model's own lock (the lock order is in
+        :mod:`segmodels.runtime.predictor`)."""
+        with self.predictor.run_lock if exclusive else nullcontext():
             try:
                 yield
             except Exception as error:
@@ -169,7 +176,7 @@ class Engine:
         shared = self.shared.get(key)
         if shared is not None:
             return shared, True
-        prediction = self.predictor.predict(name, x, depth)
+        prediction = self.selector.predict(name, x, depth)
         shared = SharedPrediction(prediction.labels, prediction.backend, single_pass_latency(prediction))
         self.shared.put(key, shared)
         return shared, False
@@ -185,7 +192,7 @@ class Engine:
             prediction, result.reused = self._predict(name, x, depth, digest)
             result.labels = prediction.labels
             result.backend = prediction.backend
-            result.latency = self.predictor.latency(name, size, depth) or prediction.latency
+            result.latency = self.selector.latency(name, size, depth) or prediction.latency
             result.params = self.predictor.parameters(name, depth)
             result.flops = self.predictor.flops(name, size, depth)
         except ModelUnavailable as error:
@@ -219,7 +226,7 @@ class Engine:
         if not models:
             return
         self.benchmarker.request_together(models, size)
-        figures = self.predictor.latency_together(models, size)
+        figures = self.selector.latency_together(models, size)
         for run, model in zip(done, models):
             if figures is not None:
                 run.latency, run.timed_together = figures[model], True
@@ -245,7 +252,7 @@ class Engine:
         with self.benchmarker.busy():
             x, digest = self.predictor.to_tensor(image), image_digest(image)
             for arch in archs:
-                with self.guard():
+                with self.guard(exclusive=False):
                     run = self._run_one(set_name, arch, x, depth, gt, info, digest)
                 yield run
 
@@ -262,7 +269,7 @@ class Engine:
             depths = self.pruning_depths(set_name, arch)
             x, digest = self.predictor.to_tensor(image), image_digest(image)
             for depth in depths:
-                with self.guard():
+                with self.guard(exclusive=False):
                     run = self._run_one(set_name, arch, x, depth, gt, info, digest)
                 yield run
 
@@ -312,15 +319,21 @@ class Engine:
     def _loadable(self, set_name: str) -> list[str]:
         return [arch for arch in self.catalogue().get(set_name, []) if self._loads(set_name, arch)]
 
-    def warm_up(self, sizes: dict[str, tuple[int, int]]) -> None:
+    def warm_up(self, sizes: dict[str, tuple[int, int]]) -> threading.Thread:
         """Load every shipped model and queue latency benchmarks at each set's usual image size
         (the models a page compares first, timed together), in the background, so the first
-        click is fast."""
+        click is fast. The sets of ``sizes`` load first, in its order (:meth:`demo.request_images.RequestImages.usual_sizes`
+        lists the default set first), then the others. Each load holds only its model's load
+        lock, so a request never waits for the warm-up to load a model it does not run. Returns
+        the loading thread."""
+        catalogue = self.catalogue()
+        order = [s for s in sizes if s in catalogue] + [s for s in catalogue if s not in sizes]
+
         def load_all():
-            for set_name, archs in self.catalogue().items():
-                for arch in archs:
+            for set_name in order:
+                for arch in catalogue[set_name]:
                     try:
-                        with self.guard():
+                        with self.guard(exclusive=False):
                             self.model(set_name, arch)
                     except (ModelUnavailable, OutOfMemory) as error:
                         log.warning("warm-up: %s", error)
@@ -328,5 +341,7 @@ class Engine:
                     for models in self._usual_groups(set_name):
                         self.benchmarker.request_together(models, sizes[set_name])
 
-        threading.Thread(target=load_all, name="warm-up", daemon=True).start()
+        loading = threading.Thread(target=load_all, name="warm-up", daemon=True)
+        loading.start()
         self.benchmarker.start()
+        return loading

@@ -11,8 +11,8 @@ import time
 from segmodels import zoo
 from segmodels.bootstrap import BETTER, NOT_DISTINGUISHABLE, WORSE, Entrant, against_best
 from segmodels.data import DatasetInfo
-from segmodels.inference import Latency
 from segmodels.modelcard import Evaluation
+from segmodels.runtime import Latency
 from segmodels.testset import read_per_image
 
 from .engine import Engine, ModelRun, ModelUnavailable

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from segmodels.inference import Latency
+from segmodels.runtime import Latency
 
 
 def image_digest(image: np.ndarray) -> str:

@@ -1,6 +1,6 @@
 """The shipped models' latency on a device as the app runs them, for the serving issue's GPU
 item: one click moves the image to the device once and runs each model of a set once
-(:class:`segmodels.inference.Predictor`, PyTorch backend), for the four combinations of
+(:class:`segmodels.runtime.Predictor`, PyTorch backend), for the four combinations of
 bf16 autocast and channels_last, in interleaved rounds.
 
     python scripts/device_latency.py [--device auto] [--set camvid] [--size 360x480] [--rounds 20] [--json OUT]
@@ -23,7 +23,7 @@ import torch
 
 from segmodels import zoo
 from segmodels.benchmark import summarize_timings
-from segmodels.inference import Predictor
+from segmodels.runtime import Predictor, TorchRuntime
 
 OPTION_SETS = {
     "fp32, NCHW": {"amp": False, "channels_last": False},
@@ -51,10 +51,11 @@ def main(argv: list[str] | None = None) -> dict:
     names = [name for name in zoo.list_models(args.weights) if name.startswith(f"{args.set_name}/")]
     if not names:
         raise SystemExit(f"no {args.set_name} models in {args.weights}")
-    predictors = {label: Predictor(args.weights, device=args.device, backend="torch", **options) for label, options in OPTION_SETS.items()}
-    device = next(iter(predictors.values())).device
-    default = Predictor(args.weights, device=str(device), backend="torch")
-    app_label = next(label for label, p in predictors.items() if (p.amp, p.channels_last) == (default.amp, default.channels_last))
+    default = Predictor(args.weights, device=args.device)
+    device = default.device
+    predictors = {label: Predictor(args.weights, device=str(device), channels_last=options["channels_last"], runtime=TorchRuntime.autocast(device) if options["amp"] else TorchRuntime())
+                  for label, options in OPTION_SETS.items()}
+    app_label = next(label for label, p in predictors.items() if (p.runtime.name, p.channels_last) == (default.runtime.name, default.channels_last))
     image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
     timings = {label: {name: [] for name in [*names, "one click"]} for label in predictors}
 
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
             click(predictors[label], timings[label])
     report = {"device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "torch": torch.__version__,
               "size": args.size, "rounds": args.rounds, "threads": torch.get_num_threads(),
-              "options": {label: {"amp": p.amp, "channels_last": p.channels_last} for label, p in predictors.items()}, "app": app_label,
+              "options": {label: {"amp": p.runtime.dtype is not None, "channels_last": p.channels_last} for label, p in predictors.items()}, "app": app_label,
               "ms": {label: {name: summarize_timings(values) for name, values in rows.items()} for label, rows in timings.items()}}
     print(f"{report['device_name']} ({report['device']}), torch {torch.__version__}, {args.size}, {args.rounds} interleaved rounds")
     for label, rows in report["ms"].items():

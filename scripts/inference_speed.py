@@ -6,14 +6,16 @@ order shuffled), so machine noise hits all of them alike.
         [--candidates eager folded folded_cl folded_cl_bf16 folded_cl_batch2 compiled onnxruntime] [--smp] [--json OUT]
 
 Candidates: ``eager`` (the trained model as loaded), ``folded`` (batch norms folded,
-:func:`segmodels.inference.prepare_for_inference`), ``folded_cl`` (folded + channels_last, run as
+:func:`segmodels.runtime.prepare_for_inference`), ``folded_cl`` (folded + channels_last, run as
 the Predictor's ``torch`` runtime runs it), ``folded_cl_bf16`` (the same under bfloat16 autocast,
 the Predictor's ``torch-bf16`` runtime), ``folded_cl_batch2`` (two images stacked into one pass, as
 batching two students' requests would do; its figure is per image), ``compiled``
 (``torch.compile`` of the folded model), ``onnxruntime`` (the folded channels_last model in ONNX
 Runtime as the Predictor's onnxruntime runtime runs it, if installed). ``folded_cl``,
-``folded_cl_bf16`` and ``onnxruntime`` are the Predictor's own preparation and runtimes
-(:func:`segmodels.inference.prepare_for_inference`, :func:`segmodels.peers.runtime_runners`).
+``folded_cl_bf16`` and ``onnxruntime`` are the Predictor's own preparation and runtime objects
+(:func:`segmodels.runtime.prepare_for_inference`, :mod:`segmodels.runtime.runtimes` through
+:func:`segmodels.peers.runtime_runners`); ``python -m segmodels bench --models camvid/unet
+--runtimes torch torch-bf16 onnxruntime`` times those three alone, through a Predictor.
 
 ``--smp`` adds segmentation_models_pytorch's U-Net, U-Net++ and DeepLabV3+ on the same encoder
 (``tu-efficientnet_lite0``, untrained: latency does not depend on the weights), smp's defaults
@@ -34,8 +36,8 @@ import torch
 from segmodels import zoo
 from segmodels.benchmark import summarize_timings, time_interleaved
 from segmodels.cards import count_parameters
-from segmodels.inference import onnxruntime_available, prepare_for_inference
 from segmodels.peers import SMP_CLASSES, build_smp, matched_width, runtime_runners, sizes
+from segmodels.runtime import onnxruntime_available, prepare_for_inference
 
 NAMES = ["camvid/unet", "camvid/unetpp", "camvid/unet3p", "camvid/deeplabv3p"]
 IMAGES_PER_PASS = {"folded_cl_batch2": 2}

@@ -1,7 +1,7 @@
 """Where the time of our U-Net / U-Net++ goes against segmentation_models_pytorch's, both
 prepared as ``python -m segmodels bench --smp`` prepares them (:mod:`segmodels.peers`:
 untrained, batch norms folded, channels_last, the argmax included, as
-:func:`segmodels.inference.run_prepared` runs them), profiled with ``torch.profiler`` on the CPU.
+:func:`segmodels.runtime.run_prepared` runs them), profiled with ``torch.profiler`` on the CPU.
 
 Three tables per architecture and precision (float32, bfloat16 autocast):
 
@@ -42,9 +42,9 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from segmodels.benchmark import time_interleaved  # noqa: E402
-from segmodels.inference import prepare_for_inference  # noqa: E402
 from segmodels.models import create_model  # noqa: E402
 from segmodels.peers import build_smp  # noqa: E402
+from segmodels.runtime import prepare_for_inference  # noqa: E402
 
 REGION = "region:"
 PRECISIONS = ("fp32", "bf16")

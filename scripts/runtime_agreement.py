@@ -1,5 +1,5 @@
 """What a runtime changes in the masks: every shipped model of a set over a split, run by the
-:class:`segmodels.inference.Predictor` in two runtimes (default: PyTorch float32 against
+:class:`segmodels.runtime.Predictor` in two runtimes (default: PyTorch float32 against
 PyTorch under bfloat16 autocast), scored against the ground truth with one confusion matrix
 per runtime.
 
@@ -20,8 +20,8 @@ import torch
 from segmodels import zoo
 from segmodels.data import CAMVID
 from segmodels.data.camvid import CamVidDataset
-from segmodels.inference import Predictor
 from segmodels.metrics import ConfusionMatrix
+from segmodels.runtime import Predictor, runtime_named
 
 
 def agreement(predictors: dict[str, Predictor], name: str, dataset) -> dict:
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--weights", type=Path, default=zoo.WEIGHTS_DIR)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    predictors = {runtime: Predictor(args.weights, device="cpu", threads=args.threads, backend=runtime) for runtime in args.runtimes}
+    predictors = {runtime: Predictor(args.weights, device="cpu", threads=args.threads, runtime=runtime_named(runtime, torch.device("cpu"), args.threads)) for runtime in args.runtimes}
     dataset = CamVidDataset(args.camvid, args.split)
     report = {}
     for name in [name for name in zoo.list_models(args.weights) if name.startswith("camvid/")]:

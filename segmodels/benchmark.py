@@ -14,6 +14,7 @@ from torch import nn
 
 from .cards import count_flops, count_parameters
 from .models import ARCH_NAMES, create_model
+from .precision import autocast
 
 
 def time_forward(run: Callable[[], object], device: torch.device, warmup: int = 3, repeats: int = 10) -> list[float]:
@@ -111,10 +112,9 @@ def benchmark_model(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         image = image.contiguous(memory_format=torch.channels_last)
-    dtype = torch.bfloat16 if device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
 
     def run():
-        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=amp):
+        with torch.inference_mode(), autocast(device, enabled=amp):
             return model(image, **forward_options)
 
     if device.type == "cuda":

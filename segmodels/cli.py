@@ -13,15 +13,12 @@ import yaml
 from torch.utils.data import Subset
 
 from . import zoo
-from .benchmark import benchmark_architectures, benchmark_model, format_rows, model_rows
-from .cards import count_parameters
+from .bench_command import add_bench_arguments, run_bench
 from .data import build_dataset, eval_transform
 from .encoders import ENCODERS
 from .evaluation import TestTimeAugmentation, evaluate, evaluation_report, format_report, write_report
-from .inference import device_runtimes, onnxruntime_available, prepare_for_inference
 from .losses import LOSS_NAMES
-from .models import ARCH_NAMES, ARCHITECTURES
-from .peers import compare_with_smp, format_comparison
+from .models import ARCHITECTURES
 from .training import LockstepRun, TrainConfig, build_from_spec, load_recipe, read_camvid_frames, train, train_recipe
 
 
@@ -173,60 +170,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_bench(args: argparse.Namespace) -> int:
-    device = args.device or _default_device()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.smp:
-        return run_smp_comparison(args, device)
-    timing = {"warmup": args.warmup, "repeats": args.repeats, "amp": args.amp, "channels_last": args.channels_last}
-    rows = []
-    if args.models:
-        for name in args.models:
-            model, _ = load_for_evaluation(name, device)
-            timed = prepare_for_inference(model.eval()) if args.fold_bn else model
-            for row_name, row_model, options in model_rows(timed, name):
-                row = benchmark_model(row_model, row_name, args.size, device, **timing, **options)
-                rows.append(row | {"params_m": count_parameters(model, **options) / 1e6, "fold_bn": args.fold_bn})
-    else:
-        archs = args.arch or list(ARCH_NAMES)
-        rows = benchmark_architectures(archs, args.num_classes, args.encoder, args.size, device, args.base_channels, _arch_options(args.options), **timing)
-    print(format_rows(rows))
-    _write_rows(rows, args.json)
-    return 0
-
-
-def _arch_options(options: dict) -> dict[str, dict]:
-    if not isinstance(options, dict) or not all(arch in ARCHITECTURES and isinstance(value, dict) for arch, value in options.items()):
-        raise SystemExit(f'--options maps architectures to their options, e.g. \'{{"deeplabv3p": {{"aspp_channels": 176}}}}\'; got {json.dumps(options)[:80]}')
-    return options
-
-
-def _write_rows(rows: list[dict], path: str | None) -> None:
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(rows, indent=2))
-
-
-def run_smp_comparison(args: argparse.Namespace, device: str) -> int:
-    """``bench --smp``: ours and segmentation_models_pytorch's, prepared and run alike (segmodels.peers)."""
-    given = [flag for flag, value in (("--models", args.models), ("--amp", args.amp), ("--channels-last", args.channels_last), ("--fold-bn", args.fold_bn)) if value]
-    if given:
-        raise SystemExit(f"bench --smp prepares both sides as segmodels.inference.Predictor does (batch norms folded, channels_last) on untrained architectures; leave out {', '.join(given)}")
-    if torch.device(device).type != "cpu":
-        raise SystemExit("bench --smp times the CPU runtimes of segmodels.inference.Predictor; use --device cpu")
-    runtimes = args.runtimes or list(device_runtimes(torch.device("cpu")))
-    if "onnxruntime" in runtimes and not onnxruntime_available():
-        raise SystemExit("bench --smp: the onnxruntime runtime needs the onnxruntime and onnx packages (requirements-dev.txt)")
-    try:
-        rows = compare_with_smp(args.arch or list(ARCH_NAMES), args.num_classes, args.encoder, args.size, runtimes, args.rounds, args.base_channels, _arch_options(args.options))
-    except ValueError as error:
-        raise SystemExit(f"bench --smp: {error}") from None
-    print(format_comparison(rows))
-    _write_rows(rows, args.json)
-    return 0
-
-
 def run_predict(args: argparse.Namespace) -> int:
     from PIL import Image
 
@@ -331,27 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_parser.set_defaults(func=run_evaluate)
 
     bench_parser = commands.add_parser("bench", help="time models (median and IQR of timed runs)")
-    bench_parser.add_argument("--models", nargs="*", help="checkpoints or shipped names; default: untrained architectures")
-    bench_parser.add_argument("--arch", nargs="*", choices=list(ARCHITECTURES))
-    bench_parser.add_argument("--encoder", default="efficientnet_lite0")
-    bench_parser.add_argument("--base-channels", type=int, default=64)
-    bench_parser.add_argument("--num-classes", type=int, default=11)
-    bench_parser.add_argument("--size", type=_size, default=(360, 480))
-    bench_parser.add_argument("--warmup", type=int, default=3)
-    bench_parser.add_argument("--repeats", type=int, default=10)
-    bench_parser.add_argument("--amp", action="store_true", help="bf16/fp16 autocast")
-    bench_parser.add_argument("--channels-last", action="store_true")
-    bench_parser.add_argument("--fold-bn", action="store_true", help="fold batch norms into the convolutions first, as segmodels.inference.Predictor runs models (with --models)")
-    bench_parser.add_argument("--options", type=json.loads, default={}, help='options per architecture as JSON, e.g. \'{"deeplabv3p": {"aspp_channels": 176}}\'')
-    bench_parser.add_argument("--threads", type=int, help="torch (and ONNX Runtime) threads; default: torch's")
-    bench_parser.add_argument("--smp", action="store_true",
-                              help="compare with segmentation_models_pytorch (its defaults and a parameter-matched width), both sides prepared and run as "
-                                   "segmodels.inference.Predictor does, on every CPU runtime, in interleaved rounds")
-    bench_parser.add_argument("--runtimes", nargs="*", choices=["torch", "torch-bf16", "onnxruntime"], help="with --smp (default: all the CPU offers)")
-    bench_parser.add_argument("--rounds", type=int, default=10, help="with --smp: interleaved rounds")
-    bench_parser.add_argument("--device")
-    bench_parser.add_argument("--json", help="write the rows here")
-    bench_parser.set_defaults(func=run_bench)
+    add_bench_arguments(bench_parser, _size)
+    bench_parser.set_defaults(func=lambda args: run_bench(args, load_for_evaluation))
 
     export_parser = commands.add_parser("export", help="copy a run's best checkpoint into the weights folder ($SEGMODELS_WEIGHTS, else assets/weights) as fp16 with its card")
     export_parser.add_argument("--run", required=True, help="training output directory")

@@ -24,14 +24,12 @@ from tqdm import tqdm
 
 from .blocks import upsample_to
 from .metrics import ConfusionMatrix, confusion_matrix
+from .precision import autocast
 
 
 def autocast_for(device: torch.device, enabled: bool = True):
-    """bf16 autocast on CUDA (fp16 where bf16 is unsupported); a no-op context on CPU."""
-    if device.type != "cuda" or not enabled:
-        return torch.autocast(device.type, enabled=False)
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+    """Autocast on CUDA in :func:`segmodels.precision.autocast_dtype`; a no-op context on CPU."""
+    return autocast(device, enabled=enabled and device.type == "cuda")
 
 
 @dataclass(frozen=True)

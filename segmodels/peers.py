@@ -5,10 +5,10 @@ compares the architectures and their code, not how each side was prepared:
 - the same input contract (:class:`SmpPeer`): ImageNet normalisation inside the model, zero
   padding on the right and bottom to the multiple smp needs, the logits cropped back, as
   :meth:`segmodels.models.SegmentationModel.forward` does;
-- the same preparation, :func:`segmodels.inference.prepare_for_inference` (batch norms folded
+- the same preparation, :func:`segmodels.runtime.prepare_for_inference` (batch norms folded
   into the convolutions with ``fold_batchnorm``, channels_last on the CPU);
-- the same runtimes, :func:`segmodels.inference.run_prepared`: PyTorch in float32, PyTorch
-  under bfloat16 autocast (CPU) and ONNX Runtime (:func:`segmodels.inference.onnxruntime_session`);
+- the same runtime objects (:mod:`segmodels.runtime.runtimes`): PyTorch in float32, PyTorch
+  under bfloat16 autocast (CPU) and ONNX Runtime;
 - every candidate timed in the same interleaved rounds, in a new random order each round
   (:func:`segmodels.benchmark.time_interleaved`), reported as median and interquartile range.
 
@@ -34,9 +34,9 @@ from torch import nn
 
 from .benchmark import summarize_timings, time_interleaved
 from .cards import count_flops, count_parameters
-from .inference import onnxruntime_session, prepare_for_inference, run_prepared
 from .models import ARCH_NAMES, create_model
 from .models.base import IMAGENET_MEAN, IMAGENET_STD
+from .runtime import prepare_for_inference, runtime_named
 
 SMP_CLASSES = {"unet": "Unet", "unetpp": "UnetPlusPlus", "deeplabv3p": "DeepLabV3Plus"}
 DEFAULT_WIDTH = 256  # smp's deepest decoder width (U-Net, U-Net++) and DeepLabV3+'s width
@@ -112,19 +112,22 @@ def matched_width(arch: str, num_classes: int, encoder: str, target_params: int)
 
 def runtime_runners(prepared: nn.Module, runtimes: Sequence[str], size: tuple[int, int], threads: int, depth: int | None = None,
                     channels_last: bool = True) -> dict[str, Callable[[torch.Tensor], object]]:
-    """One pass per runtime of a model prepared by
-    :func:`segmodels.inference.prepare_for_inference`, on a 1 x 3 x H x W image of ``size``,
-    run as :class:`segmodels.inference.Predictor` runs it on the CPU (the input in
-    channels_last when the model is); builds the ONNX Runtime session for ``onnxruntime``."""
+    """One pass per runtime (:func:`segmodels.runtime.runtime_named`) of a model prepared by
+    :func:`segmodels.runtime.prepare_for_inference`, on a 1 x 3 x H x W image of ``size``,
+    run as :class:`segmodels.runtime.Predictor` runs it on the CPU (the input in
+    channels_last when the model is); the ONNX Runtime session is built here, for ``size``. A
+    runtime that cannot run the model (an export that failed) is left out."""
     runners = {}
-    for runtime in runtimes:
-        session = onnxruntime_session(prepared, size, depth, threads) if runtime == "onnxruntime" else None
+    for name in runtimes:
+        runtime = runtime_named(name, torch.device("cpu"), threads)
+        if runtime.for_pass(prepared, size, depth) is not runtime:
+            continue
 
-        def run(x, runtime=runtime, session=session):
+        def run(x, runtime=runtime):
             image = x.contiguous(memory_format=torch.channels_last) if channels_last else x
-            return run_prepared(prepared, image, depth, runtime, session)
+            return runtime.labels(prepared, image, depth)
 
-        runners[runtime] = run
+        runners[name] = run
     return runners
 
 

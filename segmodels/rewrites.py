@@ -1,6 +1,6 @@
 """Exact rewrites of a model for inference: the same weights and the same function, computed
 with fewer passes over memory. :func:`rewrite_for_inference` applies them to a model that
-:func:`segmodels.inference.prepare_for_inference` prepares.
+:func:`segmodels.runtime.prepare_for_inference` prepares.
 
 * **Up-convolution without a padded copy** (:class:`CroppedUpConv`, U-Net's bilinear
   :class:`~segmodels.decoders.unet.UpConv`). The 2x2 convolution after the 2x upsampling

@@ -29,8 +29,8 @@ from demo.session import PredictionKey, SessionCache
 from demo.tabs import compare, instances, pruning, tab_modules
 from demo.view import View
 from segmodels.data import CAMVID, render_shapes
-from segmodels.inference import Latency
 from segmodels.metrics import ConfusionMatrix
+from segmodels.runtime import Latency
 
 EXAMPLE = "shapes-1000"
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -403,10 +403,10 @@ def test_zero_gpu_is_optional(monkeypatch):
 def test_a_model_failing_on_an_image_is_reported_and_the_others_still_run(app, monkeypatch):
     predict = app.engine.predictor.predict
 
-    def failing(name, x, depth=None):
+    def failing(name, x, depth=None, runtime=None):
         if name.endswith("/unet"):
             raise RuntimeError("boom")
-        return predict(name, x, depth)
+        return predict(name, x, depth, runtime)
 
     monkeypatch.setattr(app.engine.predictor, "predict", failing)
     current = app.images.current(EXAMPLE, None, None, "shapes")
@@ -418,7 +418,7 @@ def test_an_image_asked_for_again_reuses_its_masks_across_sessions(tiny_config, 
     app = App(tiny_config(weights_dir=own_zoo))
     passes = []
     predict = app.engine.predictor.predict
-    monkeypatch.setattr(app.engine.predictor, "predict", lambda name, x, depth=None: passes.append(name) or predict(name, x, depth))
+    monkeypatch.setattr(app.engine.predictor, "predict", lambda name, x, depth=None, runtime=None: passes.append(name) or predict(name, x, depth, runtime))
     tab = compare.Compare(app)
     first = compare.VIEW.named(final(tab.stream(EXAMPLE, None, None, "shapes", ["unet", "unetpp"], 4, 0.5, None)))
     assert len(passes) == 2 and "already run" not in first["status"]

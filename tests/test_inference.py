@@ -1,4 +1,4 @@
-"""segmodels.inference: batch-norm folding, the Predictor's caches, and idle-time latency benchmarks."""
+"""segmodels.runtime: batch-norm folding, the Predictor's caches, runtimes, and the RuntimeSelector's idle-time latency benchmarks."""
 
 from __future__ import annotations
 
@@ -13,7 +13,19 @@ import torch
 from torch import nn
 
 from segmodels import create_model, zoo
-from segmodels.inference import BenchmarkInterrupted, Latency, Predictor, device_runtimes, fold_batchnorm, onnxruntime_available, prepare_for_inference
+from segmodels.runtime import (
+    BenchmarkInterrupted,
+    Latency,
+    OnnxRuntime,
+    Predictor,
+    RuntimeSelector,
+    TorchRuntime,
+    device_runtimes,
+    fold_batchnorm,
+    onnxruntime_available,
+    prepare_for_inference,
+    runtime_named,
+)
 
 
 def trained_like(model: nn.Module) -> nn.Module:
@@ -101,12 +113,12 @@ def test_predictor_and_zoo_reload_a_replaced_weight_file(own_zoo):
 
 
 def test_latency_is_measured_once_per_key(own_zoo):
-    predictor = Predictor(own_zoo, device="cpu")
-    assert predictor.latency("shapes/unet", (32, 32)) is None
-    measured = predictor.measure_latency("shapes/unet", (32, 32), warmup=0, repeats=4)
+    selector = RuntimeSelector(Predictor(own_zoo, device="cpu"))
+    assert selector.latency("shapes/unet", (32, 32)) is None
+    measured = selector.measure_latency("shapes/unet", (32, 32), warmup=0, repeats=4)
     assert measured.samples == 4 and measured.median_ms > 0 and measured.source == "benchmark"
-    assert predictor.latency("shapes/unet", (32, 32)) == measured
-    assert predictor.latency("shapes/unet", (32, 48)) is None and predictor.latency("shapes/unetpp", (32, 32), depth=1) is None
+    assert selector.latency("shapes/unet", (32, 32)) == measured
+    assert selector.latency("shapes/unet", (32, 48)) is None and selector.latency("shapes/unetpp", (32, 32), depth=1) is None
 
 
 class FakeClock:
@@ -136,7 +148,7 @@ def wait_until(condition, seconds: float = 30.0) -> None:
 def test_idle_benchmarker_waits_for_quiet(tiny_config):
     from demo.benchmarker import IdleBenchmarker
 
-    predictor = Predictor(tiny_config().weights_dir, device="cpu")
+    predictor = RuntimeSelector(Predictor(tiny_config().weights_dir, device="cpu"))
     clock = FakeClock()
     benchmarker = IdleBenchmarker(predictor, idle_seconds=0.5, warmup=0, repeats=2, clock=clock)
     benchmarker.start()
@@ -156,12 +168,11 @@ def test_idle_benchmarker_waits_for_quiet(tiny_config):
 def test_a_noisy_or_old_benchmark_is_asked_for_again(tiny_config):
     from demo.benchmarker import IdleBenchmarker
 
-    predictor = Predictor(tiny_config().weights_dir, device="cpu", backend="torch")
-    benchmarker = IdleBenchmarker(predictor, max_age_s=60)
-    key = predictor.latency_key("shapes/unet", (32, 32))
+    selector = RuntimeSelector.for_backend(Predictor(tiny_config().weights_dir, device="cpu"), "torch")
+    benchmarker = IdleBenchmarker(selector, max_age_s=60)
     for latency, asked in ((Latency(10.0, 1.0, 5, "benchmark", time.time()), False), (Latency(10.0, 6.0, 5, "benchmark", time.time()), True),
                            (Latency(10.0, 1.0, 5, "benchmark", time.time() - 120), True)):
-        predictor._latency[key] = latency
+        selector.keep({("shapes/unet", None): latency}, (32, 32))
         benchmarker.request("shapes/unet", (32, 32), None)
         assert (benchmarker.pending() == 1) is asked, latency
         benchmarker._pending.clear()
@@ -170,13 +181,14 @@ def test_a_noisy_or_old_benchmark_is_asked_for_again(tiny_config):
 def test_a_request_interrupts_a_benchmark_which_runs_again_when_idle(tiny_config, monkeypatch):
     from demo.benchmarker import IdleBenchmarker
 
-    predictor = Predictor(tiny_config().weights_dir, device="cpu", backend="torch")
+    predictor = RuntimeSelector.for_backend(Predictor(tiny_config().weights_dir, device="cpu"), "torch")
     with pytest.raises(BenchmarkInterrupted):
         predictor.measure_latency("shapes/unet", (32, 32), warmup=0, repeats=3, interrupted=lambda: True)
     assert predictor.latency("shapes/unet", (32, 32)) is None
     passes = []
-    labels = predictor._labels
-    monkeypatch.setattr(predictor, "_labels", lambda *args: passes.append(1) or time.sleep(0.05) or labels(*args))
+    (runtime,) = predictor.runtimes
+    labels = runtime.labels
+    monkeypatch.setattr(runtime, "labels", lambda *args: passes.append(1) or time.sleep(0.05) or labels(*args))
     clock = FakeClock()
     benchmarker = IdleBenchmarker(predictor, idle_seconds=0.5, warmup=0, repeats=40, clock=clock)
     benchmarker.request("shapes/unet", (32, 32), None)
@@ -194,65 +206,75 @@ def test_a_request_interrupts_a_benchmark_which_runs_again_when_idle(tiny_config
 
 
 @pytest.mark.skipif(not onnxruntime_available(), reason="onnxruntime and onnx are not installed")
-def test_onnxruntime_runs_a_key_once_its_benchmark_built_the_session(own_zoo):
-    """Until a key is benchmarked PyTorch runs it; then ONNX Runtime does, with the same
-    labels, and the latency figure is kept apart per backend."""
+def test_a_predictor_runs_every_pass_with_its_runtime_from_the_first(own_zoo):
+    """Deterministic: a Predictor given ONNX Runtime runs it from the first pass (its session
+    built then), before and after a benchmark, with PyTorch's labels; another depth or size is
+    another session."""
     image = np.random.default_rng(1).integers(0, 255, (40, 56, 3), dtype=np.uint8)
-    reference = Predictor(own_zoo, device="cpu", backend="torch")
-    predictor = Predictor(own_zoo, device="cpu", backend="onnxruntime")
+    reference = Predictor(own_zoo, device="cpu")
+    predictor = Predictor(own_zoo, device="cpu", runtime=OnnxRuntime())
+    selector = RuntimeSelector(predictor, [predictor.runtime])
     x = predictor.to_tensor(image)
     for name, depth in (("shapes/unetpp", 2), ("shapes/deeplabv3p", None)):
         before = predictor.predict(name, x, depth)
-        assert before.backend == "torch" and predictor.latency(name, (40, 56), depth) is None
-        measured = predictor.measure_latency(name, (40, 56), depth, warmup=0, repeats=2)
-        after = predictor.predict(name, x, depth)
-        assert after.backend == "onnxruntime" and after.labels.dtype == np.uint8 and after.labels.shape == (40, 56)
-        assert predictor.latency(name, (40, 56), depth) == measured
+        assert before.backend == "onnxruntime" and before.labels.dtype == np.uint8 and before.labels.shape == (40, 56)
+        measured = selector.measure_latency(name, (40, 56), depth, warmup=0, repeats=2)
+        after = selector.predict(name, x, depth)
+        assert measured.runtime == after.backend == "onnxruntime" and np.array_equal(before.labels, after.labels)
         expected = reference.predict(name, reference.to_tensor(image), depth).labels
-        assert (after.labels == expected).mean() > 0.999 and (before.labels == expected).mean() > 0.999
-    assert predictor.predict("shapes/unetpp", x, 3).backend == "torch"  # another depth: another key, not built yet
+        assert (after.labels == expected).mean() > 0.999
+    assert predictor.predict("shapes/unetpp", x, 3).backend == "onnxruntime"
     assert predictor.model("shapes/deeplabv3p").training is False  # exporting left the shared model in eval mode
 
 
-def test_backend_must_be_known_and_fit_the_device():
+def test_runtimes_must_be_known_and_fit_the_device(own_zoo):
+    predictor = Predictor(own_zoo, device="cpu")
     with pytest.raises(ValueError, match="backend must be one of auto, torch, torch-bf16, onnxruntime"):
-        Predictor(device="cpu", backend="tensorrt")
-    with pytest.raises(ValueError, match="the torch-bf16 backend needs device cpu"):
-        Predictor(device="cuda", backend="torch-bf16")
-    assert Predictor(device="cpu", backend="torch").runtimes == ("torch",)
-    assert Predictor(device="cpu").runtimes[:2] == ("torch", "torch-bf16")
-    assert device_runtimes(torch.device("cuda")) == ("torch",)
+        RuntimeSelector.for_backend(predictor, "tensorrt")
+    with pytest.raises(ValueError, match="runtime must be one of torch, torch-bf16, torch-fp16, onnxruntime"):
+        runtime_named("tensorrt", torch.device("cpu"))
+    with pytest.raises(ValueError, match="the torch-fp16 runtime does not run on device cpu"):
+        Predictor(own_zoo, device="cpu", runtime=TorchRuntime(torch.float16))
+    if onnxruntime_available():
+        with pytest.raises(ValueError, match="the onnxruntime runtime does not run on device cuda"):
+            Predictor(own_zoo, device="cuda", runtime=OnnxRuntime())
+    assert [r.name for r in RuntimeSelector.for_backend(predictor, "torch").runtimes] == ["torch"]
+    assert [r.name for r in RuntimeSelector(predictor).runtimes][:2] == ["torch", "torch-bf16"]
+    assert [r.name for r in device_runtimes(torch.device("cuda"))] == ["torch"]
+    assert TorchRuntime.autocast("cpu").name == "torch-bf16"
 
 
 def test_auto_runs_each_key_with_the_runtime_its_benchmark_found_fastest(own_zoo, monkeypatch):
-    predictor = Predictor(own_zoo, device="cpu", backend="auto")
+    predictor = Predictor(own_zoo, device="cpu")
+    selector = RuntimeSelector(predictor)
     x = predictor.to_tensor(np.random.default_rng(2).integers(0, 255, (40, 56, 3), dtype=np.uint8))
     name = "shapes/unet"
-    assert predictor.predict(name, x).backend == "torch"  # not benchmarked yet: float32
+    assert selector.predict(name, x).backend == "torch"  # not benchmarked yet: the predictor's runtime, float32
     medians = {"torch": 9.0, "torch-bf16": 3.0, "onnxruntime": 6.0}
-    monkeypatch.setattr(predictor, "time_runtimes", lambda *args, **kwargs: {runtime: [medians[runtime]] * 5 for runtime in predictor.runtimes})
-    assert predictor.measure_latency(name, (40, 56)).median_ms == 3.0
-    bf16 = predictor.predict(name, x)
-    assert bf16.backend == predictor.runtime(name, (40, 56)) == "torch-bf16"
+    monkeypatch.setattr(selector, "time_together", lambda models, *args, **kwargs: {(models[0], r.name): [medians[r.name]] * 5 for r in selector.runtimes})
+    assert selector.measure_latency(name, (40, 56)).median_ms == 3.0
+    bf16 = selector.predict(name, x)
+    assert bf16.backend == selector.runtime(name, (40, 56)).name == "torch-bf16"
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         expected = predictor.model(name)(x).argmax(1)[0].to(torch.uint8).numpy()
     assert np.array_equal(bf16.labels, expected)
-    assert predictor.predict(name, predictor.to_tensor(np.zeros((24, 32, 3), np.uint8))).backend == "torch"  # another size: another key
+    assert predictor.predict(name, x).backend == "torch"  # the predictor alone keeps its own runtime
+    assert selector.predict(name, predictor.to_tensor(np.zeros((24, 32, 3), np.uint8))).backend == "torch"  # another size: another key
     medians["torch-bf16"] = 12.0
-    assert predictor.measure_latency(name, (40, 56)).median_ms == min(medians[runtime] for runtime in predictor.runtimes)
-    assert predictor.runtime(name, (40, 56)) == ("onnxruntime" if "onnxruntime" in predictor.runtimes else "torch")
+    assert selector.measure_latency(name, (40, 56)).median_ms == min(medians[r.name] for r in selector.runtimes)
+    assert selector.runtime(name, (40, 56)).name == ("onnxruntime" if onnxruntime_available() else "torch")
 
 
 def test_a_runtime_far_slower_in_its_first_pass_is_not_timed_further(own_zoo, monkeypatch):
-    from segmodels import inference
+    from segmodels.runtime import selection
 
-    predictor = Predictor(own_zoo, device="cpu", backend="auto")
+    selector = RuntimeSelector(Predictor(own_zoo, device="cpu"))
     passes = {"torch": 10.0, "torch-bf16": 31.0, "onnxruntime": 10.0}
-    monkeypatch.setattr(inference, "time_forward", lambda run, device, warmup, repeats: [passes[run.args[0]]] * repeats)
-    timings = predictor.time_runtimes("shapes/unet", (32, 32), warmup=0, repeats=4)
+    monkeypatch.setattr(selection, "time_forward", lambda run, device, warmup, repeats: [passes[run.args[0]]] * repeats)
+    timings = {runtime: values for (_, runtime), values in selector.time_together([("shapes/unet", None)], (32, 32), warmup=0, repeats=4, every_runtime=True).items()}
     assert "torch-bf16" not in timings and all(len(values) == 4 for values in timings.values())
     passes["torch-bf16"] = 29.0
-    assert "torch-bf16" in predictor.time_runtimes("shapes/unet", (32, 32), warmup=0, repeats=4)
+    assert (("shapes/unet", None), "torch-bf16") in selector.time_together([("shapes/unet", None)], (32, 32), warmup=0, repeats=4, every_runtime=True)
 
 
 def test_device_latency_script_times_a_click_for_each_option_set(own_zoo, capsys):
@@ -272,20 +294,26 @@ def test_models_compared_are_timed_together_in_interleaved_rounds(own_zoo, monke
     """One pass of each model per round, so a slowdown falls on all alike; each figure says how
     many models shared its rounds and how busy the rest of the machine was; the group's figures
     are dropped once a model runs with another runtime than was timed."""
-    predictor = Predictor(own_zoo, device="cpu", backend="torch")
+    predictor = Predictor(own_zoo, device="cpu")
+    selector = RuntimeSelector.for_backend(predictor, "torch")
     order = []
-    labels = predictor._labels
-    monkeypatch.setattr(predictor, "_labels", lambda model, x, depth, runtime, session: order.append(type(model).__name__) or labels(model, x, depth, runtime, session))
+    (runtime,) = selector.runtimes
+    labels = runtime.labels
+    monkeypatch.setattr(runtime, "labels", lambda model, x, depth: order.append(type(model).__name__) or labels(model, x, depth))
     models = [("shapes/unet", None), ("shapes/deeplabv3p", None)]
-    figures = predictor.measure_together(models, (32, 32), warmup=0, repeats=3)
+    figures = selector.measure_together(models, (32, 32), warmup=0, repeats=3)
     assert order == ["UNet", "DeepLabV3Plus"] * 3
     assert all(f.samples == 3 and f.together == 2 and f.runtime == "torch" for f in figures.values())
     assert all(f.others_share is None or 0.0 <= f.others_share <= 1.0 for f in figures.values())
-    assert predictor.latency_together(list(reversed(models)), (32, 32)) == figures  # any order names the same group
-    assert predictor.latency("shapes/unet", (32, 32)) == figures[("shapes/unet", None)]
-    assert predictor.latency_together(models[:1], (32, 32)) is None and predictor.latency_together(models, (32, 48)) is None
-    predictor._chosen[predictor._session_key("shapes/unet", (32, 32), None)] = "torch-bf16"
-    assert predictor.latency_together(models, (32, 32)) is None
+    assert selector.latency_together(list(reversed(models)), (32, 32)) == figures  # any order names the same group
+    assert selector.latency("shapes/unet", (32, 32)) == figures[("shapes/unet", None)]
+    assert selector.latency_together(models[:1], (32, 32)) is None and selector.latency_together(models, (32, 48)) is None
+    both = RuntimeSelector(predictor, [TorchRuntime(), TorchRuntime(torch.bfloat16)])
+    monkeypatch.setattr(both, "time_together", lambda models, *args, **kwargs: {(pair, "torch"): [5.0] * 3 for pair in models})
+    both.measure_together(models, (32, 32))
+    assert both.latency_together(models, (32, 32)) is not None
+    both.keep({("shapes/unet", None): Latency(2.0, 0.1, 5, "benchmark", time.time(), runtime="torch-bf16")}, (32, 32))
+    assert both.runtime("shapes/unet", (32, 32)).name == "torch-bf16" and both.latency_together(models, (32, 32)) is None
 
 
 def test_an_even_slowdown_is_flagged_as_a_busy_machine():
@@ -296,3 +324,31 @@ def test_an_even_slowdown_is_flagged_as_a_busy_machine():
     assert not quiet.noisy and not quiet.busy and busy.busy and not busy.noisy  # a small IQR, yet others had the machine
     share = MachineLoad().others_share()
     assert share is None or 0.0 <= share <= 1.0
+
+
+def test_any_module_can_be_registered_and_benched_on_every_runtime(capsys, tmp_path):
+    """``Predictor.register`` prepares any model; ``bench --runtimes`` times the same runtime
+    objects in interleaved rounds, one row per model, depth and runtime."""
+    import json
+
+    from segmodels import create_model
+    from segmodels.cli import main
+
+    predictor = Predictor(device="cpu")
+    model = trained_like(create_model("unetpp", 3, encoder="plain", pretrained=False, base_channels=4))
+    prepared = predictor.register("mine", model)
+    assert prepared is predictor.model("mine") and any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert predictor.pruning_depths("mine") == (1, 2, 3, 4) and predictor.parameters("mine") == sum(p.numel() for p in model.parameters())
+    x = predictor.to_tensor(np.random.default_rng(4).integers(0, 255, (32, 48, 3), dtype=np.uint8))
+    with torch.inference_mode():
+        expected = model(x, depth=2).argmax(1)[0].numpy()
+    assert (predictor.predict("mine", x, 2).labels == expected).mean() > 0.999
+    runtimes = ["torch", "torch-bf16"] + (["onnxruntime"] if onnxruntime_available() else [])
+    out = tmp_path / "rows.json"
+    main(["bench", "--arch", "unet", "--encoder", "plain", "--base-channels", "4", "--num-classes", "3", "--size", "32x48", "--warmup", "0", "--repeats", "2",
+          "--threads", "1", "--runtimes", *runtimes, "--json", str(out)])
+    rows = json.loads(out.read_text())
+    assert [row["runtime"] for row in rows] == runtimes and all(row["model"] == "U-Net" and row["median_ms"] > 0 for row in rows)
+    assert "ratio: over the model's first runtime" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="leave out --amp"):
+        main(["bench", "--arch", "unet", "--runtimes", "torch", "--amp"])

@@ -16,8 +16,8 @@ from segmodels import create_model
 from segmodels.benchmark import time_interleaved
 from segmodels.cards import count_parameters
 from segmodels.cli import main
-from segmodels.inference import onnxruntime_available, prepare_for_inference
 from segmodels.models.base import IMAGENET_MEAN, IMAGENET_STD
+from segmodels.runtime import onnxruntime_available, prepare_for_inference
 
 smp = pytest.importorskip("segmentation_models_pytorch", reason="pip install -r requirements-dev.txt (segmentation-models-pytorch)")
 from segmodels.peers import build_smp, compare_with_smp, format_comparison, matched_width, runtime_runners  # noqa: E402
@@ -137,7 +137,7 @@ def test_bench_smp_command(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (["--fold-bn"], "prepares both sides as segmodels.inference.Predictor does.*leave out --fold-bn"),
+    (["--fold-bn"], "prepares both sides as segmodels.runtime.Predictor does.*leave out --fold-bn"),
     (["--encoder", "plain"], "no 'plain' encoder"),
     (["--options", '{"deeplabv3p": 176}'], "--options maps architectures to their options"),
 ])

@@ -12,9 +12,9 @@ from segmodels import zoo
 from segmodels.blocks import SegmentationHead
 from segmodels.data.camvid import CamVidDataset
 from segmodels.decoders.unet import UpConv
-from segmodels.inference import prepare_for_inference
 from segmodels.receptive_field import theoretical_receptive_field
 from segmodels.rewrites import CroppedUpConv, Float32Logits, rewrite_for_inference
+from segmodels.runtime import prepare_for_inference
 
 SHIPPED = [name for name in zoo.list_models() if name.startswith("camvid/")]
 
