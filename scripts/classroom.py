@@ -1,8 +1,10 @@
 """A class using the dashboard, scenarios of ``scripts/load_test.py``:
 
-* ``students``: N simulated browsers press Run on Compare at once (the wait of each, split into
-  queued and running; errors; the server's RSS);
-* ``soak``: a few students press Run in a loop for minutes (RSS per minute and its trend)."""
+* ``python scripts/load_test.py students [-n 40] [--images same|examples|uploads]``: N simulated
+  browsers press Run on Compare at once (the wait of each, split into queued and running;
+  errors; the server's RSS);
+* ``python scripts/load_test.py soak [-n 4] [--minutes 10]``: a few students press Run in a loop
+  for minutes (RSS per minute and its trend)."""
 
 from __future__ import annotations
 
