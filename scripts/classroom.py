@@ -1,37 +1,26 @@
 """A class using the dashboard, scenarios of ``scripts/load_test.py``:
 
-* ``students``: N simulated browsers press Run on Compare at once (the wait of each, split into
-  queued and running; errors; the server's RSS);
-* ``soak``: a few students press Run in a loop for minutes (RSS per minute and its trend)."""
+* ``python scripts/load_test.py students [-n 40] [--images same|examples|uploads]``: N simulated
+  browsers press Run on Compare at once (the wait of each, split into queued and running;
+  errors; the server's RSS);
+* ``python scripts/load_test.py soak [-n 4] [--minutes 10]``: a few students press Run in a loop
+  for minutes (RSS per minute and its trend)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import time
-from pathlib import Path
 from typing import Any
 
 from loadlib import BrowserSession, EventResult
 from loadserver import RssSampler
 from loadstats import error_lines, format_table, group_errors, linear_slope, log_line, result_record, rss_line, shorten, split_times, summarize, timing_table
-from loadtarget import Target, upload
+from loadtarget import Target, camvid_folder, frames_to_upload, upload
 
 MAX_SOAK_MINUTES = 60
 MAX_RUNS_PER_SOAK_STUDENT = 10_000
-
-
-def frames_to_upload(args: argparse.Namespace, examples: list[str]) -> list[Path]:
-    """CamVid val frames that are not among the app's examples, for ``--images uploads``."""
-    camvid = args.camvid or (Path(os.environ["SEGMODELS_CAMVID"]) if os.environ.get("SEGMODELS_CAMVID") else None)
-    if args.set != "camvid" or camvid is None:
-        raise ValueError("--images uploads needs --set camvid and a CamVid folder (--camvid DIR or $SEGMODELS_CAMVID)")
-    frames = [path for path in sorted((camvid / "val").glob("*.png")) if f"camvid-{path.stem}" not in examples]
-    if not frames:
-        raise ValueError(f"{camvid / 'val'} holds no frame that is not an example")
-    return frames
 
 
 async def scenario_students(target: Target, args: argparse.Namespace) -> tuple[dict, str]:
@@ -39,7 +28,7 @@ async def scenario_students(target: Target, args: argparse.Namespace) -> tuple[d
     lines = [f"students: {args.students} at once (jitter {args.jitter} s), set {target.overrides['set_name']}, example {target.overrides['example']}, "
              f"models {','.join(target.overrides['models'])}, depth {target.overrides['depth']}, via {target.via}, images {args.images}"]
     report: dict[str, Any] = {"students": args.students, "images": args.images}
-    frames = frames_to_upload(args, target.examples) if args.images == "uploads" else []
+    frames = frames_to_upload(camvid_folder(args, "--images uploads"), target.examples) if args.images == "uploads" else []
     if 0 < len(frames) < args.students:
         lines.append(f"only {len(frames)} frames to upload: some students share one")
     if args.warmup:
@@ -175,7 +164,7 @@ def add_parsers(sub, common, bounded) -> None:
     students.add_argument("--warmup", type=bounded(int, 0, 10, "--warmup"), default=1, help="Runs before the class arrives (default 1: the first-Run figure)")
     students.add_argument("--no-page-load", dest="page_load", action="store_false", help="skip the events a page fires when it opens")
     students.add_argument("--images", choices=["same", "examples", "uploads"], default="same",
-                          help="same: every student the same example (default); examples: student i the i-th example; uploads: each a CamVid val frame of its own")
+                          help="same: every student the same example (default); examples: student i the i-th example; uploads: each a CamVid val (then train) frame of its own")
     soak = sub.add_parser("soak", parents=[common], help="students loop for minutes; RSS trend")
     soak.add_argument("-n", "--students", type=bounded(int, 1, 200, "--students"), default=4)
     soak.add_argument("--minutes", type=bounded(float, 0.1, MAX_SOAK_MINUTES, "--minutes"), default=10.0)
@@ -183,4 +172,4 @@ def add_parsers(sub, common, bounded) -> None:
     soak.add_argument("--runs-per-session", type=bounded(int, 1, 1000, "--runs-per-session"), default=5)
 
 
-__all__ = ["SCENARIOS", "add_parsers", "frames_to_upload"]
+__all__ = ["SCENARIOS", "add_parsers"]

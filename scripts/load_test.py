@@ -3,7 +3,7 @@
 A benchmark, not a test: it prints tables of measured figures and may take minutes.
 
     python scripts/load_test.py students [-n 40] [--settle S] [--images same|examples|uploads] [--set camvid --camvid DIR] [--json OUT]
-    python scripts/load_test.py greedy   [--flood 65] [--flood-via call|join|both]
+    python scripts/load_test.py greedy   [--flood 65] [--flood-via call|join|both] [--flood-images same|distinct] [--idle-runs 2]
     python scripts/load_test.py bigbody  [--items 500000] [--string-mb 50]
     python scripts/load_test.py soak     [-n 4] [--minutes 10]
     python scripts/load_test.py maskbomb | chunked | slowsockets | lightflood   (scripts/attacks.py)
@@ -16,14 +16,20 @@ A benchmark, not a test: it prints tables of measured figures and may take minut
   Run" figure; ``--warmup 0`` skips it); ``--settle S`` lets the class come S seconds later, as
   on a server that was up before the lesson (its idle-time benchmarks done). ``--images``: every
   student runs the same example (``same``, a class following the teacher), student i the
-  set's i-th example (``examples``), or each uploads a CamVid val frame none of the others has
-  and that is not an example (``uploads``, as students with their own photos; the upload comes
+  set's i-th example (``examples``), or each uploads a CamVid val (then train) frame none of the
+  others has and that is not an example (``uploads``, as students with their own photos; the upload comes
   before the click and is not timed), so no two students' masks can be shared.
 * ``greedy``: a greedy client posts ``--flood`` Compare jobs to ``POST /gradio_api/call/compare``
   (and/or ``queue/join`` with a new session hash each) and never reads them, while one normal
   browser changes the example (the image preview), moves the focal-loss slider and then presses
-  Run. Reports the normal client's latencies, any "Queue is full", and what became of the flood
-  (probing a flood job's stream briefly and closing it tells the server its client went away).
+  Run. ``--flood-images``: every job on the Compare example (``same``) or each on a CamVid frame
+  of its own, uploaded first from the greedy address and not timed (``distinct``, needs ``--set
+  camvid``). The normal client presses Run ``--idle-runs`` times before the flood (the last is its
+  idle Run) and once during it, each on a page of its own (and with ``distinct`` a frame of its
+  own), so no mask a page already holds answers it. Reports the normal client's latencies, "Run
+  during flood minus idle Run" and the previews' p50 / max against issue 25's targets, any "Queue
+  is full", and what became of the flood (probing a flood job's stream briefly and closing it
+  tells the server its client went away).
 * ``bigbody``: a Compare through ``/call`` with a ``--items``-long models list, then one with a
   ``--string-mb`` MB example string: time to the answer, its message, tracebacks and the longest
   line in the server log, and whether a light event and a normal Run still answer afterwards.
@@ -31,7 +37,8 @@ A benchmark, not a test: it prints tables of measured figures and may take minut
   cycling through the set's examples) for ``--minutes``; RSS every ``--rss-interval`` s; reports
   RSS per minute, first against last minute and the least-squares slope.
 * ``maskbomb``, ``chunked``, ``slowsockets``, ``lightflood``: the attacks of issue 25
-  (:mod:`attacks`); ``greedy --flood 100 --flood-via join`` is its queue/join flood.
+  (:mod:`attacks`); ``greedy --flood 100 --flood-via join --flood-images distinct --set camvid
+  --camvid DIR`` is its flood of 100 distinct-image jobs through the browser protocol.
 
 The scenarios live in :mod:`classroom` (students, soak), :mod:`misuse` (greedy, bigbody) and
 :mod:`attacks`; the client protocol in :mod:`loadlib`, the app's events in :mod:`loadapp`,
@@ -62,7 +69,7 @@ import classroom
 import misuse
 from loadlib import http_client
 from loadserver import REPO_ROOT, AppServer, ServerLog, require_loopback
-from loadtarget import prepare
+from loadtarget import camvid_folder, prepare
 
 ALL_MODELS = ["unet", "unetpp", "unet3p", "deeplabv3p"]
 SCENARIOS = {**classroom.SCENARIOS, **misuse.SCENARIOS, **attacks.SCENARIOS}
@@ -134,11 +141,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.scenario == "soak" and "--rss-interval" not in (argv if argv is not None else sys.argv):
         args.rss_interval = 10.0
-    if args.url:
-        try:
+    uploads = {"students": ("images", "uploads", "--images uploads"), "greedy": ("flood_images", "distinct", "--flood-images distinct")}.get(args.scenario)
+    try:
+        if args.url:
             require_loopback(args.url)
-        except ValueError as error:
-            parser.error(str(error))
+        if uploads and getattr(args, uploads[0]) == uploads[1]:
+            camvid_folder(args, uploads[2])
+    except ValueError as error:
+        parser.error(str(error))
     return args
 
 

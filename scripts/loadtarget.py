@@ -1,10 +1,12 @@
 """The app under test as every scenario of ``scripts/load_test.py`` drives it: its address,
 process and log, its Compare event with this run's settings (:class:`Target`, made by
-:func:`prepare`), and uploads as a browser sends them."""
+:func:`prepare`), and uploads as a browser sends them (:func:`upload`) of CamVid frames that
+are not among the app's examples (:func:`frames_to_upload`)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,26 @@ class Target:
                 result.ok, result.error = False, errors[0]
         result.output = None
         return result
+
+
+def camvid_folder(args: argparse.Namespace, option: str) -> Path:
+    """The CamVid folder whose frames ``option`` uploads (``--camvid`` else ``$SEGMODELS_CAMVID``);
+    ValueError unless the run is on ``--set camvid`` and that folder has a ``val`` folder."""
+    folder = args.camvid or (Path(os.environ["SEGMODELS_CAMVID"]) if os.environ.get("SEGMODELS_CAMVID") else None)
+    if args.set != "camvid" or folder is None:
+        raise ValueError(f"{option} needs --set camvid and a CamVid folder (--camvid DIR or $SEGMODELS_CAMVID)")
+    if not (folder / "val").is_dir():
+        raise ValueError(f"{option}: {folder} has no val folder (is it a CamVid folder?)")
+    return folder
+
+
+def frames_to_upload(folder: Path, examples: list[str]) -> list[Path]:
+    """CamVid frames that are not among the app's examples (keys ``camvid-<stem>``): the val
+    frames, then the train frames (never the test ones); ValueError when there are none."""
+    frames = [path for split in ("val", "train") for path in sorted((folder / split).glob("*.png")) if f"camvid-{path.stem}" not in examples]
+    if not frames:
+        raise ValueError(f"{folder} holds no val or train frame that is not an example")
+    return frames
 
 
 async def upload(http: httpx.AsyncClient, base: str, path: Path) -> dict:

@@ -148,20 +148,57 @@ def test_rss_of_this_process_tree():
     assert loadserver.process_tree_rss_mb(2**22 + 12345) is None
 
 
-def test_uploaded_frames_are_camvid_val_frames_that_are_not_examples(tmp_path, monkeypatch):
-    import classroom
+def fake_camvid(root):
+    for split, stems in (("val", ("a", "b", "c")), ("train", ("t",)), ("test", ("z",))):
+        (root / split).mkdir()
+        for stem in stems:
+            (root / split / f"{stem}.png").write_bytes(b"")
+    return root
+
+
+def test_uploaded_frames_are_camvid_val_then_train_frames_that_are_not_examples(tmp_path, monkeypatch):
+    import load_test
+    import loadtarget
+
+    args = load_test.parse_args(["students", "--images", "uploads", "--camvid", str(fake_camvid(tmp_path))])
+    folder = loadtarget.camvid_folder(args, "--images uploads")
+    assert [path.name for path in loadtarget.frames_to_upload(folder, ["camvid-b"])] == ["a.png", "c.png", "t.png"]
+    with pytest.raises(ValueError, match="holds no val or train frame that is not an example"):
+        loadtarget.frames_to_upload(folder, ["camvid-a", "camvid-b", "camvid-c", "camvid-t"])
+    monkeypatch.delenv("SEGMODELS_CAMVID", raising=False)
+    with pytest.raises(SystemExit):
+        load_test.parse_args(["students", "--images", "uploads", "--set", "shapes"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--set", "shapes", "--camvid", "CAMVID"], "--flood-images distinct needs --set camvid and a CamVid folder"),
+    ([], "--flood-images distinct needs --set camvid and a CamVid folder"),
+    (["--camvid", "MISSING"], "has no val folder"),
+])
+def test_a_distinct_image_flood_needs_a_camvid_folder(tmp_path, monkeypatch, capsys, argv, message):
     import load_test
 
-    (tmp_path / "val").mkdir()
-    for stem in ("a", "b", "c"):
-        (tmp_path / "val" / f"{stem}.png").write_bytes(b"")
-    args = load_test.parse_args(["students", "--images", "uploads", "--camvid", str(tmp_path)])
-    assert [path.name for path in classroom.frames_to_upload(args, ["camvid-b"])] == ["a.png", "c.png"]
-    with pytest.raises(ValueError, match="holds no frame that is not an example"):
-        classroom.frames_to_upload(args, ["camvid-a", "camvid-b", "camvid-c"])
     monkeypatch.delenv("SEGMODELS_CAMVID", raising=False)
-    with pytest.raises(ValueError, match="needs --set camvid and a CamVid folder"):
-        classroom.frames_to_upload(load_test.parse_args(["students", "--images", "uploads", "--set", "shapes"]), [])
+    fake_camvid(tmp_path)
+    argv = [a.replace("CAMVID", str(tmp_path)).replace("MISSING", str(tmp_path / "missing")) for a in argv]
+    with pytest.raises(SystemExit):
+        load_test.parse_args(["greedy", "--flood", "100", "--flood-via", "join", "--flood-images", "distinct", *argv])
+    assert message in capsys.readouterr().err
+
+
+def test_the_greedy_flood_parses_its_images_and_idle_runs(tmp_path, monkeypatch):
+    import load_test
+
+    monkeypatch.delenv("SEGMODELS_CAMVID", raising=False)
+    args = load_test.parse_args(["greedy", "--flood", "100", "--flood-via", "join", "--flood-images", "distinct", "--set", "camvid", "--camvid", str(fake_camvid(tmp_path))])
+    assert (args.flood, args.flood_via, args.flood_images, args.idle_runs) == (100, "join", "distinct", 2)
+    same = load_test.parse_args(["greedy", "--set", "shapes", "--idle-runs", "1"])
+    assert (same.flood_images, same.idle_runs) == ("same", 1)
+    monkeypatch.setenv("SEGMODELS_CAMVID", str(tmp_path))
+    assert load_test.parse_args(["greedy", "--flood-images", "distinct"]).flood_images == "distinct"
+    for bad in (["--idle-runs", "0"], ["--flood-images", "every"]):
+        with pytest.raises(SystemExit):
+            load_test.parse_args(["greedy", *bad])
 
 
 def test_the_attack_scenarios_parse_and_stay_bounded():

@@ -1,14 +1,14 @@
 """Tests of the Loss lab tab (demo/tabs/losslab.py): curve data, the server-wide gate and the
-per-session budget, refusals that answer at once with the precomputed curves, short live runs
-that share the FairScheduler chunk by chunk, the texts rendered from the numbers, and the tab
-built inside a small Blocks with stand-ins for the shared components."""
+per-session budget, refusals answered with the precomputed curves without training, short live
+runs that share the FairScheduler chunk by chunk and stop at their time budget on a fake clock,
+and the tab built inside a small Blocks with stand-ins for the shared components. Its texts and
+figures are tested in tests/test_losslab_texts.py."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import math
-import time
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -16,31 +16,22 @@ import gradio as gr
 import numpy as np
 import pytest
 
-from demo import losslab_charts, losslab_runs
+from demo import losslab_charts
 from demo.config import DemoConfig
 from demo.scheduler import FairScheduler
+from demo.tabs import losslab as losslab_tab
 from demo.tabs.losslab import (
     LiveRunGate,
     LossLab,
     build,
-    camvid_section,
     check_lab_request,
-    false_positives_per_hit,
-    final_table,
-    iou_figure,
-    lab_weights_note,
-    lab_weights_table,
     load_precomputed,
-    loss_figure,
-    precomputed_figure,
     present,
-    rare_class_verdict,
 )
 from segmodels.data.info import SHAPES
 from segmodels.teach.losslab import LAB_LOSSES, MAX_GAMMA, RARE_CLASS, LabSettings, lab_class_weights
-from segmodels.teach.numbers import class_weight_schemes
 
-# A live run of a few seconds on tiny data: rendering 80 images takes milliseconds.
+# Tiny data (rendering 80 images takes milliseconds); the tests run its 2.5 s budget on fake clocks.
 QUICK = LabSettings(train_images=64, eval_images=16, eval_every=5, max_steps=None, time_budget_s=2.5)
 
 
@@ -50,6 +41,37 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class JumpingClock(FakeClock):
+    """Every reading is ``jump_s`` later than the one before."""
+
+    def __init__(self, jump_s: float) -> None:
+        super().__init__()
+        self.jump_s = jump_s
+
+    def __call__(self) -> float:
+        reading, self.now = self.now, self.now + self.jump_s
+        return reading
+
+
+class ChunkClockScheduler(FairScheduler):
+    """A FairScheduler on whose ``clock`` every turn takes ``turn_s`` seconds: a live run's chunk
+    of ``eval_every`` steps (one turn) lasts that long, however fast this machine is."""
+
+    def __init__(self, clock: FakeClock, turn_s: float = 1.0) -> None:
+        super().__init__()
+        self.clock, self.turn_s = clock, turn_s
+
+    @contextlib.asynccontextmanager
+    async def turn(self, address, session, still_wanted=None):
+        async with super().turn(address, session, still_wanted):
+            self.clock.now += self.turn_s
+            yield
+
+
+def never_trains(*args, **kwargs):
+    raise AssertionError("a live run was started")
 
 
 class BusyCounter:
@@ -184,12 +206,15 @@ def test_gate_rejects_bad_limits(options) -> None:
         LiveRunGate(**options)
 
 
-def test_busy_server_answers_at_once_with_the_precomputed_curves(precomputed) -> None:
-    lab = LossLab(precomputed, FairScheduler(), settings=QUICK)
+def test_busy_server_answers_at_once_with_the_precomputed_curves(precomputed, monkeypatch) -> None:
+    """Answered from the precomputed curves without training, asking for a turn or marking the
+    benchmarker busy."""
+    monkeypatch.setattr(losslab_tab, "run_loss_lab", never_trains)
+    busy, scheduler = BusyCounter(), FairScheduler()
+    lab = LossLab(precomputed, scheduler, settings=QUICK, mark_busy=busy)
     holder = lab.gate.try_start("another tab")
-    start = time.perf_counter()
     [view] = collect(lab, "focal", 3.0)
-    assert time.perf_counter() - start < 0.5
+    assert busy.entered == 0 and scheduler.waiting() == 0 and not scheduler.busy
     assert view.current is precomputed.runs["focal"] and view.remember is None
     assert "Another student's live run" in view.status and "γ = 2, not 3" in view.status
     status, loss_plot, iou_plot, remembered = present(view, precomputed, 600)
@@ -199,7 +224,8 @@ def test_busy_server_answers_at_once_with_the_precomputed_curves(precomputed) ->
     lab.gate.finish(holder.token)
 
 
-def test_spent_budget_answers_with_the_precomputed_curves(precomputed) -> None:
+def test_spent_budget_answers_with_the_precomputed_curves(precomputed, monkeypatch) -> None:
+    monkeypatch.setattr(losslab_tab, "run_loss_lab", never_trains)
     lab = LossLab(precomputed, FairScheduler(), gate=LiveRunGate(runs_per_window=1), settings=QUICK)
     lab.gate.finish(lab.gate.try_start("tab-1").token)
     [view] = collect(lab, "mfb", 2.0)
@@ -210,23 +236,22 @@ def test_spent_budget_answers_with_the_precomputed_curves(precomputed) -> None:
 # ---------------------------------------------------------------------------- live runs
 
 
-def test_live_run_streams_and_ends_within_its_budget(precomputed) -> None:
-    busy = BusyCounter()
+def test_live_run_streams_and_stops_at_its_time_budget(precomputed) -> None:
+    """Every turn (a chunk of 5 steps) takes 1 s of the lab's clock, the first one the set-up and
+    step 0: the 2.5 s budget, counted from step 0, stops the run at the first step that finds 3 s
+    gone, step 11."""
+    busy, clock = BusyCounter(), FakeClock()
     previous = precomputed.runs["ce"]
-    lab = LossLab(precomputed, FairScheduler(), settings=QUICK, mark_busy=busy)
-    start = time.perf_counter()
+    lab = LossLab(precomputed, ChunkClockScheduler(clock), settings=QUICK, mark_busy=busy, clock=clock)
     views = collect(lab, "wfocal", 1.5, previous=previous)
-    elapsed = time.perf_counter() - start
-    print(f"live run of {QUICK.time_budget_s} s budget: {elapsed:.2f} s wall, {views[-1].current.step[-1]} steps")
-    assert elapsed < QUICK.time_budget_s + 2.0
-    steps = [view.current.step[-1] for view in views]
-    assert len(views) >= 3 and steps == sorted(steps) and steps[0] == 0
+    assert [view.current.step[-1] for view in views] == [0, 5, 10, 11]
+    assert list(views[-1].current.seconds) == [0.0, 1.0, 2.0, 3.0]
     assert all("Training live" in view.status and view.remember is None for view in views[:-1])
     last = views[-1]
     assert last.remember is last.current and last.current.source == "live" and last.current.stop_reason == "time budget"
     assert last.current.gamma == 1.5 and last.previous is previous
-    assert "Finished weighted focal" in last.status and "2 of 3 live runs left" in last.status
-    window = min(5, len(last.current.step) - 1)  # a busy machine may allow fewer evaluations
+    assert "**Finished weighted focal, (N - N_c)/N, γ = 1.5** after 11 steps in 3 s" in last.status and "2 of 3 live runs left" in last.status
+    window = 3
     averaged = np.nanmean(np.array(last.current.per_class_iou[-window:], dtype=float), axis=0)
     reference = np.nanmean(np.array(precomputed.runs["wfocal"].per_class_iou[-window:], dtype=float), axis=0)
     named = ", ".join(f"{name} {iou:.2f}" for name, iou in zip(SHAPES.class_names, averaged))
@@ -242,16 +267,17 @@ def test_live_run_streams_and_ends_within_its_budget(precomputed) -> None:
 
 
 def test_live_run_reaching_max_steps_says_so(precomputed) -> None:
-    lab = LossLab(precomputed, FairScheduler(), settings=replace(QUICK, max_steps=10, time_budget_s=30.0))
+    lab = LossLab(precomputed, FairScheduler(), settings=replace(QUICK, max_steps=10, time_budget_s=30.0), clock=FakeClock())
     last = collect(lab, "ce", 2.0)[-1]
     assert last.current.step[-1] == 10 and "all 10 steps done" in last.status
 
 
 def test_live_run_gives_the_device_back_between_chunks(precomputed) -> None:
     """A model job that asks for the device during a live run gets it after one chunk, long
-    before the run ends."""
-    scheduler = FairScheduler()
-    lab = LossLab(precomputed, scheduler, settings=QUICK)
+    before the run ends: at most one more of the run's records comes out while it waits."""
+    clock = FakeClock()
+    scheduler = ChunkClockScheduler(clock)
+    lab = LossLab(precomputed, scheduler, settings=replace(QUICK, max_steps=40), clock=clock)  # 40 steps end a run that never gives a turn back
 
     async def scenario():
         views = []
@@ -263,31 +289,31 @@ def test_live_run_gives_the_device_back_between_chunks(precomputed) -> None:
         lab_task = asyncio.create_task(live())
         while not views:
             await asyncio.sleep(0.01)
-        asked = time.perf_counter()
+        records_when_asked = len(views)
         async with scheduler.turn("10.0.0.2", "tab-2"):
-            waited = time.perf_counter() - asked
+            records_while_waiting = len(views) - records_when_asked
             running = not lab_task.done()
         await lab_task
-        return waited, running, views
+        return records_while_waiting, running, views
 
-    waited, running, views = asyncio.run(scenario())
-    assert running and waited < 1.5, f"the model job waited {waited:.2f} s"
+    records_while_waiting, running, views = asyncio.run(scenario())
+    assert running, "the model job got the device only after the live run ended"
+    assert records_while_waiting <= 1, f"the model job waited for {records_while_waiting} of the run's records"
     assert views[-1].current.stop_reason == "time budget"
 
 
+@pytest.mark.timeout(60)  # without its clock the lab would wait the real 600 s for a turn
 def test_live_run_stops_when_no_turn_comes_within_the_budget(precomputed) -> None:
+    """The lab's clock says the whole budget has gone by the time it asks for its first turn,
+    which another job holds: the lab stops waiting and trains nothing."""
     scheduler = FairScheduler()
-    lab = LossLab(precomputed, scheduler, settings=replace(QUICK, time_budget_s=0.5))
+    lab = LossLab(precomputed, scheduler, settings=replace(QUICK, time_budget_s=600.0), clock=JumpingClock(600.0))
 
     async def scenario():
         async with scheduler.turn("10.0.0.2", "tab-2"):
-            start = time.perf_counter()
-            views = [view async for view in lab.views("ce", 2.0, None, "10.0.0.1", "tab-1")]
-            return time.perf_counter() - start, views
+            return [view async for view in lab.views("ce", 2.0, None, "10.0.0.1", "tab-1")]
 
-    elapsed, views = asyncio.run(scenario())
-    assert elapsed < 1.5
-    [view] = views
+    [view] = asyncio.run(scenario())
     assert "could not start" in view.status and "busy with model jobs" in view.status and view.current is None
     assert scheduler.waiting() == 0 and not scheduler.busy
     assert lab.gate.try_start("another tab").granted
@@ -307,115 +333,6 @@ def test_refused_turn_ends_the_run_with_the_schedulers_message(precomputed) -> N
 
     [view] = asyncio.run(scenario())
     assert "could not start" in view.status and "The server is busy" in view.status
-
-
-# ---------------------------------------------------------------------------- texts and figures
-
-
-def test_false_positives_per_hit() -> None:
-    tp, fp, fn = 2, 6, 2
-    assert false_positives_per_hit(tp / (tp + fp + fn), tp / (tp + fn)) == pytest.approx(fp / tp)
-
-
-def last_five(curves, values: str) -> np.ndarray:
-    """Each class's mean over the last five evaluations, computed here from the raw curves."""
-    table = curves.per_class_iou if values == "iou" else curves.per_class_recall
-    return np.nanmean(np.array(table[-5:], dtype=float), axis=0)
-
-
-def test_verdict_is_rendered_from_the_averaged_numbers(precomputed) -> None:
-    text = rare_class_verdict(precomputed)
-    mfb = precomputed.runs["mfb"]
-    rare = RARE_CLASS
-    iou, recall = last_five(mfb, "iou")[rare], last_five(mfb, "recall")[rare]
-    assert losslab_charts.LAST_EVALUATIONS == 5 and "one seed (seed 0), 600 steps; the mean of the last 5 evaluations (steps 500-600)" in text
-    assert "only median-frequency weighted CE raises the triangle's IoU" in text and "above cross-entropy's at each of those evaluations" in text
-    assert f"recall {recall:.2f}), yet its IoU is only {iou:.2f}" in text
-    assert f"{false_positives_per_hit(iou, recall):.1f} pixels of other classes" in text
-    assert f"{precomputed.loss_share['mfb'][rare]:.2%}" in text
-    for loss, curves in precomputed.runs.items():
-        assert f"{losslab_runs.SHORT_LABELS[loss]} {last_five(curves, 'iou')[rare]:.2f}" in text
-    assert "α = 0.25" in text and "π = 0.01" in text and "same Adam learning rate and 600 steps" in text
-
-
-def test_verdict_order_agrees_with_the_averaged_order_on_the_shipped_curves(precomputed) -> None:
-    """The mIoU order the verdict states is that of the last five evaluations' mean (on the
-    shipped curves the last snapshot alone puts CE first, the average median frequency)."""
-    text = rare_class_verdict(precomputed)
-    averaged = sorted(LAB_LOSSES, key=lambda loss: -np.mean(precomputed.runs[loss].miou[-5:]))
-    snapshot = sorted(LAB_LOSSES, key=lambda loss: -precomputed.runs[loss].miou[-1])
-    assert averaged != snapshot
-    line = next(line for line in text.splitlines() if line.startswith("**mIoU**"))
-    stated = sorted(LAB_LOSSES, key=lambda loss: line.index(f" {losslab_runs.SHORT_LABELS[loss]} "))
-    assert stated == averaged
-    assert "one seed does not rank" in line
-
-
-def test_verdict_follows_the_numbers_when_no_loss_helps(precomputed) -> None:
-    mfb = precomputed.runs["mfb"]
-    flat = tuple(row[:RARE_CLASS] + (0.0,) + row[RARE_CLASS + 1 :] for row in mfb.per_class_iou)
-    changed = replace(precomputed, runs={**precomputed.runs, "mfb": replace(mfb, per_class_iou=flat)})
-    assert "no loss raises the triangle's IoU" in rare_class_verdict(changed)
-
-
-def test_verdict_ignores_a_lucky_last_evaluation(precomputed) -> None:
-    """Raising only the final evaluation of a loss's rare-class IoU does not make it a raiser."""
-    focal = precomputed.runs["focal"]
-    rows = list(focal.per_class_iou)
-    rows[-1] = rows[-1][:RARE_CLASS] + (0.04,) + rows[-1][RARE_CLASS + 1 :]
-    changed = replace(precomputed, runs={**precomputed.runs, "focal": replace(focal, per_class_iou=tuple(rows))})
-    assert "only median-frequency weighted CE raises" in rare_class_verdict(changed)
-    rows[-5:] = [row[:RARE_CLASS] + (0.3,) + row[RARE_CLASS + 1 :] for row in rows[-5:]]
-    recall = [row[:RARE_CLASS] + (0.5,) + row[RARE_CLASS + 1 :] for row in focal.per_class_recall]
-    changed = replace(precomputed, runs={**precomputed.runs, "focal": replace(focal, per_class_iou=tuple(rows), per_class_recall=tuple(recall))})
-    assert "median-frequency weighted CE and focal raise" in rare_class_verdict(changed)
-
-
-def test_final_table_lists_every_loss_averaged(precomputed) -> None:
-    table = final_table(precomputed)
-    assert list(table["loss"]) == ["CE", "weighted CE", "median-frequency CE", "focal (γ = 2)", "weighted focal (γ = 2)"]
-    assert list(table.columns[1:]) == [f"{name} IoU" for name in SHAPES.class_names] + ["triangle recall", "mIoU", "mIoU sd"]
-    mfb = precomputed.runs["mfb"]
-    row = table.iloc[LAB_LOSSES.index("mfb")]
-    assert list(row.iloc[1:5]) == [round(float(v), 2) for v in last_five(mfb, "iou")]
-    assert row["triangle recall"] == round(float(last_five(mfb, "recall")[RARE_CLASS]), 2)
-    assert row["mIoU"] == round(float(np.mean(mfb.miou[-5:])), 2) and row["mIoU sd"] == round(float(np.std(mfb.miou[-5:])), 2)
-
-
-def test_weights_table_uses_the_lab_weights() -> None:
-    weights = lab_class_weights()
-    table = lab_weights_table(weights, RARE_CLASS)
-    by_loss = {info["loss"]: info for info in weights}
-    rare_row = table.iloc[RARE_CLASS]
-    assert rare_row["class"] == "triangle (rare)" and rare_row["w median-freq."] == round(by_loss["mfb"]["weights"][RARE_CLASS], 3)
-    assert rare_row["loss share, (N − N_c)/N"] == f"{by_loss['wce']['loss_share'][RARE_CLASS]:.2%}"
-    assert rare_row["loss share, median-freq."] == f"{by_loss['mfb']['loss_share'][RARE_CLASS]:.2%}"
-    assert f"median-frequency {by_loss['mfb']['spread']:.1f}x" in lab_weights_note(weights)
-
-
-def test_camvid_section_without_and_with_a_folder(tmp_path) -> None:
-    assert "appear here when the server is started with a CamVid folder" in camvid_section(None, tmp_path)
-    assert "unavailable" in camvid_section(tmp_path / "no-camvid", tmp_path)
-    masks = [np.array([[0, 0, 0, 1], [0, 0, 2, 1]])]
-    schemes = class_weight_schemes(masks, 3, class_names=("road", "car", "bike"))
-    text = losslab_charts.camvid_markdown(schemes, ["mfb"])
-    assert f"a {schemes['inverse_share_spread']:.2f}x spread" in text and "trained with median-frequency weighted CE" in text
-    assert "runs from 0.375 (road, 62% of the pixels) to 0.875 (bike)" in text
-
-
-def test_camvid_section_quotes_the_spreads_of_correction_1(camvid_root) -> None:
-    text = camvid_section(camvid_root, DemoConfig().weights_dir)
-    assert "a 1.49x spread" in text and "spread 59x" in text and "(Road, 33% of the pixels)" in text
-
-
-def test_figures_draw_the_runs(precomputed) -> None:
-    empty = iou_figure(None, None, precomputed.class_names, RARE_CLASS, 600)
-    assert not empty.data and "press Train" in empty.layout.title.subtitle.text
-    assert not loss_figure(None, None, 600).data
-    figure = precomputed_figure(precomputed)
-    assert len(figure.data) == 2 * len(LAB_LOSSES)
-    assert list(figure.data[2 * LAB_LOSSES.index("mfb")].y) == list(precomputed.runs["mfb"].class_series("iou", RARE_CLASS))
-    assert list(figure.data[2 * LAB_LOSSES.index("mfb") + 1].y) == list(precomputed.runs["mfb"].class_series("recall", RARE_CLASS))
 
 
 # ---------------------------------------------------------------------------- the tab in Blocks

@@ -141,13 +141,21 @@ def test_lab_stops_on_request_or_close() -> None:
         next(lab)
 
 
-def test_lab_time_budget_and_learning() -> None:
-    settings = LabSettings(train_images=128, eval_images=16, eval_every=5, max_steps=None, time_budget_s=2.5)
-    records = list(run_loss_lab("ce", settings=settings))
+def test_lab_stops_at_the_time_budget_on_its_clock_and_learns() -> None:
+    """Each step takes half a second of a fake clock (``should_stop`` is asked once a step), so
+    a 10 s budget stops the run at the first step that finds 10 s gone: step 21."""
+    settings = LabSettings(train_images=128, eval_images=16, eval_every=5, max_steps=None, time_budget_s=10.0)
+    now = [100.0]
+
+    def half_a_second_passes() -> bool:
+        now[0] += 0.5
+        return False
+
+    records = list(run_loss_lab("ce", settings=settings, should_stop=half_a_second_passes, clock=lambda: now[0]))
     last = records[-1]
     assert last.done and last.stop_reason == "time budget"
-    assert 2.5 <= last.seconds < 2.5 + 3.0
-    assert last.step > 5
+    assert [record.step for record in records] == [0, 5, 10, 15, 20, 21]
+    assert [record.seconds for record in records] == [0.0, 2.5, 5.0, 7.5, 10.0, 10.0] and last.setup_seconds == 0.0
     assert last.train_loss < records[1].train_loss
 
 
@@ -160,6 +168,7 @@ def test_lab_time_budget_and_learning() -> None:
         ({"loss": "ce", "threads": 0}, "threads"),
         ({"loss": "ce", "threads": 1.5}, "threads"),
         ({"loss": "ce", "should_stop": True}, "should_stop"),
+        ({"loss": "ce", "clock": 3.0}, "clock"),
         ({"loss": "ce", "settings": LabSettings(time_budget_s=0.0)}, "time_budget_s"),
         ({"loss": "ce", "settings": LabSettings(max_steps=0)}, "max_steps"),
         ({"loss": "ce", "settings": LabSettings(batch_size=0)}, "batch_size"),

@@ -97,7 +97,7 @@ log = logging.getLogger(__name__)
 class LossLab:
     """The tab's server-wide state: the precomputed runs, the gate and the scheduler whose turns
     the live runs take, chunk by chunk. ``mark_busy`` is a context manager held for a whole live
-    run (the engine's ``benchmarker.busy``)."""
+    run (the engine's ``benchmarker.busy``); ``clock`` (seconds) times the runs' budgets."""
 
     def __init__(
         self,
@@ -106,6 +106,7 @@ class LossLab:
         gate: LiveRunGate | None = None,
         settings: LabSettings | None = None,
         mark_busy: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.precomputed = precomputed
         self.scheduler = scheduler
@@ -113,6 +114,7 @@ class LossLab:
         self.settings.validate()
         self.gate = gate or LiveRunGate(run_s=self.settings.time_budget_s + 10.0, max_hold_s=3 * self.settings.time_budget_s + 30.0)
         self.mark_busy = mark_busy
+        self.clock = clock
 
     def fallback_view(self, loss: str, gamma: float, previous: LabCurves | None, reason: str, retry_in_s: float = 0.0) -> LabView:
         """The precomputed run of ``loss`` with the reason no live run started."""
@@ -161,12 +163,12 @@ class LossLab:
         """The run's records, each chunk computed in a worker thread during a scheduler turn,
         until the record marked done; or, when a turn did not come within the time budget or
         the scheduler refused it, a string: the stop reason or the refusal."""
-        records = run_loss_lab(loss, gamma, self.settings, threads=1)
-        deadline = time.monotonic() + self.settings.time_budget_s
+        records = run_loss_lab(loss, gamma, self.settings, threads=1, clock=self.clock)
+        deadline = self.clock() + self.settings.time_budget_s
         started = False
         try:
             while True:
-                remaining = max(0.0, deadline - time.monotonic())
+                remaining = max(0.0, deadline - self.clock())
                 try:
                     async with contextlib.AsyncExitStack() as stack:
                         async with asyncio.timeout(remaining):
@@ -181,7 +183,7 @@ class LossLab:
                 if record is None:
                     return
                 if not started:
-                    started, deadline = True, time.monotonic() + self.settings.time_budget_s
+                    started, deadline = True, self.clock() + self.settings.time_budget_s
                 yield record
                 if record.done:
                     return

@@ -237,6 +237,7 @@ def run_loss_lab(
     settings: LabSettings | None = None,
     threads: int = 1,
     should_stop: Callable[[], bool] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> Iterator[LabRecord]:
     """Train a plain-encoder U-Net (``settings.base_channels`` wide) on Imbalanced Shapes with
     ``loss`` (one of :data:`LAB_LOSSES`; ``gamma`` for the focal ones), yielding a
@@ -246,6 +247,7 @@ def run_loss_lab(
     With the same settings and thread count, the records up to a given step are identical
     (only the times differ). The global torch RNG is left as it was; ``threads`` applies
     while the lab computes and the caller's thread count is back whenever a record is yielded.
+    ``clock`` (seconds) times the run and its budget.
     """
     settings = settings or LabSettings()
     _check_loss(loss, gamma)
@@ -254,11 +256,15 @@ def run_loss_lab(
         raise ValueError(f"threads must be an integer in [1, {os.cpu_count() or 1}], got {threads!r}")
     if should_stop is not None and not callable(should_stop):
         raise ValueError("should_stop must be a callable returning True to stop, or None")
-    return _lab_steps(loss, float(gamma), settings, threads, should_stop)
+    if not callable(clock):
+        raise ValueError("clock must be a callable returning seconds, such as time.perf_counter")
+    return _lab_steps(loss, float(gamma), settings, threads, should_stop, clock)
 
 
-def _lab_steps(loss: str, gamma: float, settings: LabSettings, threads: int, should_stop: Callable[[], bool] | None) -> Iterator[LabRecord]:
-    setup_start = time.perf_counter()
+def _lab_steps(
+    loss: str, gamma: float, settings: LabSettings, threads: int, should_stop: Callable[[], bool] | None, clock: Callable[[], float]
+) -> Iterator[LabRecord]:
+    setup_start = clock()
     with torch_threads(threads):
         (train_images, train_masks), (eval_images, eval_masks) = lab_data(settings)
         criterion = _lab_loss(loss, gamma, _training_statistics(settings))
@@ -267,10 +273,10 @@ def _lab_steps(loss: str, gamma: float, settings: LabSettings, threads: int, sho
             model = create_model("unet", SHAPES.num_classes, encoder="plain", pretrained=False, base_channels=settings.base_channels)
         optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
         batches = torch.Generator().manual_seed(settings.seed)
-        setup_seconds = time.perf_counter() - setup_start
-        train_start = time.perf_counter()
+        setup_seconds = clock() - setup_start
+        train_start = clock()
         first = _evaluate(model, eval_images, eval_masks)
-    yield LabRecord(step=0, seconds=time.perf_counter() - train_start, setup_seconds=setup_seconds, train_loss=None, **first)
+    yield LabRecord(step=0, seconds=clock() - train_start, setup_seconds=setup_seconds, train_loss=None, **first)
 
     step, losses, stop_reason = 0, [], None
     while stop_reason is None:
@@ -286,7 +292,7 @@ def _lab_steps(loss: str, gamma: float, settings: LabSettings, threads: int, sho
                 losses.append(value.item())
                 if settings.max_steps is not None and step >= settings.max_steps:
                     stop_reason = "max steps"
-                elif time.perf_counter() - train_start >= settings.time_budget_s:
+                elif clock() - train_start >= settings.time_budget_s:
                     stop_reason = "time budget"
                 elif should_stop is not None and should_stop():
                     stop_reason = "stopped"
@@ -295,7 +301,7 @@ def _lab_steps(loss: str, gamma: float, settings: LabSettings, threads: int, sho
             metrics = _evaluate(model, eval_images, eval_masks)
         yield LabRecord(
             step=step,
-            seconds=time.perf_counter() - train_start,
+            seconds=clock() - train_start,
             setup_seconds=setup_seconds,
             train_loss=float(np.mean(losses)),
             done=stop_reason is not None,
