@@ -137,3 +137,15 @@ def test_the_command_line_stops_and_resumes_a_recipe(tmp_path, capsys):
     assert [json.loads(line)["epoch"] for line in (out / "unet" / "history.jsonl").read_text().splitlines()] == [1, 2]
     with pytest.raises(SystemExit, match="cannot resume, the run differs from its checkpoints: unet: batch_size 2 in the checkpoint, 1 now"):
         segmodels_main([*command, "--resume", "--override", "batch_size=1"])
+
+
+@pytest.mark.slow
+def test_resume_restores_the_random_state_that_dropout_draws_from(tmp_path):
+    """smp's DeepLabV3+ drops half its ASPP features in training (global torch generator)."""
+    peers = {"name": "peers", "encoder": "efficientnet_lite0", "pretrained": False, "archs": {"deeplabv3p": {"aspp_channels": 8}}, "peers": ["deeplabv3p"],
+             "training": {**TINY["training"], "epochs": 3, "crop_size": [32, 32]}}
+    recipe = recipe_from_dict(peers)
+    train_lockstep(recipe.members(tmp_path / "straight", "tiny"), tiny_frames(), None, LockstepRun(device="cpu"), recipe, **QUIET)
+    train_lockstep(recipe.members(tmp_path / "split", "tiny"), tiny_frames(), None, LockstepRun(device="cpu", stop_after=1), recipe, **QUIET)
+    train_lockstep(recipe.members(tmp_path / "split", "tiny"), tiny_frames(), None, LockstepRun(device="cpu", resume=True), recipe, **QUIET)
+    assert_same(run_folder_state(tmp_path / "straight" / "smp-deeplabv3p"), run_folder_state(tmp_path / "split" / "smp-deeplabv3p"))
