@@ -26,7 +26,7 @@ def run_folder_state(folder: Path) -> dict:
     """Everything a finished run folder holds that must not depend on where it was stopped."""
     last = torch.load(folder / "last.pt", weights_only=True)
     history = [{key: value for key, value in json.loads(line).items() if key != "seconds"} for line in (folder / "history.jsonl").read_text().splitlines()]
-    return {"model": last["model"], "average": last["average"]["model"], "moments": last["optimizer"]["state"], "scheduler": last["scheduler"],
+    return {"model": last["model"], "average": last["average"] and last["average"]["model"], "moments": last["optimizer"]["state"], "scheduler": last["scheduler"],
             "best": torch.load(folder / "best.pt", weights_only=True), "history": history, "stream": last["run"]["stream"], "random": last["run"]["random"]["torch"]}
 
 
