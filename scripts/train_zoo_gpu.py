@@ -331,7 +331,7 @@ def train(args: argparse.Namespace) -> int:
                       started=STARTED, resume=args.resume, stop_after=args.stop_after)
     overrides = dict(override.split("=", 1) for override in args.override)
     cards = train_recipe(recipe, frames, str(args.packed), args.out, run, args.archs, not args.no_peers, encoder_state, log=lambda text: print(text, flush=True),
-                         **{key: json.loads(value) for key, value in overrides.items()})
+                         models=args.models, **{key: json.loads(value) for key, value in overrides.items()})
     if args.bundle_dir is not None:
         bundle(args.out, [Path(card["training"]["output_dir"]).name for card in cards], args.bundle_dir)
     return 0
@@ -357,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     train_parser.add_argument("--out", type=Path, default=Path("runs/gpu"))
     train_parser.add_argument("--archs", nargs="+", help="only these architectures of the recipe")
     train_parser.add_argument("--no-peers", action="store_true", help="leave out the smp peers")
+    train_parser.add_argument("--models", nargs="+", help="only these models, by run folder name (unet-seed1, smp-unet, ...)")
     train_parser.add_argument("--budget-minutes", type=float, default=8.0, help="wall-clock budget from start to written results")
     train_parser.add_argument("--no-fit-budget", action="store_true", help="keep the recipe's epochs (the guard may then stop mid-schedule; continue with --resume)")
     train_parser.add_argument("--checkpoint-every", type=int, default=1, help="write each model's last.pt every N epochs (and always at the last epoch of a call)")

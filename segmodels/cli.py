@@ -73,6 +73,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     recipe.add_argument("--recipe", type=Path, help="recipe file (recipes/*.yaml): train all its models side by side on one device")
     recipe.add_argument("--archs", nargs="+", choices=list(ARCHITECTURES), help="only these architectures of the recipe (their extra seeds and peers too)")
     recipe.add_argument("--no-peers", dest="peers", action="store_false", help="leave out the recipe's smp peers")
+    recipe.add_argument("--models", nargs="+", help="only these models, by run folder name (unet-seed1, smp-unet, ...)")
     recipe.add_argument("--budget-minutes", type=float, default=24 * 60.0, help="wall-clock budget from start to written cards")
     recipe.add_argument("--fit-budget", action="store_true", help="time the second epoch and shorten every schedule to the epochs that fit the budget (a run's first call only)")
     recipe.add_argument("--checkpoint-every", type=int, default=1, help="write each model's last.pt every N epochs")
@@ -80,7 +81,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     recipe.add_argument("--override", nargs="+", default=[], metavar="KEY=VALUE", help="replace recipe training settings (YAML values), e.g. epochs=2 crop_size=[64,96]")
 
 
-RECIPE_RUN_OPTIONS = ("recipe", "archs", "peers", "budget_minutes", "fit_budget", "checkpoint_every", "frame_size", "override", "resume", "stop_after")
+RECIPE_RUN_OPTIONS = ("recipe", "archs", "peers", "budget_minutes", "fit_budget", "checkpoint_every", "frame_size", "override", "resume", "stop_after", "models")
 SHARED_OPTIONS = ("data_root", "output_dir", "device", "command", "func", "progress")
 
 
@@ -112,7 +113,8 @@ def run_recipe(args: argparse.Namespace) -> int:
         run = LockstepRun(budget_seconds=args.budget_minutes * 60, fit_budget=args.fit_budget, checkpoint_every=args.checkpoint_every, device=args.device,
                           resume=args.resume, stop_after=args.stop_after)
         out = Path(args.output_dir if args.output_dir != defaults["output_dir"] else f"runs/{recipe.name}")
-        cards = train_recipe(recipe, frames, str(args.data_root), out, run, args.archs, args.peers, log=lambda text: print(text, flush=True), **parse_overrides(args.override))
+        cards = train_recipe(recipe, frames, str(args.data_root), out, run, args.archs, args.peers, log=lambda text: print(text, flush=True), models=args.models,
+                             **parse_overrides(args.override))
     except (FileNotFoundError, ValueError, ImportError) as error:
         raise SystemExit(f"error: {error}") from None
     print(f"{len(cards)} cards in {out}/*/card.json")

@@ -12,7 +12,8 @@ from PIL import Image
 
 from segmodels.cli import main as segmodels_main
 from segmodels.data import CAMVID
-from segmodels.training import LockstepRun, train_lockstep
+from segmodels.training import LockstepRun, train_lockstep, train_recipe
+from segmodels.training.lockstep import ZooMember
 from segmodels.training.recipe import recipe_from_dict
 from test_lockstep import TINY, EpochClock, tiny_frames
 
@@ -46,7 +47,8 @@ def assert_same(first, second, where: str = "") -> None:
 
 
 def test_two_epochs_and_a_resumed_two_equal_four_in_one_go(tmp_path):
-    """Bit for bit on the CPU: weights, average, AdamW moments, schedule, kept weights, history."""
+    """Bit for bit on the CPU: weights, average, AdamW moments, schedule, kept weights, history.
+    (On CUDA, cuDNN's autotuned kernels and atomics are not deterministic: equal up to that.)"""
     recipe = recipe_from_dict(RESUMABLE)
     straight = train_lockstep(recipe.members(tmp_path / "straight", "tiny"), tiny_frames(), None, LockstepRun(device="cpu"), recipe, **QUIET)
     plans = recipe.members(tmp_path / "split", "tiny")
@@ -149,3 +151,24 @@ def test_resume_restores_the_random_state_that_dropout_draws_from(tmp_path):
     train_lockstep(recipe.members(tmp_path / "split", "tiny"), tiny_frames(), None, LockstepRun(device="cpu", stop_after=1), recipe, **QUIET)
     train_lockstep(recipe.members(tmp_path / "split", "tiny"), tiny_frames(), None, LockstepRun(device="cpu", resume=True), recipe, **QUIET)
     assert_same(run_folder_state(tmp_path / "straight" / "smp-deeplabv3p"), run_folder_state(tmp_path / "split" / "smp-deeplabv3p"))
+
+
+def test_a_model_trained_apart_from_its_recipe_sees_the_same_batches(tmp_path, monkeypatch):
+    """Splitting a recipe's models over calls keeps them comparable: DeepLabV3+ trained alone
+    gets the batches it gets beside U-Net (its seed's stream draws from its own generator)."""
+    seen = {"together": [], "apart": []}
+    real_step = ZooMember.train_step
+
+    def recorded_step(member, images, masks, device):
+        if member.name == "deeplabv3p":
+            seen[member.output_dir.parent.name].append((images.clone(), masks.clone()))
+        real_step(member, images, masks, device)
+
+    monkeypatch.setattr(ZooMember, "train_step", recorded_step)
+    recipe = recipe_from_dict(TINY)
+    train_recipe(recipe, tiny_frames(), "tiny", tmp_path / "together", LockstepRun(device="cpu"), **QUIET)
+    train_recipe(recipe, tiny_frames(), "tiny", tmp_path / "apart", LockstepRun(device="cpu"), models=["deeplabv3p"], **QUIET)
+    assert len(seen["apart"]) == 4 and not (tmp_path / "apart" / "unet").exists()
+    assert_same(seen["together"], seen["apart"])
+    with pytest.raises(ValueError, match="no model smp-unet in this run; its models: unet, deeplabv3p"):
+        train_recipe(recipe, tiny_frames(), "tiny", tmp_path / "x", LockstepRun(device="cpu"), models=["smp-unet"], **QUIET)

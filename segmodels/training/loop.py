@@ -297,11 +297,18 @@ def imagenet_encoder_state(encoder: str) -> dict:
 
 
 def train_recipe(recipe: Recipe, frames: FrameSet, data_root: str, out: Path, run: LockstepRun, archs: list[str] | None = None, with_peers: bool = True,
-                 encoder_state: dict | None = None, log=print, **overrides) -> list[dict]:
-    """Train ``recipe`` (its ``archs`` when given) on ``frames`` (read from ``data_root``)
-    into ``out/<run name>``. ``encoder_state`` defaults to the installed ImageNet weights
-    when the recipe is pretrained; ``overrides`` replace training settings (tiny test runs)."""
+                 encoder_state: dict | None = None, log=print, models: list[str] | None = None, **overrides) -> list[dict]:
+    """Train ``recipe`` (its ``archs`` when given, of those the run folders named in ``models``)
+    on ``frames`` (read from ``data_root``) into ``out/<run name>``. ``encoder_state`` defaults
+    to the installed ImageNet weights when the recipe is pretrained; ``overrides`` replace
+    training settings (tiny test runs). A model trained apart from the others of its recipe
+    sees the same batches (its seed's stream draws from its own generator)."""
     plans = recipe.members(out, data_root, archs, with_peers, **overrides)
+    if models is not None:
+        unknown = [name for name in models if name not in {plan.name for plan in plans}]
+        if unknown:
+            raise ValueError(f"no model {', '.join(unknown)} in this run; its models: {', '.join(plan.name for plan in plans)}")
+        plans = [plan for plan in plans if plan.name in models]
     if encoder_state is None and recipe.pretrained:
         encoder_state = imagenet_encoder_state(recipe.encoder)
     return train_lockstep(plans, frames, encoder_state, run, recipe, log)
