@@ -10,7 +10,9 @@ jitter of the augmentation); val frames and all label maps keep their PNG bytes,
 scores are exact. ``check`` (there) reports the software, the GPU, which parts arrived, and
 runs every model of the recipe once with the packed encoder weights. ``train`` (there)
 decodes the parts into uint8 tensors on the GPU and calls
-:func:`segmodels.training.train_recipe`, then bundles each run folder into one tar.
+:func:`segmodels.training.train_recipe`, then bundles each run folder into one tar; with
+``--resume`` it continues the run whose ``last.pt`` files a call before it left in ``--out``
+on the same warm machine (the resume state is far larger than a call carries: scripts/GPU.md).
 
 Where this differs from a CPU run of the same recipe (``python -m segmodels train --recipe``
 with ``--data``): bf16 autocast; JPEG training frames.
@@ -326,10 +328,10 @@ def train(args: argparse.Namespace) -> int:
     recipe = load_recipe(REPO / args.recipe)
     frames, encoder_state, _ = read_packed(args.packed)
     run = LockstepRun(budget_seconds=args.budget_minutes * 60, fit_budget=not args.no_fit_budget, checkpoint_every=args.checkpoint_every, device=args.device,
-                      started=STARTED)
+                      started=STARTED, resume=args.resume, stop_after=args.stop_after)
     overrides = dict(override.split("=", 1) for override in args.override)
     cards = train_recipe(recipe, frames, str(args.packed), args.out, run, args.archs, not args.no_peers, encoder_state, log=lambda text: print(text, flush=True),
-                         **{key: json.loads(value) for key, value in overrides.items()})
+                         models=args.models, **{key: json.loads(value) for key, value in overrides.items()})
     if args.bundle_dir is not None:
         bundle(args.out, [Path(card["training"]["output_dir"]).name for card in cards], args.bundle_dir)
     return 0
@@ -355,9 +357,12 @@ def main(argv: list[str] | None = None) -> int:
     train_parser.add_argument("--out", type=Path, default=Path("runs/gpu"))
     train_parser.add_argument("--archs", nargs="+", help="only these architectures of the recipe")
     train_parser.add_argument("--no-peers", action="store_true", help="leave out the smp peers")
+    train_parser.add_argument("--models", nargs="+", help="only these models, by run folder name (unet-seed1, smp-unet, ...)")
     train_parser.add_argument("--budget-minutes", type=float, default=8.0, help="wall-clock budget from start to written results")
-    train_parser.add_argument("--no-fit-budget", action="store_true", help="keep the recipe's epochs (the guard may then stop mid-schedule)")
-    train_parser.add_argument("--checkpoint-every", type=int, default=1, help="write each model's last.pt every N epochs")
+    train_parser.add_argument("--no-fit-budget", action="store_true", help="keep the recipe's epochs (the guard may then stop mid-schedule; continue with --resume)")
+    train_parser.add_argument("--checkpoint-every", type=int, default=1, help="write each model's last.pt every N epochs (and always at the last epoch of a call)")
+    train_parser.add_argument("--resume", action="store_true", help="continue the run in --out from each model's last.pt (a later call on the same warm machine)")
+    train_parser.add_argument("--stop-after", type=int, help="end this call after N epochs (continue with --resume)")
     train_parser.add_argument("--override", nargs="+", default=[], metavar="KEY=JSON", help="replace training settings (tiny test runs), e.g. epochs=2")
     train_parser.add_argument("--bundle-dir", type=Path, help="also write one tar per run folder here (e.g. $OUT)")
     train_parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")

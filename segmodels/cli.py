@@ -63,21 +63,22 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", dest="output_dir", default="runs/default")
     parser.add_argument("--flops-size", type=_size, default=(360, 480), help="input size for the FLOPs in the model card")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available; torchrun picks per rank)")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    parser.add_argument("--stop-after", type=int, help="end this run after N epochs (continue later with --resume)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt (with --recipe: from each model's OUT/NAME/last.pt)")
+    parser.add_argument("--stop-after", type=int, help="end this run (with --recipe: this call) after N epochs (continue later with --resume)")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     recipe = parser.add_argument_group("a recipe in lock-step (--recipe FILE; the options above then stay unset, but --data, --out, --device)")
     recipe.add_argument("--recipe", type=Path, help="recipe file (recipes/*.yaml): train all its models side by side on one device")
     recipe.add_argument("--archs", nargs="+", choices=list(ARCHITECTURES), help="only these architectures of the recipe (their extra seeds and peers too)")
     recipe.add_argument("--no-peers", dest="peers", action="store_false", help="leave out the recipe's smp peers")
+    recipe.add_argument("--models", nargs="+", help="only these models, by run folder name (unet-seed1, smp-unet, ...)")
     recipe.add_argument("--budget-minutes", type=float, default=24 * 60.0, help="wall-clock budget from start to written cards")
-    recipe.add_argument("--fit-budget", action="store_true", help="time the second epoch and shorten every schedule to the epochs that fit the budget")
+    recipe.add_argument("--fit-budget", action="store_true", help="time the second epoch and shorten every schedule to the epochs that fit the budget (a run's first call only)")
     recipe.add_argument("--checkpoint-every", type=int, default=1, help="write each model's last.pt every N epochs")
     recipe.add_argument("--frame-size", type=_size, help="resize the frames to HxW first (short experiments)")
     recipe.add_argument("--override", nargs="+", default=[], metavar="KEY=VALUE", help="replace recipe training settings (YAML values), e.g. epochs=2 crop_size=[64,96]")
 
 
-RECIPE_RUN_OPTIONS = ("recipe", "archs", "peers", "budget_minutes", "fit_budget", "checkpoint_every", "frame_size", "override")
+RECIPE_RUN_OPTIONS = ("recipe", "archs", "peers", "budget_minutes", "fit_budget", "checkpoint_every", "frame_size", "override", "resume", "stop_after", "models")
 SHARED_OPTIONS = ("data_root", "output_dir", "device", "command", "func", "progress")
 
 
@@ -106,9 +107,11 @@ def run_recipe(args: argparse.Namespace) -> int:
     try:
         recipe = load_recipe(args.recipe)
         frames = read_camvid_frames(args.data_root, args.frame_size)
-        run = LockstepRun(budget_seconds=args.budget_minutes * 60, fit_budget=args.fit_budget, checkpoint_every=args.checkpoint_every, device=args.device)
+        run = LockstepRun(budget_seconds=args.budget_minutes * 60, fit_budget=args.fit_budget, checkpoint_every=args.checkpoint_every, device=args.device,
+                          resume=args.resume, stop_after=args.stop_after)
         out = Path(args.output_dir if args.output_dir != defaults["output_dir"] else f"runs/{recipe.name}")
-        cards = train_recipe(recipe, frames, str(args.data_root), out, run, args.archs, args.peers, log=lambda text: print(text, flush=True), **parse_overrides(args.override))
+        cards = train_recipe(recipe, frames, str(args.data_root), out, run, args.archs, args.peers, log=lambda text: print(text, flush=True), models=args.models,
+                             **parse_overrides(args.override))
     except (FileNotFoundError, ValueError, ImportError) as error:
         raise SystemExit(f"error: {error}") from None
     print(f"{len(cards)} cards in {out}/*/card.json")
@@ -118,7 +121,7 @@ def run_recipe(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     if args.recipe is not None:
         return run_recipe(args)
-    values = {k: v for k, v in vars(args).items() if k not in ("command", "resume", "progress", "func", "stop_after", *RECIPE_RUN_OPTIONS)}
+    values = {k: v for k, v in vars(args).items() if k not in ("command", "progress", "func", *RECIPE_RUN_OPTIONS)}
     card = train(TrainConfig.from_dict(values), resume=args.resume, show_progress=args.progress, stop_after=args.stop_after)
     if card:
         print(f"best val mIoU {card['val_miou']:.4f} (epoch {card['best_epoch']}); card: {Path(args.output_dir) / 'card.json'}")

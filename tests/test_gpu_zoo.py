@@ -123,10 +123,13 @@ def test_device_calls_fit_the_run_tool():
 
 @pytest.mark.slow
 def test_the_candidate_recipe_trains_end_to_end_from_packed_parts(packed, camvid, tmp_path):
-    """What the GPU call runs, on the CPU: every model of recipes/camvid.yaml, 2 epochs, 64x96 crops."""
+    """What the GPU calls run, on the CPU: every model of recipes/camvid.yaml, 2 epochs, 64x96
+    crops, in two calls (the second resumes the first's run)."""
     runs, bundles = tmp_path / "runs", tmp_path / "bundle"
-    gpu.main(["train", "--packed", str(packed), "--out", str(runs), "--bundle-dir", str(bundles), "--device", "cpu", "--budget-minutes", "30",
-              "--override", "epochs=2", "batch_size=3", "crop_size=[64,96]", "val_every=1", "flops_size=[36,48]"])
+    command = ["train", "--packed", str(packed), "--out", str(runs), "--bundle-dir", str(bundles), "--device", "cpu", "--budget-minutes", "30",
+               "--override", "epochs=2", "batch_size=3", "crop_size=[64,96]", "val_every=1", "flops_size=[36,48]"]
+    gpu.main([*command, "--stop-after", "1"])
+    gpu.main([*command, "--resume"])
     names = ["unet", "unetpp", "unet3p", "deeplabv3p", "unet-seed1", "smp-unet", "smp-unetpp", "smp-deeplabv3p"]
     cards = {name: json.loads((runs / name / "card.json").read_text()) for name in names}
     for name, card in cards.items():
@@ -134,6 +137,7 @@ def test_the_candidate_recipe_trains_end_to_end_from_packed_parts(packed, camvid
         assert card["epochs"] == 2 and card["best_epoch"] == 2 and card["kept"] == "final epoch" and card["protocol"] == "train", name
         assert card["training"]["loss"] == "ce_lovasz" and card["training"]["ema_decay"] == 0.995 and card["recipe"]["name"] == "camvid-candidate", name
         assert sorted(card["lockstep"]["models_in_lockstep"]) == sorted(names) and not card["lockstep"]["stopped_by_time_budget"]
+        assert card["lockstep"]["resumed_after_epochs"] == [1] and card["lockstep"]["finished"]
         history = [json.loads(line) for line in (runs / name / "history.jsonl").read_text().splitlines()]
         assert [record["epoch"] for record in history] == [1, 2] and len(history[-1]["val_per_class_iou"]) == CAMVID.num_classes
         assert card["val_miou"] == pytest.approx(history[-1]["val_miou"], abs=2e-3)

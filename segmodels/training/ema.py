@@ -43,3 +43,9 @@ class WeightAverage:
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "updates": self.updates, "decay": self.decay}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["decay"] != self.decay:
+            raise ValueError(f"the saved average has decay {state['decay']}, this one {self.decay}")
+        self.model.load_state_dict(state["model"])
+        self.updates = state["updates"]

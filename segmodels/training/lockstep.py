@@ -104,9 +104,24 @@ class ZooMember:
         return evaluate(self.evaluated_model, val_set, self.spec["num_classes"], val_set.ignore_index, device, batch_size=batch_size, **options).compute()
 
     def checkpoint_state(self, epoch: int) -> dict:
-        """What resumes this model: weights, average, optimiser, schedule, loss scaler."""
+        """What resumes this model: weights, average, optimiser, schedule, loss scaler, the
+        best score so far and the seconds spent (:meth:`restore` reads it back)."""
         return {"epoch": epoch, "model": self.model.state_dict(), "average": self.average.state_dict() if self.average else None, "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "total_steps": self.total_steps, "spec": self.spec}
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "total_steps": self.total_steps, "spec": self.spec,
+                "best_miou": self.best_miou, "best_epoch": self.best_epoch, "train_seconds": self.clock.total(), "val_seconds": self.val_seconds}
+
+    def restore(self, state: dict) -> None:
+        """Continue from :meth:`checkpoint_state` (tensors on the CPU): the schedule's length
+        first, since the learning rate of the restored step depends on it."""
+        self.model.load_state_dict(state["model"])
+        if self.average is not None:
+            self.average.load_state_dict(state["average"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.fit_schedule(state["total_steps"] // self.steps_per_epoch)
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.best_miou, self.best_epoch, self.val_seconds = state["best_miou"], state["best_epoch"], state["val_seconds"]
+        self.clock.seconds = state["train_seconds"]
 
 
 def build_model(plan: MemberPlan, num_classes: int, encoder_state: dict | None) -> tuple[dict, nn.Module]:
@@ -127,9 +142,10 @@ def build_model(plan: MemberPlan, num_classes: int, encoder_state: dict | None) 
 
 
 def build_member(plan: MemberPlan, num_classes: int, ignore_index: int, class_counts: tuple[Tensor, Tensor], encoder_state: dict | None, steps_per_epoch: int,
-                 device: torch.device) -> ZooMember:
+                 device: torch.device, fresh: bool = True) -> ZooMember:
     """The model as :class:`segmodels.training.Trainer` builds it: seeded, then the encoder's
-    ImageNet weights; AdamW without weight decay on biases and norms; warm-up and poly per step."""
+    ImageNet weights; AdamW without weight decay on biases and norms; warm-up and poly per step.
+    A ``fresh`` run clears its run folder; a resumed one keeps it."""
     config = plan.config
     seed_everything(config.seed)
     spec, model = build_model(plan, num_classes, encoder_state)
@@ -145,7 +161,7 @@ def build_member(plan: MemberPlan, num_classes: int, ignore_index: int, class_co
     average = WeightAverage(model, config.ema_decay) if config.ema_decay else None
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("history.jsonl", "best.pt", "last.pt", "card.json"):
+    for stale in ("history.jsonl", "best.pt", "last.pt", "card.json") if fresh else ():
         (output_dir / stale).unlink(missing_ok=True)
     member = ZooMember(plan.name, plan.peer, config, spec, model, criterion, optimizer, None, scaler, average, StepClock(device), output_dir, steps_per_epoch,
                        steps_per_epoch * config.epochs)

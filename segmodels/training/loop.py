@@ -12,7 +12,13 @@ autotuning: 59 s against 3.3-5.3 s for the later ones of the fair set on an H200
 docs/fair_zoo/train_h200.log) and the schedule of every model shortened to the epochs that
 fit (the poly decay then ends at zero, as planned); in any
 case a guard stops all models after the same epoch when the next epoch and the final
-evaluation would not fit, so the comparison stays fair and the results are still written."""
+evaluation would not fit, so the comparison stays fair and the results are still written.
+
+Resume (``LockstepRun.resume``, :mod:`.resume`): a call that ends before the schedule does
+(the guard, ``stop_after``) checkpoints every model at its last epoch, and the next call
+continues from there exactly. The schedule's length is fixed in the call that starts the run
+(the recipe's epochs, or the fitted ones) and recorded in the checkpoints: a resumed run keeps
+it, ``fit_budget`` does not shorten it again, and the guard stops each call within its own budget."""
 
 from __future__ import annotations
 
@@ -34,6 +40,7 @@ from .config import save_atomically
 from .frames import FrameDataset, FrameSet
 from .lockstep import ZooMember, build_member, half_state
 from .recipe import MemberPlan, Recipe
+from .resume import RunRecord, frames_fingerprint, planned_settings, resume_run, save_best, save_checkpoints
 
 EPOCH_TIME_MARGIN = 1.25
 FIT_AT_EPOCH = 2
@@ -42,9 +49,13 @@ FIT_AT_EPOCH = 2
 @dataclass
 class LockstepRun:
     """How one lock-step call runs (the recipe says what is trained). ``clock`` times the
-    budget, the epochs and the validations; ``started`` is read from it unless given."""
+    budget, the epochs and the validations; ``started`` is read from it unless given.
+    ``resume`` continues the run in the output folders; ``stop_after`` ends this call after
+    that many epochs (resume later)."""
 
     budget_seconds: float = 480.0
+    resume: bool = False
+    stop_after: int | None = None
     fit_budget: bool = False
     checkpoint_every: int = 1
     val_batch_size: int = 16
@@ -54,6 +65,8 @@ class LockstepRun:
     started: float | None = None
 
     def __post_init__(self):
+        if self.checkpoint_every < 1 or (self.stop_after is not None and self.stop_after < 1):
+            raise ValueError(f"checkpoint_every and stop_after count epochs from 1; got {self.checkpoint_every} and {self.stop_after}")
         if self.started is None:
             self.started = self.clock()
 
@@ -62,8 +75,10 @@ class LockstepRun:
 class Outcome:
     epochs_done: int
     epochs_planned: int
+    schedule_epochs: int
     stopped_by_time_budget: bool
     wall_seconds: float
+    resumed_after: list[int]
 
 
 def time_to_stop(now: float, deadline: float, next_epoch_seconds: float, finish_seconds: float) -> bool:
@@ -105,9 +120,10 @@ def check_plans(plans: list[MemberPlan]) -> None:
             raise ValueError(f"models trained in lock-step share {setting}; got {sorted(map(str, values))}")
 
 
-def validate_round(members: list[ZooMember], val_set: FrameDataset, run: LockstepRun, device: torch.device, epoch: int) -> dict[str, dict]:
-    """Validate every model; a model that keeps its best validated weights saves them."""
-    results = {}
+def validate_round(members: list[ZooMember], val_set: FrameDataset, run: LockstepRun, device: torch.device, epoch: int) -> tuple[dict[str, dict], list[ZooMember]]:
+    """Validate every model; returns the scores and the models that keep their best validated
+    weights and beat their best (they save them after the epoch's checkpoints)."""
+    results, improved = {}, []
     for member in members:
         started = run.clock()
         metrics = member.validate(val_set, run.val_batch_size, device)
@@ -115,8 +131,8 @@ def validate_round(members: list[ZooMember], val_set: FrameDataset, run: Lockste
         results[member.name] = metrics
         if member.config.keep == "best" and metrics["miou"] > member.best_miou:
             member.best_miou, member.best_epoch = metrics["miou"], epoch
-            save_atomically({"model": half_state(member.evaluated_model), "spec": member.spec, "epoch": epoch}, member.output_dir / "best.pt")
-    return results
+            improved.append(member)
+    return results, improved
 
 
 def record_epoch(members: list[ZooMember], epoch: int, losses: dict[str, float], results: dict[str, dict]) -> None:
@@ -145,12 +161,15 @@ def write_card(member: ZooMember, val_set: FrameDataset, frames: FrameSet, recip
         "recipe": recipe.describe() if recipe else None,
         "lockstep": {
             "epochs_planned": outcome.epochs_planned,
+            "schedule_epochs": outcome.schedule_epochs,
+            "finished": outcome.epochs_done == outcome.schedule_epochs,
             "stopped_by_time_budget": outcome.stopped_by_time_budget,
+            "resumed_after_epochs": outcome.resumed_after,
             "budget_seconds": run.budget_seconds,
             "fit_budget": run.fit_budget,
             "wall_seconds_all_models": round(outcome.wall_seconds, 1),
             "models_in_lockstep": models_in_lockstep,
-            "amp": "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else ("fp16" if device.type == "cuda" else "none"),
+            "amp": amp_mode(device),
             "augmentation": f"on the device (segmodels.training.augment): photometric {member.config.photometric}, scale, crop, flip",
             "best_checkpoint_dtype": "float16",
         },
@@ -162,7 +181,12 @@ def write_card(member: ZooMember, val_set: FrameDataset, frames: FrameSet, recip
     return card
 
 
-def build_members(plans: list[MemberPlan], frames: FrameSet, encoder_state: dict | None, device: torch.device) -> tuple[dict[tuple, AugmentedStream], dict[tuple, list[ZooMember]]]:
+def amp_mode(device: torch.device) -> str:
+    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else ("fp16" if device.type == "cuda" else "none")
+
+
+def build_members(plans: list[MemberPlan], frames: FrameSet, encoder_state: dict | None, device: torch.device,
+                  fresh: bool = True) -> tuple[dict[tuple, AugmentedStream], dict[tuple, list[ZooMember]]]:
     """One augmented stream per (seed, batch, crop, scale, photometric) and the models that share it."""
     counts = dataset_class_statistics([frames.train_masks.cpu()], CAMVID.num_classes, CAMVID.ignore_index)
     streams: dict[tuple, AugmentedStream] = {}
@@ -172,7 +196,7 @@ def build_members(plans: list[MemberPlan], frames: FrameSet, encoder_state: dict
         if key not in streams:
             streams[key] = AugmentedStream(frames.train_images, frames.train_masks, config.seed, config.batch_size, tuple(config.crop_size), tuple(config.scale_range),
                                            CAMVID.ignore_index, config.photometric)
-        member = build_member(plan, CAMVID.num_classes, CAMVID.ignore_index, counts, encoder_state, streams[key].steps_per_epoch, device)
+        member = build_member(plan, CAMVID.num_classes, CAMVID.ignore_index, counts, encoder_state, streams[key].steps_per_epoch, device, fresh)
         members_by_stream.setdefault(key, []).append(member)
     return streams, members_by_stream
 
@@ -206,50 +230,62 @@ def train_lockstep(plans: list[MemberPlan], frames: FrameSet, encoder_state: dic
     val_set = FrameDataset(frames.val_images, frames.val_masks, CAMVID.ignore_index)
     log(f"data: {len(frames.train_images)} training ({first.protocol}) and {len(frames.val_images)} val frames on {device_description(device)} "
         f"after {run.clock() - run.started:.1f} s")
-    streams, members_by_stream = build_members(plans, frames, encoder_state, device)
+    streams, members_by_stream = build_members(plans, frames, encoder_state, device, fresh=not run.resume)
     members = [member for group in members_by_stream.values() for member in group]
-
+    record = RunRecord([member.name for member in members], {member.name: planned_settings(member.config) for member in members}, frames_fingerprint(frames),
+                       amp_mode(device), first.epochs, first.epochs)
+    epoch = 0
+    if run.resume:
+        epoch, record = resume_run(members_by_stream, streams, record, device)
+        log(f"resumed after epoch {epoch} of {record.schedule_epochs}" + (" (the schedule was fixed when the run started; --fit-budget acts only then)"
+                                                                           if run.fit_budget else ""))
     training_started = run.clock()
-    planned = epochs = first.epochs
-    val_every = first.val_every
-    epochs_done, stopped, epoch = 0, False, 0
-    while epoch < epochs:
+    planned, epochs, val_every = record.epochs_planned, record.schedule_epochs, first.val_every
+    last_epoch_of_call = epochs if run.stop_after is None else min(epochs, epoch + run.stop_after)
+    stopped = False
+    while epoch < last_epoch_of_call:
         epoch += 1
         started = run.clock()
         for member in members:
             member.start_epoch(epoch - 1)
         losses = train_epoch(streams, members_by_stream, device)
-        if epoch % run.checkpoint_every == 0:
-            for member in members:
-                save_atomically(member.checkpoint_state(epoch), member.output_dir / "last.pt")
         epoch_seconds = run.clock() - started
-        epochs_done = epoch
         val_round_seconds = sum(member.val_seconds for member in members)
-        if run.fit_budget and epoch == min(FIT_AT_EPOCH, epochs):
+        if run.fit_budget and not run.resume and epoch == min(FIT_AT_EPOCH, epochs):
             finish = finish_estimate(members, epoch_seconds, run.finish_reserve_seconds)
             fitted = epochs_that_fit(planned, epoch, epoch_seconds, deadline - run.clock(), finish, val_round_seconds, val_every)
             if fitted < epochs:
-                epochs = fitted
+                epochs = record.schedule_epochs = fitted
+                last_epoch_of_call = min(last_epoch_of_call, fitted)
                 for member in members:
                     member.fit_schedule(epochs)
                 log(f"time budget: {planned} epochs do not fit; every schedule now ends after epoch {epochs}")
         validates = epoch % val_every == 0
-        if epoch < epochs:
+        if epoch < last_epoch_of_call:
             next_validates = (epoch + 1) % val_every == 0
             ahead = validates * val_round_seconds + EPOCH_TIME_MARGIN * epoch_seconds + next_validates * val_round_seconds
             stopped = time_to_stop(run.clock(), deadline, ahead, finish_estimate(members, epoch_seconds, run.finish_reserve_seconds))
-        results = validate_round(members, val_set, run, device, epoch) if validates or stopped or epoch == epochs else {}
+        ends_call = stopped or epoch == last_epoch_of_call
+        results, improved = validate_round(members, val_set, run, device, epoch) if validates or ends_call else ({}, [])
         record_epoch(members, epoch, losses, results)
+        if epoch % run.checkpoint_every == 0 or improved or ends_call:
+            record.wall_seconds += run.clock() - training_started
+            training_started = run.clock()
+            save_checkpoints(members_by_stream, streams, epoch, record, device)
+        for member in improved:
+            save_best(member, epoch)
         scores = "  ".join(f"{name} {values['miou']:.4f}" for name, values in results.items())
         log(f"epoch {epoch}/{epochs} in {run.clock() - started:.1f} s" + (f"  val mIoU: {scores}" if scores else "") + f"  ({run.clock() - run.started:.0f} s elapsed)")
         if stopped:
-            log(f"time budget: every model stops after epoch {epoch} of {epochs} ({deadline - run.clock():.0f} s left for the cards)")
+            log(f"time budget: every model stops after epoch {epoch} of {epochs} ({deadline - run.clock():.0f} s left for the cards); continue with --resume")
             break
-    outcome = Outcome(epochs_done, planned, stopped, run.clock() - training_started)
+    if epoch < epochs and not stopped:
+        log(f"stopped after epoch {epoch} of {epochs} as asked; continue with --resume")
+    outcome = Outcome(epoch, planned, epochs, stopped, record.wall_seconds + run.clock() - training_started, record.resumed_after)
     names = [member.name for member in members]
     cards = [write_card(member, val_set, frames, recipe, run, device, outcome, names) for member in members]
     for member, card in zip(members, cards):
-        log(f"{member.name}: val mIoU {card['val_miou']:.4f}, mean class accuracy {card['val_mean_class_accuracy']:.4f} ({card['kept']}: epoch {card['best_epoch']} of {epochs_done})")
+        log(f"{member.name}: val mIoU {card['val_miou']:.4f}, mean class accuracy {card['val_mean_class_accuracy']:.4f} ({card['kept']}: epoch {card['best_epoch']} of {epoch})")
     return cards
 
 
@@ -261,11 +297,18 @@ def imagenet_encoder_state(encoder: str) -> dict:
 
 
 def train_recipe(recipe: Recipe, frames: FrameSet, data_root: str, out: Path, run: LockstepRun, archs: list[str] | None = None, with_peers: bool = True,
-                 encoder_state: dict | None = None, log=print, **overrides) -> list[dict]:
-    """Train ``recipe`` (its ``archs`` when given) on ``frames`` (read from ``data_root``)
-    into ``out/<run name>``. ``encoder_state`` defaults to the installed ImageNet weights
-    when the recipe is pretrained; ``overrides`` replace training settings (tiny test runs)."""
+                 encoder_state: dict | None = None, log=print, models: list[str] | None = None, **overrides) -> list[dict]:
+    """Train ``recipe`` (its ``archs`` when given, of those the run folders named in ``models``)
+    on ``frames`` (read from ``data_root``) into ``out/<run name>``. ``encoder_state`` defaults
+    to the installed ImageNet weights when the recipe is pretrained; ``overrides`` replace
+    training settings (tiny test runs). A model trained apart from the others of its recipe
+    sees the same batches (its seed's stream draws from its own generator)."""
     plans = recipe.members(out, data_root, archs, with_peers, **overrides)
+    if models is not None:
+        unknown = [name for name in models if name not in {plan.name for plan in plans}]
+        if unknown:
+            raise ValueError(f"no model {', '.join(unknown)} in this run; its models: {', '.join(plan.name for plan in plans)}")
+        plans = [plan for plan in plans if plan.name in models]
     if encoder_state is None and recipe.pretrained:
         encoder_state = imagenet_encoder_state(recipe.encoder)
     return train_lockstep(plans, frames, encoder_state, run, recipe, log)
