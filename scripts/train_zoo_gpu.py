@@ -21,7 +21,6 @@ with ``--data``): bf16 autocast; JPEG training frames.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import json
 import math
@@ -36,6 +35,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from gpu_parts import CALL_LIMIT_BYTES, CALL_MARGIN_BYTES, bundle, checkout_bytes, sha256_bytes, split_into_parts, write_tar
 from segmodels import create_model
 from segmodels.cards import device_description
 from segmodels.data import CAMVID, CamVidDataset
@@ -52,29 +52,11 @@ ENCODER = "efficientnet_lite0"
 ENCODER_MEMBER = f"encoder/{ENCODER}.pt"
 PYTHON_PREFIX = "python/"
 PEER_PACKAGE = "segmentation_models_pytorch"
-CALL_LIMIT_BYTES = 64 * 2**20
-CALL_MARGIN_BYTES = 2 * 2**20
-TAR_BLOCK = 512
-TAR_END_BYTES = 20 * TAR_BLOCK
 JPEG_QUALITY = 95
 DEFAULT_RECIPE = "recipes/camvid.yaml"
 
 
 # ---------------------------------------------------------------- pack (on this machine)
-
-
-def checkout_bytes(repo: Path = REPO) -> int:
-    """What every device call sends besides its carried paths: the tracked files and the
-    untracked files git does not ignore."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=repo, capture_output=True, check=True).stdout
-    paths = (repo / name for name in listed.decode().split("\0") if name)
-    return sum(path.stat().st_size for path in paths if path.is_file())
-
-
-def tar_bytes(sizes: list[int]) -> int:
-    """Size of an uncompressed tar of members of ``sizes`` bytes (a header block each, data
-    padded to blocks, and the end-of-archive record)."""
-    return sum(TAR_BLOCK + math.ceil(size / TAR_BLOCK) * TAR_BLOCK for size in sizes) + TAR_END_BYTES
 
 
 def encoder_state_bytes() -> bytes:
@@ -112,32 +94,6 @@ def pack_groups(data_root: Path, jpeg_quality: int) -> list[list[tuple[str, byte
             image = (f"{split}/{image_path.stem}.jpg", jpeg_bytes(image_path, jpeg_quality)) if split == "train" else (f"{split}/{image_path.name}", image_path.read_bytes())
             groups.append([image, (f"{split}annot/{mask_path.name}", mask_path.read_bytes())])
     return groups
-
-
-def split_into_parts(groups: list[list[tuple[str, bytes]]], limit: int) -> list[list[tuple[str, bytes]]]:
-    """Greedy: fill a part until the next group would take its tar over ``limit`` bytes."""
-    parts: list[list[tuple[str, bytes]]] = [[]]
-    for group in groups:
-        if tar_bytes([len(data) for _, data in group]) > limit:
-            raise ValueError(f"{group[0][0]} alone needs more than the {limit / 2**20:.1f} MiB a part may take; give a larger --part-mib")
-        candidate = parts[-1] + group
-        if parts[-1] and tar_bytes([len(data) for _, data in candidate]) > limit:
-            parts.append(list(group))
-        else:
-            parts[-1] = candidate
-    return parts
-
-
-def write_tar(path: Path, members: list[tuple[str, bytes]]) -> None:
-    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as archive:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o644
-            archive.addfile(info, io.BytesIO(data))
-
-
-def sha256_bytes(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def pack(data_root: Path, out: Path, part_bytes: int | None = None, jpeg_quality: int = JPEG_QUALITY, repo: Path = REPO) -> dict:
@@ -312,16 +268,6 @@ def check(packed: Path, recipe_path: str, parts_only: bool = False) -> int:
             shape = tuple(model.to(device).eval()(torch.rand(1, 3, 72, 96, device=device)).shape)
         print(f"{plan.name}: output {shape}" + (", packed ImageNet encoder weights loaded" if encoder_state is not None else ""))
     return 0
-
-
-def bundle(out: Path, names: list[str], folder: Path) -> None:
-    """One tar per run folder (``best.pt``, ``card.json``, ``history.jsonl``): few files to
-    bring back from the device (``last.pt`` stays there)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        with tarfile.open(folder / f"{name}.tar", "w") as archive:
-            for file_name in ("best.pt", "card.json", "history.jsonl"):
-                archive.add(out / name / file_name, arcname=f"{name}/{file_name}")
 
 
 def train(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+import gpu_parts
 import train_zoo_gpu as gpu
 from segmodels import zoo
 from segmodels.cli import main as segmodels_main
@@ -48,7 +49,7 @@ def camvid(tmp_path_factory) -> Path:
 def packed(camvid, tmp_path_factory) -> Path:
     """Parts just large enough for the encoder weights, so the frames spill into more parts."""
     out = tmp_path_factory.mktemp("packed")
-    largest = max(gpu.tar_bytes([len(gpu.encoder_state_bytes())]), gpu.tar_bytes([len(data) for _, data in gpu.peer_sources()]))
+    largest = max(gpu_parts.tar_bytes([len(gpu.encoder_state_bytes())]), gpu_parts.tar_bytes([len(data) for _, data in gpu.peer_sources()]))
     gpu.pack(camvid, out, part_bytes=largest + 12 * 1024)
     return out
 
@@ -99,10 +100,10 @@ def test_check_names_the_parts_and_loads_the_packed_encoder_into_every_model(pac
 
 def test_split_into_parts_refuses_a_group_larger_than_a_part():
     groups = [[("a", b"x" * 5000)], [("b", b"y" * 100), ("c", b"z" * 100)]]
-    parts = gpu.split_into_parts(groups, gpu.tar_bytes([5000]))
+    parts = gpu_parts.split_into_parts(groups, gpu_parts.tar_bytes([5000]))
     assert [[name for name, _ in part] for part in parts] == [["a"], ["b", "c"]]
     with pytest.raises(ValueError, match="alone needs more"):
-        gpu.split_into_parts(groups, 4000)
+        gpu_parts.split_into_parts(groups, 4000)
 
 
 def test_pack_refuses_a_folder_git_does_not_ignore(camvid, tmp_path):
@@ -122,7 +123,7 @@ def test_device_calls_fit_the_run_tool():
 
 
 @pytest.mark.slow
-def test_the_candidate_recipe_trains_end_to_end_from_packed_parts(packed, camvid, tmp_path):
+def test_the_candidate_recipe_trains_end_to_end_from_packed_parts(packed, camvid, tmp_path, capsys):
     """What the GPU calls run, on the CPU: every model of recipes/camvid.yaml, 2 epochs, 64x96
     crops, in two calls (the second resumes the first's run)."""
     runs, bundles = tmp_path / "runs", tmp_path / "bundle"
@@ -142,8 +143,12 @@ def test_the_candidate_recipe_trains_end_to_end_from_packed_parts(packed, camvid
         assert [record["epoch"] for record in history] == [1, 2] and len(history[-1]["val_per_class_iou"]) == CAMVID.num_classes
         assert card["val_miou"] == pytest.approx(history[-1]["val_miou"], abs=2e-3)
         assert torch.load(runs / name / "last.pt", weights_only=True)["epoch"] == 2
-        with tarfile.open(bundles / f"{name}.tar") as archive:
+        with tarfile.open(runs / "bundles" / f"{name}.tar") as archive:
             assert sorted(archive.getnames()) == [f"{name}/best.pt", f"{name}/card.json", f"{name}/history.jsonl"]
+    returned = sorted(bundles.iterdir())
+    assert len(returned) <= gpu_parts.RETURN_FILES and sum(path.stat().st_size for path in returned) <= gpu_parts.RETURN_BYTES
+    left = sorted(set(names) - {path.stem for path in returned})
+    assert left and f"not brought back by this call: {', '.join(left)}" in capsys.readouterr().out
     assert cards["smp-unet"]["arch"] == "smp.Unet" and cards["smp-unet"]["encoder"] == "tu-efficientnet_lite0"
     assert [entry["depth"] for entry in cards["unetpp"]["pruning"]] == [1, 2, 3, 4]
 
