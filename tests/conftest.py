@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,22 @@ def build_fake_camvid(root: Path, weights: Path, tiny_zoo: Path, run_dir: Path) 
     (run_dir / "card.json").write_text(json.dumps(card))
     zoo.export_model(run_dir, "camvid/unet", weights_dir=weights)
     return root, weights
+
+
+class FakeClock:
+    """A monotonic clock whose seconds pass only when a test moves ``now``."""
+
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def wait_until(condition, timeout_s: float = 30.0, what: str = "the condition") -> None:
+    """Poll ``condition()`` until it is true; fail after ``timeout_s`` (a bound far above how
+    long it takes on a loaded machine, reached only when it never comes true)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout_s:g} s"
+        time.sleep(0.02)

@@ -14,6 +14,7 @@ import anyio
 import pytest
 import uvicorn
 
+from conftest import FakeClock
 from demo import hardening, serving
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
@@ -92,16 +93,6 @@ def test_the_open_file_limit_is_raised_to_the_hard_limit():
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert hardening.connection_cap(1000, 1024) == 768 and hardening.connection_cap(1000, 100_000) == 1000
-
-
-class FakeClock:
-    """Seconds that pass only when the test says so."""
-
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_repeated_log_lines_are_rate_limited_and_long_ones_cut():
