@@ -155,10 +155,12 @@ class FakeClock:
         return self.now
 
 
-def wait_until(condition, timeout_s: float = 30.0, what: str = "the condition") -> None:
-    """Poll ``condition()`` until it is true; fail after ``timeout_s`` (a bound far above how
-    long it takes on a loaded machine, reached only when it never comes true)."""
+def eventually(probe, accept=bool, timeout_s: float = 30.0, what: str = "the condition"):
+    """Poll ``probe()`` until ``accept`` takes its value, and return that value; fail with its
+    last value after ``timeout_s`` (a bound far above how long it takes on a loaded machine,
+    reached only when it never comes)."""
     deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} did not happen within {timeout_s:g} s"
+    while not accept(value := probe()):
+        assert time.monotonic() < deadline, f"{what}: still {value!r} after {timeout_s:g} s"
         time.sleep(0.02)
+    return value

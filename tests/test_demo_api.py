@@ -18,7 +18,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 from gradio_client.utils import QueueError
 
-from conftest import FakeClock, build_fake_camvid, wait_until
+from conftest import FakeClock, build_fake_camvid, eventually
 from demo import build_demo, launch_kwargs
 
 ALL = ["unet", "unetpp", "unet3p", "deeplabv3p"]
@@ -203,10 +203,10 @@ def test_a_greedy_address_cannot_take_the_server(tiny_zoo):
         assert [r.status_code for r in flood] == [200] * config.api_burst + [429] * (12 - config.api_burst)
         assert "too many API calls from your address" in flood[-1].text and flood[-1].headers["retry-after"] == "1"
         flood = flood[:config.api_burst]
-        wait_until(lambda: order == ["greedy"] and scheduler.waiting("127.0.0.2") == config.jobs_per_address, what="one greedy job running and five waiting")
+        eventually(lambda: order == ["greedy"] and scheduler.waiting("127.0.0.2") == config.jobs_per_address, what="one greedy job running and five waiting")
         with ThreadPoolExecutor(max_workers=1) as pool:
             result = pool.submit(client.predict, **compare_args(models=["unet"]))
-            wait_until(lambda: scheduler.waiting("127.0.0.1") == 1, what="the student's Run waiting")
+            eventually(lambda: scheduler.waiting("127.0.0.1") == 1, what="the student's Run waiting")
             student_waits.set()
             assert "1 of 1 models ran" in result.result(timeout=60)[0]
         assert order[:3] == ["greedy", "greedy", "student"], order  # after the running job, one turn each address: not after the flood
@@ -270,7 +270,7 @@ def test_api_jobs_nobody_reads_are_dropped(tiny_zoo):
         data = {"data": ["shapes-1001", None, None, "shapes", ["unet"], 4, 0.5, None]}
         unread = [httpx.post(f"{url.rstrip('/')}/gradio_api/call/compare", json=data, timeout=10) for _ in range(8)]
         assert all(r.status_code == 200 for r in unread), [(r.status_code, r.text[:100]) for r in unread]
-        wait_until(lambda: len(ran) == 1 and scheduler.waiting() == 7, what="one unread job running and seven waiting")
+        eventually(lambda: len(ran) == 1 and scheduler.waiting() == 7, what="one unread job running and seven waiting")
         clock.now += config.result_grace_s
         released.set()
         client = Client(url, verbose=False, download_files=False)
@@ -349,7 +349,7 @@ def test_a_run_whose_images_gradio_cannot_cache_leaves_the_device_free(tiny_zoo,
         with pytest.raises(AppError):
             client.predict(**compare_args(models=["unet"]))
         assert failures
-        wait_until(lambda: not scheduler.busy and benchmarker._active == 0, what="the device turn given back")
+        eventually(lambda: not scheduler.busy and benchmarker._active == 0, what="the device turn given back")
         monkeypatch.setattr(processing_utils, "save_file_to_cache", copy)
         assert "1 of 1 models ran" in client.predict(**compare_args(models=["unet"]))[0]
     finally:
