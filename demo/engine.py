@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,10 +74,12 @@ def image_metrics(labels: np.ndarray, gt: np.ndarray, info: DatasetInfo) -> dict
 
 
 class Engine:
-    """Loads, caches and runs the shipped models of one weights directory."""
+    """Loads, caches and runs the shipped models of one weights directory. ``clock`` tells
+    when a model that failed to load is due to be tried again (tests pass a fake one)."""
 
-    def __init__(self, config: DemoConfig, model_sets: Catalogue):
+    def __init__(self, config: DemoConfig, model_sets: Catalogue, clock: Callable[[], float] = time.monotonic):
         self.config = config
+        self.clock = clock
         self.predictor = Predictor(config.weights_dir, device=config.device, threads=config.torch_threads)
         self.selector = RuntimeSelector.for_backend(self.predictor, config.backend)
         self.model_sets = model_sets
@@ -120,7 +122,7 @@ class Engine:
         name = f"{set_name}/{arch}"
         stamp = zoo.file_stamp(name, self.weights_dir)
         failed = self._failures.get(name)
-        if failed is not None and failed[0] == stamp and time.monotonic() - failed[2] < self.config.model_retry_s:
+        if failed is not None and failed[0] == stamp and self.clock() - failed[2] < self.config.model_retry_s:
             raise ModelUnavailable(failed[1])
         try:
             return self.predictor.model(name)
@@ -131,7 +133,7 @@ class Engine:
             if not isinstance(error, zoo.WeightsError):
                 message = f"{ARCH_NAMES.get(arch, arch)} ({set_name}) is unavailable: its weight file or model card could not be loaded ({type(error).__name__}: {error})"
             log.warning("%s", message)
-            self._failures[name] = (stamp, message, time.monotonic())
+            self._failures[name] = (stamp, message, self.clock())
             raise ModelUnavailable(message) from error
 
     def pruning_depths(self, set_name: str, arch: str) -> tuple[int, ...]:
@@ -244,7 +246,7 @@ class Engine:
         """Whether the model failed to load, and is not yet to be tried again (see :meth:`model`)."""
         name = f"{set_name}/{arch}"
         failed = self._failures.get(name)
-        return failed is not None and failed[0] == zoo.file_stamp(name, self.weights_dir) and time.monotonic() - failed[2] < self.config.model_retry_s
+        return failed is not None and failed[0] == zoo.file_stamp(name, self.weights_dir) and self.clock() - failed[2] < self.config.model_retry_s
 
     def run_models(self, set_name: str, archs: list[str], image: np.ndarray, depth: int | None = None, gt: np.ndarray | None = None, info: DatasetInfo | None = None) -> Iterator[ModelRun]:
         """Each model in ``archs`` on the same tensor (decoded once, moved to the device once),

@@ -21,6 +21,7 @@ import resource
 import time
 import traceback
 from collections import OrderedDict
+from collections.abc import Callable
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -126,19 +127,22 @@ class LogRateLimit(logging.Filter):
     """A filter for log handlers: the same message (logger and format string) at most
     ``per_key`` times and all messages at most ``total`` times every ``window_s``; what is left
     out is counted and said once the window ends. Messages are cut to ``max_chars`` and
-    tracebacks to ``max_traceback_chars``, so a huge argument is never written in full."""
+    tracebacks to ``max_traceback_chars``, so a huge argument is never written in full.
+    ``clock`` measures the window (tests pass a fake one)."""
 
-    def __init__(self, per_key: int = 5, total: int = 100, window_s: float = 10.0, max_chars: int = 500, max_traceback_chars: int = 4000, remembered: int = 1000):
+    def __init__(self, per_key: int = 5, total: int = 100, window_s: float = 10.0, max_chars: int = 500, max_traceback_chars: int = 4000, remembered: int = 1000,
+                 clock: Callable[[], float] = time.monotonic):
         super().__init__()
+        self.clock = clock
         self.per_key, self.total, self.window_s = per_key, total, window_s
         self.max_chars, self.max_traceback_chars, self.remembered = max_chars, max_traceback_chars, remembered
-        self._window_start = time.monotonic()
+        self._window_start = clock()
         self._counts: OrderedDict[tuple, int] = OrderedDict()
         self._emitted = 0
         self._suppressed = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
-        now, suppressed = time.monotonic(), 0
+        now, suppressed = self.clock(), 0
         if now - self._window_start >= self.window_s:
             suppressed, self._suppressed = self._suppressed, 0
             self._window_start, self._emitted = now, 0

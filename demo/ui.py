@@ -4,6 +4,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import gradio as gr
 from starlette.middleware import Middleware
 
@@ -55,8 +58,9 @@ CSS = """
 """
 
 
-def launch_kwargs(config: DemoConfig) -> dict:
-    """Settings for ``demo.launch`` that a public demo needs."""
+def launch_kwargs(config: DemoConfig, clock: Callable[[], float] = time.monotonic) -> dict:
+    """Settings for ``demo.launch`` that a public demo needs. ``clock`` refills the API rate
+    limit and measures the admission's and the result readers' grace periods (tests pass a fake one)."""
     assets = ASSETS_DIR.resolve()
     upload_limit = config.max_uploads * config.max_file_size + 2**20
     upload_folder = uploads.UploadFolder(uploads.own_upload_folder, config.upload_cap_mb * 2**20, config.upload_timeout_s)
@@ -64,7 +68,7 @@ def launch_kwargs(config: DemoConfig) -> dict:
         "app_kwargs": {
             "middleware": [
                 Middleware(hardening.SecurityHeaders, frame_ancestors=config.frame_ancestors),
-                Middleware(serving.ApiRateLimit, burst=config.api_burst, per_second=config.api_per_second, trust_forwarded=config.trust_forwarded),
+                Middleware(serving.ApiRateLimit, burst=config.api_burst, per_second=config.api_per_second, trust_forwarded=config.trust_forwarded, clock=clock),
                 Middleware(
                     uploads.UploadGuard, folder=upload_folder, max_files=config.max_uploads, max_bytes=upload_limit, reserve_bytes=config.disk_reserve_mb * 2**20, idle_timeout_s=config.upload_idle_s
                 ),
@@ -79,8 +83,9 @@ def launch_kwargs(config: DemoConfig) -> dict:
                     max_string=config.max_string,
                     grace_s=config.listen_grace_s,
                     trust_forwarded=config.trust_forwarded,
+                    clock=clock,
                 ),
-                Middleware(serving.ResultReaders, grace_s=config.result_grace_s),
+                Middleware(serving.ResultReaders, grace_s=config.result_grace_s, clock=clock),
             ]
         },
         "max_threads": 64,

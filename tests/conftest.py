@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,24 @@ def build_fake_camvid(root: Path, weights: Path, tiny_zoo: Path, run_dir: Path) 
     (run_dir / "card.json").write_text(json.dumps(card))
     zoo.export_model(run_dir, "camvid/unet", weights_dir=weights)
     return root, weights
+
+
+class FakeClock:
+    """A monotonic clock whose seconds pass only when a test moves ``now``."""
+
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def eventually(probe, accept=bool, timeout_s: float = 30.0, what: str = "the condition"):
+    """Poll ``probe()`` until ``accept`` takes its value, and return that value; fail with its
+    last value after ``timeout_s`` (a bound far above how long it takes on a loaded machine,
+    reached only when it never comes)."""
+    deadline = time.monotonic() + timeout_s
+    while not accept(value := probe()):
+        assert time.monotonic() < deadline, f"{what}: still {value!r} after {timeout_s:g} s"
+        time.sleep(0.02)
+    return value

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,7 +18,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 from gradio_client.utils import QueueError
 
-from conftest import build_fake_camvid
+from conftest import FakeClock, build_fake_camvid, eventually
 from demo import build_demo, launch_kwargs
 
 ALL = ["unet", "unetpp", "unet3p", "deeplabv3p"]
@@ -175,25 +176,26 @@ def test_no_file_outside_the_assets_is_served(server, path):
 
 def test_a_greedy_address_cannot_take_the_server(tiny_zoo):
     """A client at 127.0.0.2 floods /call/compare without reading a result while a student at
-    127.0.0.1 previews an image and presses Run: the student's events succeed and their Run is
-    served right after the job that was running, not after the flood; the flood beyond the
+    127.0.0.1 presses Run: their Run is served after the job that was running and one more
+    of the greedy address (the scheduler takes the addresses in turn), not after the flood; the flood beyond the
     per-address bound is refused with a message, and beyond the API burst with 429 before
     Gradio opens a session for it; oversized bodies are refused before Gradio."""
     from demo import DemoConfig
 
     config = DemoConfig(weights_dir=tiny_zoo, camvid_dir=None, device="cpu", torch_threads=1, warm_up=False, num_shapes_examples=2, shapes_size=64, jobs_per_address=5)
     demo = build_demo(config)
-    engine = demo.dashboard.engine
-    original, order = engine.run_models, []
+    engine, scheduler = demo.dashboard.engine, demo.dashboard.scheduler
+    original, order, student_waits = engine.run_models, [], threading.Event()
 
-    def slow(set_name, archs, image, *args, **kwargs):
+    def held_until_the_student_waits(set_name, archs, image, *args, **kwargs):
         order.append("student" if image.mean() == student_image_mean else "greedy")
-        time.sleep(1.0)
+        student_waits.wait(60)
         yield from original(set_name, archs, image, *args, **kwargs)
 
-    engine.run_models = slow
+    engine.run_models = held_until_the_student_waits
     student_image_mean = demo.dashboard.images.current("shapes-1000", None, None, "shapes").image.mean()
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch_kwargs(config))
+    # a clock that stands still: no API call is refilled while the flood arrives, however slowly
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch_kwargs(config, clock=FakeClock()))
     try:
         greedy = httpx.Client(base_url=url, transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=10)
         client = Client(url, verbose=False, download_files=False)
@@ -201,14 +203,19 @@ def test_a_greedy_address_cannot_take_the_server(tiny_zoo):
         assert [r.status_code for r in flood] == [200] * config.api_burst + [429] * (12 - config.api_burst)
         assert "too many API calls from your address" in flood[-1].text and flood[-1].headers["retry-after"] == "1"
         flood = flood[:config.api_burst]
-        result = client.predict(**compare_args(models=["unet"]))
-        assert "1 of 1 models ran" in result[0]
-        assert order.index("student") <= 2, order  # at most the running greedy job and one more before it, however slow the machine
+        eventually(lambda: order == ["greedy"] and scheduler.waiting("127.0.0.2") == config.jobs_per_address, what="one greedy job running and five waiting")
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            result = pool.submit(client.predict, **compare_args(models=["unet"]))
+            eventually(lambda: scheduler.waiting("127.0.0.1") == 1, what="the student's Run waiting")
+            student_waits.set()
+            assert "1 of 1 models ran" in result.result(timeout=60)[0]
+        assert order[:3] == ["greedy", "greedy", "student"], order  # after the running job, one turn each address: not after the flood
         refused = [greedy.get(f"/gradio_api/call/compare/{r.json()['event_id']}", timeout=10).text for r in flood[-3:]]
         assert all("from your network address" in text for text in refused), refused
         big = httpx.post(f"{url}/gradio_api/call/compare", json={"data": ["shapes-1000", None, None, "shapes", ["unet"] * 500_000, 4, 0.5, None]}, timeout=10)
         assert big.status_code == 413 and len(big.text) < 200
     finally:
+        student_waits.set()
         demo.close()
 
 
@@ -247,27 +254,30 @@ def test_api_jobs_nobody_reads_are_dropped(tiny_zoo):
     grace period), so a client that went away costs the others nothing; a read one runs."""
     from demo import DemoConfig
 
-    config = DemoConfig(weights_dir=tiny_zoo, camvid_dir=None, device="cpu", torch_threads=1, warm_up=False, num_shapes_examples=2, shapes_size=64, result_grace_s=0.5)
+    config = DemoConfig(weights_dir=tiny_zoo, camvid_dir=None, device="cpu", torch_threads=1, warm_up=False, num_shapes_examples=2, shapes_size=64, result_grace_s=10)
     demo = build_demo(config)
-    engine = demo.dashboard.engine
-    original, ran = engine.run_models, []
+    engine, scheduler, clock = demo.dashboard.engine, demo.dashboard.scheduler, FakeClock()
+    original, ran, released = engine.run_models, [], threading.Event()
 
-    def slow(*args, **kwargs):
+    def held_until_released(*args, **kwargs):
         ran.append(1)
-        time.sleep(0.5)
+        released.wait(60)
         yield from original(*args, **kwargs)
 
-    engine.run_models = slow
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch_kwargs(config))
+    engine.run_models = held_until_released
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch_kwargs(config, clock=clock))
     try:
         data = {"data": ["shapes-1001", None, None, "shapes", ["unet"], 4, 0.5, None]}
         unread = [httpx.post(f"{url.rstrip('/')}/gradio_api/call/compare", json=data, timeout=10) for _ in range(8)]
         assert all(r.status_code == 200 for r in unread), [(r.status_code, r.text[:100]) for r in unread]
+        eventually(lambda: len(ran) == 1 and scheduler.waiting() == 7, what="one unread job running and seven waiting")
+        clock.now += config.result_grace_s
+        released.set()
         client = Client(url, verbose=False, download_files=False)
         assert "1 of 1 models ran" in client.predict(**compare_args(models=["unet"]))[0]
-        time.sleep(1.0)
-        assert len(ran) <= 3, len(ran)  # the job running when the flood came, perhaps one more, and the read one
+        assert len(ran) == 2, len(ran)  # the job running when the grace period ended, and the read one
     finally:
+        released.set()
         demo.close()
 
 
@@ -339,10 +349,7 @@ def test_a_run_whose_images_gradio_cannot_cache_leaves_the_device_free(tiny_zoo,
         with pytest.raises(AppError):
             client.predict(**compare_args(models=["unet"]))
         assert failures
-        deadline = time.monotonic() + config.stream_handoff_s + 5
-        while (scheduler.busy or benchmarker._active) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not scheduler.busy and benchmarker._active == 0
+        eventually(lambda: not scheduler.busy and benchmarker._active == 0, what="the device turn given back")
         monkeypatch.setattr(processing_utils, "save_file_to_cache", copy)
         assert "1 of 1 models ran" in client.predict(**compare_args(models=["unet"]))[0]
     finally:

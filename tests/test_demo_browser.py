@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import eventually
 from segmodels.data import render_shapes
 
 CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or "", shutil.which("chromium-browser") or "") if p and Path(p).is_file()), None)
@@ -157,11 +158,10 @@ def test_every_tab_is_reachable_and_readable_on_a_phone(browser, url):
             else:
                 page.get_by_role("button", name="Run the models").click()
                 page.get_by_text("models ran on").wait_for(timeout=60_000)
-            time.sleep(0.5)
-            assert horizontal_overflow(page) <= 0, title
-            widths = page.locator("[role='tabpanel']:visible .prose").evaluate_all(
-                "nodes => nodes.filter(n => n.innerText.trim().length > 60 && n.offsetParent !== null).map(n => [Math.round(n.getBoundingClientRect().width), n.innerText.trim().slice(0, 40)])")
-            assert widths, title
+            eventually(lambda: horizontal_overflow(page), lambda wide: wide <= 0, what=f"{title}: the page scrolls sideways by")
+            widths = eventually(lambda: page.locator("[role='tabpanel']:visible .prose").evaluate_all(
+                "nodes => nodes.filter(n => n.innerText.trim().length > 60 && n.offsetParent !== null).map(n => [Math.round(n.getBoundingClientRect().width), n.innerText.trim().slice(0, 40)])"),
+                what=f"{title}: its text")
             narrow = [(width, text) for width, text in widths if width < 300]
             assert not narrow, (title, narrow)
             tables = page.locator("[role='tabpanel']:visible .prose table, [role='tabpanel']:visible .results-table table").evaluate_all(
@@ -194,14 +194,13 @@ def test_a_thumbnail_tapped_right_after_the_menu_shows_the_image_the_models_ran_
         page.wait_for_function("() => document.querySelector('#example input').value === 'Shapes #1002'", timeout=30_000)
         page.get_by_role("button", name="Run the models").tap()
         page.get_by_text("models ran on").wait_for(timeout=60_000)
-        time.sleep(1.0)  # any late preview would land now
+        time.sleep(1.0)  # a late preview would land now; what follows waits until every part names the image, so a wrong one left there fails
         label = "Shapes #1002"
-        assert page.locator("#example input").first.input_value() == label
-        assert label in page.locator("#current-image").inner_text()
-        assert label in page.locator("#compare-status").inner_text()
+        page.wait_for_function("label => document.querySelector('#example input').value === label && document.querySelector('#current-image').innerText.includes(label) "
+                               "&& document.querySelector('#compare-status').innerText.includes(label)", arg=label, timeout=30_000)
         means = {seed: render_shapes(seed, 0, SIZE)[0].astype(np.float64).mean() for seed in (1000, 1001, 1002)}
-        shown = image_mean(page, "#input-image img")
-        assert min(means, key=lambda seed: abs(means[seed] - shown)) == 1002 and abs(shown - means[1002]) < 1.0, (shown, means)  # WebP shifts it a little
+        eventually(lambda: image_mean(page, "#input-image img"), lambda shown: min(means, key=lambda seed: abs(means[seed] - shown)) == 1002 and abs(shown - means[1002]) < 1.0,
+                   what=f"the shown image's mean (the examples': {means})")  # WebP shifts it a little
         page.get_by_role("tab", name="Receptive field", exact=True).click()
         assert page.get_by_text(f"Click a pixel of {label}").count() >= 1
         assert not errors, errors
@@ -328,6 +327,10 @@ def test_fast_taps_the_last_one_wins_and_is_highlighted(browser, url, size):
     device = SIZES[size]
     page, errors = open_page(browser, url, device)
     thumbnails = page.locator("#examples button.thumbnail-item")
+
+    def shown_choice() -> tuple[str, list[int]]:
+        return page.locator("#example input").first.input_value(), thumbnails.evaluate_all("buttons => buttons.map((b, i) => b.classList.contains('selected') ? i : -1).filter(i => i >= 0)")
+
     try:
         assert thumbnails.evaluate_all("buttons => buttons.map(b => b.classList.contains('selected'))").index(True) == 0  # the example shown at start
         for taps in ((2, 4, 0, 6), (5, 1, 7, 3), (2, 4, 0, 6)):
@@ -336,9 +339,8 @@ def test_fast_taps_the_last_one_wins_and_is_highlighted(browser, url, size):
                 time.sleep(0.12)
             label = f"Shapes #{1000 + taps[-1]}"
             page.wait_for_function("label => document.querySelector('#example input').value === label && document.querySelector('#current-image').innerText.includes(label)", arg=label, timeout=30_000)
-            time.sleep(1.0)  # any late answer to an earlier tap would land now
-            highlighted = thumbnails.evaluate_all("buttons => buttons.map((b, i) => b.classList.contains('selected') ? i : -1).filter(i => i >= 0)")
-            assert page.locator("#example input").first.input_value() == label and highlighted == [taps[-1]], (taps, highlighted)
+            time.sleep(1.0)  # a late answer to an earlier tap would land now; then the last tap must win everywhere
+            eventually(shown_choice, (label, [taps[-1]]).__eq__, what=f"after the taps {taps}: the menu and the highlighted thumbnails")
         # Choosing from the menu moves the highlight too.
         page.locator("#example input").first.click()
         page.get_by_role("option", name="Shapes #1001").click()
@@ -376,7 +378,7 @@ def test_no_pill_or_estimate_covers_the_status(browser, server, size, monkeypatc
         tap(page, page.get_by_role("button", name="Run the models"), device)
         inline = page.locator("#compare-status .inline-error")
         inline.wait_for(timeout=30_000)
-        time.sleep(1.0)
+        time.sleep(1.0)  # a pill would show by now (the check can only miss one on a slow machine, never fail wrongly)
         assert page.locator("#compare-status .error").filter(has_text="Error").evaluate_all("pills => pills.filter(p => p.offsetParent !== null).length") == 0
         inline.scroll_into_view_if_needed()
         box = inline.bounding_box()

@@ -9,13 +9,13 @@ import json
 import re
 import shutil
 import socket
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import eventually
 from demo import DemoConfig
 from demo.core import App
 from demo.session import SessionCache
@@ -202,14 +202,16 @@ def test_the_four_panels_in_a_browser(server, device):
         page.locator("#current-image").get_by_text("Current image:").wait_for(timeout=30_000)
         page.get_by_role("tab", name="Semantic vs instance", exact=True).click()
         page.get_by_text(re.compile(r"ndimage\.label\) of Panoptic-DeepLab")).wait_for(timeout=60_000)
-        time.sleep(0.5)
         width = device["viewport"]["width"]
+
+        def fits(box) -> bool:
+            return box is not None and box["width"] > 100 and 0 <= box["x"] and box["x"] + box["width"] <= width
+
         for label in ("Semantic", "Regions", "Instances", "Ground truth"):
-            box = page.locator("[role='tabpanel']:visible .seg-img").filter(has_text=label).first.bounding_box()
-            assert box is not None and box["width"] > 100 and 0 <= box["x"] and box["x"] + box["width"] <= width, (label, box)
-        assert page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth") <= 1
+            eventually(page.locator("[role='tabpanel']:visible .seg-img").filter(has_text=label).first.bounding_box, fits, what=f"the {label} panel's box")
+        eventually(lambda: page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth"), lambda wide: wide <= 1, what="the page scrolls sideways by")
         page.get_by_role("button", name=re.compile(r"Show Shapes #\d+: touching objects")).click()  # 96 px Shapes #1001 has touching objects
         page.get_by_text(re.compile(r"\*?Shapes #1001\*?, every object class")).first.wait_for(timeout=60_000)
-        assert "Shapes #1001" in page.locator("#current-image").inner_text()
+        page.locator("#current-image").get_by_text("Shapes #1001").wait_for(timeout=30_000)  # the preview may update this line after the panels
         assert not errors, errors
         browser.close()
