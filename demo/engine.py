@@ -321,13 +321,28 @@ class Engine:
     def _loadable(self, set_name: str) -> list[str]:
         return [arch for arch in self.catalogue().get(set_name, []) if self._loads(set_name, arch)]
 
+    def _first_passes(self, set_name: str, size: tuple[int, int]) -> None:
+        """One pass of each model of ``set_name`` (at full depth) on a blank image of ``size``
+        with the runtime a click uses before any benchmark, so the first click does not pay
+        for the first pass's one-time work at that size (oneDNN picks and builds its kernels then)."""
+        with self.benchmarker.busy():
+            x = self.predictor.to_tensor(np.zeros((*size, 3), dtype=np.uint8))
+            for arch in self._loadable(set_name):
+                depths = self.pruning_depths(set_name, arch)
+                try:
+                    with self.guard(exclusive=False):
+                        self.selector.predict(f"{set_name}/{arch}", x, max(depths) if depths else None)
+                except (ModelUnavailable, OutOfMemory) as error:
+                    log.warning("warm-up: %s", error)
+
     def warm_up(self, sizes: dict[str, tuple[int, int]]) -> threading.Thread:
         """Load every shipped model and queue latency benchmarks at each set's usual image size
         (the models a page compares first, timed together), in the background, so the first
         click is fast. The sets of ``sizes`` load first, in its order (:meth:`demo.request_images.RequestImages.usual_sizes`
         lists the default set first), then the others. Each load holds only its model's load
-        lock, so a request never waits for the warm-up to load a model it does not run. Returns
-        the loading thread."""
+        lock, so a request never waits for the warm-up to load a model it does not run; each
+        model of a set in ``sizes`` then makes one pass at that size (:meth:`_first_passes`).
+        Returns the loading thread."""
         catalogue = self.catalogue()
         order = [s for s in sizes if s in catalogue] + [s for s in catalogue if s not in sizes]
 
@@ -340,6 +355,7 @@ class Engine:
                     except (ModelUnavailable, OutOfMemory) as error:
                         log.warning("warm-up: %s", error)
                 if set_name in sizes:
+                    self._first_passes(set_name, sizes[set_name])
                     for models in self._usual_groups(set_name):
                         self.benchmarker.request_together(models, sizes[set_name])
 

@@ -24,6 +24,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.utils import get_remote_addr
 
 from .serving import refuse
 
@@ -53,14 +54,19 @@ class HeaderTimeoutH11(H11Protocol):
         self._header_timer = None
 
     def connection_made(self, transport) -> None:
-        super().connection_made(transport)
-        self._address = self.client[0] if self.client else None
+        """A connection beyond ``per_address`` is closed before uvicorn registers it, so it never
+        counts towards ``limit_concurrency``: one address reconnecting in a loop cannot make
+        the server answer other clients 503."""
+        client = get_remote_addr(transport)
+        self._address = client[0] if client else None
+        self._refused = False
         if self.per_address is not None and self._address is not None:
             held = self.open_per_address[self._address] = self.open_per_address.get(self._address, 0) + 1
             if held > self.per_address:
-                self._header_timer = None
+                self._header_timer, self._refused = None, True
                 transport.close()
                 return
+        super().connection_made(transport)
         self._arm()
 
     def data_received(self, data: bytes) -> None:
@@ -80,7 +86,8 @@ class HeaderTimeoutH11(H11Protocol):
             self.open_per_address[self._address] -= 1
             if not self.open_per_address[self._address]:
                 del self.open_per_address[self._address]
-        super().connection_lost(exc)
+        if not self._refused:
+            super().connection_lost(exc)
 
     def _head_too_slow(self) -> None:
         self._header_timer = None
