@@ -4,6 +4,7 @@ click costs one forward pass per model."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -12,6 +13,19 @@ from contextlib import contextmanager
 from segmodels.runtime import BenchmarkInterrupted, RuntimeSelector
 
 log = logging.getLogger(__name__)
+BACKGROUND_NICENESS = 19
+
+
+def lower_thread_priority(niceness: int = BACKGROUND_NICENESS) -> None:
+    """Give the calling thread the lowest CPU priority (Linux keeps a niceness per thread, and
+    the threads it starts after this, the OpenMP and ONNX Runtime thread pools of its passes,
+    inherit it), so background work (the warm-up, idle benchmarks, an ONNX export that cannot
+    be interrupted) yields the cores to a student's request instead of sharing them. Elsewhere,
+    or where it is refused, the thread keeps its priority."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+    except (AttributeError, OSError) as error:
+        log.debug("thread priority left as it is: %s", error)
 
 
 class IdleBenchmarker:
@@ -90,6 +104,7 @@ class IdleBenchmarker:
                 self._condition.wait(timeout=max(0.05, self.idle_seconds - quiet) if self._pending else None)
 
     def _loop(self) -> None:
+        lower_thread_priority()
         while True:
             models, size = self._wait_for_idle()
             try:

@@ -86,6 +86,7 @@ class Engine:
         self._rf: dict[tuple, list[LayerField]] = {}
         self._failures: dict[str, tuple[tuple, str, float]] = {}
         self.shared = SharedPredictions(config.shared_predictions_mb * 2**20)
+        self.first_set_warm = threading.Event()
         self.benchmarker = IdleBenchmarker(self.selector, config.idle_seconds, config.latency_max_age_s, config.warmup, config.repeats)
 
     # ------------------------------------------------------------------ what is shipped
@@ -323,15 +324,18 @@ class Engine:
 
     def _first_passes(self, set_name: str, size: tuple[int, int]) -> None:
         """One pass of each model of ``set_name`` (at full depth) on a blank image of ``size``
-        with the runtime a click uses before any benchmark, so the first click does not pay
-        for the first pass's one-time work at that size (oneDNN picks and builds its kernels then)."""
+        with the runtime a click uses before any benchmark, and its FLOPs counted at that size
+        (cached), so the first click pays for neither: the first pass at a size does one-time
+        work (oneDNN picks and builds its kernels then), and counting FLOPs is another pass."""
         with self.benchmarker.busy():
             x = self.predictor.to_tensor(np.zeros((*size, 3), dtype=np.uint8))
             for arch in self._loadable(set_name):
                 depths = self.pruning_depths(set_name, arch)
                 try:
                     with self.guard(exclusive=False):
-                        self.selector.predict(f"{set_name}/{arch}", x, max(depths) if depths else None)
+                        depth = max(depths) if depths else None
+                        self.selector.predict(f"{set_name}/{arch}", x, depth)
+                        self.predictor.flops(f"{set_name}/{arch}", size, depth)
                 except (ModelUnavailable, OutOfMemory) as error:
                     log.warning("warm-up: %s", error)
 
@@ -342,22 +346,27 @@ class Engine:
         lists the default set first), then the others. Each load holds only its model's load
         lock, so a request never waits for the warm-up to load a model it does not run; each
         model of a set in ``sizes`` then makes one pass at that size (:meth:`_first_passes`).
-        Returns the loading thread."""
+        :attr:`first_set_warm` is set once the first set is loaded and has made those passes
+        (``build_demo`` waits for it before the server answers). Returns the loading thread."""
         catalogue = self.catalogue()
         order = [s for s in sizes if s in catalogue] + [s for s in catalogue if s not in sizes]
 
         def load_all():
-            for set_name in order:
-                for arch in catalogue[set_name]:
-                    try:
-                        with self.guard(exclusive=False):
-                            self.model(set_name, arch)
-                    except (ModelUnavailable, OutOfMemory) as error:
-                        log.warning("warm-up: %s", error)
-                if set_name in sizes:
-                    self._first_passes(set_name, sizes[set_name])
-                    for models in self._usual_groups(set_name):
-                        self.benchmarker.request_together(models, sizes[set_name])
+            try:
+                for set_name in order:
+                    for arch in catalogue[set_name]:
+                        try:
+                            with self.guard(exclusive=False):
+                                self.model(set_name, arch)
+                        except (ModelUnavailable, OutOfMemory) as error:
+                            log.warning("warm-up: %s", error)
+                    if set_name in sizes:
+                        self._first_passes(set_name, sizes[set_name])
+                        for models in self._usual_groups(set_name):
+                            self.benchmarker.request_together(models, sizes[set_name])
+                    self.first_set_warm.set()
+            finally:
+                self.first_set_warm.set()
 
         loading = threading.Thread(target=load_all, name="warm-up", daemon=True)
         loading.start()

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -17,6 +18,8 @@ from .controls import PICKED, PREVIEW, SET_CHANGED, Controls, checked_by_callbac
 from .core import App
 from .session import SessionCache
 from .tabs import tab_modules
+
+log = logging.getLogger(__name__)
 
 CSS = """
 .seg-img img { width: 100% !important; height: 100% !important; object-fit: contain; image-rendering: pixelated; }
@@ -56,6 +59,9 @@ CSS = """
   .prose table th, .prose table td { padding: 0.35em 0.45em !important; }  /* room for whole words on a narrow screen */
 }
 """
+
+
+FIRST_SET_WAIT_S = 120.0  # the server answers once the default set's models are loaded and have made a first pass, so the first Run is not a cold one
 
 
 def launch_kwargs(config: DemoConfig, clock: Callable[[], float] = time.monotonic) -> dict:
@@ -229,6 +235,8 @@ def build_demo(config: DemoConfig | None = None) -> gr.Blocks:
         demo.unload(app.session_ended)
 
     demo.queue(max_size=config.queue_max_size, default_concurrency_limit=config.light_concurrency, api_open=False)
+    if config.warm_up and not app.engine.first_set_warm.wait(FIRST_SET_WAIT_S):
+        log.warning("the default set's models were not ready after %.0f s; serving anyway", FIRST_SET_WAIT_S)
     return demo
 
 

@@ -4,9 +4,12 @@ stream, and model loads tried again after a failure."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
+import os
 import socket
+import sys
 import threading
 import time
 
@@ -207,3 +210,54 @@ def test_one_address_cannot_hold_every_connection():
     finally:
         server.should_exit = True
         thread.join(5)
+
+
+class FakeTransport:
+    def __init__(self, address: str):
+        self.address, self.closed = address, False
+
+    def get_extra_info(self, name, default=None):
+        return {"peername": (self.address, 40000), "sockname": ("127.0.0.1", 7860)}.get(name, default)
+
+    def close(self):
+        self.closed = True
+
+    def is_closing(self):
+        return self.closed
+
+
+def test_a_connection_beyond_the_per_address_cap_never_counts_towards_the_server_cap():
+    """uvicorn answers 503 once len(connections) reaches limit_concurrency: a refused
+    connection must not enter that set, or one address reconnecting in a loop fills it."""
+    config = uvicorn.Config(hello, log_level="warning")
+    config.load()
+    hardening.harden_server(config, max_connections=64, header_timeout_s=30, per_address=1)
+    state, loop = uvicorn.server.ServerState(), asyncio.new_event_loop()
+    try:
+        kept, refused = (config.http_protocol_class(config=config, server_state=state, app_state={}, _loop=loop) for _ in range(2))
+        kept_transport, refused_transport = FakeTransport("127.0.0.2"), FakeTransport("127.0.0.2")
+        kept.connection_made(kept_transport)
+        refused.connection_made(refused_transport)
+        assert state.connections == {kept} and refused_transport.closed and not kept_transport.closed
+        refused.connection_lost(None)
+        assert kept.open_per_address == {"127.0.0.2": 1}
+        kept.connection_lost(None)
+        assert kept.open_per_address == {} and not state.connections
+    finally:
+        loop.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority") or not sys.platform.startswith("linux"), reason="per-thread niceness is Linux's")
+def test_background_threads_give_way_to_requests():
+    from demo.benchmarker import BACKGROUND_NICENESS, lower_thread_priority
+
+    seen = []
+
+    def background():
+        lower_thread_priority()
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+    thread = threading.Thread(target=background)
+    thread.start()
+    thread.join(10)
+    assert seen == [BACKGROUND_NICENESS] and os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) != BACKGROUND_NICENESS

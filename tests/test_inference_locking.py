@@ -204,3 +204,25 @@ def test_warm_up_loads_the_first_sets_models_first_and_a_run_does_not_wait_for_t
         load.release.set()
         warming.join(JOIN_S)
     assert not warming.is_alive() and len(order) == 8
+
+
+def test_the_server_waits_for_the_first_sets_first_passes_and_flop_counts(tiny_config):
+    """``first_set_warm`` (what build_demo waits for) is set only once every model of the
+    first set has made a pass at the usual size and has its FLOPs counted there."""
+    from demo.catalogue import Catalogue
+    from demo.engine import Engine
+
+    config = tiny_config()
+    engine = Engine(config, Catalogue(config.weights_dir))
+    engine.benchmarker.start = lambda: None
+    passes = []
+    predict = engine.selector.predict
+    engine.selector.predict = lambda name, x, depth=None: passes.append((name, tuple(x.shape[-2:]), depth)) or predict(name, x, depth)
+    warming = engine.warm_up({"shapes": (32, 40)})
+    assert engine.first_set_warm.wait(JOIN_S)
+    archs = engine.catalogue()["shapes"]
+    assert sorted(name for name, _, _ in passes) == sorted(f"shapes/{arch}" for arch in archs) and all(size == (32, 40) for _, size, _ in passes)
+    unetpp_depth = max(engine.pruning_depths("shapes", "unetpp"))
+    assert ("shapes/unetpp", (32, 40), unetpp_depth) in passes
+    assert all(any(key[0] == f"shapes/{arch}" and key[3] == (32, 40) for key in engine.predictor._flops) for arch in archs)
+    warming.join(JOIN_S)
