@@ -4,7 +4,7 @@ recipe in lock-step: ``python -m segmodels train --recipe FILE``, scripts/GPU.md
 
 Decoder widths: matched parameter budgets. Every decoder (everything but the shared
 EfficientNet-Lite0 encoder, deep-supervision heads included) has U-Net's 2.39M parameters
-within 2% (tests/test_fair_recipe.py); the architectures differ only in how the decoder
+within 2% (tests/segmodels/training/test_fair_recipe.py); the architectures differ only in how the decoder
 combines the scales:
 
 * U-Net (Ronneberger et al. 2015): widths (32, 64, 128, 256) shallow to deep, the paper's

@@ -357,7 +357,7 @@ def _mask_bytes_per_pixel(mode: str) -> int:
     Pillow's buffer, its copy as an array, and the working arrays of :func:`_colours_to_ids`
     (colour modes: 32-bit colour keys and their temporaries) or of the value checks (id
     modes: comparisons, and float64 copies for float masks). Measured by
-    ``tests/test_image_loading.py::test_mask_decoding_stays_within_its_estimate``."""
+    ``tests/segmodels/test_image_loading.py::test_mask_decoding_stays_within_its_estimate``."""
     if mode in _MASK_COLOUR_MODES:
         return 4 + 3 + 3 * 4 + 2
     if mode in ("I", "F"):

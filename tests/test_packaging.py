@@ -4,14 +4,14 @@ those), the console entry point, and scripts run from the repository root withou
 import importlib
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
 
+from conftest import REPO
+
 tomllib = pytest.importorskip("tomllib")
 
-REPO = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 
 

@@ -1,11 +1,11 @@
 """The README's library examples run as written."""
 
 import re
-from pathlib import Path
 
+from conftest import REPO
 from segmodels.encoders import ENCODERS
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = REPO / "README.md"
 
 
 def library_section_code() -> list[str]:

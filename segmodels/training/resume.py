@@ -12,7 +12,7 @@ so a run stopped mid-write keeps one consistent epoch. A resumed run reads them,
 (naming the difference) when the recipe, the models, the frames or the autocast mode changed,
 cuts each ``history.jsonl`` back to the checkpoint's epoch and goes on from the next epoch:
 the same batches, the same steps, the same result as a run that never stopped
-(``pytest tests/test_training_resume.py`` compares the weights)."""
+(``pytest tests/segmodels/training/test_training_resume.py`` compares the weights)."""
 
 from __future__ import annotations
 

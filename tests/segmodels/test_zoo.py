@@ -1,10 +1,9 @@
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import assert_fingerprint
+from conftest import REPO, assert_fingerprint
 from segmodels import zoo
 from segmodels.cards import model_from_spec, model_spec
 from segmodels.data import SHAPES
@@ -146,7 +145,7 @@ def test_the_weights_folder_is_set_by_segmodels_weights_else_the_checkouts(monke
     monkeypatch.setenv("SEGMODELS_WEIGHTS", str(weights_dir))
     assert zoo.default_weights_dir() == weights_dir
     monkeypatch.setenv("SEGMODELS_WEIGHTS", " ")
-    assert zoo.default_weights_dir() == zoo.CHECKOUT_WEIGHTS_DIR == Path(__file__).resolve().parents[1] / "assets" / "weights"
+    assert zoo.default_weights_dir() == zoo.CHECKOUT_WEIGHTS_DIR == REPO / "assets" / "weights"
     monkeypatch.delenv("SEGMODELS_WEIGHTS")
     assert zoo.default_weights_dir() == zoo.CHECKOUT_WEIGHTS_DIR
     with pytest.raises(zoo.WeightsError, match="set SEGMODELS_WEIGHTS"):

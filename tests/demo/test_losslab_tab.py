@@ -2,7 +2,7 @@
 per-session budget, refusals answered with the precomputed curves without training, short live
 runs that share the FairScheduler chunk by chunk and stop at their time budget on a fake clock,
 and the tab built inside a small Blocks with stand-ins for the shared components. Its texts and
-figures are tested in tests/test_losslab_texts.py."""
+figures are tested in tests/demo/test_losslab_texts.py."""
 
 from __future__ import annotations
 

@@ -3,15 +3,13 @@ the shipped cards against the recipe they were trained with (recipes/camvid_fair
 
 import json
 from dataclasses import asdict
-from pathlib import Path
 
 import pytest
 
 import fair_recipe
+from conftest import REPO
 from segmodels.cli import build_parser
 from segmodels.training import TrainConfig, lever_defaults, load_recipe
-
-REPO = Path(__file__).resolve().parents[1]
 
 FAIR_V1 = load_recipe(REPO / "recipes" / "camvid_fair_v1.yaml")
 CANDIDATE = load_recipe(REPO / "recipes" / "camvid.yaml")

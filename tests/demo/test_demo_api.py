@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
@@ -18,7 +17,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 from gradio_client.utils import QueueError
 
-from conftest import FakeClock, build_fake_camvid, eventually
+from conftest import REPO, FakeClock, build_fake_camvid, eventually
 from demo import build_demo, launch_kwargs
 
 ALL = ["unet", "unetpp", "unet3p", "deeplabv3p"]
@@ -95,7 +94,7 @@ def test_the_readme_client_example_runs(server, capsys):
 def readme_client_code(url: str) -> str:
     import re
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("### Calling the dashboard from Python\n"):readme.index("## The library\n")]
     (code,) = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
     return code.replace("http://127.0.0.1:7860/", url)
@@ -316,7 +315,7 @@ def test_a_closed_tab_deletes_its_uploads(tmp_path):
 @pytest.mark.slow
 def test_a_bad_setting_stops_the_app_with_a_message_not_a_traceback(tmp_path):
     env = {**os.environ, "SEGMODELS_BACKEND": "tensorrt", "SEGMODELS_UPLOAD_DIR": str(tmp_path / "uploads")}
-    done = subprocess.run([sys.executable, "app.py", "--port", "7999"], cwd=Path(__file__).resolve().parent.parent, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "app.py", "--port", "7999"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert "app.py: backend (SEGMODELS_BACKEND) must be one of auto, torch, torch-bf16, onnxruntime, got 'tensorrt'" in done.stderr
     assert "Traceback" not in done.stderr

@@ -16,6 +16,7 @@ from gradio.routes import App as GradioApp
 from starlette.middleware import Middleware
 from starlette.testclient import TestClient
 
+from conftest import REPO
 from demo import serving, uploads
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
@@ -197,7 +198,7 @@ def test_a_stopped_server_leaves_no_folder(tiny_zoo, tmp_path):
         port = sock.getsockname()[1]
     env = {**os.environ, "SEGMODELS_UPLOAD_DIR": str(tmp_path / "uploads"), "TMPDIR": str(tmp_path), "SEGMODELS_THREADS": "1", "SEGMODELS_WARMUP": "0", "SEGMODELS_REPEATS": "1"}
     server = subprocess.Popen(
-        [sys.executable, "app.py", "--port", str(port), "--weights", str(tiny_zoo)], cwd=Path(__file__).resolve().parent.parent, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [sys.executable, "app.py", "--port", str(port), "--weights", str(tiny_zoo)], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     try:
         deadline = time.monotonic() + 120

@@ -1,6 +1,6 @@
 """Tests of the Loss lab's texts and figures (demo/losslab_charts.py): the rare-class verdict and
 the final table rendered from the shipped curves' numbers, the weight table, the CamVid section
-and the figures. The tab's state, gate and live runs are tested in tests/test_losslab_tab.py."""
+and the figures. The tab's state, gate and live runs are tested in tests/demo/test_losslab_tab.py."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import build_fake_camvid
+from conftest import REPO, build_fake_camvid
 from demo import build_demo, figures, launch_kwargs, pictures
 from demo.config import ASSETS_DIR
 from demo.controls import PICKED, PREVIEW, SET_CHANGED, Controls
@@ -378,9 +378,8 @@ def test_tables_and_charts_are_hidden_until_they_have_results(tiny_config):
 def test_readme_screenshots_exist_and_stay_small():
     """The README shows screenshots that scripts/screenshots.py takes; they are kept small."""
     import re
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent
+    root = REPO
     shown = re.findall(r'src="(docs/screenshots/[^"]+\.png)"', (root / "README.md").read_text(encoding="utf-8"))
     assert {"docs/screenshots/desktop-compare.png", "docs/screenshots/phone-compare.png"} <= set(shown)
     assert all((root / path).is_file() for path in shown), [path for path in shown if not (root / path).is_file()]

@@ -6,7 +6,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-DEMO = Path(__file__).resolve().parents[1] / "demo"
+from conftest import REPO
+
+DEMO = REPO / "demo"
 
 
 def module_name(path: Path) -> str:

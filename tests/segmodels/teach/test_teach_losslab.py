@@ -6,12 +6,12 @@ import hashlib
 import json
 import math
 import runpy
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import REPO
 from segmodels.data.shapes import RARE_CLASS, ImbalancedShapesDataset, render_imbalanced_shapes, render_shapes
 from segmodels.losses import build_loss, class_weights_inverse_share, class_weights_median_frequency, dataset_class_statistics
 from segmodels.teach.losslab import LAB_LOSSES, LabSettings, class_weights_used, lab_class_weights, lab_data, run_loss_lab
@@ -214,7 +214,6 @@ def test_class_weights_of_given_masks() -> None:
         class_weights_used("dice", masks=masks)
 
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_shipped_curves_match_the_lab() -> None:

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_lockstep import TINY, EpochClock, tiny_frames
 
 from segmodels.cli import main as segmodels_main
 from segmodels.data import CAMVID
 from segmodels.training import LockstepRun, train_lockstep, train_recipe
 from segmodels.training.lockstep import ZooMember
 from segmodels.training.recipe import recipe_from_dict
-from test_lockstep import TINY, EpochClock, tiny_frames
 
 QUIET = {"log": lambda text: None}
 # Two streams (seed 0 and seed 1), EMA, the best validated weights kept, a loss with state per epoch.

@@ -232,7 +232,7 @@ def test_an_error_message_stays_readable(browser, url):
 
 def test_inside_the_network_and_the_loss_lab_on_a_phone(browser, url):
     """The two views of issue 13 in a real browser on a phone: "Look inside" runs and shows its
-    summary of the graph (the figure itself is checked in tests/test_inside_tab.py); the Loss lab shows its formulas and precomputed verdict and runs a live
+    summary of the graph (the figure itself is checked in tests/demo/test_inside_tab.py); the Loss lab shows its formulas and precomputed verdict and runs a live
     training whose closing note (per-class IoU) arrives; nothing overflows sideways."""
     page, errors = open_page(browser, url, PHONE)
     try:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "segmodels"
+from conftest import REPO
+
+PACKAGE = REPO / "segmodels"
 
 
 def imported_modules(path: Path) -> set[str]:

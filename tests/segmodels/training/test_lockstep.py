@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import REPO
 from segmodels import evaluation
 from segmodels.cli import main as segmodels_main
 from segmodels.data import CAMVID
@@ -16,7 +17,6 @@ from segmodels.training.ema import WeightAverage
 from segmodels.training.loop import epochs_that_fit
 from segmodels.training.recipe import load_recipe, recipe_from_dict
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = {"name": "tiny", "encoder": "plain", "pretrained": False, "archs": {"unet": {}, "deeplabv3p": {}},
         "training": {"base_channels": 4, "epochs": 2, "batch_size": 2, "crop_size": [16, 24], "val_every": 1, "flops_size": [24, 32], "warmup_epochs": 0}}
 

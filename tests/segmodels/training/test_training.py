@@ -8,13 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import REPO
 from segmodels.benchmark import benchmark_architectures, format_rows
 from segmodels.cli import main
 from segmodels.data import SHAPES
 from segmodels.evaluation import evaluate, evaluation_report
 from segmodels.training import TrainConfig, Trainer, learning_rate_factor, train
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_config(tmp_path, **overrides) -> TrainConfig:
