@@ -12,6 +12,7 @@ import socket
 import sys
 import threading
 import time
+from contextlib import contextmanager
 
 import anyio
 import pytest
@@ -33,24 +34,33 @@ async def hello(scope, receive, send):
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-@pytest.fixture()
-def hardened_server():
-    """A uvicorn server on 127.0.0.1 configured by harden_server (header timeout 0.5 s)."""
+@contextmanager
+def hardened(**hardening_options):
+    """A uvicorn server on 127.0.0.1 configured by harden_server; yields its port."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(hello, host="127.0.0.1", port=port, log_level="warning"))
     server.config.load()
-    hardening.harden_server(server.config, max_connections=64, header_timeout_s=0.5, keep_alive_s=5)
+    hardening.harden_server(server.config, max_connections=64, **hardening_options)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.02)
     assert server.started
-    yield port
-    server.should_exit = True
-    thread.join(5)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(5)
+
+
+@pytest.fixture()
+def hardened_server():
+    """Header timeout 0.5 s."""
+    with hardened(header_timeout_s=0.5, keep_alive_s=5) as port:
+        yield port
 
 
 def closed_within(sock: socket.socket, seconds: float) -> bool:
@@ -183,19 +193,7 @@ def test_a_model_that_failed_to_load_is_tried_again_later(tiny_config):
 
 
 def test_one_address_cannot_hold_every_connection():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(hello, host="127.0.0.1", port=port, log_level="warning"))
-    server.config.load()
-    hardening.harden_server(server.config, max_connections=64, header_timeout_s=30, per_address=5)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started
-    try:
+    with hardened(header_timeout_s=30, per_address=5) as port:
         held = [socket.create_connection(("127.0.0.1", port)) for _ in range(8)]
         for sock in held:
             sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
@@ -207,9 +205,6 @@ def test_one_address_cannot_hold_every_connection():
         other.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         other.settimeout(3)
         assert other.recv(1024).startswith(b"HTTP/1.1 200")
-    finally:
-        server.should_exit = True
-        thread.join(5)
 
 
 class FakeTransport:
