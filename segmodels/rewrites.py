@@ -16,7 +16,7 @@ with fewer passes over memory. :func:`rewrite_for_inference` applies them to a m
 * **Logits upsampled in float32** (:class:`Float32Logits`, every head of a
   :class:`~segmodels.models.SegmentationModel`). Under bfloat16 autocast a head's logits
   are bfloat16, and the bilinear upsampling to the input size then runs PyTorch's
-  channels_last kernel on 11 bfloat16 channels, about twice as slow as in float32
+  channels_last kernel on 11 bfloat16 channels, slower than in float32
   (``scripts/profile_peer.py`` prints ``aten::upsample_bilinear2d`` per precision). The head
   returns float32: in float32 nothing changes; in bfloat16 the upsampled logits skip one
   rounding to bfloat16 before the argmax.

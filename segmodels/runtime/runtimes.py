@@ -6,7 +6,7 @@ H x W uint8 class ids (argmax included).
 * :class:`TorchRuntime` ``()``: **PyTorch** in float32, always available, on any device.
 * :class:`TorchRuntime` ``(dtype)``: **PyTorch under autocast** to ``dtype`` (bfloat16 or
   float16; :func:`segmodels.precision.autocast_dtype` picks it for a device). On a CPU with
-  bfloat16 matrix units (this project's Xeon has AMX) bfloat16 beats float32 by about 2.5x;
+  bfloat16 matrix units (this project's Xeon has AMX) bfloat16 beats float32;
   on one without, it is slower than float32 (``python -m segmodels bench --models
   camvid/unet --runtimes torch torch-bf16`` measures both on the machine at hand). Its masks
   are not float32's: ``scripts/runtime_agreement.py`` measures how many pixels agree and what
