@@ -1,6 +1,6 @@
-"""Moving files through ``device`` calls (scripts/GPU.md): what a call carries beside the
-checkout (64 MiB in all), tar parts that fit it, and the run bundles a call brings back from
-``$OUT`` (8 files, 64 MiB together). Used by scripts/train_zoo_gpu.py."""
+"""Moving files through ``device`` calls within the device tool's limits (scripts/GPU.md
+quotes them): what a call carries beside the checkout, tar parts that fit it, and the run
+bundles a call brings back from ``$OUT``. Used by scripts/train_zoo_gpu.py."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ CALL_LIMIT_BYTES = 64 * 2**20
 CALL_MARGIN_BYTES = 2 * 2**20
 TAR_BLOCK = 512
 TAR_END_BYTES = 20 * TAR_BLOCK
-RETURN_FILES, RETURN_BYTES = 7, 60 * 2**20  # $OUT brings back 8 files of 64 MiB together; train.log is the 8th
+RETURN_FILES, RETURN_BYTES = 7, 60 * 2**20  # under the limit of files and bytes $OUT brings back (scripts/GPU.md), train.log the last file
 
 
 def checkout_bytes(repo: Path = REPO) -> int:
