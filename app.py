@@ -31,15 +31,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def tune_malloc(arenas: int = 2, mmap_threshold: int = 128 * 1024) -> None:
-    """glibc settings that keep a long-running server's memory flat (``scripts/load_test.py
-    soak``, 4 students for 10 minutes, a new page every 5 Runs):
+def tune_malloc(arenas: int = 2, mmap_threshold: int = 32 * 2**20) -> None:
+    """glibc settings for a long-running server that runs models for a class:
 
     * ``M_ARENA_MAX`` = 2: threads that allocate at the same time otherwise get arenas of
       their own, and dozens of Gradio worker threads fragment them (+25 MiB/min).
-    * ``M_MMAP_THRESHOLD`` = 128 KiB, fixed: glibc otherwise raises the threshold to the size
-      of each large block freed (up to 32 MiB), after which image and activation buffers come
-      from the heap and freed ones are kept (+43 MiB/min; +3 MiB/min with it fixed).
+    * ``M_MMAP_THRESHOLD`` = 32 MiB, fixed: activation buffers (a few MiB each) come from the
+      heap and are reused by the next pass. Below them (128 KiB) every buffer was a fresh
+      ``mmap`` whose pages the kernel zeroes again on every pass, which made the passes about
+      1.6 times slower (``python scripts/lanes_throughput.py --malloc``, either way). The
+      freed heap memory is handed back to the system whenever the server falls quiet
+      (:func:`demo.memory.release_free_memory`, called by the idle benchmarker), so memory
+      stays flat over a soak (``scripts/load_test.py soak``).
 
     ``mallopt``, as the ``MALLOC_ARENA_MAX`` and ``MALLOC_MMAP_THRESHOLD_`` variables would; on
     glibc only."""

@@ -35,11 +35,16 @@ class IdleBenchmarker:
     busy is measured again when a request asks for it.
     Requests hold :meth:`busy`; the benchmark takes the predictor's run lock one pass at a time
     and stops (to be measured again when idle) as soon as a request is running, so a request
-    waits for at most one forward pass. ``clock`` tells how long the machine has been quiet (tests pass a fake one)."""
+    waits for at most one forward pass. ``clock`` tells how long the machine has been quiet (tests pass a fake one).
+    ``on_idle`` is called once each time the server falls quiet, after the benchmarks pending
+    then (the app hands freed memory back to the system there:
+    :func:`demo.memory.release_free_memory`)."""
 
     def __init__(self, selector: RuntimeSelector, idle_seconds: float = 2.0, max_age_s: float = 1800.0, warmup: int = 1, repeats: int = 5, max_pending: int = 256,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, on_idle: Callable[[], object] | None = None):
         self._clock = clock
+        self.on_idle = on_idle
+        self._idle_done = on_idle is None
         self.selector = selector
         self.warmup, self.repeats = warmup, repeats
         self.idle_seconds = idle_seconds
@@ -61,6 +66,7 @@ class IdleBenchmarker:
             with self._condition:
                 self._active -= 1
                 self._last_request = self._clock()
+                self._idle_done = self.on_idle is None
                 self._condition.notify_all()
 
     def _requested(self) -> bool:
@@ -94,19 +100,33 @@ class IdleBenchmarker:
             self._thread = threading.Thread(target=self._loop, name="idle-benchmark", daemon=True)
             self._thread.start()
 
-    def _wait_for_idle(self) -> tuple[list[tuple[str, int | None]], tuple[int, int]]:
+    def _wait_for_idle(self) -> tuple[list[tuple[str, int | None]], tuple[int, int]] | None:
+        """The next pending benchmark once the server is quiet; then None (once per quiet spell,
+        when there is an ``on_idle``) to call that."""
         with self._condition:
             while True:
                 quiet = self._clock() - self._last_request
-                if self._pending and self._active == 0 and quiet >= self.idle_seconds:
-                    key = next(iter(self._pending))
-                    return self._pending.pop(key)
-                self._condition.wait(timeout=max(0.05, self.idle_seconds - quiet) if self._pending else None)
+                if self._active == 0 and quiet >= self.idle_seconds:
+                    if self._pending:
+                        key = next(iter(self._pending))
+                        return self._pending.pop(key)
+                    if not self._idle_done:
+                        self._idle_done = True
+                        return None
+                waiting_for_quiet = self._pending or not self._idle_done
+                self._condition.wait(timeout=max(0.05, self.idle_seconds - quiet) if waiting_for_quiet else None)
 
     def _loop(self) -> None:
         lower_thread_priority()
         while True:
-            models, size = self._wait_for_idle()
+            work = self._wait_for_idle()
+            if work is None:
+                try:
+                    self.on_idle()
+                except Exception as error:  # noqa: BLE001 - a failed hook must not end the benchmarks
+                    log.warning("the idle hook failed: %s", error)
+                continue
+            models, size = work
             try:
                 self.selector.measure_together(models, size, self.warmup, self.repeats, interrupted=self._requested)
             except BenchmarkInterrupted:

@@ -40,8 +40,13 @@ class DemoConfig:
         camvid_dir: a CamVid folder (SegNet layout) whose ``val`` split provides examples;
             env ``SEGMODELS_CAMVID`` or ``python app.py --camvid DIR``.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``; env ``SEGMODELS_DEVICE``.
-        torch_threads: CPU threads for PyTorch (None: PyTorch's default); env ``SEGMODELS_THREADS``.
-            Use 1 on a machine whose cores are busy with other work.
+        torch_threads: CPU threads for the models' passes, all lanes together (None: PyTorch's
+            default); env ``SEGMODELS_THREADS``. Use 1 on a machine whose cores are busy with
+            other work.
+        lanes: forward passes at once on a CPU, each on ``torch_threads // lanes`` threads
+            (:class:`segmodels.runtime.PassLanes`); 0: :func:`segmodels.runtime.default_lanes`;
+            env ``SEGMODELS_LANES``. Model jobs run in as many turns at once
+            (:class:`demo.scheduler.FairScheduler`).
         backend: what runs the models: ``auto`` (once a model's latency was benchmarked at an
             image size, the fastest of PyTorch, PyTorch in bfloat16 and ONNX Runtime measured
             on this machine; PyTorch before), or ``torch``, ``torch-bf16`` or ``onnxruntime``
@@ -116,6 +121,7 @@ class DemoConfig:
     camvid_dir: Path | None = field(default_factory=lambda: _env_path("SEGMODELS_CAMVID"))
     device: str = field(default_factory=lambda: os.environ.get("SEGMODELS_DEVICE", "auto"))
     torch_threads: int | None = field(default_factory=lambda: _env_int("SEGMODELS_THREADS", 0) or None)
+    lanes: int = field(default_factory=lambda: _env_int("SEGMODELS_LANES", 0))
     backend: str = field(default_factory=lambda: os.environ.get("SEGMODELS_BACKEND", "auto"))
     max_side: int = 512
     warmup: int = field(default_factory=lambda: _env_int("SEGMODELS_WARMUP", 1))
@@ -170,6 +176,8 @@ class DemoConfig:
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend (SEGMODELS_BACKEND) must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.lanes < 0:
+            raise ValueError(f"lanes (SEGMODELS_LANES) must be at least 0 (0: chosen for the machine), got {self.lanes}")
         if self.shared_predictions_mb < 0:
             raise ValueError(f"shared_predictions_mb must be at least 0, got {self.shared_predictions_mb}")
         if self.upload_cap_mb < 1:

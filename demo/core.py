@@ -33,7 +33,7 @@ class App:
         self.config = config or DemoConfig()
         self.catalogue = Catalogue.for_config(self.config)
         self.engine = Engine(self.config, self.catalogue)
-        self.scheduler = FairScheduler(self.config.jobs_per_address, self.config.jobs_total, self.config.max_wait_s)
+        self.scheduler = FairScheduler(self.config.jobs_per_address, self.config.jobs_total, self.config.max_wait_s, lanes=self.engine.lanes)
         self.files = ImageFiles()
         self.choices = Choices(self.engine)
         self.check = Checks(self.choices, self.config.weights_dir)

@@ -5,8 +5,8 @@ it owns.
 The predictor does the generic work (loading once per device, batch-norm folding, one
 forward pass per prediction); the selector keeps the latency book and picks each key's runtime. This module decides what a
 classroom server needs: which model set a name belongs to, turning every failure into a
-message, running one model after another so each result can be streamed as soon as it is
-ready, measuring latency only while the server is idle (:class:`demo.benchmarker.IdleBenchmarker`), so a
+message, running a request's models in the predictor's lanes (two passes at once on a CPU with
+two or more cores) with each result streamed, in order, as soon as it is ready, measuring latency only while the server is idle (:class:`demo.benchmarker.IdleBenchmarker`), so a
 click costs one forward pass per model, and sharing the masks of an image every session
 asks for (:class:`demo.shared_masks.SharedPredictions`), so a class on the teacher's example costs one."""
 
@@ -16,8 +16,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +30,13 @@ from segmodels.data import DatasetInfo
 from segmodels.metrics import ConfusionMatrix
 from segmodels.modelcard import ModelCard
 from segmodels.receptive_field import LayerField, effective_receptive_field, theoretical_receptive_field
-from segmodels.runtime import Latency, Predictor, RuntimeSelector, single_pass_latency
+from segmodels.runtime import Latency, Predictor, RuntimeSelector, default_lanes, single_pass_latency
 
 from .benchmarker import IdleBenchmarker
 from .catalogue import Catalogue, ModelSet
 from .config import DemoConfig
 from .failures import ModelUnavailable, OutOfMemory, is_out_of_memory
+from .memory import release_free_memory
 from .shared_masks import SharedPrediction, SharedPredictions, image_digest
 
 log = logging.getLogger(__name__)
@@ -80,14 +83,15 @@ class Engine:
     def __init__(self, config: DemoConfig, model_sets: Catalogue, clock: Callable[[], float] = time.monotonic):
         self.config = config
         self.clock = clock
-        self.predictor = Predictor(config.weights_dir, device=config.device, threads=config.torch_threads)
+        self.predictor = Predictor(config.weights_dir, device=config.device, threads=config.torch_threads, lanes=config.lanes or default_lanes(config.torch_threads))
         self.selector = RuntimeSelector.for_backend(self.predictor, config.backend)
+        self._passes = ThreadPoolExecutor(self.predictor.lanes.count, thread_name_prefix="model-pass")
         self.model_sets = model_sets
         self._rf: dict[tuple, list[LayerField]] = {}
         self._failures: dict[str, tuple[tuple, str, float]] = {}
         self.shared = SharedPredictions(config.shared_predictions_mb * 2**20)
         self.first_set_warm = threading.Event()
-        self.benchmarker = IdleBenchmarker(self.selector, config.idle_seconds, config.latency_max_age_s, config.warmup, config.repeats)
+        self.benchmarker = IdleBenchmarker(self.selector, config.idle_seconds, config.latency_max_age_s, config.warmup, config.repeats, on_idle=release_free_memory)
 
     # ------------------------------------------------------------------ what is shipped
 
@@ -151,12 +155,11 @@ class Engine:
     @contextmanager
     def guard(self, exclusive: bool = True) -> Iterator[None]:
         """Turn out-of-memory into :class:`OutOfMemory` after freeing the cache. ``exclusive``
-        also holds the predictor's run lock, for model work outside
-        :meth:`Predictor.predict` (hooks, gradients, other networks), so it runs alone;
-        predictions need not, since the predictor holds that lock around each forward pass only
-        and loads a model under that model's own lock (the lock order is in
-        :mod:`segmodels.runtime.predictor`)."""
-        with self.predictor.run_lock if exclusive else nullcontext():
+        also holds the device alone (:meth:`Predictor.alone`), for model work outside
+        :meth:`Predictor.predict` (hooks, gradients, other networks); predictions need not,
+        since the predictor holds a lane around each forward pass only and loads a model under
+        that model's own lock (the lock order is in :mod:`segmodels.runtime.predictor`)."""
+        with self.predictor.alone() if exclusive else nullcontext():
             try:
                 yield
             except Exception as error:
@@ -249,15 +252,34 @@ class Engine:
         failed = self._failures.get(name)
         return failed is not None and failed[0] == zoo.file_stamp(name, self.weights_dir) and self.clock() - failed[2] < self.config.model_retry_s
 
+    @property
+    def lanes(self) -> int:
+        """Forward passes that run at once (:class:`segmodels.runtime.PassLanes`)."""
+        return self.predictor.lanes.count
+
+    def _in_lanes(self, runs: list[Callable[[], ModelRun]]) -> Iterator[ModelRun]:
+        """Each of ``runs`` done, in order, computed by the engine's pass workers, up to
+        :attr:`lanes` at a time: the first of a request's runs is yielded while its next ones
+        are running, and another request's runs queue behind them, first in first out. Runs not
+        started when the iterator is closed are cancelled."""
+        def guarded(run: Callable[[], ModelRun]) -> ModelRun:
+            with self.guard(exclusive=False):
+                return run()
+
+        futures = [self._passes.submit(guarded, run) for run in runs]
+        try:
+            for future in futures:
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+
     def run_models(self, set_name: str, archs: list[str], image: np.ndarray, depth: int | None = None, gt: np.ndarray | None = None, info: DatasetInfo | None = None) -> Iterator[ModelRun]:
         """Each model in ``archs`` on the same tensor (decoded once, moved to the device once),
-        one forward pass each, yielded as soon as it is done."""
+        one forward pass each, yielded in order as soon as it is done (:meth:`_in_lanes`)."""
         with self.benchmarker.busy():
             x, digest = self.predictor.to_tensor(image), image_digest(image)
-            for arch in archs:
-                with self.guard(exclusive=False):
-                    run = self._run_one(set_name, arch, x, depth, gt, info, digest)
-                yield run
+            yield from self._in_lanes([partial(self._run_one, set_name, arch, x, depth, gt, info, digest) for arch in archs])
 
     def _loads(self, set_name: str, arch: str) -> bool:
         try:
@@ -267,14 +289,12 @@ class Engine:
             return False
 
     def run_depths(self, set_name: str, arch: str, image: np.ndarray, gt: np.ndarray | None = None, info: DatasetInfo | None = None) -> Iterator[ModelRun]:
-        """A prunable model at every pruning depth on the same tensor, shallowest first."""
+        """A prunable model at every pruning depth on the same tensor, shallowest first
+        (computed as :meth:`run_models` computes its runs)."""
         with self.benchmarker.busy():
             depths = self.pruning_depths(set_name, arch)
             x, digest = self.predictor.to_tensor(image), image_digest(image)
-            for depth in depths:
-                with self.guard(exclusive=False):
-                    run = self._run_one(set_name, arch, x, depth, gt, info, digest)
-                yield run
+            yield from self._in_lanes([partial(self._run_one, set_name, arch, x, depth, gt, info, digest) for depth in depths])
 
     def receptive_field(self, set_name: str, arch: str, depth: int | None = None) -> list[LayerField]:
         """Theoretical receptive field of every layer (cached per model and depth)."""

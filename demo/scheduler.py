@@ -16,7 +16,10 @@ coroutines (holding no thread), for :meth:`FairScheduler.turn`:
   that never reads it) is dropped when its turn comes, and a job that waited longer than
   ``max_wait_s`` is dropped (by ``clock``, which tests replace with a fake one).
 
-One job holds the turn at a time, so it has every core to itself."""
+Up to ``lanes`` jobs hold a turn at once (one by default, so it has every core to itself): with
+the predictor's lanes (:class:`segmodels.runtime.PassLanes`), the next job's passes queue behind
+the running one's and fill the lane it leaves idle, and its results are drawn while the running
+job's are being sent."""
 
 from __future__ import annotations
 
@@ -46,17 +49,20 @@ class Ticket:
 
 
 class FairScheduler:
-    """Grants the device to one job at a time, round robin over client addresses."""
+    """Grants the device to ``lanes`` jobs at a time, round robin over client addresses."""
 
-    def __init__(self, per_address: int = 40, total: int = 200, max_wait_s: float = 600.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, per_address: int = 40, total: int = 200, max_wait_s: float = 600.0, clock: Callable[[], float] = time.monotonic, lanes: int = 1):
         if per_address < 1 or total < per_address:
             raise ValueError(f"need 1 <= per_address <= total, got {per_address}, {total}")
+        if lanes < 1:
+            raise ValueError(f"need lanes >= 1, got {lanes}")
+        self.lanes = lanes
         self.per_address = per_address
         self.total = total
         self.max_wait_s = max_wait_s
         self._clock = clock
         self._waiting: OrderedDict[str, deque[Ticket]] = OrderedDict()  # address -> tickets; order = whose turn is next
-        self._busy = False
+        self.running = 0
         self.served = 0
 
     def waiting(self, address: str | None = None) -> int:
@@ -66,7 +72,13 @@ class FairScheduler:
 
     @property
     def busy(self) -> bool:
-        return self._busy
+        """Whether a job holds a turn."""
+        return self.running > 0
+
+    def ahead(self) -> int:
+        """Jobs a job submitted now would wait for: the waiting ones, and the running ones
+        when every turn is taken."""
+        return self.waiting() + (self.running if self.running >= self.lanes else 0)
 
     def _admit(self, ticket: Ticket) -> None:
         if ticket.session is not None:
@@ -89,12 +101,12 @@ class FairScheduler:
             ticket.granted.set_exception(reason)
 
     def _grant_next(self) -> None:
-        """Give the free device to the oldest ticket of the address whose turn it is."""
+        """Give each free turn to the oldest ticket of the address whose turn it is."""
         now = self._clock()
         for queue in list(self._waiting.values()):
             for stale in [t for t in queue if now - t.created > self.max_wait_s]:
                 self._drop(stale, Refused(f"Your run waited more than {self.max_wait_s:.0f} s and was dropped. Try again."))
-        while self._waiting and not self._busy:
+        while self._waiting and self.running < self.lanes:
             address, queue = next(iter(self._waiting.items()))
             ticket = queue.popleft()
             del self._waiting[address]
@@ -105,7 +117,7 @@ class FairScheduler:
                     ticket.granted.set_exception(Superseded("nobody is reading its result"))
                 continue
             if ticket.granted is not None and not ticket.granted.done():
-                self._busy = True
+                self.running += 1
                 ticket.granted.set_result(True)
 
     def cancel_session(self, session: str | None) -> int:
@@ -137,5 +149,5 @@ class FairScheduler:
             self._release()
 
     def _release(self) -> None:
-        self._busy = False
+        self.running -= 1
         self._grant_next()

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 import time
+import weakref
+from collections import OrderedDict
 
 from segmodels import zoo
 from segmodels.bootstrap import BETTER, NOT_DISTINGUISHABLE, WORSE, Entrant, against_best
@@ -15,7 +17,7 @@ from segmodels.modelcard import Evaluation
 from segmodels.runtime import Latency
 from segmodels.testset import read_per_image
 
-from .engine import Engine, ModelRun, ModelUnavailable
+from .engine import Engine, ModelRun, ModelUnavailable, run_label
 
 NOISY = "⚠"
 LATENCY_NOTE = (
@@ -118,8 +120,25 @@ def test_entrant(engine: Engine, set_name: str, run: ModelRun) -> Entrant | None
 def test_standings(engine: Engine, set_name: str, runs: list[ModelRun]) -> list[str]:
     """Each run against the run with the best test mIoU shown: ``best on test``, or the
     paired-bootstrap verdict with the difference in mIoU and its 95% interval (``-`` where the
-    card has no test record)."""
-    entrants = [test_entrant(engine, set_name, run) for run in runs]
+    card has no test record). Computed once per choice of models and depths while their files
+    stay the same (the bootstrap costs a class tens of milliseconds a click)."""
+    models = tuple((run.arch, run.depth) for run in runs)
+    key = (set_name, models, tuple(zoo.file_stamp(f"{set_name}/{arch}", engine.weights_dir) for arch, _ in models))
+    kept = _STANDINGS.setdefault(engine, OrderedDict())
+    if key not in kept:
+        kept[key] = _standings(engine, set_name, models)
+        while len(kept) > STANDINGS_KEPT:
+            kept.popitem(last=False)
+    return list(kept[key])
+
+
+STANDINGS_KEPT = 64  # choices of models and depths remembered per engine
+_STANDINGS: weakref.WeakKeyDictionary[Engine, OrderedDict[tuple, tuple[str, ...]]] = weakref.WeakKeyDictionary()
+
+
+def _standings(engine: Engine, set_name: str, models: tuple[tuple[str, int | None], ...]) -> tuple[str, ...]:
+    """:func:`test_standings` of ``models`` ((arch, depth) pairs)."""
+    entrants = [test_entrant(engine, set_name, ModelRun(arch, run_label(arch, depth), depth)) for arch, depth in models]
     known = [entrant for entrant in entrants if entrant is not None]
     standings = iter(against_best(known))
     texts = []
@@ -134,7 +153,7 @@ def test_standings(engine: Engine, set_name: str, runs: list[ModelRun]) -> list[
         else:
             difference = standing.difference
             texts.append(f"{TEST_VERDICTS[standing.verdict]} best: {difference.estimate:+.3f} [{difference.low:+.3f}, {difference.high:+.3f}]")
-    return texts
+    return tuple(texts)
 
 
 TEST_NOTE = (

@@ -6,6 +6,7 @@ for another image is dropped, never shown beside this one."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,7 +133,9 @@ def session_of(value: Any) -> SessionCache:
 class Request:
     """One click, parsed once: the page's image (decoded once; None for a tab that uses no
     image), the tab's checked choices, and the browser tab's session. ``watch`` is set when a
-    job starts on the image and tells whether the page has moved on since."""
+    job starts on the image and tells whether the page has moved on since. ``pictures`` keeps
+    the files of the pictures its updates showed, by name, so a later update of the same
+    request repeats them without drawing and encoding them again."""
 
     current: CurrentImage | None
     session: SessionCache
@@ -141,6 +144,13 @@ class Request:
     opacity: float | None = None
     choices: dict[str, Any] = field(default_factory=dict)
     watch: StaleWatch | None = None
+    pictures: dict[str, str | None] = field(default_factory=dict)
+
+    def picture(self, name: str, draw: Callable[[], str | None]) -> str | None:
+        """The file of the picture ``name``, drawn by ``draw`` the first time it is asked for."""
+        if name not in self.pictures:
+            self.pictures[name] = draw()
+        return self.pictures[name]
 
     @property
     def stale(self) -> bool:

@@ -147,16 +147,28 @@ class Compare:
         except Exception as error:  # noqa: BLE001 - the run that follows reports it too
             return error_text(user_message(error))
         request.session.keep_parsed(run_inputs(example, image_file, mask_file, set_name, models, depth, opacity), request)
-        ahead = self.app.scheduler.waiting() + int(self.app.scheduler.busy)
-        return f"Waiting for the device: {ahead} run{'s' if ahead != 1 else ''} ahead of yours (one at a time, shared fairly)…" if ahead else "Starting…"
+        ahead = self.app.scheduler.ahead()
+        return f"Waiting for the device: {ahead} run{'s' if ahead != 1 else ''} ahead of yours ({self.at_a_time()}, shared fairly)…" if ahead else "Starting…"
+
+    def at_a_time(self) -> str:
+        lanes = self.app.scheduler.lanes
+        return "one at a time" if lanes == 1 else f"{lanes} at a time"
 
     def next_step(self, current: CurrentImage, archs: list[str], depth: int, done: int) -> str:
-        """What happens next, said honestly: a model runs, or its mask for this image is already
-        known (an earlier request computed it) and is shared."""
-        arch = archs[done]
-        shared = self.app.engine.is_shared(current.set_name, arch, current.image, depth)
-        step = f"{ARCH_NAMES[arch]} ({done + 1} of {len(archs)})"
-        return f"sharing the mask of {step}, computed for an earlier request on this image…" if shared else f"running {step}…"
+        """What happens next, said honestly: the models now in the engine's lanes run, or their
+        masks for this image are already known (an earlier request computed them) and are shared."""
+        engine, total = self.app.engine, len(archs)
+        steps = [(f"{ARCH_NAMES[arch]} ({index + 1} of {total})", engine.is_shared(current.set_name, arch, current.image, depth))
+                 for index, arch in enumerate(archs[done:done + engine.lanes], start=done)]
+        shared = [step for step, is_shared in steps if is_shared]
+        running = [step for step, is_shared in steps if not is_shared]
+        parts = []
+        if shared:
+            masks = "the mask" if len(shared) == 1 else "the masks"
+            parts.append(f"sharing {masks} of {' and '.join(shared)}, computed for an earlier request on this image")
+        if running:
+            parts.append(f"running {' and '.join(running)}")
+        return ", and ".join(parts) + "…"
 
     def stream(self, example: str | None = None, image_file: str | None = None, mask_file: str | None = None, set_name: str | None = None,
                models: list[str] | None = None, depth: float | None = None, opacity: float = 0.8, session: SessionCache | None = None):
@@ -180,23 +192,30 @@ class Compare:
             return self.present_result(request, step)
         if step:
             run = step[-1]
-            slot = self.mask(request, run.labels) if run.ok else gr.update(value=None, label=f"{ARCH_NAMES[run.arch]}: unavailable (see status)")  # a value alone: no component rebuilt
+            slot = self.mask(request, run.arch, run.labels) if run.ok else gr.update(value=None, label=f"{ARCH_NAMES[run.arch]}: unavailable (see status)")  # a value alone: no component rebuilt
             following = self.next_step(current, archs, depth, len(step)) if len(step) < len(archs) else "making the table…"
             return VIEW(status=f"**{current.label}**: {following}", **{f"mask_{run.arch}": slot})
         waiting = pd.DataFrame({"Model": [ARCH_NAMES[a] for a in archs], "Status": "waiting…"})
         return VIEW(
             status=f"**{current.label}**: {self.next_step(current, archs, depth, 0)}", legend=self.legend(current),
-            image=self.app.files.path(current.image), truth=self.truth(request), current=current.summary(), table=gr.update(value=waiting, visible=False),
+            image=self.image(request), truth=self.truth(request), current=current.summary(), table=gr.update(value=waiting, visible=False),
             table_page=gr.update(value=figures.table_html(waiting, TABLE_LABEL), visible=True), scatter=hidden(), bars=hidden(), per_class=hidden(), per_class_page=hidden(),
             **{f"mask_{a}": gr.update(value=None, label=self.app.engine.label(current.set_name, a, depth) if a in archs else ARCH_NAMES[a], visible=a in archs) for a in ARCH_ORDER},
         )
 
-    def mask(self, request: Request, labels: np.ndarray) -> str:
-        return self.app.files.path(pictures.overlay(request.current.image, labels, request.current.info, request.opacity))
+    def image(self, request: Request) -> str:
+        return request.picture("image", lambda: self.app.files.path(request.current.image))
+
+    def mask(self, request: Request, arch: str, labels: np.ndarray) -> str:
+        """``arch``'s mask over the image, drawn once per request."""
+        current = request.current
+        return request.picture(f"mask_{arch}", lambda: self.app.files.path(pictures.overlay(current.image, labels, current.info, request.opacity)))
 
     def truth(self, request: Request) -> str | None:
         current = request.current
-        return self.app.files.path(pictures.overlay(current.image, current.gt, current.info, request.opacity)) if current.gt is not None else None
+        if current.gt is None:
+            return None
+        return request.picture("truth", lambda: self.app.files.path(pictures.overlay(current.image, current.gt, current.info, request.opacity)))
 
     @staticmethod
     def legend(current: CurrentImage) -> str:
@@ -221,9 +240,9 @@ class Compare:
             lines.append(f"\n<small>{TEST_NOTE}</small>")
         lines.append(f"\n<small>{LATENCY_NOTE}</small>")
         has_gt = current.gt is not None
-        masks = {f"mask_{run.arch}": self.mask(request, run.labels) for run in runs if run.ok}
+        masks = {f"mask_{run.arch}": self.mask(request, run.arch, run.labels) for run in runs if run.ok}
         return VIEW(
-            status="\n".join(lines), legend=self.legend(current), image=self.app.files.path(current.image), truth=self.truth(request),
+            status="\n".join(lines), legend=self.legend(current), image=self.image(request), truth=self.truth(request),
             **{name: masks.get(name) for name in MASKS}, table=result.table, scatter=gr.update(value=figures.miou_cost_figure(result.table, has_gt), visible=True),
             bars=gr.update(value=figures.per_class_figure(result.per_class, current.info.class_names, result.per_class_source), visible=True),
             per_class=gr.update(value=result.per_class, label=f"Per-class IoU ({result.per_class_source})"), table_page=figures.table_html(result.table, TABLE_LABEL),
@@ -247,7 +266,7 @@ class Compare:
         return {arch: predictions[key] for arch, key in keys.items() if key in predictions}
 
     def present_redraw(self, request: Request, masks: dict[str, np.ndarray]) -> tuple:
-        return RESTYLE(truth=self.truth(request), **{f"mask_{arch}": self.mask(request, labels) for arch, labels in masks.items()})
+        return RESTYLE(truth=self.truth(request), **{f"mask_{arch}": self.mask(request, arch, labels) for arch, labels in masks.items()})
 
     def show_image(self, example, image_file, mask_file, set_name, opacity, identity, session):
         """A new image was picked: show it (and its ground truth) and clear the results of
@@ -260,7 +279,7 @@ class Compare:
         except (InputError, ModelUnavailable):  # the line under the controls says why
             return SHOWN(status="", image=None, truth=None, **cleared)
         status = "Press **Run the models** to segment this image with every chosen model." if stale else gr.skip()
-        return SHOWN(status=status, legend=self.legend(current), image=self.app.files.path(current.image), truth=self.truth(request), **cleared)
+        return SHOWN(status=status, legend=self.legend(current), image=self.image(request), truth=self.truth(request), **cleared)
 
 
 def build(shared: Shared) -> gr.Tab:

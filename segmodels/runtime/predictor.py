@@ -4,22 +4,25 @@ another, so the same image gives the same mask every time.
 
 Locking (a server loads models in one thread while requests run in others):
 
-* :attr:`Predictor.run_lock` is held only around forward passes (a prediction, one timed pass,
-  a FLOP count), so one pass at a time has every thread;
+* :attr:`Predictor.lanes` (:class:`~segmodels.runtime.PassLanes`) is held only around forward
+  passes: a prediction takes one of its lanes, so up to ``lanes`` passes run at once, each on
+  :attr:`Predictor.pass_threads` threads; work that must run alone (one timed pass, a FLOP
+  count, hooks on a shared model) holds :meth:`Predictor.alone`, which waits for the lanes to
+  empty;
 * a **load lock per model** is held while that model is read, SHA-checked, folded and prepared,
   and nothing else: a request for a loaded model never waits for another model's load, a request
   for model X waits only for X's load (or does it itself), and two threads that need X load it
   once;
 * a runtime's own locks (:class:`~segmodels.runtime.OnnxRuntime` builds a session under a
-  build lock per session), taken without the run lock;
+  build lock per session), taken without the lanes;
 * a short **state lock** guards the caches and is held for no work.
 
-Lock order: the run lock, then a runtime's build lock, then a load lock, then the state lock. A
-thread takes a lock only while it holds none of those after it, and no lock waits for one before
-it (a load never takes the run lock or another model's load lock; a build never takes the run
-lock), so the locks cannot deadlock. :class:`Predictor` itself loads and builds before it takes
-the run lock; a caller that holds the run lock for work of its own (hooks or gradients on a
-shared model) may still load, as the order allows, at the cost of the passes that wait meanwhile."""
+Lock order: a lane or the device alone, then a runtime's build lock, then a load lock, then the
+state lock. A thread takes a lock only while it holds none of those after it, and no lock waits
+for one before it (a load never takes a lane or another model's load lock; a build never takes a
+lane), so the locks cannot deadlock. :class:`Predictor` itself loads and builds before it takes
+a lane; a caller that holds the device alone for work of its own (hooks or gradients on a shared
+model) may still load, as the order allows, at the cost of the passes that wait meanwhile."""
 
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ import itertools
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +41,7 @@ from torch import nn
 
 from .. import zoo
 from ..cards import count_flops, count_parameters
+from .lanes import PassLanes
 from .preparation import prepare_for_inference
 from .runtimes import Runtime, TorchRuntime
 
@@ -69,14 +75,16 @@ class Predictor:
     (SHA-256 checked), prepared with :func:`~segmodels.runtime.prepare_for_inference`, and read
     again only when its weight file or card is replaced; any other ``nn.Module`` of
     B x 3 x H x W images (with a ``depth`` option if it can be pruned) is given a name with
-    :meth:`register`. :attr:`run_lock` serialises forward passes, so one pass at a time uses
-    every thread; loading a model holds only that model's lock (the lock order is in
-    :mod:`segmodels.runtime.predictor`).
+    :meth:`register`. Up to ``lanes`` forward passes run at once (:attr:`lanes`), each on
+    :attr:`pass_threads` threads; loading a model holds only that model's lock (the lock order
+    is in :mod:`segmodels.runtime.predictor`).
 
     Args:
         weights_dir: the zoo (``<set>/<arch>.pt`` + ``.json``).
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
-        threads: torch intra-op threads (None: leave torch's setting).
+        threads: CPU threads for the passes, all lanes together (None: torch's setting).
+        lanes: forward passes at once on a CPU (one on any other device), each on
+            ``threads // lanes`` threads (at least one).
         channels_last: store weights and inputs in channels_last (default: on the CPU, where it
             won on 2 cores; not on CUDA, where these batch-1 models are launch-bound:
             ``scripts/device_latency.py`` times both).
@@ -90,17 +98,18 @@ class Predictor:
     """
 
     def __init__(self, weights_dir: Path | str = zoo.WEIGHTS_DIR, device: str = "auto", threads: int | None = None, channels_last: bool | None = None,
-                 runtime: Runtime | None = None):
+                 runtime: Runtime | None = None, lanes: int = 1):
         self.weights_dir = Path(weights_dir)
         self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
         self.runtime = runtime or TorchRuntime()
         if not self.runtime.available_on(self.device):
             raise ValueError(f"the {self.runtime.name} runtime does not run on device {self.device}")
         self.threads = threads
-        if threads:
-            torch.set_num_threads(threads)
+        self.lanes = PassLanes(lanes if self.device.type == "cpu" else 1)
+        self.pass_threads = max(1, (threads or torch.get_num_threads()) // self.lanes.count) if threads or self.lanes.count > 1 else None
+        if self.pass_threads:
+            torch.set_num_threads(self.pass_threads)
         self.channels_last = self.device.type == "cpu" if channels_last is None else channels_last
-        self.run_lock = threading.RLock()
         self._state_lock = threading.Lock()
         self._load_locks: dict[str, threading.Lock] = {}
         self._models: dict[str, LoadedModel] = {}
@@ -162,7 +171,7 @@ class Predictor:
         loaded = self._loaded(name)
         key = (name, loaded.stamp, depth, tuple(size))
         if key not in self._flops:
-            with self.run_lock:
+            with self.alone():
                 flops = count_flops(loaded.model, tuple(size), **_depth_options(depth))
             with self._state_lock:
                 self._flops[key] = flops
@@ -171,6 +180,20 @@ class Predictor:
         return self._flops[key]
 
     # ------------------------------------------------------------------ running
+
+    def _use_pass_threads(self) -> None:
+        """Give the calling thread's passes :attr:`pass_threads` threads (OpenMP keeps the count
+        per thread, so a worker thread that started with another count runs with this one)."""
+        if self.pass_threads:
+            torch.set_num_threads(self.pass_threads)
+
+    @contextmanager
+    def alone(self) -> Iterator[None]:
+        """Hold the device with no pass running beside this thread's work (a timed pass, hooks
+        or gradients on a shared model), on :attr:`pass_threads` threads."""
+        with self.lanes.alone():
+            self._use_pass_threads()
+            yield
 
     def to_tensor(self, image: np.ndarray) -> torch.Tensor:
         """H x W x 3 uint8 -> 1 x 3 x H x W float in [0, 1] on the device, moved once and
@@ -196,16 +219,17 @@ class Predictor:
     def ready(self, name: str, size: tuple[int, int], depth: int | None = None, runtime: Runtime | None = None) -> tuple[nn.Module, Runtime]:
         """The prepared model and the runtime that will run it at ``size`` and ``depth``
         (``runtime``, or :attr:`runtime`, made ready; its stand-in where it cannot run the
-        model), both done without the run lock."""
+        model), both done without a lane."""
         model = self.check_depth(name, depth)
         return model, (runtime or self.runtime).for_pass(model, tuple(size), depth)
 
     def predict(self, name: str, x: torch.Tensor, depth: int | None = None, runtime: Runtime | None = None) -> Prediction:
         """Class ids of one forward pass on the prepared tensor ``x`` with ``runtime`` (default:
         :attr:`runtime`), how long it took and what ran it. The model is loaded and the runtime
-        made ready first; :attr:`run_lock` is held for the pass alone."""
+        made ready first; a lane is held for the pass only."""
         model, runtime = self.ready(name, x.shape[-2:], depth, runtime)
-        with self.run_lock:
+        with self.lanes.lane():
+            self._use_pass_threads()
             started = time.perf_counter()
             labels = runtime.labels(model, x, depth)
             return Prediction(labels, (time.perf_counter() - started) * 1000, runtime.name)

@@ -91,7 +91,7 @@ class RuntimeSelector:
 
     def __init__(self, predictor: Predictor, runtimes: Sequence[Runtime] | None = None):
         self.predictor = predictor
-        self.runtimes = tuple(runtimes) if runtimes else device_runtimes(predictor.device, predictor.threads)
+        self.runtimes = tuple(runtimes) if runtimes else device_runtimes(predictor.device, predictor.pass_threads)
         unavailable = [runtime.name for runtime in self.runtimes if not runtime.available_on(predictor.device)]
         if unavailable:
             raise ValueError(f"{', '.join(unavailable)} cannot run on device {predictor.device}")
@@ -105,14 +105,14 @@ class RuntimeSelector:
         measured; a runtime's name (:data:`BACKENDS`): that runtime for every key."""
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-        return cls(predictor, None if backend == "auto" else [runtime_named(backend, predictor.device, predictor.threads)])
+        return cls(predictor, None if backend == "auto" else [runtime_named(backend, predictor.device, predictor.pass_threads)])
 
     # ------------------------------------------------------------------ the book
 
     def key(self, name: str, size: tuple[int, int], depth: int | None = None) -> tuple:
         """What a latency figure depends on besides the runtime; the device and the memory
         format are the predictor's."""
-        return (name, self.predictor.version(name), depth, tuple(int(s) for s in size), torch.get_num_threads())
+        return (name, self.predictor.version(name), depth, tuple(int(s) for s in size), self.predictor.pass_threads or torch.get_num_threads())
 
     def latency(self, name: str, size: tuple[int, int], depth: int | None = None) -> Latency | None:
         """The figure of the runtime that runs this key, or None when it was never benchmarked."""
@@ -158,8 +158,8 @@ class RuntimeSelector:
         pair per round) after ``warmup`` passes each. A model whose runtime an earlier benchmark
         chose is timed with that one (``every_runtime``: with every runtime of :attr:`runtimes`
         again); a runtime that cannot run a model (an export that failed) is left out for it.
-        Holds the predictor's run lock for one pass at a time, so a waiting job gets the device
-        between passes; sessions are built without it. A runtime whose first timed pass is over
+        Holds the device alone (:meth:`Predictor.alone`) for one pass at a time, so a waiting job
+        gets the device between passes; sessions are built without it. A runtime whose first timed pass is over
         :data:`LOSING_FACTOR` times its model's best one is left out of the rounds (bfloat16 on
         a processor without bfloat16 units would hold the device for seconds a pass), unless
         ``keep_losers`` (a benchmark that reports every runtime). Before
@@ -183,7 +183,7 @@ class RuntimeSelector:
         def one_pass(runtime_name: str, pair: tuple):
             stop_if_interrupted()
             model, depth, runtime = passes[pair]
-            with self.predictor.run_lock:
+            with self.predictor.alone():
                 runtime.labels(model, x, depth)
 
         device = self.predictor.device

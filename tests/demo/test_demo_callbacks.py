@@ -21,6 +21,7 @@ from demo.errors import InputError
 from demo.session import PredictionKey, SessionCache
 from demo.tabs import compare, instances, losses, pruning, receptive
 from segmodels import zoo
+from segmodels.bootstrap import against_best
 from segmodels.data import SHAPES, render_shapes
 from segmodels.losses import focal_curve
 from segmodels.metrics import ConfusionMatrix, iou_error_map
@@ -102,6 +103,24 @@ def test_compare_judges_models_by_a_paired_bootstrap_on_test(tiny_config, own_zo
     assert "paired bootstrap" in status and "not seed-to-seed training noise" in status
 
 
+def test_the_test_standings_are_computed_once_until_a_model_changes(tiny_config, own_zoo, monkeypatch):
+    from demo import scores
+    from segmodels.testset import record_test
+
+    for arch in ("unet", "unetpp"):
+        record_test(f"shapes/{arch}", None, own_zoo, resamples=50)
+    tab = compare.Compare(App(tiny_config(weights_dir=own_zoo)))
+    computed = []
+    monkeypatch.setattr(scores, "against_best", lambda entrants: computed.append(len(entrants)) or against_best(entrants))
+    first = [tab.compare(EXAMPLE, None, None, "shapes", ALL, 4).table["Test vs best"].tolist() for _ in range(3)]
+    assert computed == [2] and first[0] == first[1] == first[2] and "best on test" in first[0]
+    tab.compare(EXAMPLE, None, None, "shapes", ["unet", "unetpp"], 2)
+    assert computed == [2, 2]  # another choice of models and depth: computed for it
+    record_test("shapes/unet3p", None, own_zoo, resamples=50)  # a model's card replaced
+    tab.compare(EXAMPLE, None, None, "shapes", ALL, 4)
+    assert computed == [2, 2, 3]
+
+
 def test_an_unreadable_card_leaves_the_other_models_alone(tiny_config, own_zoo):
     (own_zoo / "shapes" / "unet3p.json").write_text("{not json")
     result = compare.Compare(App(tiny_config(weights_dir=own_zoo))).compare(EXAMPLE, None, None, "shapes", ["unet", "unet3p"], 4)
@@ -153,6 +172,30 @@ def test_compare_streams_each_mask_then_everything(app):
     redrawn = compare.RESTYLE.named(tab.restyle(EXAMPLE, None, None, "shapes", 4, 1.0, session))
     assert np.abs(read(redrawn["mask_unet"]).astype(int) - SHAPES.colorize(session.predictions[PredictionKey("unet", None)])).mean() < 3  # WebP, quality 90
     assert redrawn["mask_unetpp"] == gr.skip()
+
+
+def test_two_lanes_run_two_models_at_once_with_the_same_masks_in_the_same_order(app, tiny_config, monkeypatch):
+    two = App(tiny_config(torch_threads=2))
+    assert two.engine.lanes == two.scheduler.lanes == 2 and two.engine.predictor.pass_threads == 1
+    running, most = [0], [0]
+    labels = two.engine.predictor.runtime.labels
+
+    def counted(*args):
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        try:
+            time.sleep(0.05)  # long enough for the other lane to start
+            return labels(*args)
+        finally:
+            running[0] -= 1
+
+    monkeypatch.setattr(two.engine.predictor.runtime, "labels", counted)
+    first = compare.VIEW.named(next(compare.Compare(two).stream(EXAMPLE, None, None, "shapes", ["unet", "unetpp", "deeplabv3p"], 4, 0.5, None)))
+    assert first["status"].endswith(": running U-Net (1 of 3) and U-Net++ (2 of 3)…")  # both lanes named
+    image = render_shapes(1001, 0, 64)[0]
+    one_lane, two_lanes = list(app.engine.run_models("shapes", ALL, image, 4)), list(two.engine.run_models("shapes", ALL, image, 4))
+    assert [run.arch for run in two_lanes] == ALL and most[0] == 2
+    assert all(np.array_equal(a.labels, b.labels) for a, b in zip(one_lane, two_lanes))
 
 
 def test_a_result_for_another_image_is_dropped(app):

@@ -53,9 +53,10 @@ def test_a_greedy_address_delays_another_by_at_most_one_job():
     assert log.index("normal") <= 2 and len(log) == 21  # one greedy job running, at most one more before
 
 
-def test_one_job_at_a_time():
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_as_many_jobs_at_a_time_as_lanes(lanes):
     async def scenario():
-        scheduler, active, peak = FairScheduler(), [0], [0]
+        scheduler, active, peak = FairScheduler(lanes=lanes), [0], [0]
 
         async def counted(address):
             async with scheduler.turn(address, None):
@@ -66,9 +67,32 @@ def test_one_job_at_a_time():
                 active[0] -= 1
 
         await asyncio.gather(*(counted(f"a{i % 3}") for i in range(12)))
-        return peak[0], scheduler.served
+        return peak[0], scheduler.served, scheduler.running
 
-    assert run(scenario()) == (1, 12)
+    assert run(scenario()) == (lanes, 12, 0)
+
+
+def test_jobs_ahead_count_the_running_ones_only_when_every_lane_is_taken():
+    async def scenario():
+        scheduler, log, hold = FairScheduler(lanes=2), [], asyncio.Event()
+        counts = [scheduler.ahead()]
+        first = asyncio.create_task(job(scheduler, "a", None, log, "first", hold=hold))
+        await asyncio.sleep(0)
+        counts.append(scheduler.ahead())  # one lane free: a new job starts at once
+        second = asyncio.create_task(job(scheduler, "b", None, log, "second", hold=hold))
+        await asyncio.sleep(0)
+        counts.append(scheduler.ahead())
+        third = asyncio.create_task(job(scheduler, "c", None, log, "third", hold=hold))
+        await asyncio.sleep(0)
+        counts.append(scheduler.ahead())
+        hold.set()
+        await asyncio.gather(first, second, third)
+        return counts, log
+
+    counts, log = run(scenario())
+    assert counts == [0, 0, 2, 3] and log == ["first", "second", "third"]
+    with pytest.raises(ValueError, match="lanes"):
+        FairScheduler(lanes=0)
 
 
 def test_a_new_click_supersedes_the_waiting_one_of_the_same_tab():

@@ -534,8 +534,8 @@ def png_of_zeros(width: int, height: int, grey: bool) -> bytes:
 
 def peak_growth(cases: list[dict]) -> dict:
     """Each case's peak memory growth (bytes, from /proc's high-water mark) and outcome, in a
-    fresh process whose allocator returns large blocks to the system as the server's does
-    (``app.tune_malloc``), so that nothing freed earlier hides an allocation."""
+    fresh process whose allocator returns every block over 128 KiB to the system, so that
+    nothing freed earlier hides an allocation."""
     import json
     import os
     import subprocess

@@ -165,6 +165,28 @@ def test_idle_benchmarker_waits_for_quiet(tiny_config):
     assert benchmarker.pending() == 0
 
 
+def test_the_idle_hook_runs_once_per_quiet_spell_after_the_pending_benchmarks(tiny_config):
+    from demo.benchmarker import IdleBenchmarker
+
+    selector = RuntimeSelector(Predictor(tiny_config().weights_dir, device="cpu"))
+    clock, calls = FakeClock(), []
+    benchmarker = IdleBenchmarker(selector, idle_seconds=0.5, warmup=0, repeats=2, clock=clock,
+                                  on_idle=lambda: calls.append(selector.latency("shapes/unet", (32, 32)) is not None))
+    with benchmarker.busy():
+        benchmarker.request("shapes/unet", (32, 32), None)
+    clock.now = 10.0
+    benchmarker.start()
+    wait_until(lambda: calls)
+    assert calls == [True]  # after the benchmark that was pending, once
+    with benchmarker.busy():
+        pass
+    clock.now = 10.25
+    clock.wait_for_read()
+    assert calls == [True]  # not before the spell is idle_seconds long
+    clock.now = 20.0
+    wait_until(lambda: len(calls) == 2)
+
+
 def test_a_noisy_or_old_benchmark_is_asked_for_again(tiny_config):
     from demo.benchmarker import IdleBenchmarker
 

@@ -1,6 +1,6 @@
 """The Predictor's locks: loading one model never blocks another's forward pass, a model is
-loaded once however many threads need it first, and the run, build and load locks cannot
-deadlock (the lock order is in :mod:`segmodels.runtime`). Every wait is on an Event, a
+loaded once however many threads need it first, and the lanes, build and load locks cannot
+deadlock, with one lane or two (the lock order is in :mod:`segmodels.runtime`). Every wait is on an Event, a
 Barrier or a join with a timeout; nothing is timed."""
 
 from __future__ import annotations
@@ -134,11 +134,12 @@ def test_concurrent_first_uses_load_a_model_once(own_zoo, monkeypatch, image_ten
     assert all(np.array_equal(labels[0], other) for other in labels[1:])
 
 
-def test_run_build_and_load_locks_under_contention_finish(own_zoo, image_tensor):
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_run_build_and_load_locks_under_contention_finish(own_zoo, image_tensor, lanes):
     """Predictions, loads, FLOP counts, benchmarks of every runtime (ONNX Runtime sessions
-    built where installed), and a caller that holds the run lock while it loads (the order
-    allows it), all at once: every thread finishes."""
-    predictor = Predictor(own_zoo, device="cpu")
+    built where installed), and a caller that holds the device alone while it loads (the order
+    allows it), all at once, with one lane or two: every thread finishes."""
+    predictor = Predictor(own_zoo, device="cpu", lanes=lanes)
     selector = RuntimeSelector(predictor)
     x = image_tensor(predictor)
     start = threading.Barrier(5)
@@ -149,7 +150,7 @@ def test_run_build_and_load_locks_under_contention_finish(own_zoo, image_tensor)
 
     def exclusive_load():
         start.wait(JOIN_S)
-        with predictor.run_lock:
+        with predictor.alone():
             return predictor.predict("shapes/unet3p", x).labels.shape
 
     def benchmarking():
