@@ -33,8 +33,8 @@ class IdleBenchmarker:
     and none ran for ``idle_seconds``: the models a request compared, timed together. A figure
     older than ``max_age_s``, a noisy one, or one taken while other processes kept the machine
     busy is measured again when a request asks for it.
-    Requests hold :meth:`busy`; the benchmark takes the predictor's run lock one pass at a time
-    and stops (to be measured again when idle) as soon as a request is running, so a request
+    Requests hold :meth:`busy`; the benchmark holds the device alone one pass at a time
+    (:meth:`segmodels.runtime.Predictor.alone`) and stops (to be measured again when idle) as soon as a request is running, so a request
     waits for at most one forward pass. ``clock`` tells how long the machine has been quiet (tests pass a fake one).
     ``on_idle`` is called once each time the server falls quiet, after the benchmarks pending
     then (the app hands freed memory back to the system there:

@@ -181,18 +181,19 @@ class Predictor:
 
     # ------------------------------------------------------------------ running
 
-    def _use_pass_threads(self) -> None:
-        """Give the calling thread's passes :attr:`pass_threads` threads (OpenMP keeps the count
-        per thread, so a worker thread that started with another count runs with this one)."""
-        if self.pass_threads:
-            torch.set_num_threads(self.pass_threads)
+    def _use_threads(self, threads: int | None) -> None:
+        """Give the calling thread's work ``threads`` threads (OpenMP keeps the count per
+        thread, so a worker thread that started with another count runs with this one)."""
+        if threads:
+            torch.set_num_threads(threads)
 
     @contextmanager
-    def alone(self) -> Iterator[None]:
-        """Hold the device with no pass running beside this thread's work (a timed pass, hooks
-        or gradients on a shared model), on :attr:`pass_threads` threads."""
+    def alone(self, as_a_pass: bool = False) -> Iterator[None]:
+        """Hold the device with no pass running beside this thread's work: hooks or gradients on
+        a shared model, on every lane's threads; or, ``as_a_pass``, a timed pass, on
+        :attr:`pass_threads` threads as a pass in a lane runs."""
         with self.lanes.alone():
-            self._use_pass_threads()
+            self._use_threads(self.pass_threads if as_a_pass or not self.pass_threads else self.threads or self.pass_threads * self.lanes.count)
             yield
 
     def to_tensor(self, image: np.ndarray) -> torch.Tensor:
@@ -229,7 +230,7 @@ class Predictor:
         made ready first; a lane is held for the pass only."""
         model, runtime = self.ready(name, x.shape[-2:], depth, runtime)
         with self.lanes.lane():
-            self._use_pass_threads()
+            self._use_threads(self.pass_threads)
             started = time.perf_counter()
             labels = runtime.labels(model, x, depth)
             return Prediction(labels, (time.perf_counter() - started) * 1000, runtime.name)

@@ -183,7 +183,7 @@ class RuntimeSelector:
         def one_pass(runtime_name: str, pair: tuple):
             stop_if_interrupted()
             model, depth, runtime = passes[pair]
-            with self.predictor.alone():
+            with self.predictor.alone(as_a_pass=True):
                 runtime.labels(model, x, depth)
 
         device = self.predictor.device

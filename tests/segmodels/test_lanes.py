@@ -108,9 +108,16 @@ def test_predictor_splits_its_threads_among_its_lanes(own_zoo):
             predictor.predict("shapes/unet", predictor.to_tensor(np.zeros((32, 40, 3), dtype=np.uint8)))
             seen.append(torch.get_num_threads())
 
-        worker = started(pass_in_a_worker)
-        worker.join(JOIN_S)
-        assert seen == [2]
+        def alone_in_a_worker():
+            with predictor.alone():
+                seen.append(torch.get_num_threads())
+            with predictor.alone(as_a_pass=True):
+                seen.append(torch.get_num_threads())
+
+        for target in (pass_in_a_worker, alone_in_a_worker):
+            worker = started(target)
+            worker.join(JOIN_S)
+        assert seen == [2, 4, 2]  # a pass on its lane's share; work alone on every thread, a timed pass as a pass runs
         assert Predictor(own_zoo, device="cpu", threads=1, lanes=2).pass_threads == 1
     finally:
         torch.set_num_threads(previous)
