@@ -35,14 +35,14 @@ def tune_malloc(arenas: int = 2, mmap_threshold: int = 32 * 2**20) -> None:
     """glibc settings for a long-running server that runs models for a class:
 
     * ``M_ARENA_MAX`` = 2: threads that allocate at the same time otherwise get arenas of
-      their own, and dozens of Gradio worker threads fragment them (+25 MiB/min).
-    * ``M_MMAP_THRESHOLD`` = 32 MiB, fixed: activation buffers (a few MiB each) come from the
-      heap and are reused by the next pass. Below them (128 KiB) every buffer was a fresh
-      ``mmap`` whose pages the kernel zeroes again on every pass, which made the passes 1.5-1.6
-      times slower (``python scripts/lanes_throughput.py --malloc``, either way). The
-      freed heap memory is handed back to the system whenever the server falls quiet
-      (:func:`demo.memory.release_free_memory`, called by the idle benchmarker), so memory
-      stays flat over a soak (``scripts/load_test.py soak``).
+      their own, and dozens of Gradio worker threads fragment them (``scripts/load_test.py
+      soak`` shows the growth without it).
+    * ``M_MMAP_THRESHOLD`` = 32 MiB, fixed: activation buffers come from the heap and are
+      reused by the next pass. With a threshold below them every buffer is a fresh ``mmap``
+      whose pages the kernel zeroes again on every pass (``python scripts/lanes_throughput.py
+      --malloc`` times the passes both ways). The freed heap memory is handed back to the
+      system whenever the server falls quiet (:func:`demo.memory.release_free_memory`, called
+      by the idle benchmarker), so memory stays flat over ``scripts/load_test.py soak``.
 
     ``mallopt``, as the ``MALLOC_ARENA_MAX`` and ``MALLOC_MMAP_THRESHOLD_`` variables would; on
     glibc only."""
